@@ -1,0 +1,191 @@
+"""Reading ladders: the project's YAML format and the published pair JSON format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.errors import InputError, pydantic_error_to_input_error
+from harness.hashing import sha256_text
+from harness.ladder.build import build_pairs
+from harness.ladder.edits import EDIT_KINDS
+from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair
+from harness.yaml_strict import load_yaml_strict, read_text_strict
+
+DEFAULT_LADDER = Path(__file__).resolve().parent.parent.parent / "ladders" / "default.yaml"
+
+# Published pair files name the rungs slightly differently.
+CATEGORY_TO_RUNG = {
+    "control_identical": "identical",
+    "noop_format": "noop_format",
+    "punctuation": "punctuation",
+    "structural": "structural",
+    "synonym": "synonym",
+    "paraphrase": "paraphrase",
+    "semantic_small": "semantic_small",
+    "positive_control": "positive_control",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CuratedVariant(_Strict):
+    text: str
+    edit_kind: str = "curated"
+    note: str = ""
+
+    @field_validator("text")
+    @classmethod
+    def _nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty prompt")
+        return v
+
+
+class CuratedSet(_Strict):
+    synonym: list[str | CuratedVariant] = Field(default_factory=list)
+    paraphrase: list[str | CuratedVariant] = Field(default_factory=list)
+    semantic_small: list[str | CuratedVariant] = Field(default_factory=list)
+    positive_control: list[str | CuratedVariant] = Field(default_factory=list)
+
+
+class PromptSpec(_Strict):
+    id: str
+    text: str
+    topic: str = "general"
+    in_domain: bool = False
+    curated: CuratedSet = Field(default_factory=CuratedSet)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not v.strip() or "/" in v:
+            raise ValueError("must be non-empty and contain no '/'")
+        return v
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty prompt")
+        return v
+
+
+class LadderSpec(_Strict):
+    ladder: str
+    description: str = ""
+    edit_kinds: list[str] | None = None
+    prompts: list[PromptSpec]
+
+    @field_validator("edit_kinds")
+    @classmethod
+    def _kinds(cls, v: list[str] | None) -> list[str] | None:
+        known = {k.name for k in EDIT_KINDS}
+        for k in v or []:
+            if k not in known:
+                raise ValueError(f"unknown edit kind {k!r}")
+        return v
+
+
+def load_ladder(path: Path | str) -> Ladder:
+    """A ladder from ``.yaml``/``.yml`` (project format) or ``.json`` (published pairs)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return import_pairs_json(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return load_ladder_yaml(path)
+    raise InputError(str(path), "file", "expected a .yaml/.yml ladder or a .json pair file")
+
+
+def load_ladder_yaml(path: Path) -> Ladder:
+    raw = load_yaml_strict(path)
+    try:
+        spec = LadderSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise pydantic_error_to_input_error(str(path), exc) from None
+    ids = [p.id for p in spec.prompts]
+    for i, pid in enumerate(ids):
+        if ids.index(pid) != i:
+            raise InputError(str(path), f"prompts[{i}].id", f"duplicate id {pid!r}")
+    if not spec.prompts:
+        raise InputError(str(path), "prompts", "no prompts")
+    prompts = [BasePrompt(p.id, p.text, p.topic, p.in_domain) for p in spec.prompts]
+    curated = {
+        p.id: {
+            rung: [
+                (v, "curated", "") if isinstance(v, str) else (v.text, v.edit_kind, v.note)
+                for v in getattr(p.curated, rung)
+            ]
+            for rung in CURATED_RUNGS
+        }
+        for p in spec.prompts
+    }
+    for i, p in enumerate(spec.prompts):
+        for rung in CURATED_RUNGS:
+            for j, v in enumerate(getattr(p.curated, rung)):
+                if isinstance(v, str) and not v.strip():
+                    raise InputError(str(path), f"prompts[{i}].curated.{rung}[{j}]", "empty prompt")
+    pairs, skipped = build_pairs(spec.ladder, prompts, curated, tuple(spec.edit_kinds) if spec.edit_kinds else None)
+    return Ladder(spec.ladder, str(path), sha256_text(read_text_strict(path)), tuple(prompts), tuple(pairs), tuple(skipped))
+
+
+def _reject_duplicate_keys(path: Path):
+    def hook(items: list[tuple[str, Any]]) -> dict:
+        out: dict = {}
+        for k, v in items:
+            if k in out:
+                raise InputError(str(path), k, "duplicate key")
+            out[k] = v
+        return out
+
+    return hook
+
+
+def import_pairs_json(path: Path) -> Ladder:
+    """Import a published pair file as-is: ``[{id, category, prompt_a, prompt_b, notes?}]``."""
+    text = read_text_strict(path)
+    try:
+        raw = json.loads(text, object_pairs_hook=_reject_duplicate_keys(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(str(path), f"line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
+    if not isinstance(raw, list) or not raw:
+        raise InputError(str(path), "(top level)", "expected a non-empty JSON list of pairs")
+    pairs: list[PromptPair] = []
+    seen: set[str] = set()
+    allowed = {"id", "category", "prompt_a", "prompt_b", "notes"}
+    for i, item in enumerate(raw):
+        where = f"[{i}]"
+        if not isinstance(item, dict):
+            raise InputError(str(path), where, "expected an object")
+        for key in item:
+            if key not in allowed:
+                raise InputError(str(path), f"{where}.{key}", "unknown key")
+        for key in ("id", "category", "prompt_a", "prompt_b"):
+            if key not in item:
+                raise InputError(str(path), f"{where}.{key}", "missing")
+            if not isinstance(item[key], str):
+                raise InputError(str(path), f"{where}.{key}", "expected a string")
+        if item["category"] not in CATEGORY_TO_RUNG:
+            raise InputError(
+                str(path), f"{where}.category", f"unknown category {item['category']!r} (expected one of {', '.join(CATEGORY_TO_RUNG)})"
+            )
+        for key in ("prompt_a", "prompt_b"):
+            if not item[key].strip():
+                raise InputError(str(path), f"{where}.{key}", "empty prompt")
+        pid = item["id"]
+        if not pid.strip():
+            raise InputError(str(path), f"{where}.id", "empty id")
+        if pid in seen:
+            raise InputError(str(path), f"{where}.id", f"duplicate id {pid!r}")
+        seen.add(pid)
+        rung = CATEGORY_TO_RUNG[item["category"]]
+        pairs.append(
+            PromptPair(pid, pid, rung, item["category"], item["prompt_a"], item["prompt_b"], "imported", str(item.get("notes") or ""))
+        )
+    prompts = tuple(BasePrompt(p.pair_id, p.prompt_a) for p in pairs)
+    return Ladder(path.stem, str(path), sha256_text(text), prompts, tuple(pairs), ())

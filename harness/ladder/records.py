@@ -1,0 +1,82 @@
+"""Frozen records of the ladder stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Tightest control to loosest; the order is used in every table.
+RUNGS: tuple[str, ...] = (
+    "identical",
+    "noop_format",
+    "punctuation",
+    "structural",
+    "synonym",
+    "paraphrase",
+    "semantic_small",
+    "positive_control",
+)
+Rung = Literal[
+    "identical",
+    "noop_format",
+    "punctuation",
+    "structural",
+    "synonym",
+    "paraphrase",
+    "semantic_small",
+    "positive_control",
+]
+MECHANICAL_RUNGS = ("noop_format", "punctuation", "structural")
+CURATED_RUNGS = ("synonym", "paraphrase", "semantic_small", "positive_control")
+
+
+@dataclass(frozen=True)
+class BasePrompt:
+    id: str
+    """Stable id; part of every pair id and of the seed of every edit."""
+    text: str
+    topic: str = "general"
+    """Topic label; the positive control pairs a prompt with one of another topic."""
+    in_domain: bool = False
+    """True for prompts inside the demo models' training tasks."""
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    pair_id: str
+    """``<prompt id>/<rung>/<edit kind>``, unique within a ladder."""
+    prompt_id: str
+    rung: Rung
+    edit_kind: str
+    """Finer label of the edit, e.g. ``trailing_space`` or ``curated``."""
+    prompt_a: str
+    prompt_b: str
+    origin: Literal["generated", "curated", "imported", "paired"]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SkippedEdit:
+    """An edit that could not be made on a prompt (e.g. no comma to swap): recorded, never silent."""
+
+    prompt_id: str
+    rung: str
+    edit_kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ladder:
+    name: str
+    source: str
+    """File the ladder came from."""
+    source_sha256: str
+    prompts: tuple[BasePrompt, ...]
+    pairs: tuple[PromptPair, ...]
+    skipped: tuple[SkippedEdit, ...] = field(default_factory=tuple)
+
+    def rung_counts(self) -> dict[str, int]:
+        counts = {r: 0 for r in RUNGS}
+        for p in self.pairs:
+            counts[p.rung] += 1
+        return counts

@@ -1,0 +1,1 @@
+"""Pure metric functions (numpy in, floats out); no model or file access."""

@@ -1,0 +1,45 @@
+"""Shared fixtures. Everything here is real: demo models committed under models/,
+the real MiniLM embedder, real chat templates of published models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+MODELS = ROOT / "models"
+
+# Ray writes an auth token under $HOME unless told not to; keep tests hermetic.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_dir() -> Path:
+    return MODELS / "tiny-chat"
+
+
+@pytest.fixture(scope="session")
+def demo_tokenizer(tiny_chat_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_chat_dir))
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

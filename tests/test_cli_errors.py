@@ -1,0 +1,60 @@
+"""Bad input: exit code 2, one line naming the file and field, nothing left behind."""
+
+import pytest
+
+from harness.cli import main
+from tests.conftest import write
+
+
+def _run(capsys, *argv):
+    rc = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+@pytest.mark.parametrize(
+    "registry, expect",
+    [
+        ("models:\n  - name: tiny-chat\n    source: ./x\n    dtype: fp8\n", "models[0].dtype"),
+        ("models:\n  - name: a\n    source: ./x\n    source: ./y\n", "source: duplicate key"),
+        ("models:\n  - name: a\n    source: ./x\n    wat: 1\n", "models[0].wat: unknown key"),
+    ],
+)
+def test_bad_registry(tmp_path, capsys, registry, expect):
+    reg = write(tmp_path / "reg.yaml", registry)
+    out = tmp_path / "runs"
+    rc, err = _run(capsys, "run", "--registry", str(reg), "--models", "a", "--out", str(out))
+    assert rc == 2
+    assert err.count("\n") == 0 and str(reg) in err and expect in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_bad_ladder_and_unknown_model(tmp_path, capsys):
+    ladder = write(tmp_path / "l.yaml", "ladder: x\nprompts:\n  - id: a\n    text: hi\n    rung: nope\n")
+    out = tmp_path / "runs"
+    rc, err = _run(capsys, "run", "--models", "tiny-chat", "--ladder", str(ladder), "--out", str(out))
+    assert rc == 2 and f"{ladder}: prompts[0].rung: unknown key" in err
+    rc, err = _run(capsys, "run", "--models", "nope", "--out", str(out))
+    assert rc == 2 and "--models: nope" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unpinned_hub_model_refused(tmp_path, capsys):
+    reg = write(tmp_path / "reg.yaml", "models:\n  - name: hub\n    source: owner/model\n")
+    rc, err = _run(capsys, "run", "--registry", str(reg), "--models", "hub", "--out", str(tmp_path / "r"))
+    assert rc == 2 and "hub.revision: hub model is not pinned" in err and "--allow-unpinned" in err
+
+
+def test_bad_flags(tmp_path, capsys):
+    rc, err = _run(capsys, "run", "--lengths", "0,x", "--out", str(tmp_path))
+    assert rc == 2 and err.startswith("stabprobe: error: --lengths")
+    rc, err = _run(capsys, "run", "--bogus")
+    assert rc == 2 and err.count("\n") == 0
+
+
+def test_registry_pin_without_hub_fails_loudly(tmp_path, capsys, monkeypatch):
+    # The hub is unreachable from this machine; pin must say so (exit 4), not leave entries silently unpinned.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reg = write(tmp_path / "reg.yaml", "models:\n  - name: hub\n    source: owner/model\n")
+    rc, err = _run(capsys, "registry", "pin", "--registry", str(reg))
+    assert rc == 4 and "cannot resolve the hub revision of owner/model" in err
