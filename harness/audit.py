@@ -20,6 +20,8 @@ EXCEEDS_CONTEXT = "exceeds_context"
 @dataclass(frozen=True)
 class AuditRow:
     model: str
+    variant: str
+    """The variant's template overrides (e.g. -nothink) can change what a model sees."""
     pair_id: str
     prompt_id: str
     rung: str
@@ -48,6 +50,7 @@ def audit_pairs(
     *,
     context_len: int | None = None,
     max_new_tokens: int = 0,
+    variant: str = "bf16",
 ) -> tuple[list[AuditRow], dict[str, RenderedPrompt]]:
     """Audit rows for one model plus the rendering of every distinct prompt string."""
     rendered: dict[str, RenderedPrompt] = {}
@@ -72,7 +75,7 @@ def audit_pairs(
         else:
             reason = KEPT
         rows.append(
-            AuditRow(model_name, p.pair_id, p.prompt_id, p.rung, p.edit_kind, reason == KEPT, reason,
+            AuditRow(model_name, variant, p.pair_id, p.prompt_id, p.rung, p.edit_kind, reason == KEPT, reason,
                      len(a.token_ids), len(b.token_ids), fd)
         )
     return rows, rendered

@@ -13,6 +13,7 @@ import pandas as pd
 from harness import rundir
 from harness.audit import AuditRow, audit_pairs
 from harness.errors import EXIT_MODEL_FAILED, EXIT_OK
+from harness.exposure import EXPOSURE, exposure_table, exposure_text
 from harness.hashing import sha256_text
 from harness.ladder.records import Ladder
 from harness.loading import _context_length, check_local_revision, load_tokenizer, render_policy
@@ -61,9 +62,11 @@ def run_audit(models: Sequence[ModelEntry], ladder: Ladder, out: Path, argv: lis
                        traceback=traceback.format_exc(limit=3))
     df = pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=[f.name for f in dataclasses.fields(AuditRow)])
     rundir.atomic_write_parquet(run_dir / rundir.AUDIT, df)
+    exposure = exposure_table(df)
+    rundir.atomic_write_parquet(run_dir / EXPOSURE, exposure)
     manifest["status"] = "complete"
     rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    table = audit_table(audit_counts(df))
+    table = audit_table(audit_counts(df)) + "\n\n" + exposure_text(exposure)
     failed = [m for m in manifest["models"] if m["status"] != "ok"]
     for m in failed:
         table += f"\nFAILED {m['name']}: {m['error']}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import os
 import sys
 from pathlib import Path
@@ -37,20 +39,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp, models_default: str | None = DEFAULT_MODELS):
         sp.add_argument("--models", default=models_default, help="comma-separated registry names or model directories")
-        sp.add_argument("--ladder", default=None, help="ladder YAML or published pair JSON (default: ladders/default.yaml)")
+        source = sp.add_mutually_exclusive_group()
+        source.add_argument("--ladder", default=None, help="ladder YAML or published pair JSON (default: ladders/default.yaml)")
+        source.add_argument("--prompts", default=None,
+                            help="your own prompts (.txt one per line, or .json/.yaml list), built into a full ladder")
         sp.add_argument("--registry", default=None, help="model registry YAML (default: model_registry.yaml)")
         sp.add_argument("--out", default="runs", help="directory that receives the run directory")
         sp.add_argument("--allow-unpinned", action="store_true", help="load hub models without a pinned revision")
+        sp.add_argument("--trust-remote-code", action="store_true",
+                        help="acknowledge custom model code; only entries that opt in (trust_remote_code: true) may use it")
 
     r = sub.add_parser("run", help="audit, decode and score a ladder on models")
     common(r)
     r.add_argument("--lengths", default="64,512", help="output lengths to score (one decode at the longest)")
-    r.add_argument("--variants", default="bf16", help="comma-separated: bf16,fp16,fp32,int8,int4")
+    r.add_argument("--variants", default=None,
+                   help="comma-separated: bf16,fp16,fp32,int8,int4, each optionally -nothink (default: each model's registry variants)")
     r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--batching", default="bucket", choices=("bucket", "padded"),
+                   help="bucket: exact-length batches (batch-invariant); padded: left-padded, fuller batches")
     r.add_argument("--embedder", default=None, help="sentence-transformers directory (default: all-MiniLM-L6-v2)")
     r.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice); 1 is fastest for tiny models on a busy machine")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--cache", default=None,
+                   help="generation cache directory (default: $STABPROBE_CACHE or ~/.cache/stabprobe)")
+    r.add_argument("--no-cache", action="store_true", help="decode everything; read and write no cache")
+    r.add_argument("--resume", default=None, metavar="RUN_DIR", help="finish an interrupted run (its own config is used)")
+    r.add_argument("--shard", default=None, metavar="I/N", help="run only cells with index %% N == I (e.g. $SLURM_ARRAY_TASK_ID/N)")
+    r.add_argument("--executor", default="local", choices=("local", "ray"))
+    r.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
+
+    mg = sub.add_parser("merge", help="join shard run directories into one run")
+    mg.add_argument("run_dirs", nargs="+")
+    mg.add_argument("--out", default="runs")
 
     a = sub.add_parser("audit", help="token audit only: which pairs each model can tell apart")
     common(a)
@@ -67,11 +88,38 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild summary.json and report.md from a run directory")
     rep.add_argument("run_dir")
 
+    cmp_ = sub.add_parser("compare", help="per model x variant x rung x length: did RUN_B move more or less than RUN_A?")
+    cmp_.add_argument("run_a")
+    cmp_.add_argument("run_b")
+    cmp_.add_argument("--threshold", type=float, default=0.02,
+                      help="smallest change of the mean that counts as regressed/improved (default 0.02)")
+    cmp_.add_argument("--metric", default="emb_dist", help="pairs.parquet column to compare (default emb_dist)")
+
+    geo = sub.add_parser("geometry", help="closed-form local stability (TCB, flip radius, Fisher KL boundary) "
+                                          "checked on the models' own hidden states")
+    common(geo)
+    geo.add_argument("--eps", default="0.01,0.1,1", help="KL thresholds in nats for the boundary study")
+    geo.add_argument("--max-new-tokens", type=int, default=32, help="greedy steps per prompt (each step is a position)")
+    geo.add_argument("--max-positions", type=int, default=None,
+                     help="per model, positions in the direction sweep (stable hash order; default: all)")
+    geo.add_argument("--k", type=int, default=64, help="top-k tokens of the truncated Fisher F_k")
+
+    gate = sub.add_parser("gate", help="CI gate: run the neighbourhoods of a gate config and check their thresholds "
+                                       "(exit 0 pass, 1 fail, 2 config error)")
+    gate.add_argument("--config", required=True, help="gate YAML (see docs/ci-gate.md)")
+    gate.add_argument("--out", default=None, help="directory that receives the run directory (default: the config's `out`)")
+    gate.add_argument("--junit", default=None, help="JUnit XML to write (default: the config's `junit`, else in the run directory)")
+    gate.add_argument("--no-progress", action="store_true")
+
     ls = sub.add_parser("ladder", help="ladder utilities")
     lsub = ls.add_subparsers(dest="ladder_command", required=True, parser_class=_Parser)
     show = lsub.add_parser("show", help="print a ladder's pairs with whitespace and invisible characters made visible")
     show.add_argument("file")
     show.add_argument("--rung", default=None)
+    build = lsub.add_parser("build", help="turn a prompts file into a full ladder YAML (every rung, coverage in its header)")
+    build.add_argument("--prompts", required=True, help=".txt (one prompt per line) or .json/.yaml list of prompts")
+    build.add_argument("--out", default=None, help="ladder YAML to write (default: print it)")
+    build.add_argument("--name", default=None, help="ladder name, part of every edit's seed (default: the file's stem)")
     return p
 
 
@@ -84,31 +132,76 @@ def _registry(args):
 def _ladder(args):
     from harness.ladder.load import DEFAULT_LADDER, load_ladder
 
+    if args.prompts:
+        from harness.ladder.prompts_file import ladder_from_prompts
+
+        return ladder_from_prompts(Path(args.prompts))
     return load_ladder(Path(args.ladder) if args.ladder else DEFAULT_LADDER)
 
 
-def cmd_run(args) -> int:
-    from harness.pipeline import RunConfig, run
-    from harness.registry import resolve_models
+def _cache_dir(args) -> Path | None:
+    if args.no_cache:
+        return None
+    if args.cache:
+        return Path(args.cache)
+    return Path(os.environ.get("STABPROBE_CACHE") or Path.home() / ".cache" / "stabprobe")
 
-    registry = _registry(args)
-    models = resolve_models(args.models, registry, allow_unpinned=args.allow_unpinned)
-    ladder = _ladder(args)
-    if args.threads is not None:
-        if args.threads <= 0:
-            raise InputError("--threads", str(args.threads), "expected a positive integer")
-        import torch
 
-        torch.set_num_threads(args.threads)
-    cfg = RunConfig(
-        models=tuple(models), ladder=ladder, out=Path(args.out), lengths=_ints(args.lengths, "--lengths"),
-        variants=_words(args.variants), batch_size=args.batch_size, embedder=args.embedder,
-        argv=tuple(sys.argv), progress=not args.no_progress,
-    )
-    result = run(cfg)
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise InputError("--shard", text, "expected I/N, e.g. 0/4") from None
+    if not (n > 0 and 0 <= i < n):
+        raise InputError("--shard", text, "expected I/N with 0 <= I < N")
+    return i, n
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads <= 0:
+        raise InputError("--threads", str(threads), "expected a positive integer")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _print_result(result) -> int:
     print(result.terminal)
+    m = json.loads((result.run_dir / "manifest.json").read_text(encoding="utf-8"))
+    print(f"decoded {m.get('decoded_prompts', 0)} prompts, {m.get('cached_prompts', 0)} from cache; status: {m['status']}")
     print(f"run directory: {result.run_dir}")
     return result.exit_code
+
+
+def cmd_run(args) -> int:
+    from harness.pipeline import RunConfig, resume, run
+    from harness.registry import resolve_models
+
+    _set_threads(args.threads)
+    if args.resume:
+        return _print_result(resume(Path(args.resume), argv=tuple(sys.argv), progress=not args.no_progress,
+                                    cache_dir=_cache_dir(args)))
+    registry = _registry(args)
+    models = resolve_models(args.models, registry, allow_unpinned=args.allow_unpinned,
+                            trust_remote_code=getattr(args, "trust_remote_code", False))
+    ladder = _ladder(args)
+    cfg = RunConfig(
+        models=tuple(models), ladder=ladder, out=Path(args.out), lengths=_ints(args.lengths, "--lengths"),
+        variants=_words(args.variants) if args.variants else None, batch_size=args.batch_size, batching=args.batching,
+        embedder=args.embedder, argv=tuple(sys.argv), progress=not args.no_progress, cache_dir=_cache_dir(args),
+        shard=_shard(args.shard), executor=args.executor, ray_address=args.ray_address,
+    )
+    return _print_result(run(cfg))
+
+
+def cmd_merge(args) -> int:
+    from harness.pipeline import merge_runs
+
+    return _print_result(merge_runs([Path(d) for d in args.run_dirs], Path(args.out), argv=sys.argv))
 
 
 def cmd_audit(args) -> int:
@@ -116,7 +209,8 @@ def cmd_audit(args) -> int:
     from harness.registry import resolve_models
 
     registry = _registry(args)
-    models = resolve_models(args.models, registry, allow_unpinned=args.allow_unpinned)
+    models = resolve_models(args.models, registry, allow_unpinned=args.allow_unpinned,
+                            trust_remote_code=getattr(args, "trust_remote_code", False))
     run_dir, table, code = run_audit(models, _ladder(args), Path(args.out), argv=list(sys.argv))
     print(table)
     print(f"audit written to: {run_dir / 'audit.parquet'}")
@@ -150,7 +244,36 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from harness.compare import compare_runs, exit_code, render_compare
+
+    rows = compare_runs(Path(args.run_a), Path(args.run_b), threshold=args.threshold, metric=args.metric)
+    print(render_compare(rows, args.metric, args.threshold))
+    return exit_code(rows)
+
+
+def cmd_ladder_build(args) -> int:
+    from harness.ladder.build import build_ladder
+    from harness.ladder.coverage import coverage_lines
+    from harness.ladder.prompts_file import read_prompts_file
+    from harness.ladder.write import ladder_yaml, write_ladder
+
+    read = read_prompts_file(Path(args.prompts), name=args.name)
+    ladder = build_ladder(read.prompt_set)
+    if args.out is None:
+        print(ladder_yaml(read.prompt_set, ladder), end="")
+        return 0
+    out = write_ladder(read.prompt_set, ladder, Path(args.out))
+    blank = f" ({read.blank_lines} blank lines skipped)" if read.blank_lines else ""
+    print(f"ladder {ladder.name}: {len(ladder.prompts)} prompts{blank}, {len(ladder.pairs)} pairs")
+    print("\n".join("  " + line for line in coverage_lines(ladder)))
+    print(f"written to: {out}")
+    return 0
+
+
 def cmd_ladder(args) -> int:
+    if args.ladder_command == "build":
+        return cmd_ladder_build(args)
     from harness.ladder.load import load_ladder
     from harness.ladder.show import show_ladder
 
@@ -158,9 +281,71 @@ def cmd_ladder(args) -> int:
     return 0
 
 
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(flag, text, "expected comma-separated positive numbers") from None
+    if not vals or any(not (v > 0 and v != float("inf")) for v in vals):
+        raise InputError(flag, text, "expected comma-separated positive numbers")
+    return tuple(sorted(set(vals)))
+
+
+def cmd_geometry(args) -> int:
+    from harness.registry import resolve_models
+    from harness.stability.geometry import GeometryConfig, run_geometry
+
+    eps = _floats(args.eps, "--eps")
+    if args.max_new_tokens < 0:
+        raise InputError("--max-new-tokens", str(args.max_new_tokens), "expected a non-negative integer")
+    if args.max_positions is not None and args.max_positions <= 0:
+        raise InputError("--max-positions", str(args.max_positions), "expected a positive integer")
+    if args.k < 7:
+        raise InputError("--k", str(args.k), "expected an integer ≥ 7 (the sweep uses the top 7 eigenvectors)")
+    registry = _registry(args)
+    models = resolve_models(args.models, registry, allow_unpinned=args.allow_unpinned,
+                            trust_remote_code=getattr(args, "trust_remote_code", False))
+    cfg = GeometryConfig(models=tuple(models), ladder=_ladder(args), out=Path(args.out), eps=eps,
+                         max_new_tokens=args.max_new_tokens, max_positions=args.max_positions, k=args.k,
+                         argv=tuple(sys.argv))
+    result = run_geometry(cfg)
+    print(result.terminal)
+    print(f"geometry written to: {result.run_dir}")
+    return result.exit_code
+
+
+def cmd_gate(args) -> int:
+    from harness.gate import run_gate
+
+    result = run_gate(Path(args.config), argv=tuple(sys.argv), out=Path(args.out) if args.out else None,
+                      junit=Path(args.junit) if args.junit else None, progress=not args.no_progress)
+    print(result.terminal)
+    print(f"run directory: {result.run_dir}")
+    print(f"junit: {result.junit}")
+    print(f"summary: {result.summary_md}")
+    return result.exit_code
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars and info logs would break the one-line error contract on stderr."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "audit": cmd_audit, "registry": cmd_registry, "report": cmd_report, "ladder": cmd_ladder}
+    _quiet_libraries()
+    handlers = {"merge": cmd_merge, "run": cmd_run, "audit": cmd_audit, "registry": cmd_registry, "report": cmd_report, "ladder": cmd_ladder,
+                "compare": cmd_compare,
+                "geometry": cmd_geometry,
+                "gate": cmd_gate}
     try:
         return handlers[args.command](args)
     except InputError as exc:
@@ -172,6 +357,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not an error of ours
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        # Finished cells are on disk and the manifest says "interrupted": resumable.
+        print("stabprobe: interrupted; finish with `stabprobe run --resume RUN_DIR`", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            where = exc.filename or "output"
+            print(f"stabprobe: error: {where}: {exc.strerror} (finished cells are kept; free space and --resume)",
+                  file=sys.stderr)
+            return EXIT_ENVIRONMENT
+        raise
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ Determinism choices:
   prefix-consistent, so shorter lengths are truncations;
 - the second side of every identical-rung pair is decoded as a separate
   request in a separate batch (replicate 1), so the noise-floor rung measures
-  real run-to-run and batch-composition determinism.
+  real run-to-run and batch-composition determinism;
+- batches hold prompts of one exact token length ("bucket" batching): left
+  padding changes the reduction length of the attention matmuls, and in bf16
+  that changed hidden states by ~1e-4 (measured on the demo models), which
+  would leak batch noise into every perturbed pair;
+- a batch never has one row: the M=1 matmul path rounds differently from
+  M>1 (measured), so a lone request is decoded next to a discarded copy.
 
 What is captured per step comes from two places that see the *final* numbers:
 a logits processor (the scores greedy argmax is taken over, after any
@@ -19,12 +25,13 @@ unembedding multiplies.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-DECODER_VERSION = "1"
+DECODER_VERSION = "2"  # 2: exact-length buckets, no one-row batches
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,12 @@ class Generation:
     """Full next-token log-softmax (float32) after the generation prompt."""
     hidden_means: dict[int, np.ndarray] = field(repr=False)
     """Per requested length L: mean of the post-norm states over the first L steps."""
+    trace_delta_tcb: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    """Per step: Token Constraint Bound (eps = 1) of the state that chose the token (nan when unavailable)."""
+    trace_flip_radius: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    """Per step: smallest L2 move of h that lets another token overtake the chosen one."""
+    trace_flip_rival: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    """Per step: the token that the flip radius is measured to (nearest rival, not always the top-2)."""
 
     @property
     def trace_margin(self) -> np.ndarray:
@@ -114,10 +127,11 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
 
     model, tok, info = loaded.model, loaded.tokenizer, loaded.info
     device = next(model.parameters()).device
-    width = max(len(r.token_ids) for r in requests)
-    ids = torch.full((len(requests), width), info.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(requests), width), dtype=torch.long)
-    for b, r in enumerate(requests):
+    rows_in = list(requests) if len(requests) > 1 else [requests[0], requests[0]]  # see module docstring (M=1)
+    width = max(len(r.token_ids) for r in rows_in)
+    ids = torch.full((len(rows_in), width), info.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows_in), width), dtype=torch.long)
+    for b, r in enumerate(rows_in):
         ids[b, width - len(r.token_ids):] = torch.tensor(r.token_ids, dtype=torch.long)
         mask[b, width - len(r.token_ids):] = 1
 
@@ -125,6 +139,11 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
     head = model.get_output_embeddings()
     hook = head.register_forward_hook(lambda mod, inp, out: states.append(inp[0][:, -1, :].float().cpu()))
     rec = _StepRecorder()
+    # bitsandbytes int8 logs on every matmul that it casts bf16 inputs to fp16;
+    # the manifest records that once (ModelInfo.quantization).
+    bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
+    bnb_level = bnb_log.level
+    bnb_log.setLevel(logging.ERROR)
     try:
         with torch.inference_mode():
             out = model.generate(
@@ -135,10 +154,13 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
             )
     finally:
         hook.remove()
-    seqs = out.sequences[:, width:].cpu().numpy()
+        bnb_log.setLevel(bnb_level)
+    seqs = out.sequences[:, width:].cpu().numpy()  # rows beyond len(requests) are the M=1 guard copy
     top_vals = torch.stack(rec.top_vals, 1).numpy()  # [B, steps, 2]
     top_ids = torch.stack(rec.top_ids, 1).numpy()
-    hidden = torch.stack(states, 1).numpy()  # [B, steps, d]
+    hidden_t = torch.stack(states, 1)  # [B, steps, d]
+    hidden = hidden_t.numpy()
+    stab = _step_stability(loaded, hidden_t)
     eos = set(info.eos_token_ids)
     gens = []
     for b, r in enumerate(requests):
@@ -173,17 +195,57 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
                 trace_top2_logit=rival_val.astype(np.float32),
                 prompt_end_logprobs=rec.first_logprobs[b].numpy().astype(np.float32),
                 hidden_means=hmeans,
+                trace_delta_tcb=stab["delta_tcb"][b, :steps],
+                trace_flip_radius=stab["flip_radius"][b, :steps],
+                trace_flip_rival=stab["rival_id"][b, :steps],
             )
         )
     return gens
 
 
-def plan_batches(requests: Sequence[DecodeRequest], batch_size: int) -> list[list[DecodeRequest]]:
-    """Replicate-0 and replicate-1 requests never share a batch; within each, similar lengths batch together."""
+BATCHING_MODES = ("bucket", "padded")
+
+
+def _step_stability(loaded, hidden) -> dict[str, np.ndarray]:
+    """Closed-form local stability of every captured state (harness.stability), [B, steps] each.
+
+    One call over all steps of the batch: a few mat-vecs with the unembedding
+    per state, about the cost of the lm_head itself. A head the closed forms do
+    not support leaves the traces nan, and the reason is recorded by the cell.
+    """
+    B, T = hidden.shape[0], hidden.shape[1]
+    head = loaded.stability_head()
+    if head is None:
+        nan = np.full((B, T), np.nan, np.float32)
+        return {"delta_tcb": nan, "flip_radius": nan, "rival_id": np.full((B, T), -1, np.int64)}
+    from harness.stability import step_stability
+
+    spec, norms = head
+    out = step_stability(hidden.reshape(B * T, -1).to(spec.device), spec, norms)
+    return {k: out[k].reshape(B, T) for k in ("delta_tcb", "flip_radius", "rival_id")}
+
+
+def plan_batches(requests: Sequence[DecodeRequest], batch_size: int, mode: str = "bucket") -> list[list[DecodeRequest]]:
+    """Replicate-0 and replicate-1 requests never share a batch.
+
+    ``bucket``: one exact prompt length per batch (no padding; batch-invariant
+    on CPU, see the module docstring). ``padded``: similar lengths together with
+    left padding (fewer, fuller batches; the identical rung shows whether the
+    kernels in use are batch-invariant).
+    """
+    if mode not in BATCHING_MODES:
+        raise ValueError(f"unknown batching mode {mode!r}")
     batches: list[list[DecodeRequest]] = []
     for rep in sorted({r.replicate for r in requests}):
         group = sorted((r for r in requests if r.replicate == rep), key=lambda r: (len(r.token_ids), r.prompt_key))
-        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+        if mode == "padded":
+            batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+            continue
+        buckets: dict[int, list[DecodeRequest]] = {}
+        for r in group:
+            buckets.setdefault(len(r.token_ids), []).append(r)
+        for same_length in buckets.values():
+            batches += [same_length[i : i + batch_size] for i in range(0, len(same_length), batch_size)]
     return batches
 
 
@@ -194,9 +256,10 @@ def decode_all(
     lengths: Sequence[int],
     batch_size: int = 16,
     progress: Callable[[int], None] | None = None,
+    batching: str = "bucket",
 ) -> list[Generation]:
     out: list[Generation] = []
-    for batch in plan_batches(requests, batch_size):
+    for batch in plan_batches(requests, batch_size, batching):
         out += decode_batch(loaded, batch, max_new_tokens, lengths)
         if progress:
             progress(len(batch))

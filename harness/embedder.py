@@ -34,12 +34,14 @@ def resolve_embedder_path(name_or_path: str | None) -> tuple[str, Path]:
 
 
 class Embedder:
-    def __init__(self, name_or_path: str | None = None, batch_size: int = 128) -> None:
+    def __init__(self, name_or_path: str | None = None, batch_size: int = 128, cache_dir: Path | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
         name, path = resolve_embedder_path(name_or_path)
         self.model = SentenceTransformer(str(path), device="cpu")
         self.batch_size = batch_size
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._memo: dict[str, np.ndarray] | None = None
         self.info = EmbedderInfo(
             name=name,
             path=str(path),
@@ -48,16 +50,61 @@ class Embedder:
         )
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit-normalized float32 embeddings, one row per text."""
+        """Unit-normalized float32 embeddings, one row per text (cached by text when a cache is set)."""
         if not texts:
             return np.zeros((0, 1), dtype=np.float32)
+        if self.cache_dir is None:
+            return self._encode(texts)
+        memo = self._load_memo()
+        keys = [_text_key(t) for t in texts]
+        missing = [t for t, k in zip(texts, keys) if k not in memo]
+        if missing:
+            fresh = self._encode(missing)
+            memo.update({_text_key(t): v for t, v in zip(missing, fresh)})
+            self._store_memo()
+        return np.stack([memo[k] for k in keys])
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         emb = self.model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return emb.astype(np.float32)
+
+    def _memo_path(self) -> Path:
+        return self.cache_dir / "embeddings" / f"{self.info.sha256.split(':')[-1][:32]}.npz"
+
+    def _load_memo(self) -> dict[str, np.ndarray]:
+        if self._memo is None:
+            self._memo = {}
+            path = self._memo_path()
+            if path.is_file():
+                try:
+                    with np.load(path) as data:
+                        self._memo = dict(zip(data["keys"].tolist(), data["vectors"]))
+                except Exception:  # noqa: BLE001 - an unreadable cache is a miss and is rewritten
+                    self._memo = {}
+        return self._memo
+
+    def _store_memo(self) -> None:
+        import io
+
+        from harness.rundir import atomic_write_bytes
+
+        path = self._memo_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = list(self._memo)
+        buf = io.BytesIO()
+        np.savez(buf, keys=np.asarray(keys), vectors=np.stack([self._memo[k] for k in keys]))
+        atomic_write_bytes(path, buf.getvalue())
 
     def count_truncated(self, texts: list[str]) -> int:
         """How many texts exceed the embedder's window (their tail is not embedded)."""
         tok = self.model.tokenizer
         lens = [len(ids) for ids in tok(texts, add_special_tokens=True)["input_ids"]]
         return int(sum(n > self.info.max_seq_length for n in lens))
+
+
+def _text_key(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,32 +1,43 @@
-"""`stabprobe run` as a library call: ladder -> audit -> decode -> score -> summary -> report."""
+"""`stabprobe run` as a library call: ladder -> audit -> decode -> score -> summary -> report.
+
+The work is split into cells (one per model x variant, see harness.cells),
+run by an executor (in-process, or Ray tasks), then merged: the top-level
+tables, the drift between variants, the manifest and the reports are built
+from the cell files alone. That is what makes --resume, --shard/merge and the
+Ray executor produce the same rows as one uninterrupted local run.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import gc
+import json
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from harness import rundir
-from harness.audit import AuditRow, audit_pairs
-from harness.decode import DECODER_VERSION, DecodeRequest, Generation, decode_all, prompt_key
+from harness.audit import AuditRow
+from harness.cells import Cell, CellSettings, cell_dir, is_finished, read_cell_record, run_cell
+from harness.decode import BATCHING_MODES, DECODER_VERSION
+from harness.determinism import determinism_verdict
 from harness.embedder import Embedder
 from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, InputError
-from harness.ladder.records import Ladder
-from harness.loading import load_model
-from harness.manifest import base_manifest
+from harness.generation_table import scored_sides_from_frame
+from harness.ladder.records import Ladder, PromptPair
+from harness.loading import load_model, load_tokenizer
+from harness.manifest import base_manifest, device_info, library_versions
 from harness.registry import ModelEntry
-from harness.report_md import render_markdown, terminal_summary
-from harness.score import PairScore, PairSides, kept_pairs, score_pairs
-from harness.summary import build_summary
+from harness.report_md import terminal_summary
+from harness.reports import write_reports
+from harness.score import PairScore, score_pairs
+from harness.variants import REFERENCE, parse_variant
 
 DEFAULT_LENGTHS = (64, 512)
+LADDER_FILE = "ladder.json"
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -35,11 +46,31 @@ class RunConfig:
     ladder: Ladder
     out: Path = Path("runs")
     lengths: tuple[int, ...] = DEFAULT_LENGTHS
-    variants: tuple[str, ...] = ("bf16",)
+    variants: tuple[str, ...] | None = None
+    """None: each model's registry variants."""
     batch_size: int = 16
+    batching: str = "bucket"
+    """bucket (exact-length batches, batch-invariant on CPU) or padded (see harness.decode)."""
     embedder: str | None = None
     argv: tuple[str, ...] = ()
     progress: bool = True
+    cache_dir: Path | None = None
+    """Generation cache (None: no cache); see harness.gencache."""
+    shard: tuple[int, int] | None = None
+    """(i, n): run only the cells with index % n == i (Slurm array jobs); merge joins shards."""
+    executor: str = "local"
+    ray_address: str | None = None
+    loader: Callable[[ModelEntry, str], Any] = None  # type: ignore[assignment]
+    """How a (model, variant) is loaded (default: lazy_load_model); tests inject degraded weights through it."""
+
+    def __post_init__(self) -> None:
+        if self.loader is None:
+            object.__setattr__(self, "loader", lazy_load_model)
+
+
+def lazy_load_model(entry: ModelEntry, variant: str):
+    """Weights load only when a prompt misses the cache (module-level: picklable for Ray)."""
+    return load_model(entry, variant, lazy=True)
 
 
 @dataclass(frozen=True)
@@ -55,9 +86,35 @@ def validate_config(cfg: RunConfig) -> None:
         raise InputError("--lengths", "", "expected positive integers, e.g. 64,512")
     if cfg.batch_size <= 0:
         raise InputError("--batch-size", "", "expected a positive integer")
-    for v in cfg.variants:
-        if v not in ("bf16", "fp16", "fp32", "int8", "int4"):
-            raise InputError("--variants", v, "unknown variant (expected bf16, fp16, fp32, int8, int4)")
+    if cfg.batching not in BATCHING_MODES:
+        raise InputError("--batching", cfg.batching, f"expected one of {', '.join(BATCHING_MODES)}")
+    if cfg.executor not in EXECUTORS:
+        raise InputError("--executor", cfg.executor, f"expected one of {', '.join(EXECUTORS)}")
+    if cfg.shard is not None and not (cfg.shard[1] > 0 and 0 <= cfg.shard[0] < cfg.shard[1]):
+        raise InputError("--shard", f"{cfg.shard[0]}/{cfg.shard[1]}", "expected i/n with 0 <= i < n")
+    for v in cfg.variants or ():
+        try:
+            parse_variant(v)
+        except ValueError as exc:
+            raise InputError("--variants", v, str(exc)) from None
+
+
+def variants_for(cfg: RunConfig, entry: ModelEntry) -> tuple[str, ...]:
+    """The variants decoded for one model; the reference (bf16) always comes first when present."""
+    names = tuple(cfg.variants if cfg.variants is not None else entry.variants)
+    return tuple(sorted(dict.fromkeys(names), key=lambda v: (v != REFERENCE, names.index(v))))
+
+
+def plan_cells(cfg: RunConfig) -> list[Cell]:
+    """Every cell of the run, in a fixed order (shards and resume index into it)."""
+    return [Cell(e, v) for e in cfg.models for v in variants_for(cfg, e)]
+
+
+def shard_cells(cells: Sequence[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    if shard is None:
+        return list(cells)
+    i, n = shard
+    return [c for j, c in enumerate(cells) if j % n == i]
 
 
 def config_record(cfg: RunConfig, embedder_info) -> dict[str, Any]:
@@ -75,160 +132,223 @@ def config_record(cfg: RunConfig, embedder_info) -> dict[str, Any]:
         },
         "lengths": list(cfg.lengths),
         "max_new_tokens": max(cfg.lengths),
-        "variants": list(cfg.variants),
+        "variants": {m.name: list(variants_for(cfg, m)) for m in cfg.models},
+        "cells": [c.name for c in plan_cells(cfg)],
+        "shard": None if cfg.shard is None else f"{cfg.shard[0]}/{cfg.shard[1]}",
+        "executor": cfg.executor,
         "batch_size": cfg.batch_size,
+        "batching": cfg.batching,
         "decoder_version": DECODER_VERSION,
+        "cache_dir": None if cfg.cache_dir is None else str(cfg.cache_dir),
         "embedder": dataclasses.asdict(embedder_info),
     }
 
 
-def decode_requests(pairs, audit: Sequence[AuditRow], rendered) -> tuple[list[DecodeRequest], dict[str, tuple[str, str, int]]]:
-    """Distinct (prompt, replicate) requests, and for each kept pair the keys of its two sides."""
-    kept = {a.pair_id for a in audit if a.kept}
-    reqs: dict[tuple[str, int], DecodeRequest] = {}
-    sides: dict[str, tuple[str, str, int]] = {}
-    for p in pairs:
-        if p.pair_id not in kept:
-            continue
-        ra, rb = rendered[p.prompt_a], rendered[p.prompt_b]
-        ka, kb = prompt_key(ra.token_ids), prompt_key(rb.token_ids)
-        rep_b = 1 if p.rung == "identical" else 0
-        reqs.setdefault((ka, 0), DecodeRequest(ka, ra.token_ids, 0, ra.text))
-        reqs.setdefault((kb, rep_b), DecodeRequest(kb, rb.token_ids, rep_b, rb.text))
-        sides[p.pair_id] = (ka, kb, rep_b)
-    return list(reqs.values()), sides
+def _settings(cfg: RunConfig, manifest: dict[str, Any]) -> CellSettings:
+    return CellSettings(
+        pairs=tuple(cfg.ladder.pairs), lengths=tuple(cfg.lengths), batch_size=cfg.batch_size, batching=cfg.batching,
+        embedder=cfg.embedder, cache_dir=None if cfg.cache_dir is None else str(cfg.cache_dir), progress=cfg.progress,
+        libraries=manifest["libraries"], device=manifest["device"],
+    )
 
 
-def generations_frame(gens: list[Generation], lengths: Sequence[int]) -> pd.DataFrame:
-    rows = []
-    for g in gens:
-        d = {f.name: getattr(g, f.name) for f in dataclasses.fields(g) if f.name != "hidden_means"}
-        d["gen_ids"] = list(g.gen_ids)
-        for k in ("trace_top1_id", "trace_top2_id"):
-            d[k] = g.__dict__[k].astype(np.int64).tolist()
-        for k in ("trace_top1_logit", "trace_top2_logit", "prompt_end_logprobs"):
-            d[k] = g.__dict__[k].astype(np.float32)
-        lp = g.prompt_end_logprobs.astype(np.float64)
-        d["prompt_end_top1_id"] = int(np.argmax(lp))
-        d["prompt_end_top1_prob"] = float(np.exp(lp.max()))
-        d["prompt_end_margin"] = float(g.trace_margin[0]) if len(g.trace_margin) else float("nan")
-        p = np.exp(lp)
-        d["prompt_end_entropy"] = float(-(p[p > 0] * lp[p > 0]).sum())
-        d["prompt_end_veff"] = float(1.0 / (p * p).sum())
-        for L in lengths:
-            d[f"hidden_mean_{L}"] = g.hidden_means[L]
-        rows.append(d)
-    return pd.DataFrame(rows)
+def _execute(cfg: RunConfig, cells: Sequence[Cell], run_dir: Path, manifest: dict[str, Any], embedder: Embedder) -> None:
+    settings = _settings(cfg, manifest)
+    todo = [c for c in cells if not is_finished(run_dir, c)]
+    if cfg.executor == "ray":
+        from harness.executor_ray import run_cells_ray
 
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="prompt", disable=not enabled, leave=False)
+        run_cells_ray(todo, settings, run_dir, cfg.loader, cfg.ray_address)
+        return
+    for cell in todo:
+        run_cell(cell, settings, run_dir, cfg.loader, embedder.encode)
 
 
 def run(cfg: RunConfig) -> RunResult:
     validate_config(cfg)
-    embedder = Embedder(cfg.embedder)  # an unusable --embedder is an input error: before any directory exists
+    embedder = Embedder(cfg.embedder, cache_dir=cfg.cache_dir)  # an unusable --embedder is an input error: before any directory exists
     run_dir = rundir.new_run_dir(cfg.out)
     manifest = base_manifest("run", list(cfg.argv), config_record(cfg, embedder.info))
+    rundir.atomic_write_json(run_dir / LADDER_FILE, _ladder_record(cfg.ladder))
     rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    audit_rows: list[AuditRow] = []
-    gen_frames: list[pd.DataFrame] = []
-    scores: list[PairScore] = []
-    truncated = 0
+    return _run_in(run_dir, cfg, manifest, embedder)
+
+
+def _run_in(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: Embedder) -> RunResult:
+    cells = shard_cells(plan_cells(cfg), cfg.shard)
+    t0 = time.perf_counter()
     try:
-        for entry in cfg.models:
-            for variant in cfg.variants:
-                record: dict[str, Any] = {"name": entry.name, "variant": variant, "source": entry.source,
-                                          "requested_revision": entry.revision, "timings_s": {}}
-                manifest["models"].append(record)
-                t0 = time.perf_counter()
-                try:
-                    loaded = load_model(entry, variant)
-                except Exception as exc:  # noqa: BLE001 - any load failure is recorded; the run goes on
-                    record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
-                                  traceback=traceback.format_exc(limit=3))
-                    record["timings_s"]["load"] = round(time.perf_counter() - t0, 3)
-                    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-                    continue
-                record.update(dataclasses.asdict(loaded.info))
-                record["timings_s"]["load"] = loaded.info.load_seconds
-                try:
-                    t = time.perf_counter()
-                    rows, rendered = audit_pairs(entry.name, loaded.tokenizer, loaded.policy, cfg.ladder.pairs,
-                                                 context_len=loaded.info.context_length, max_new_tokens=max(cfg.lengths))
-                    if variant == cfg.variants[0]:
-                        audit_rows += rows  # the audit depends on the tokenizer, not the variant
-                    record["timings_s"]["audit"] = round(time.perf_counter() - t, 3)
-
-                    t = time.perf_counter()
-                    reqs, sides = decode_requests(cfg.ladder.pairs, rows, rendered)
-                    with _progress(len(reqs), f"decode {entry.name}/{variant}", cfg.progress) as bar:
-                        gens = decode_all(loaded, reqs, max(cfg.lengths), cfg.lengths, cfg.batch_size, bar.update)
-                    record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
-                    record["decoded_prompts"] = len(reqs)
-                    record["generated_tokens"] = int(sum(len(g.gen_ids) for g in gens))
-                    gen_frames.append(generations_frame(gens, cfg.lengths))
-
-                    t = time.perf_counter()
-                    by_key = {(g.prompt_key, g.replicate): g for g in gens}
-                    pair_sides = [PairSides(p, by_key[(sides[p.pair_id][0], 0)], by_key[(sides[p.pair_id][1], sides[p.pair_id][2])])
-                                  for p in kept_pairs(cfg.ladder.pairs, rows)]
-                    tok = loaded.tokenizer
-                    new_scores, texts = score_pairs(
-                        pair_sides, cfg.lengths, lambda ids: tok.decode(list(ids), skip_special_tokens=False), embedder.encode
-                    )
-                    scores += new_scores
-                    n_trunc = embedder.count_truncated(texts) if texts else 0
-                    truncated += n_trunc
-                    record["embedded_texts"] = len(texts)
-                    record["embedder_truncated_texts"] = n_trunc
-                    record["timings_s"]["score"] = round(time.perf_counter() - t, 3)
-                    record["status"] = "ok"
-                except Exception as exc:  # noqa: BLE001 - recorded per model, the run goes on
-                    record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
-                                  traceback=traceback.format_exc(limit=5))
-                finally:
-                    del loaded
-                    gc.collect()
-                rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+        _execute(cfg, cells, run_dir, manifest, embedder)
     except BaseException as exc:
+        # Finished cells stay on disk; `stabprobe run --resume RUN_DIR` redoes only the rest.
         manifest["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed"
         manifest["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        manifest["models"] = [r for c in plan_cells(cfg) if (r := read_cell_record(run_dir, c))]
         rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
         raise
+    manifest.setdefault("phase_seconds", {})["cells"] = round(time.perf_counter() - t0, 3)
+    return finalize(run_dir, cfg, manifest, embedder)
 
-    audit_df = pd.DataFrame([dataclasses.asdict(a) for a in audit_rows], columns=[f.name for f in dataclasses.fields(AuditRow)])
-    pairs_df = pd.DataFrame([dataclasses.asdict(s) for s in scores], columns=[f.name for f in dataclasses.fields(PairScore)])
-    gens_df = pd.concat(gen_frames, ignore_index=True) if gen_frames else pd.DataFrame()
-    rundir.atomic_write_parquet(run_dir / rundir.AUDIT, audit_df)
-    rundir.atomic_write_parquet(run_dir / rundir.GENERATIONS, gens_df)
-    rundir.atomic_write_parquet(run_dir / rundir.PAIRS, pairs_df)
 
-    failed = [m for m in manifest["models"] if m.get("status") != "ok"]
-    manifest["status"] = "complete"
-    manifest["embedder_truncated_texts"] = truncated
-    summary = build_summary(pairs_df, audit_df, manifest)
-    manifest["determinism"] = summary["determinism"]
-    rundir.atomic_write_json(run_dir / rundir.SUMMARY, summary)
-    rundir.atomic_write_text(run_dir / rundir.REPORT_MD, render_markdown(summary, manifest))
+def finalize(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: Embedder) -> RunResult:
+    """Merge the cell files into the run's tables, drift, manifest and reports."""
+    t0 = time.perf_counter()
+    all_cells = plan_cells(cfg)
+    records, audits, gens, pairs = [], [], [], []
+    for cell in all_cells:
+        rec = read_cell_record(run_dir, cell)
+        if rec is None:
+            continue
+        records.append(rec)
+        if rec.get("status") == "ok":
+            d = cell_dir(run_dir, cell)
+            audits.append(pd.read_parquet(d / "audit.parquet"))
+            gens.append(pd.read_parquet(d / "generations.parquet"))
+            pairs.append(pd.read_parquet(d / "pairs.parquet"))
+    audit_df = _concat(audits, [f.name for f in dataclasses.fields(AuditRow)])
+    gens_df = _concat(gens, None)
+    pairs_df = _concat(pairs, [f.name for f in dataclasses.fields(PairScore)])
+    drift_df = _concat(_drift_frames(cfg, gens_df, embedder), [f.name for f in dataclasses.fields(PairScore)])
+    for name, frame in ((rundir.AUDIT, audit_df), (rundir.GENERATIONS, gens_df), (rundir.PAIRS, pairs_df), (rundir.DRIFT, drift_df)):
+        rundir.atomic_write_parquet(run_dir / name, frame)
+
+    missing = [c.name for c in all_cells if not any(r["name"] == c.entry.name and r["variant"] == c.variant for r in records)]
+    manifest["models"] = records
+    manifest["cells_missing"] = missing
+    # Complete only when every cell of the whole plan is finished: a shard alone is "partial".
+    manifest["status"] = "complete" if not missing else "partial"
+    manifest["decoded_prompts"] = int(sum(r.get("decoded_prompts", 0) for r in records))
+    manifest["cached_prompts"] = int(sum(r.get("cached_prompts", 0) for r in records))
+    manifest["determinism"] = determinism_verdict(pairs_df)
+    manifest.setdefault("phase_seconds", {})["merge"] = round(time.perf_counter() - t0, 3)
     rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+    try:
+        summary = write_reports(run_dir)
+    except BaseException as exc:
+        # The parquet files are whole, but a run without its reports is not complete.
+        manifest["status"] = "crashed"
+        manifest["error"] = f"writing reports: {type(exc).__name__}: {exc}"[:500]
+        rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+        raise
+    failed = [r for r in records if r.get("status") != "ok"]
     return RunResult(run_dir, EXIT_MODEL_FAILED if failed else EXIT_OK, summary, terminal_summary(summary))
 
 
-def rebuild_report(run_dir: Path) -> dict[str, Any]:
-    """`stabprobe report`: summary.json and report.md from the parquet files and the manifest alone."""
-    import json
+def _concat(frames: list[pd.DataFrame], columns: list[str] | None) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
 
+
+def _drift_frames(cfg: RunConfig, gens: pd.DataFrame, embedder: Embedder) -> list[pd.DataFrame]:
+    """Every variant against its reference on the same prompts (see harness.drift)."""
+    from harness.drift import drift_sides, reference_of
+
+    out: list[pd.DataFrame] = []
+    if gens.empty:
+        return out
+    by_name = {e.name: e for e in cfg.models}
+    for model, g in gens.groupby("model", sort=False):
+        scored = {v: scored_sides_from_frame(f, cfg.lengths) for v, f in g.groupby("variant", sort=False)}
+        prompt_of_key = dict(zip(g["prompt_key"], g.get("prompt_id", g["prompt_key"])))
+        tok = None
+        for variant, sides_v in scored.items():
+            ref = reference_of(variant)
+            if ref not in scored:
+                continue
+            sides = drift_sides(variant, sides_v, scored[ref], prompt_of_key)
+            if not sides:
+                continue
+            if tok is None:
+                tok = load_tokenizer(by_name[model])  # all variants of a model share one tokenizer
+            rows, _ = score_pairs(sides, cfg.lengths, lambda ids: tok.decode(list(ids), skip_special_tokens=False), embedder.encode)
+            out.append(pd.DataFrame([dataclasses.asdict(dataclasses.replace(r, variant=variant)) for r in rows]))
+    return out
+
+
+# --- resume / merge ---------------------------------------------------------
+
+def _ladder_record(ladder: Ladder) -> dict[str, Any]:
+    return {"name": ladder.name, "source": ladder.source, "source_sha256": ladder.source_sha256,
+            "pairs": [dataclasses.asdict(p) for p in ladder.pairs]}
+
+
+def _ladder_from_record(rec: dict[str, Any]) -> Ladder:
+    pairs = tuple(PromptPair(**p) for p in rec["pairs"])
+    return Ladder(rec["name"], rec["source"], rec["source_sha256"], (), pairs, ())
+
+
+def config_from_run_dir(run_dir: Path, **overrides) -> tuple[RunConfig, dict[str, Any]]:
+    """Rebuild the RunConfig a run directory was made with (for --resume and merge)."""
     run_dir = Path(run_dir)
-    for name in (rundir.MANIFEST, rundir.PAIRS, rundir.AUDIT):
+    for name in (rundir.MANIFEST, LADDER_FILE):
         if not (run_dir / name).is_file():
-            raise InputError(str(run_dir), name, "missing: not a finished run directory")
+            raise InputError(str(run_dir), name, "missing: not a stabprobe run directory")
     manifest = json.loads((run_dir / rundir.MANIFEST).read_text(encoding="utf-8"))
-    pairs_df = pd.read_parquet(run_dir / rundir.PAIRS)
-    audit_df = pd.read_parquet(run_dir / rundir.AUDIT)
-    summary = build_summary(pairs_df, audit_df, manifest)
-    rundir.atomic_write_json(run_dir / rundir.SUMMARY, summary)
-    rundir.atomic_write_text(run_dir / rundir.REPORT_MD, render_markdown(summary, manifest))
-    return summary
+    conf = manifest["config"]
+    variants = conf["variants"]
+    models = tuple(ModelEntry.model_validate({**m, "variants": variants[m["name"]]}) for m in conf["models"])
+    shard = None
+    if conf.get("shard"):
+        i, n = conf["shard"].split("/")
+        shard = (int(i), int(n))
+    cfg = RunConfig(
+        models=models, ladder=_ladder_from_record(json.loads((run_dir / LADDER_FILE).read_text(encoding="utf-8"))),
+        out=run_dir.parent, lengths=tuple(conf["lengths"]), variants=None, batch_size=conf["batch_size"],
+        batching=conf["batching"], embedder=conf["embedder"]["path"], cache_dir=Path(conf["cache_dir"]) if conf.get("cache_dir") else None,
+        shard=shard, executor=conf.get("executor", "local"),
+    )
+    return dataclasses.replace(cfg, **overrides), manifest
+
+
+def resume(run_dir: Path, **overrides) -> RunResult:
+    """Finish an interrupted run: only cells without a cell.json are run."""
+    run_dir = Path(run_dir)
+    cfg, manifest = config_from_run_dir(run_dir, **overrides)
+    if manifest.get("status") == "complete":
+        raise InputError(str(run_dir), "status", "run is already complete")
+    manifest["status"] = "running"
+    manifest.setdefault("resumed", []).append({"argv": list(overrides.get("argv", ())), "libraries": library_versions(),
+                                               "device": device_info()})
+    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+    return _run_in(run_dir, cfg, manifest, Embedder(cfg.embedder, cache_dir=cfg.cache_dir))
+
+
+def merge_runs(dirs: Sequence[Path], out: Path, argv: Sequence[str] = ()) -> RunResult:
+    """Join shard run directories (same config) into one new run directory."""
+    import shutil
+
+    if not dirs:
+        raise InputError("merge", "", "expected one or more run directories")
+    configs = [config_from_run_dir(Path(d)) for d in dirs]
+    base_cfg, base_manifest_ = configs[0]
+    key = _merge_key(base_manifest_)
+    for d, (_, m) in zip(dirs, configs):
+        if _merge_key(m) != key:
+            raise InputError(str(d), "config", "was made with a different configuration than the first directory")
+    embedder = Embedder(base_cfg.embedder, cache_dir=base_cfg.cache_dir)
+    run_dir = rundir.new_run_dir(out, suffix="-merged")
+    for d in dirs:
+        for cell in plan_cells(base_cfg):
+            src = cell_dir(Path(d), cell)
+            if (src / "cell.json").is_file() and not is_finished(run_dir, cell):
+                shutil.copytree(src, cell_dir(run_dir, cell))
+    shutil.copy2(Path(dirs[0]) / LADDER_FILE, run_dir / LADDER_FILE)
+    manifest = dict(base_manifest_)
+    manifest["command"] = "merge"
+    manifest["argv"] = list(argv)
+    manifest["merged_from"] = [str(d) for d in dirs]
+    manifest["config"] = {**manifest["config"], "shard": None}
+    cfg = dataclasses.replace(base_cfg, shard=None, out=Path(out))
+    return finalize(run_dir, cfg, manifest, embedder)
+
+
+def _merge_key(manifest: dict[str, Any]) -> str:
+    conf = {k: v for k, v in manifest["config"].items() if k not in ("shard", "executor", "cache_dir")}
+    return json.dumps(conf, sort_keys=True, default=str)
+
+
+def rebuild_report(run_dir: Path) -> dict[str, Any]:
+    """`stabprobe report`: summary.json and the reports from the parquet files and the manifest alone."""
+    return write_reports(Path(run_dir))

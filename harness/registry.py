@@ -23,7 +23,6 @@ _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _CONTENT = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 Dtype = Literal["bf16", "fp16", "fp32"]
-Variant = Literal["bf16", "fp16", "fp32", "int8", "int4"]
 
 
 class _Strict(BaseModel):
@@ -37,6 +36,9 @@ class Scaffold(_Strict):
     close: str = Field(..., description="Text that ends the scaffold; the answer starts after it.")
     opened_by_template: bool = Field(
         False, description="The chat template already opens the scaffold, so outputs hold only the close."
+    )
+    answer_markers: tuple[str, ...] = Field(
+        (), description="Final-answer markers (e.g. 'Final Answer:'); the answer starts after the last one."
     )
 
 
@@ -61,7 +63,9 @@ class ModelEntry(_Strict):
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     scaffold: Scaffold | None = None
     trust_remote_code: bool = Field(False, description="Only an entry may opt in; never the command line.")
-    variants: tuple[Variant, ...] = Field(("bf16",))
+    variants: tuple[str, ...] = Field(
+        ("bf16",), description="bf16 / fp16 / fp32 / int8 / int4, optionally -nothink (see harness.variants)."
+    )
     notes: str | None = None
 
     @field_validator("name")
@@ -69,6 +73,17 @@ class ModelEntry(_Strict):
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", v):
             raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from harness.variants import parse_variant
+
+        for name in v:
+            parse_variant(name)
+        if len(set(v)) != len(v):
+            raise ValueError("duplicate variant")
         return v
 
     @field_validator("source")
@@ -166,7 +181,8 @@ def _has_chat_template(path: Path) -> bool:
     return False
 
 
-def resolve_models(spec: str | list[str], registry: Registry, *, allow_unpinned: bool = False) -> list[ModelEntry]:
+def resolve_models(spec: str | list[str], registry: Registry, *, allow_unpinned: bool = False,
+                   trust_remote_code: bool = False) -> list[ModelEntry]:
     """Turn ``--models a,b,./dir`` into entries; unknown names and unpinned hub models are input errors."""
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
     if not items or any(not s for s in items):
@@ -190,5 +206,13 @@ def resolve_models(spec: str | list[str], registry: Registry, *, allow_unpinned:
             )
         if any(e.name == entry.name for e in out):
             raise InputError("--models", item, "named twice")
+        if trust_remote_code and not entry.trust_remote_code:
+            # Executing a model's own code is a decision recorded in the registry
+            # (reviewable, versioned), never granted from a command line.
+            raise InputError(
+                registry.path if item in by_name else item, f"{entry.name}.trust_remote_code",
+                "--trust-remote-code cannot enable custom code for an entry that does not opt in; "
+                "set `trust_remote_code: true` in its registry entry after reviewing the code",
+            )
         out.append(entry)
     return out

@@ -20,6 +20,7 @@ MANIFEST = "manifest.json"
 AUDIT = "audit.parquet"
 GENERATIONS = "generations.parquet"
 PAIRS = "pairs.parquet"
+DRIFT = "drift.parquet"
 SUMMARY = "summary.json"
 REPORT_MD = "report.md"
 

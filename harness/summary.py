@@ -7,24 +7,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.determinism import determinism_verdict
+from harness.exposure import exposure_table
 from harness.ladder.records import RUNGS
+from harness.stats import (
+    ALPHA,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    PERMUTATION_SEED,
+    PERMUTATIONS,
+    bootstrap_ci,
+    cluster_groups,
+)
 
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 20261121
+CLUSTER_METRIC = "emb_dist"
 METRICS = ("emb_dist", "tok_edit_norm", "hidden_dist", "js", "top1_flip")
-
-
-def bootstrap_ci(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """Percentile bootstrap 95% CI of the mean, from a fixed seed (same data -> same interval)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return (float("nan"), float("nan"))
-    if v.size == 1 or np.all(v == v[0]):
-        return (float(v[0]), float(v[0]))
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return (float(lo), float(hi))
 
 
 def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -36,8 +33,11 @@ def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"model": model, "variant": variant, "rung": rung, "length": int(length), "n_pairs": int(len(g))}
         for m in METRICS:
             vals = g[m].astype(float).to_numpy()
-            lo, hi = bootstrap_ci(vals)
-            row[m] = {"mean": float(np.mean(vals)), "ci95": [lo, hi]}
+            finite = vals[~np.isnan(vals)]
+            lo, hi = bootstrap_ci(finite)
+            row[m] = {"mean": float(np.mean(finite)) if finite.size else float("nan"), "ci95": [lo, hi]}
+            if finite.size < vals.size:  # said, not hidden: the mean is over fewer pairs than n_pairs
+                row[m]["n_missing"] = int(vals.size - finite.size)
         row["diverged_share"] = float((g["first_div"] > 0).mean())
         out.append(row)
     order = {r: i for i, r in enumerate(RUNGS)}
@@ -50,28 +50,15 @@ def audit_counts(audit: pd.DataFrame) -> list[dict[str, Any]]:
     if audit.empty:
         return out
     order = {r: i for i, r in enumerate(RUNGS)}
-    for (model, rung), g in audit.groupby(["model", "rung"], sort=False):
+    keys = ["model", "variant", "rung"] if "variant" in audit.columns else ["model", "rung"]
+    for key, g in audit.groupby(keys, sort=False):
         reasons = g.loc[~g["kept"], "reason"].value_counts().to_dict()
-        out.append({"model": model, "rung": rung, "total": int(len(g)), "kept": int(g["kept"].sum()),
+        rec = dict(zip(keys, key))
+        rec.setdefault("variant", "bf16")
+        out.append({**rec, "total": int(len(g)), "kept": int(g["kept"].sum()),
                     "dropped": {str(k): int(v) for k, v in reasons.items()}})
-    out.sort(key=lambda r: (r["model"], order.get(r["rung"], 99)))
+    out.sort(key=lambda r: (r["model"], r["variant"], order.get(r["rung"], 99)))
     return out
-
-
-def determinism_verdict(pairs: pd.DataFrame) -> dict[str, Any]:
-    """The identical rung is the run's determinism check: every metric must be exactly 0 there."""
-    ident = pairs[pairs["rung"] == "identical"] if not pairs.empty else pairs
-    if ident.empty:
-        return {"verdict": "unknown", "identical_rows": 0, "nonzero_rows": 0, "detail": "no identical-rung pairs scored"}
-    cols = ["emb_dist", "tok_edit", "hidden_dist", "js", "kl_ab", "kl_ba", "first_div"]
-    nonzero = (ident[cols].astype(float) != 0).any(axis=1) | ident["top1_flip"].astype(bool)
-    bad = ident[nonzero]
-    return {
-        "verdict": "deterministic" if bad.empty else "nondeterministic",
-        "identical_rows": int(len(ident)),
-        "nonzero_rows": int(len(bad)),
-        "nonzero_pairs": sorted({f"{r.model}/{r.variant}/{r.pair_id}" for r in bad.itertuples()})[:50],
-    }
 
 
 def positive_vs_noop(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -90,8 +77,49 @@ def positive_vs_noop(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def cluster_stats(pairs: pd.DataFrame, metric: str = CLUSTER_METRIC) -> list[dict[str, Any]]:
+    """Per variant x rung x length: models compared on their shared pair ids, grouped by letters.
+
+    One Holm family per cell (all model pairs of that variant, rung and
+    length). Models that share a letter are not separated at ALPHA: the
+    report shows clusters, never a ranking inside one.
+    """
+    out: list[dict[str, Any]] = []
+    if pairs.empty:
+        return out
+    order = {r: i for i, r in enumerate(RUNGS)}
+    for (variant, rung, length), g in pairs.groupby(["variant", "rung", "length"], sort=False):
+        values: dict[str, dict[str, float]] = {}
+        for model, gm in g.groupby("model", sort=True):
+            v = gm[["pair_id", metric]].dropna()
+            if not v.empty:
+                values[str(model)] = dict(zip(v["pair_id"].astype(str), v[metric].astype(float)))
+        if not values:
+            continue
+        letters, comparisons = cluster_groups(values)
+        out.append({
+            "variant": variant, "rung": rung, "length": int(length), "metric": metric,
+            "models": [{"model": m, "letters": letters[m], "n_pairs": len(values[m]),
+                        "mean": float(np.mean(list(values[m].values())))} for m in sorted(values)],
+            "comparisons": [{"a": c.a, "b": c.b, "n_shared": c.n_shared,
+                             "mean_diff": c.mean_diff if c.n_shared else None,
+                             "p": c.pvalue, "p_holm": c.pvalue_holm, "separated": c.separated}
+                            for c in comparisons],
+        })
+    out.sort(key=lambda r: (r["variant"], order.get(r["rung"], 99), r["length"]))
+    return out
+
+
+def _annotate_clusters(cells: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> None:
+    letters = {(c["variant"], c["rung"], c["length"], m["model"]): m["letters"] for c in clusters for m in c["models"]}
+    for cell in cells:
+        cell["cluster"] = letters.get((cell["variant"], cell["rung"], cell["length"], cell["model"]), "")
+
+
 def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, Any]:
     cells = cell_stats(pairs)
+    clusters = cluster_stats(pairs)
+    _annotate_clusters(cells, clusters)
     return {
         "schema_version": 1,
         "run": {"status": manifest.get("status"), "command": manifest.get("command"),
@@ -103,4 +131,10 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "cells": cells,
         "checks": {"positive_control_exceeds_noop": positive_vs_noop(cells)},
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "method": "percentile"},
+        "exposure": exposure_table(audit).to_dict(orient="records"),
+        "clusters": clusters,
+        "tests": {"kind": "paired sign-flip permutation", "statistic": f"mean difference of {CLUSTER_METRIC}",
+                  "permutations": PERMUTATIONS, "seed": PERMUTATION_SEED, "exact_when": "2**n_shared <= permutations",
+                  "correction": "Holm, per variant x rung x length", "alpha": ALPHA,
+                  "clusters": "compact letter display (insert-and-absorb)"},
     }

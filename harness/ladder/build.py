@@ -4,8 +4,43 @@ from __future__ import annotations
 
 import random
 
-from harness.ladder.edits import EDIT_KINDS, NotApplicable, apply_edit, seed_for
-from harness.ladder.records import CURATED_RUNGS, BasePrompt, PromptPair, SkippedEdit
+from harness.ladder.edits import EDIT_KINDS, NotApplicable, apply_edit, seed_for, word_spans
+from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, SkippedEdit
+from harness.ladder.synonyms import LEXICON_EDIT_KIND, Lexicon, apply_synonym
+
+GENERATED_KINDS: tuple[str, ...] = tuple(k.name for k in EDIT_KINDS) + (LEXICON_EDIT_KIND,)
+"""Every name a ladder's ``edit_kinds`` may list."""
+
+# Words that say what kind of request a prompt is, not what it is about: they
+# must not make two prompts look related when picking a positive control.
+_FORM_WORDS = frozenset(
+    "about also does each explain describe from give have into list make more most should some than that "
+    "their them then there they this what when where which will with would could write your".split()
+)
+
+
+def _content_words(text: str) -> frozenset[str]:
+    words = (w.text.lower() for w in word_spans(text))
+    return frozenset(w for w in words if len(w) >= 4 and w not in _FORM_WORDS)
+
+
+def _same_words(a: str, b: str) -> bool:
+    return a.split() == b.split()
+
+
+def _unrelated(ladder: str, p: BasePrompt, prompts: list[BasePrompt]) -> BasePrompt | None:
+    """A prompt of another topic sharing the fewest content words with ``p``; ties broken by the stable seed.
+
+    A file may hold the same prompt twice under two topics; that copy is no control.
+    """
+    others = [q for q in prompts if q.topic != p.topic and not _same_words(q.text, p.text)]
+    if not others:
+        return None
+    mine = _content_words(p.text)
+    overlap = [len(mine & _content_words(q.text)) for q in others]
+    least = [q for q, n in zip(others, overlap) if n == min(overlap)]
+    rng = random.Random(seed_for(ladder, p.id, "positive_control", "unrelated_prompt"))
+    return least[rng.randrange(len(least))]
 
 
 def build_pairs(
@@ -13,19 +48,22 @@ def build_pairs(
     prompts: list[BasePrompt],
     curated: dict[str, dict[str, list[tuple[str, str, str]]]],
     edit_kinds: tuple[str, ...] | None = None,
+    lexicon: Lexicon | None = None,
 ) -> tuple[list[PromptPair], list[SkippedEdit]]:
     """All pairs of a ladder.
 
-    ``curated[prompt_id][rung]`` is a list of (text, edit_kind, note). Prompts
-    without a curated positive control are paired with a base prompt of another
-    topic, chosen from the stable key.
+    ``curated[prompt_id][rung]`` is a list of (text, edit_kind, note). A prompt
+    without a curated synonym gets one from the lexicon; one without a curated
+    positive control is paired with the least related base prompt of another
+    topic. Every edit that could not be made is returned as a SkippedEdit.
     """
     pairs: list[PromptPair] = []
     skipped: list[SkippedEdit] = []
+    wanted = set(GENERATED_KINDS if edit_kinds is None else edit_kinds)
     for p in prompts:
         pairs.append(PromptPair(f"{p.id}/identical/identical", p.id, "identical", "identical", p.text, p.text, "generated"))
         for kind in EDIT_KINDS:
-            if edit_kinds is not None and kind.name not in edit_kinds:
+            if kind.name not in wanted:
                 continue
             try:
                 b = apply_edit(kind, p.text, ladder=ladder, prompt_id=p.id)
@@ -35,20 +73,45 @@ def build_pairs(
             pairs.append(PromptPair(f"{p.id}/{kind.rung}/{kind.name}", p.id, kind.rung, kind.name, p.text, b, "generated"))
         mine = curated.get(p.id, {})
         for rung in CURATED_RUNGS:
-            for n, (text, edit_kind, note) in enumerate(mine.get(rung, [])):
-                suffix = edit_kind if len(mine.get(rung, [])) == 1 else f"{edit_kind}-{n + 1}"
+            variants = mine.get(rung, [])
+            for n, (text, edit_kind, note) in enumerate(variants):
+                suffix = edit_kind if len(variants) == 1 else f"{edit_kind}-{n + 1}"
                 pairs.append(PromptPair(f"{p.id}/{rung}/{suffix}", p.id, rung, edit_kind, p.text, text, "curated", note))
-        if not mine.get("positive_control"):
-            others = [q for q in prompts if q.topic != p.topic]
-            if not others:
-                skipped.append(SkippedEdit(p.id, "positive_control", "unrelated_prompt", "no prompt of another topic"))
+            if variants:
                 continue
-            rng = random.Random(seed_for(ladder, p.id, "positive_control", "unrelated_prompt"))
-            q = others[rng.randrange(len(others))]
-            pairs.append(
-                PromptPair(
-                    f"{p.id}/positive_control/unrelated_prompt", p.id, "positive_control", "unrelated_prompt",
-                    p.text, q.text, "paired", f"paired with {q.id} (topic {q.topic})",
-                )
-            )
+            if rung == "synonym" and LEXICON_EDIT_KIND in wanted:
+                pairs += _lexicon_pair(ladder, p, lexicon, skipped)
+            elif rung == "positive_control":
+                pairs += _paired_control(ladder, p, prompts, skipped)
     return pairs, skipped
+
+
+def _lexicon_pair(ladder: str, p: BasePrompt, lexicon: Lexicon | None, skipped: list[SkippedEdit]) -> list[PromptPair]:
+    try:
+        edit = apply_synonym(p.text, ladder=ladder, prompt_id=p.id, lexicon=lexicon)
+    except NotApplicable as why:
+        skipped.append(SkippedEdit(p.id, "synonym", LEXICON_EDIT_KIND, str(why)))
+        return []
+    return [PromptPair(f"{p.id}/synonym/{LEXICON_EDIT_KIND}", p.id, "synonym", LEXICON_EDIT_KIND, p.text, edit.text,
+                       "generated", edit.note)]
+
+
+def _paired_control(ladder: str, p: BasePrompt, prompts: list[BasePrompt], skipped: list[SkippedEdit]) -> list[PromptPair]:
+    q = _unrelated(ladder, p, prompts)
+    if q is None:
+        skipped.append(SkippedEdit(p.id, "positive_control", "unrelated_prompt", "no prompt of another topic (with different words)"))
+        return []
+    about = f"paired with {q.id}" + ("" if q.topic == q.id else f" (topic {q.topic})")
+    return [PromptPair(f"{p.id}/positive_control/unrelated_prompt", p.id, "positive_control", "unrelated_prompt",
+                       p.text, q.text, "paired", about)]
+
+
+def build_ladder(prompt_set: PromptSet, lexicon: Lexicon | None = None) -> Ladder:
+    """The ladder of a prompt set: a pure function of the set (and the lexicon)."""
+    curated = {
+        pid: {rung: [(v.text, v.edit_kind, v.note) for v in variants] for rung, variants in rungs.items()}
+        for pid, rungs in prompt_set.curated.items()
+    }
+    pairs, skipped = build_pairs(prompt_set.name, list(prompt_set.prompts), curated, prompt_set.edit_kinds, lexicon)
+    return Ladder(prompt_set.name, prompt_set.source, prompt_set.source_sha256, prompt_set.prompts, tuple(pairs),
+                  tuple(skipped), prompt_set.edit_kinds)

@@ -4,6 +4,18 @@ Every edit draws its random choices from ``random.Random(seed_for(key))`` where
 the key is (ladder, prompt id, rung, edit kind): the same input yields the same
 ladder on every machine and Python version, and adding a prompt never changes
 the edits of another (HELM-style per-instance seeding).
+
+What each rung promises, on any Unicode prompt (tests/test_ladder_properties.py):
+
+- ``noop_format``: a reader sees the same prompt. NFKC, then collapsing
+  whitespace (zero-width spaces collapse to nothing) gives the same text.
+- ``punctuation``: only punctuation characters (Unicode category P*) change.
+- ``structural``: only whitespace changes.
+
+Each rung has kinds that apply to every prompt with a visible character
+(trailing_space; one of final_period_removed, duplicated_period,
+final_mark_doubled and final_period_added; indented_lines), so every prompt
+gets all three mechanical rungs.
 """
 
 from __future__ import annotations
@@ -13,7 +25,9 @@ import random
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 def seed_for(*key: str) -> int:
@@ -26,18 +40,50 @@ class NotApplicable(Exception):
     """The edit has nothing to act on in this prompt (e.g. no comma)."""
 
 
-_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+_LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)
 _SINGLE_SPACE = re.compile(r"(?<=\S) (?=\S)")
 
 
-def _pick(rng: random.Random, items: list):
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    text: str
+
+
+def _is_mark(ch: str) -> bool:
+    return unicodedata.category(ch).startswith("M")
+
+
+def word_spans(text: str) -> list[Span]:
+    """Runs of letters, extended over the combining marks that follow them.
+
+    A word ends after its marks, not before them: an insertion between a
+    letter and its accent would split one visible character in two (and block
+    NFC composition).
+    """
+    spans = []
+    for m in _LETTERS.finditer(text):
+        end = m.end()
+        while end < len(text) and _is_mark(text[end]):
+            end += 1
+        spans.append(Span(m.start(), end, text[m.start() : end]))
+    return spans
+
+
+def pick(rng: random.Random, items: Sequence[T], why: str = "nothing to edit") -> T:
     if not items:
-        raise NotApplicable("nothing to edit")
+        raise NotApplicable(why)
     return items[rng.randrange(len(items))]
 
 
 def _replace_span(text: str, start: int, end: int, new: str) -> str:
     return text[:start] + new + text[end:]
+
+
+def _single_spaces(text: str) -> list[re.Match]:
+    # A space followed by a combining mark carries that mark: leave it alone.
+    return [m for m in _SINGLE_SPACE.finditer(text) if not _is_mark(text[m.end()])]
 
 
 # --- no-op formatting: a reader sees the same prompt -----------------------
@@ -60,21 +106,21 @@ def trailing_newline(text: str, rng: random.Random) -> str:
 
 def blank_line(text: str, rng: random.Random) -> str:
     """A blank line between two sentences, or after the prompt when it has one sentence."""
-    ends = [m.end() for m in re.finditer(r"[.!?](?= \S)", text)]
+    ends = [m.end() for m in re.finditer(r"[.!?](?= \S)", text) if not _is_mark(text[m.end() + 1])]
     if not ends:
         return text + "\n\n"
-    at = _pick(rng, ends)
+    at = pick(rng, ends)
     return _replace_span(text, at, at + 1, "\n\n")
 
 
 def double_space(text: str, rng: random.Random) -> str:
-    m = _pick(rng, list(_SINGLE_SPACE.finditer(text)))
+    m = pick(rng, _single_spaces(text), "no single space between two words")
     return _replace_span(text, m.start(), m.end(), "  ")
 
 
 def zero_width_space(text: str, rng: random.Random) -> str:
-    m = _pick(rng, list(_WORD.finditer(text)))
-    return _replace_span(text, m.end(), m.end(), "\u200b")
+    w = pick(rng, word_spans(text), "no word to follow with a zero-width space")
+    return _replace_span(text, w.end, w.end, "\u200b")
 
 
 # Compatibility forms that NFKC maps back to ASCII: the fullwidth block is
@@ -82,7 +128,7 @@ def zero_width_space(text: str, rng: random.Random) -> str:
 def nfkc_fullwidth(text: str, rng: random.Random) -> str:
     """One letter swapped for its fullwidth form; NFKC of the result is the original."""
     spots = [i for i, ch in enumerate(text) if ch.isascii() and ch.isalpha()]
-    i = _pick(rng, spots)
+    i = pick(rng, spots, "no ASCII letter to widen")
     return _replace_span(text, i, i + 1, chr(ord(text[i]) - 0x21 + 0xFF01))
 
 
@@ -94,24 +140,33 @@ def nfd_decomposed(text: str, rng: random.Random) -> str:
     return out
 
 
+def nfc_composed(text: str, rng: random.Random) -> str:
+    """Canonical composition: the other direction, for prompts written decomposed."""
+    out = unicodedata.normalize("NFC", text)
+    if out == text:
+        raise NotApplicable("already NFC (nothing to compose)")
+    return out
+
+
 # --- punctuation -----------------------------------------------------------
 
 def duplicated_period(text: str, rng: random.Random) -> str:
-    spots = [m.start() for m in re.finditer(r"(?<!\.)\.(?!\.)", text)]
-    i = _pick(rng, spots)
+    """A sentence-ending period doubled; periods inside numbers or names ("3.14", "a.b") are left alone."""
+    spots = [m.start() for m in re.finditer(r"(?<!\.)\.(?=\s|$)", text)]
+    i = pick(rng, spots, "no sentence-ending period")
     return _replace_span(text, i, i + 1, "..")
 
 
 def comma_to_semicolon(text: str, rng: random.Random) -> str:
     spots = [m.start() for m in re.finditer(",", text)]
-    i = _pick(rng, spots)
+    i = pick(rng, spots, "no comma")
     return _replace_span(text, i, i + 1, ";")
 
 
 def comma_inserted(text: str, rng: random.Random) -> str:
     """A comma directly after a word that is followed by a space (not at the end)."""
-    spots = [m.end() for m in _WORD.finditer(text) if text[m.end() : m.end() + 1] == " "]
-    i = _pick(rng, spots)
+    spots = [w.end for w in word_spans(text) if text[w.end : w.end + 1] == " "]
+    i = pick(rng, spots, "no word followed by a space")
     return _replace_span(text, i, i, ",")
 
 
@@ -132,21 +187,65 @@ def final_colon(text: str, rng: random.Random) -> str:
     return _replace_span(text, i, i + 1, ":")
 
 
+# The three edits below look only at the prompt's last visible character and
+# between them apply to every prompt: "." -> dropped, "?"/"!" -> doubled,
+# anything else -> a period added.
+
+def final_period_removed(text: str, rng: random.Random) -> str:
+    """The final period dropped, as users often do."""
+    stripped = text.rstrip()
+    if not stripped.endswith("."):
+        raise NotApplicable("no final period")
+    if not stripped[:-1].strip():
+        raise NotApplicable("the period is the whole prompt")
+    return _replace_span(text, len(stripped) - 1, len(stripped), "")
+
+
+def final_mark_doubled(text: str, rng: random.Random) -> str:
+    """A final ``?`` or ``!`` doubled ("What is it??")."""
+    stripped = text.rstrip()
+    if not stripped.endswith(("?", "!")):
+        raise NotApplicable("no final question or exclamation mark")
+    return _replace_span(text, len(stripped), len(stripped), stripped[-1])
+
+
+def final_period_added(text: str, rng: random.Random) -> str:
+    """A period after the last visible character, before any trailing whitespace."""
+    stripped = text.rstrip()
+    if not stripped:
+        raise NotApplicable("no visible character")
+    if stripped.endswith((".", "?", "!")):
+        raise NotApplicable("already ends with . ? or !")
+    return _replace_span(text, len(stripped), len(stripped), ".")
+
+
 def parenthesized_word(text: str, rng: random.Random) -> str:
-    m = _pick(rng, list(_WORD.finditer(text)))
-    return _replace_span(text, m.start(), m.end(), f"({m.group()})")
+    w = pick(rng, word_spans(text), "no word")
+    return _replace_span(text, w.start, w.end, f"({w.text})")
 
 
 # --- structural: the shape of the token sequence changes ------------------
 
 def newline_in_sentence(text: str, rng: random.Random) -> str:
-    m = _pick(rng, list(_SINGLE_SPACE.finditer(text)))
+    m = pick(rng, _single_spaces(text), "no single space between two words")
     return _replace_span(text, m.start(), m.end(), "\n")
 
 
 def whitespace_run(text: str, rng: random.Random) -> str:
-    m = _pick(rng, list(_SINGLE_SPACE.finditer(text)))
+    m = pick(rng, _single_spaces(text), "no single space between two words")
     return _replace_span(text, m.start(), m.end(), " \t  ")
+
+
+def indented_lines(text: str, rng: random.Random) -> str:
+    """Every non-blank line indented by four spaces (a Markdown code block).
+
+    Needs no word boundary, so it is the structural edit a one-word prompt
+    still gets; a trimming template erases it on a one-line prompt.
+    """
+    lines = text.split("\n")
+    if not any(line.strip() for line in lines):
+        raise NotApplicable("no visible line")
+    return "\n".join("    " + line if line.strip() else line for line in lines)
 
 
 @dataclass(frozen=True)
@@ -166,15 +265,27 @@ EDIT_KINDS: tuple[EditKind, ...] = (
     EditKind("noop_format", "zero_width_space", zero_width_space),
     EditKind("noop_format", "nfkc_fullwidth", nfkc_fullwidth),
     EditKind("noop_format", "nfd_decomposed", nfd_decomposed),
+    EditKind("noop_format", "nfc_composed", nfc_composed),
     EditKind("punctuation", "duplicated_period", duplicated_period),
     EditKind("punctuation", "comma_to_semicolon", comma_to_semicolon),
     EditKind("punctuation", "comma_inserted", comma_inserted),
     EditKind("punctuation", "final_question", final_question),
     EditKind("punctuation", "final_colon", final_colon),
+    EditKind("punctuation", "final_period_removed", final_period_removed),
+    EditKind("punctuation", "final_mark_doubled", final_mark_doubled),
+    EditKind("punctuation", "final_period_added", final_period_added),
     EditKind("punctuation", "parenthesized_word", parenthesized_word),
     EditKind("structural", "newline_in_sentence", newline_in_sentence),
     EditKind("structural", "whitespace_run", whitespace_run),
+    EditKind("structural", "indented_lines", indented_lines),
 )
+
+
+def edit_kind(name: str) -> EditKind:
+    for kind in EDIT_KINDS:
+        if kind.name == name:
+            return kind
+    raise KeyError(name)
 
 
 def apply_edit(kind: EditKind, text: str, *, ladder: str, prompt_id: str) -> str:

@@ -10,9 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.hashing import sha256_text
-from harness.ladder.build import build_pairs
-from harness.ladder.edits import EDIT_KINDS
-from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair
+from harness.ladder.build import GENERATED_KINDS, build_ladder
+from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant
 from harness.yaml_strict import load_yaml_strict, read_text_strict
 
 DEFAULT_LADDER = Path(__file__).resolve().parent.parent.parent / "ladders" / "default.yaml"
@@ -64,8 +63,9 @@ class PromptSpec(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not v.strip() or "/" in v:
-            raise ValueError("must be non-empty and contain no '/'")
+        # ids end up in pair ids ("<id>/<rung>/<kind>"), seeds and one-line reports
+        if not v or "/" in v or any(ch.isspace() or not ch.isprintable() for ch in v):
+            raise ValueError("must be non-empty and contain no '/', whitespace or control character")
         return v
 
     @field_validator("text")
@@ -85,10 +85,9 @@ class LadderSpec(_Strict):
     @field_validator("edit_kinds")
     @classmethod
     def _kinds(cls, v: list[str] | None) -> list[str] | None:
-        known = {k.name for k in EDIT_KINDS}
         for k in v or []:
-            if k not in known:
-                raise ValueError(f"unknown edit kind {k!r}")
+            if k not in GENERATED_KINDS:
+                raise ValueError(f"unknown edit kind {k!r} (expected one of {', '.join(GENERATED_KINDS)})")
         return v
 
 
@@ -103,35 +102,55 @@ def load_ladder(path: Path | str) -> Ladder:
 
 
 def load_ladder_yaml(path: Path) -> Ladder:
+    return build_ladder(read_ladder_yaml(path))
+
+
+def read_ladder_yaml(path: Path) -> PromptSet:
+    """The prompt set of a project-format ladder file, validated."""
     raw = load_yaml_strict(path)
     try:
         spec = LadderSpec.model_validate(raw)
     except ValidationError as exc:
         raise pydantic_error_to_input_error(str(path), exc) from None
-    ids = [p.id for p in spec.prompts]
-    for i, pid in enumerate(ids):
-        if ids.index(pid) != i:
-            raise InputError(str(path), f"prompts[{i}].id", f"duplicate id {pid!r}")
     if not spec.prompts:
         raise InputError(str(path), "prompts", "no prompts")
-    prompts = [BasePrompt(p.id, p.text, p.topic, p.in_domain) for p in spec.prompts]
+    return prompt_set_from_specs(
+        spec.ladder, spec.prompts, source=str(path), source_sha256=sha256_text(read_text_strict(path)),
+        where="prompts", edit_kinds=tuple(spec.edit_kinds) if spec.edit_kinds else None, description=spec.description,
+    )
+
+
+def prompt_set_from_specs(
+    name: str,
+    specs: list[PromptSpec],
+    *,
+    source: str,
+    source_sha256: str,
+    where: str = "",
+    edit_kinds: tuple[str, ...] | None = None,
+    description: str = "",
+) -> PromptSet:
+    """Validated prompt specs -> PromptSet; ``where`` prefixes the field of an error (``prompts[3].id``)."""
+    seen: dict[str, int] = {}
+    for i, p in enumerate(specs):
+        if p.id in seen:
+            raise InputError(source, f"{where}[{i}].id", f"duplicate id {p.id!r} (first at {where}[{seen[p.id]}])")
+        seen[p.id] = i
+    prompts = tuple(BasePrompt(p.id, p.text, p.topic, p.in_domain) for p in specs)
     curated = {
         p.id: {
-            rung: [
-                (v, "curated", "") if isinstance(v, str) else (v.text, v.edit_kind, v.note)
-                for v in getattr(p.curated, rung)
-            ]
+            rung: tuple(Variant(v) if isinstance(v, str) else Variant(v.text, v.edit_kind, v.note) for v in getattr(p.curated, rung))
             for rung in CURATED_RUNGS
+            if getattr(p.curated, rung)
         }
-        for p in spec.prompts
+        for p in specs
     }
-    for i, p in enumerate(spec.prompts):
+    for i, p in enumerate(specs):
         for rung in CURATED_RUNGS:
             for j, v in enumerate(getattr(p.curated, rung)):
                 if isinstance(v, str) and not v.strip():
-                    raise InputError(str(path), f"prompts[{i}].curated.{rung}[{j}]", "empty prompt")
-    pairs, skipped = build_pairs(spec.ladder, prompts, curated, tuple(spec.edit_kinds) if spec.edit_kinds else None)
-    return Ladder(spec.ladder, str(path), sha256_text(read_text_strict(path)), tuple(prompts), tuple(pairs), tuple(skipped))
+                    raise InputError(source, f"{where}[{i}].curated.{rung}[{j}]", "empty prompt")
+    return PromptSet(name, source, source_sha256, prompts, curated, edit_kinds, description)
 
 
 def _reject_duplicate_keys(path: Path):
@@ -146,13 +165,18 @@ def _reject_duplicate_keys(path: Path):
     return hook
 
 
+def parse_json_strict(path: Path, text: str) -> Any:
+    """JSON text of ``path`` parsed; syntax errors and duplicate keys become InputError."""
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(str(path), f"line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
+
+
 def import_pairs_json(path: Path) -> Ladder:
     """Import a published pair file as-is: ``[{id, category, prompt_a, prompt_b, notes?}]``."""
     text = read_text_strict(path)
-    try:
-        raw = json.loads(text, object_pairs_hook=_reject_duplicate_keys(path))
-    except json.JSONDecodeError as exc:
-        raise InputError(str(path), f"line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
+    raw = parse_json_strict(path, text)
     if not isinstance(raw, list) or not raw:
         raise InputError(str(path), "(top level)", "expected a non-empty JSON list of pairs")
     pairs: list[PromptPair] = []

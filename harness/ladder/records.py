@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Mapping
 
 # Tightest control to loosest; the order is used in every table.
 RUNGS: tuple[str, ...] = (
@@ -42,6 +42,35 @@ class BasePrompt:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A curated variant of a base prompt on one rung."""
+
+    text: str
+    edit_kind: str = "curated"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Everything a ladder is built from: the base prompts, their curated variants and the seed name.
+
+    Building is a pure function of this record (``build_ladder``), so a ladder
+    written back to YAML from it yields the same pairs when loaded again.
+    """
+
+    name: str
+    """Ladder name; the first part of every edit's seed key."""
+    source: str
+    source_sha256: str
+    prompts: tuple[BasePrompt, ...]
+    curated: Mapping[str, Mapping[str, tuple[Variant, ...]]] = field(default_factory=dict)
+    """``curated[prompt_id][rung]``: variants for the curated rungs (synonym, paraphrase, ...)."""
+    edit_kinds: tuple[str, ...] | None = None
+    """Generated edit kinds to make (mechanical kinds and ``lexicon``); None means all."""
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class PromptPair:
     pair_id: str
     """``<prompt id>/<rung>/<edit kind>``, unique within a ladder."""
@@ -74,6 +103,8 @@ class Ladder:
     prompts: tuple[BasePrompt, ...]
     pairs: tuple[PromptPair, ...]
     skipped: tuple[SkippedEdit, ...] = field(default_factory=tuple)
+    edit_kinds: tuple[str, ...] | None = None
+    """The generated edit kinds the ladder was restricted to; None means all."""
 
     def rung_counts(self) -> dict[str, int]:
         counts = {r: 0 for r in RUNGS}

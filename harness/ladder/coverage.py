@@ -1,0 +1,103 @@
+"""What a ladder covers: pairs per rung, and why a rung or an edit is missing for a prompt."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from harness.ladder.build import GENERATED_KINDS
+from harness.ladder.edits import EDIT_KINDS
+from harness.ladder.records import MECHANICAL_RUNGS, RUNGS, Ladder
+from harness.ladder.synonyms import LEXICON_EDIT_KIND
+
+_CURATED_ONLY = "curated only, and no prompt has a curated {rung} entry"
+
+
+@dataclass(frozen=True)
+class SkipGroup:
+    """Prompts that did not get one edit kind, for one reason."""
+
+    edit_kind: str
+    reason: str
+    prompt_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RungCoverage:
+    rung: str
+    pairs: int
+    prompts: int
+    """Base prompts with at least one pair on this rung."""
+    empty_reason: str
+    """Why the rung has no pair at all; '' when it has some."""
+    skipped: tuple[SkipGroup, ...]
+
+
+def _selected(ladder: Ladder, rung: str) -> list[str]:
+    kinds = [k.name for k in EDIT_KINDS if k.rung == rung]
+    if rung == "synonym":
+        kinds = [LEXICON_EDIT_KIND]
+    chosen = GENERATED_KINDS if ladder.edit_kinds is None else ladder.edit_kinds
+    return [k for k in kinds if k in chosen]
+
+
+def _skip_groups(ladder: Ladder, rung: str) -> tuple[SkipGroup, ...]:
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for s in ladder.skipped:
+        if s.rung == rung:
+            groups[(s.edit_kind, s.reason)].append(s.prompt_id)
+    return tuple(SkipGroup(kind, reason, tuple(ids)) for (kind, reason), ids in groups.items())
+
+
+def _empty_reason(ladder: Ladder, rung: str, skipped: tuple[SkipGroup, ...]) -> str:
+    if not ladder.prompts:
+        return "no prompts"
+    if ladder.pairs and all(p.origin == "imported" for p in ladder.pairs):
+        return "the imported pair file has no pair of this rung"
+    if rung in ("paraphrase", "semantic_small"):
+        return _CURATED_ONLY.format(rung=rung)
+    generated = rung in MECHANICAL_RUNGS or rung == "synonym"
+    if generated and not _selected(ladder, rung) and not skipped:
+        return "no edit kind of this rung is selected (edit_kinds)" + (
+            "; no prompt has a curated synonym" if rung == "synonym" else "")
+    reasons = sorted({g.reason for g in skipped})
+    return "; ".join(reasons) or "no pair"
+
+
+def rung_coverage(ladder: Ladder) -> tuple[RungCoverage, ...]:
+    pairs: dict[str, int] = defaultdict(int)
+    covered: dict[str, set[str]] = defaultdict(set)
+    for p in ladder.pairs:
+        pairs[p.rung] += 1
+        covered[p.rung].add(p.prompt_id)
+    out = []
+    for rung in RUNGS:
+        skipped = _skip_groups(ladder, rung)
+        empty = "" if pairs[rung] else _empty_reason(ladder, rung, skipped)
+        out.append(RungCoverage(rung, pairs[rung], len(covered[rung]), empty, skipped))
+    return tuple(out)
+
+
+def _ids(ids: tuple[str, ...], limit: int | None, n: int) -> str:
+    if len(ids) == n:
+        return "all prompts"
+    if limit is None or len(ids) <= limit:
+        return ", ".join(ids)
+    return ", ".join(ids[:limit]) + f", ... ({len(ids) - limit} more)"
+
+
+def coverage_lines(ladder: Ladder, id_limit: int | None = 12) -> list[str]:
+    """The coverage as plain lines: one per rung, then one per group of skipped edits (ids cut at ``id_limit``)."""
+    n = len(ladder.prompts)
+    lines = []
+    for c in rung_coverage(ladder):
+        if c.pairs:
+            lines.append(f"{c.rung}: {c.pairs} pairs, {c.prompts}/{n} prompts")
+        else:
+            lines.append(f"{c.rung}: EMPTY ({c.empty_reason})")
+    skips = [(c.rung, g) for c in rung_coverage(ladder) for g in c.skipped]
+    if skips:
+        lines.append(f"edits not applicable ({len(ladder.skipped)}):")
+        for rung, g in skips:
+            lines.append(f"  {rung}/{g.edit_kind}: {len(g.prompt_ids)}/{n} prompts: {g.reason} ({_ids(g.prompt_ids, id_limit, n)})")
+    return lines

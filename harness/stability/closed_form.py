@@ -1,0 +1,408 @@
+"""Closed forms of METRICS.md, batched over positions (rows of ``h``).
+
+All functions take a :class:`HeadState` (the head evaluated once at ``h``) and
+work in the dtype they are given: fp32 in the study, fp64 in the tests. Cost per
+position is a handful of O(Vd) mat-vecs plus O(k²d + k³) for the Fisher; no
+V×d Jacobian and no d×d Fisher is ever formed.
+
+Post-logit maps: with ``z' = g(W h + b)`` every Jacobian/Fisher formula uses the
+rows ``w̃_i = g'(z_i) w_i`` (``D W``); the argmax-flip geometry uses the raw rows,
+because a strictly increasing ``g`` leaves the argmax of the raw logits in place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from harness.stability.head import HeadSpec
+
+
+@dataclass(frozen=True, eq=False)
+class HeadState:
+    """The head evaluated at ``h`` [N, d]: everything later formulas reuse."""
+
+    h: torch.Tensor
+    z: torch.Tensor
+    """Raw linear logits W h + b, [N, V]."""
+    logits: torch.Tensor
+    """Post-map logits g(z), what the model outputs."""
+    logp: torch.Tensor
+    p: torch.Tensor
+    gprime: torch.Tensor | None
+    """g'(z) [N, V]; None for the identity map."""
+
+    @property
+    def n(self) -> int:
+        return int(self.h.shape[0])
+
+
+def head_state(h: torch.Tensor, head: HeadSpec) -> HeadState:
+    if h.ndim == 1:
+        h = h[None]
+    h = h.to(device=head.device, dtype=head.dtype)
+    z = head.linear_logits(h)
+    zp = head.apply_post(z)
+    # log_softmax first: tail probabilities underflow if exponentiated logits are normalized directly.
+    logp = torch.log_softmax(zp, dim=-1)
+    return HeadState(h, z, zp, logp, logp.exp(), head.post_derivative(z))
+
+
+def _scaled(state: HeadState, x: torch.Tensor) -> torch.Tensor:
+    """x ⊙ g'(z) (identity map: x)."""
+    return x if state.gprime is None else x * state.gprime
+
+
+@dataclass(frozen=True, eq=False)
+class LocalStability:
+    """Per-position closed forms (tensors of length N unless noted)."""
+
+    top1_id: torch.Tensor
+    top2_id: torch.Tensor
+    top1_prob: torch.Tensor
+    top2_mass: torch.Tensor
+    """p(1) + p(2)."""
+    entropy: torch.Tensor
+    """nats."""
+    v_eff: torch.Tensor
+    """1 / Σ p_i²."""
+    margin: torch.Tensor
+    """z'(1) - z'(2) on the model's (post-map) logits, as the decoder's trace records it."""
+    jac_fro: torch.Tensor
+    """‖J‖_F of the probability Jacobian; δ_TCB(ε) = ε / ‖J‖_F."""
+    flip_radius: torch.Tensor
+    """Smallest L2 change of h that lets some token overtake the top token (exact for the head)."""
+    rival_id: torch.Tensor
+    """The token that overtakes first (the minimizer)."""
+    flip_direction: torch.Tensor
+    """[N, d] unit (w_rival - w_top)/‖·‖."""
+    mu_minus_top: torch.Tensor
+    """[N, d] μ̃ - w̃_top with μ̃ = (D W)ᵀ p: orients eigenvectors, spans the tangent space."""
+
+    def delta_tcb(self, eps: float = 1.0) -> torch.Tensor:
+        return eps / self.jac_fro
+
+
+def _top2(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    v, i = torch.topk(x, 2, dim=-1)
+    return v, i
+
+
+@dataclass(frozen=True, eq=False)
+class _Centred:
+    """Sums over i ≠ top of rows centred on c = w̃_top (see :func:`jacobian_fro_sq`)."""
+
+    c: torch.Tensor
+    a2: torch.Tensor
+    """‖w̃_i - c‖², [N, V]."""
+    Q: torch.Tensor
+    T: torch.Tensor
+    delta: torch.Tensor
+    S2: torch.Tensor
+
+
+def _centred(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: torch.Tensor,
+             w_dot_top: torch.Tensor) -> _Centred:
+    W = head.weight
+    ar = torch.arange(state.n, device=W.device)
+    p = state.p
+    pm = p.clone()
+    pm[ar, top] = 0.0  # Σ_{i≠top}: the top row is the origin
+    g = state.gprime
+    gk = torch.ones_like(top, dtype=W.dtype) if g is None else g[ar, top]
+    c = gk[:, None] * W[top]
+    pm2 = pm * pm
+    # Σ p_i = 1, so μ̃ - c = Σ_{i≠top} p_i (w̃_i - c); the weight Σ_{i≠top} p_i is
+    # summed directly (1 - p_top would cancel at a confident position).
+    delta = _scaled(state, pm) @ W - pm.sum(1, keepdim=True) * c
+    T = _scaled(state, pm2) @ W - pm2.sum(1, keepdim=True) * c
+    # ‖g_i w_i - g_k w_k‖² = g_i²‖w_i‖² - 2 g_i g_k w_i·w_k + g_k²‖w_k‖²
+    if g is None:
+        a2 = norms[None, :] - 2.0 * w_dot_top + norms[top][:, None]
+    else:
+        a2 = g * g * norms[None, :] - 2.0 * g * gk[:, None] * w_dot_top + (gk * gk * norms[top])[:, None]
+    a2 = a2.clamp_min(0.0)
+    return _Centred(c, a2, (pm2 * a2).sum(1), T, delta, (p * p).sum(1))
+
+
+def _combine(Q: torch.Tensor, T: torch.Tensor, delta: torch.Tensor, S2: torch.Tensor) -> torch.Tensor:
+    return (Q - 2.0 * (delta * T).sum(1) + S2 * (delta * delta).sum(1)).clamp_min(0.0)
+
+
+def jacobian_fro_sq(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: torch.Tensor,
+                    w_dot_top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """‖J‖_F² = Σ p_i² ‖w̃_i - μ̃‖² via mat-vecs, and μ̃ - w̃_top.
+
+    METRICS.md's identity Σp²‖w‖² - 2μ·Wᵀ(p²) + S₂‖μ‖² is exact but subtracts
+    O(‖w‖²) terms to get a result that, at a confident position, is
+    O((1 - p_top)²‖Δw‖²): in fp32 that loses every digit. The sum is invariant
+    to shifting all rows by one vector, so it is evaluated with rows centred on
+    the top token's row c = w̃_top (a_i = w̃_i - c, a_top = 0):
+
+        δ = μ̃ - c = Σ_{i≠top} p_i a_i,  T = Σ_{i≠top} p_i² a_i,  Q = Σ_{i≠top} p_i² ‖a_i‖²
+        ‖J‖_F² = Q - 2 δ·T + S₂ ‖δ‖²
+
+    δ and T are the two mat-vecs Wᵀ(·) of the identity (minus a multiple of c);
+    ‖a_i‖² comes from the row norms and W w_top, the mat-vec the flip radius
+    needs anyway. Every term is now of the size of the result.
+    """
+    parts = _centred(state, head, norms, top, w_dot_top)
+    return _combine(parts.Q, parts.T, parts.delta, parts.S2), parts.delta
+
+
+def jacobian_fro_sq_moved_rows(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: torch.Tensor,
+                               moved: torch.Tensor, new_rows: torch.Tensor) -> torch.Tensor:
+    """‖J‖_F² after replacing raw rows ``moved`` [N, K] (never the top token) by ``new_rows`` [N, K, d].
+
+    ``p`` and ``D`` stay those of the original head (the TCB paper's geometry
+    simulation keeps h and the distribution fixed). Only the K changed rows
+    enter: the centred sums Q, T, δ of :func:`jacobian_fro_sq` are corrected
+    by their contributions, O(Kd) on top of the usual mat-vecs.
+    """
+    if bool((moved == top[:, None]).any()):
+        raise ValueError("the top token's row is the centre and cannot be moved")
+    W = head.weight
+    parts = _centred(state, head, norms, top, W[top] @ W.T)
+    g = state.gprime
+    gj = torch.ones_like(moved, dtype=W.dtype) if g is None else torch.gather(g, 1, moved)
+    pj = torch.gather(state.p, 1, moved)
+    c = parts.c[:, None, :]
+    a_new = gj[..., None] * new_rows.to(W.dtype) - c
+    a_old = gj[..., None] * W[moved] - c
+    Q = parts.Q + (pj * pj * ((a_new * a_new).sum(-1) - torch.gather(parts.a2, 1, moved))).sum(1)
+    T = parts.T + torch.einsum("nk,nkd->nd", pj * pj, a_new - a_old)
+    delta = parts.delta + torch.einsum("nk,nkd->nd", pj, a_new - a_old)
+    return _combine(Q, T, delta, parts.S2)
+
+
+def flip_radius(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: torch.Tensor,
+                w_dot_top: torch.Tensor, recheck: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact argmax-flip radius on the raw logits: min_j (z_top - z_j)/‖w_top - w_j‖.
+
+    Distances come from ‖w_k‖² + ‖w_j‖² - 2 w_j·w_k, which cancels for nearly
+    equal rows; the ``recheck`` smallest candidates are recomputed from the
+    row difference itself before taking the minimum.
+    """
+    W = head.weight
+    ar = torch.arange(state.n, device=W.device)
+    z = state.z
+    gap = z[ar, top][:, None] - z
+    dist2 = (norms[top][:, None] + norms[None, :] - 2.0 * w_dot_top).clamp_min(0.0)
+    inf = torch.tensor(math.inf, dtype=z.dtype, device=z.device)
+    r = torch.where(dist2 > 0, gap / dist2.sqrt(), inf)
+    r[ar, top] = inf
+    m = min(recheck, r.shape[1] - 1)
+    cand = torch.topk(r, m, dim=1, largest=False).indices  # [N, m]
+    diff = W[cand] - W[top][:, None, :]  # [N, m, d]
+    dist = diff.norm(dim=-1)
+    gap_c = torch.gather(gap, 1, cand)
+    # identical rows never change order (equal bias: a permanent tie, not an overtaking)
+    r_c = torch.where(dist > 0, gap_c / dist.clamp_min(torch.finfo(z.dtype).tiny), inf)
+    best = torch.argmin(r_c, dim=1)
+    radius = r_c[ar, best]
+    rival = cand[ar, best]
+    d_best = diff[ar, best]
+    direction = d_best / dist[ar, best].clamp_min(torch.finfo(z.dtype).tiny)[:, None]
+    return radius, rival, direction
+
+
+def local_stability(state: HeadState, head: HeadSpec, norms: torch.Tensor) -> LocalStability:
+    """TCB, V_eff, margin, flip radius and rival for every row of ``state``."""
+    W = head.weight
+    _, top_i = _top2(state.z)  # raw argmax = post-map argmax (g strictly increasing)
+    top = top_i[:, 0]
+    ar = torch.arange(state.n, device=W.device)
+    w_dot_top = W[top] @ W.T  # [N, V]: W w_top, shared by TCB centring and flip radius
+    fro2, delta = jacobian_fro_sq(state, head, norms, top, w_dot_top)
+    radius, rival, direction = flip_radius(state, head, norms, top, w_dot_top)
+    p = state.p
+    p1 = p[ar, top]
+    p2 = p[ar, top_i[:, 1]]
+    entropy = -(p * state.logp).sum(1)
+    v_eff = 1.0 / (p * p).sum(1)
+    margin = state.logits[ar, top] - state.logits[ar, top_i[:, 1]]
+    return LocalStability(top, top_i[:, 1], p1, p1 + p2, entropy, v_eff, margin, fro2.sqrt(),
+                          radius, rival, direction, delta)
+
+
+# -- Fisher pullback ------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FisherTopK:
+    idx: torch.Tensor
+    """[N, k] token ids of the top-k by probability, descending."""
+    eigvals: torch.Tensor
+    """[N, k] eigenvalues of F_k, descending, clamped at 0."""
+    eigvecs: torch.Tensor
+    """[N, r, d] unit eigenvectors of the top r eigenvalues (NaN where the eigenvalue is 0)."""
+    mass: torch.Tensor
+    """[N] top-k probability mass."""
+
+    @property
+    def eff_rank(self) -> torch.Tensor:
+        """Participation ratio (Σλ)² / Σλ² of F_k's spectrum: 1 for a two-token position."""
+        lam = self.eigvals
+        return lam.sum(1) ** 2 / (lam * lam).sum(1).clamp_min(torch.finfo(lam.dtype).tiny)
+
+
+def fisher_topk(state: HeadState, head: HeadSpec, k: int = 64, n_vectors: int = 7,
+                orient: torch.Tensor | None = None) -> FisherTopK:
+    """Eigenpairs of F_k = W̃_kᵀ C W̃_k, C = diag(p_k) - p_k p_kᵀ, through a k×k matrix.
+
+    C = L Lᵀ with L = P^½ (I - α s sᵀ), s = √p_k,
+    α = 1/(1 + √(1 - m)), m = Σ p_k: (I - α ssᵀ)² = I - ssᵀ exactly, so no
+    Cholesky (C is singular when m = 1). With G = Lᵀ W̃_k (k×d), F_k = GᵀG and
+    its nonzero eigenvalues are those of G Gᵀ (k×k); eigenvectors u ∝ Gᵀ y.
+
+    Unlike the full F, F_k is not invariant to shifting every row by one
+    vector: C 1 = (1 - m) p_k, so a common row mean μ₀ adds up to
+    m(1 - m)(μ₀·v)² to vᵀF_kv. Negligible when the tail mass 1 - m is small
+    (the study records it as ``topk_mass``); t* always uses the full F.
+
+    ``orient`` [N, d]: each eigenvector's sign is chosen so that u·orient ≥ 0
+    (the study passes w̃_top - μ̃, so +u raises the top token against the mean).
+    """
+    W = head.weight
+    k = min(int(k), head.vocab_size)
+    pk, idx = torch.topk(state.p, k, dim=1)
+    # Tail mass from the log-probabilities: 1 - Σ p_k cancels when m ≈ 1.
+    tail_logp = state.logp.scatter(1, idx, -math.inf)
+    tail = torch.logsumexp(tail_logp, dim=1).exp() if k < head.vocab_size else torch.zeros_like(pk[:, 0])
+    alpha = 1.0 / (1.0 + tail.sqrt())
+    Wk = W[idx]  # [N, k, d]
+    if state.gprime is not None:
+        Wk = Wk * torch.gather(state.gprime, 1, idx)[..., None]
+    # G = Lᵀ W̃_k = (I - α s sᵀ) P^½ W̃_k: row i is √p_i (w̃_i - α μ̃_k), μ̃_k = Σ_k p_j w̃_j
+    s = pk.sqrt()
+    mu_k = torch.einsum("nk,nkd->nd", pk, Wk)
+    G = s[..., None] * (Wk - alpha[:, None, None] * mu_k[:, None, :])
+    M = G @ G.transpose(1, 2)
+    evals, evecs = torch.linalg.eigh(M)
+    evals = evals.flip(-1).clamp_min(0.0)
+    evecs = evecs.flip(-1)
+    r = min(int(n_vectors), k)
+    U = torch.einsum("nkd,nkr->nrd", G, evecs[:, :, :r])
+    nrm = U.norm(dim=-1, keepdim=True)
+    # ‖Gᵀy‖ = √λ. Normalize by the computed norm (same vector when λ is
+    # accurate); an eigenvalue at rounding level of λ₁ has no meaningful
+    # eigenvector, so it gets NaN rather than a random unit vector.
+    valid = evals[:, :r] > k * torch.finfo(U.dtype).eps * evals[:, :1]
+    U = torch.where(valid[..., None], U / nrm.clamp_min(torch.finfo(U.dtype).tiny), torch.full_like(U, math.nan))
+    if orient is not None:
+        sign = torch.sign(torch.einsum("nrd,nd->nr", U, orient.to(U.dtype)))
+        U = U * torch.where(sign == 0, torch.ones_like(sign), sign)[..., None]
+    return FisherTopK(idx, evals, U, pk.sum(1))
+
+
+def quad_form(state: HeadState, head: HeadSpec, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """vᵀ F v for the full Fisher, per direction: the variance under p of (D W v).
+
+    ``dirs`` [N, M, d] (rows of unit vectors per position). Returns
+    (quad [N, M], a [N, M, V] = W v, the raw logit change per unit step, which
+    the empirical search reuses). Two-pass variance: no cancellation.
+    """
+    a = dirs.to(head.dtype) @ head.weight.T
+    at = a if state.gprime is None else a * state.gprime[:, None, :]
+    p = state.p[:, None, :]
+    mean = (p * at).sum(-1, keepdim=True)
+    quad = (p * (at - mean) ** 2).sum(-1)
+    return quad, a
+
+
+def t_star(quad: torch.Tensor, eps: float) -> torch.Tensor:
+    """Predicted KL boundary sqrt(2ε / vᵀFv); +inf where vᵀFv = 0."""
+    return torch.where(quad > 0, (2.0 * eps / quad.clamp_min(torch.finfo(quad.dtype).tiny)).sqrt(),
+                       torch.full_like(quad, math.inf))
+
+
+def rho(t_emp: torch.Tensor, quad: torch.Tensor, eps: float) -> torch.Tensor:
+    """ρ = ½ t_emp² vᵀFv / ε (1 when the quadratic is exact); NaN where vᵀFv = 0."""
+    out = 0.5 * t_emp * t_emp * quad / eps
+    return torch.where(quad > 0, out, torch.full_like(out, math.nan))
+
+
+def _kl_along(state: HeadState, head: HeadSpec, a: torch.Tensor, t: torch.Tensor,
+              centred: torch.Tensor | None) -> torch.Tensor:
+    """KL(p(h) ‖ p(h + t v)) for every (position, direction), re-evaluating only the head.
+
+    With Δ = g(z + t a) - g(z) and s = Δ - E_p[Δ], KL = log E_p[e^s] exactly
+    (the log-partition difference). Written as log1p(E_p[expm1 s]) it is exact
+    at t = 0 and keeps full relative precision at small KL; rows where s is
+    large switch to logsumexp(log p + s), which cannot overflow.
+    """
+    p = state.p[:, None, :]
+    if centred is not None:  # linear or scaled head: s = t (ã - E_p ã), precomputed
+        s = t[..., None] * centred
+    else:
+        z = state.z[:, None, :]
+        delta = head.apply_post(z + t[..., None] * a) - state.logits[:, None, :]
+        s = delta - (p * delta).sum(-1, keepdim=True)
+    big = s.amax(-1) > 30.0
+    small = torch.log1p((p * torch.expm1(s.clamp(max=30.0))).sum(-1))
+    if not bool(big.any()):
+        return small
+    large = torch.logsumexp(state.logp[:, None, :] + s, dim=-1)
+    return torch.where(big, large, small)
+
+
+def empirical_boundary(state: HeadState, head: HeadSpec, a: torch.Tensor, eps: float,
+                       t_guess: torch.Tensor | None = None, rtol: float | None = None,
+                       max_expand: int = 80, max_iter: int = 200) -> torch.Tensor:
+    """Smallest t ≥ 0 with KL(p(h) ‖ p(h + t v)) ≥ ε, by bracketing and bisection.
+
+    ``a`` [N, M, V] = W v from :func:`quad_form`. For a linear (or scaled)
+    head, KL along a ray is convex with zero slope at 0 (its second derivative
+    is a variance), hence nondecreasing: the crossing is unique and bisection
+    finds it. With softcapping KL is bounded (|z'| ≤ c); a direction whose KL
+    never reaches ε within ``max_expand`` doublings gets +inf.
+    Bracketing starts from ``t_guess`` (t*), so the bisection runs on a
+    factor-2 interval to relative width ``rtol`` (default 8 ulp of the dtype).
+    """
+    dt = a.dtype
+    rtol = float(rtol if rtol is not None else 8 * torch.finfo(dt).eps)
+    centred = None
+    if head.post != "softcap":
+        at = a if state.gprime is None else a * state.gprime[:, None, :]
+        centred = at - (state.p[:, None, :] * at).sum(-1, keepdim=True)
+    shape = a.shape[:2]
+    hi = torch.ones(shape, dtype=dt, device=a.device)
+    if t_guess is not None:
+        g = t_guess.to(dt)
+        hi = torch.where(torch.isfinite(g) & (g > 0), g, hi)
+    lo = torch.zeros_like(hi)
+    kl = lambda t: _kl_along(state, head, a, t, centred)  # noqa: E731
+    # A linear head whose logit change is the same for every token (vᵀFv = 0,
+    # e.g. a zero direction) never moves p: no search, +inf at once.
+    flat = (centred == 0).all(-1) if centred is not None else torch.zeros_like(hi, dtype=torch.bool)
+    # Expand upward until KL(hi) ≥ ε (lo tracks the last t below ε) ...
+    below = (kl(hi) < eps) & ~flat
+    for _ in range(max_expand):
+        if not bool(below.any()):
+            break
+        lo = torch.where(below, hi, lo)
+        hi = torch.where(below, hi * 2.0, hi)
+        below = below & (kl(hi) < eps)
+    unreachable = below | flat
+    # ... and downward while the half of hi is still past ε, so lo/hi ≥ 1/2.
+    check = (lo == 0) & ~unreachable
+    for _ in range(max_expand):
+        if not bool(check.any()):
+            break
+        half = hi * 0.5
+        past = check & (kl(half) >= eps)
+        hi = torch.where(past, half, hi)
+        lo = torch.where(check & ~past, half, lo)
+        check = past
+    for _ in range(max_iter):
+        open_ = ((hi - lo) > rtol * hi) & ~unreachable
+        if not bool(open_.any()):
+            break
+        mid = 0.5 * (lo + hi)
+        past = kl(mid) >= eps
+        hi = torch.where(open_ & past, mid, hi)
+        lo = torch.where(open_ & ~past, mid, lo)
+    out = 0.5 * (lo + hi)
+    return torch.where(unreachable, torch.full_like(out, math.inf), out)
