@@ -25,6 +25,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
+# Speed benchmarks against the targets of issue 9 (about 2 minutes on 2 cores; exits 1 if a target is missed).
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(ARGS)
+
 # Retrains the committed demo models (never run in CI; about 10 minutes on 2 cores).
 demo-models: $(STAMP)
 	$(PY) -m harness.demo.train --model all --out models

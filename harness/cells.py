@@ -136,10 +136,12 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
     record.update(dataclasses.asdict(loaded.info))
     record["timings_s"]["load"] = loaded.info.load_seconds
     try:
-        if embed is None:
-            from harness.embedder import Embedder
+        from harness.embedder import Embedder
 
+        if embed is None:
             embed = Embedder(settings.embedder, cache_dir=settings.cache_dir).encode
+        embedder_sha = getattr(getattr(embed, "__self__", None), "info", None)
+        embedder_sha = embedder_sha.sha256 if embedder_sha is not None else str(settings.embedder)
         t = time.perf_counter()
         rows, rendered = audit_pairs(entry.name, loaded.tokenizer, loaded.policy, settings.pairs,
                                      context_len=loaded.info.context_length, max_new_tokens=max(settings.lengths),
@@ -149,6 +151,15 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         t = time.perf_counter()
         reqs, sides = decode_requests(settings.pairs, rows, rendered)
         key = cell_key(record, settings.lengths, DECODER_VERSION, settings.batching, settings.libraries, settings.device)
+        rkey = results_key(key, settings, entry, embedder_sha)
+        if _restore_results(settings, rkey, out, rows):
+            # Same decodes, same pairs, same scorer and embedder: the scored tables are
+            # the ones already computed; nothing is decoded, embedded or re-scored.
+            record.update(status="ok", cache_key=key, results_key=rkey, results_from_cache=True,
+                          decoded_prompts=0, cached_prompts=len(reqs), weights_loaded=False)
+            record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
+            rundir.atomic_write_json(out / CELL_RECORD, record)
+            return record
         gens, decoded, cached = _decode_with_cache(loaded, reqs, settings, key, f"decode {cell.name}")
         record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
         record["weights_loaded"] = loaded.weights_loaded  # False when every prompt came from the cache
@@ -166,6 +177,10 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
                       for p in kept_pairs(settings.pairs, rows)]
         scores, texts = score_pairs(pair_sides, settings.lengths, decode_text, embed)
         record["embedded_texts"] = len(texts)
+        owner = getattr(embed, "__self__", None)
+        if owner is not None and texts:
+            # MiniLM reads 256 word pieces; longer texts are cut by the model. Counted, never hidden.
+            record["embedder_truncated_texts"] = owner.count_truncated(texts)
         record["timings_s"]["score"] = round(time.perf_counter() - t, 3)
 
         prompt_ids = {}
@@ -176,15 +191,58 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         rundir.atomic_write_parquet(out / "audit.parquet", _frame(rows, AuditRow))
         rundir.atomic_write_parquet(out / "generations.parquet", gframe)
         rundir.atomic_write_parquet(out / "pairs.parquet", _frame(scores, PairScore))
+        _store_results(settings, rkey, out)
+        record["results_key"] = rkey
         record["status"] = "ok"
     except Exception as exc:  # noqa: BLE001 - recorded per cell, the run goes on
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                       traceback=traceback.format_exc(limit=5))
     finally:
-        del loaded
-        gc.collect()
+        if loaded.weights_loaded:
+            # Release the weights before the next cell; skipped otherwise, since a
+            # full collection costs ~0.3 s once sentence-transformers is imported.
+            del loaded
+            gc.collect()
     rundir.atomic_write_json(out / CELL_RECORD, record)
     return record
+
+
+SCORER_VERSION = "1"
+_RESULT_FILES = ("audit.parquet", "generations.parquet", "pairs.parquet")
+
+
+def results_key(decode_key: str, settings: CellSettings, entry: ModelEntry, embedder_sha: str) -> str:
+    """Everything a cell's scored tables depend on beyond its decodes."""
+    import hashlib
+
+    material = json.dumps({
+        "decode": decode_key, "scorer": SCORER_VERSION, "embedder": embedder_sha,
+        "pairs": [dataclasses.astuple(p) for p in settings.pairs], "lengths": list(settings.lengths),
+        "scaffold": entry.scaffold.model_dump() if entry.scaffold else None, "name": entry.name,
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _results_dir(settings: CellSettings, rkey: str) -> Path | None:
+    return None if not settings.cache_dir else Path(settings.cache_dir) / "results" / rkey[:2] / rkey
+
+
+def _restore_results(settings: CellSettings, rkey: str, out: Path, rows) -> bool:
+    src = _results_dir(settings, rkey)
+    if src is None or not all((src / f).is_file() for f in _RESULT_FILES):
+        return False
+    for f in _RESULT_FILES:
+        rundir.atomic_write_bytes(out / f, (src / f).read_bytes())
+    return True
+
+
+def _store_results(settings: CellSettings, rkey: str, out: Path) -> None:
+    dst = _results_dir(settings, rkey)
+    if dst is None:
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in _RESULT_FILES:
+        rundir.atomic_write_bytes(dst / f, (out / f).read_bytes())
 
 
 def _frame(records: Sequence, cls) -> pd.DataFrame:

@@ -35,10 +35,9 @@ def resolve_embedder_path(name_or_path: str | None) -> tuple[str, Path]:
 
 class Embedder:
     def __init__(self, name_or_path: str | None = None, batch_size: int = 128, cache_dir: Path | None = None) -> None:
-        from sentence_transformers import SentenceTransformer
-
         name, path = resolve_embedder_path(name_or_path)
-        self.model = SentenceTransformer(str(path), device="cpu")
+        self._path = path
+        self._model = None  # loaded on the first text that is not cached
         self.batch_size = batch_size
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._memo: dict[str, np.ndarray] | None = None
@@ -46,8 +45,16 @@ class Embedder:
             name=name,
             path=str(path),
             sha256="sha256:" + hash_files(path, content_files(path)),
-            max_seq_length=int(self.model.max_seq_length),
+            max_seq_length=_max_seq_length(path),
         )
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(self._path), device="cpu")
+        return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-normalized float32 embeddings, one row per text (cached by text when a cache is set)."""
@@ -108,3 +115,15 @@ def _text_key(text: str) -> str:
     import hashlib
 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _max_seq_length(path: Path) -> int:
+    """The window sentence-transformers truncates at, read from its config (no model load)."""
+    import json
+
+    cfg = Path(path) / "sentence_bert_config.json"
+    if cfg.is_file():
+        return int(json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length", 512))
+    from sentence_transformers import SentenceTransformer
+
+    return int(SentenceTransformer(str(path), device="cpu").max_seq_length)

@@ -35,6 +35,13 @@ def exposure_table(audit: pd.DataFrame) -> pd.DataFrame:
     """
     if audit.empty:
         return pd.DataFrame(columns=COLUMNS)
+    if "variant" in audit.columns:
+        # Exposure is a property of the tokenizer and template: one variant per model
+        # (bf16 when present) so variants sharing them are not counted twice.
+        # Variants with their own template kwargs (-nothink) stay in audit.parquet.
+        first = audit.assign(_ref=audit["variant"] != "bf16").sort_values("_ref", kind="stable")
+        chosen = first.groupby("model", sort=False)["variant"].first()
+        audit = audit[audit["variant"] == audit["model"].map(chosen)]
     relevant = audit[(audit["rung"] != "identical") & ~audit["reason"].isin(["identical_input", "exceeds_context"])]
     if relevant.empty:
         return pd.DataFrame(columns=COLUMNS)

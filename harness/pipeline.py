@@ -209,7 +209,10 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: 
     gens_df = _concat(gens, None)
     pairs_df = _concat(pairs, [f.name for f in dataclasses.fields(PairScore)])
     drift_df = _concat(_drift_frames(cfg, gens_df, embedder), [f.name for f in dataclasses.fields(PairScore)])
-    for name, frame in ((rundir.AUDIT, audit_df), (rundir.GENERATIONS, gens_df), (rundir.PAIRS, pairs_df), (rundir.DRIFT, drift_df)):
+    from harness.exposure import exposure_table
+
+    for name, frame in ((rundir.AUDIT, audit_df), (rundir.GENERATIONS, gens_df), (rundir.PAIRS, pairs_df),
+                        (rundir.DRIFT, drift_df), ("exposure.parquet", exposure_table(audit_df))):
         rundir.atomic_write_parquet(run_dir / name, frame)
 
     missing = [c.name for c in all_cells if not any(r["name"] == c.entry.name and r["variant"] == c.variant for r in records)]

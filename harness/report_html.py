@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -384,7 +385,20 @@ def _safe(key: str, title: str, draw: Callable[[], Figure]) -> Figure:
         return _not_drawn(key, title, f"drawing failed: {type(exc).__name__}: {exc}")
 
 
-def build_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFrame | None) -> dict[str, Figure]:
+def build_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFrame | None, memo=None) -> dict[str, Figure]:
+    from harness.memo import Memo, b64, frame_digest, unb64
+
+    memo = memo or Memo(None)
+    parts = [json.dumps({k: summary.get(k) for k in ("cells", "drift")}, sort_keys=True, default=str),
+             frame_digest(pairs), frame_digest(gens)]
+    return memo.get(
+        "figures", parts, lambda: _draw_figures(summary, pairs, gens),
+        encode=lambda figs: [{**f.__dict__, "png": b64(f.png)} for f in figs.values()],
+        decode=lambda rows: {r["key"]: Figure(**{**r, "png": unb64(r["png"])}) for r in rows},
+    )
+
+
+def _draw_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFrame | None) -> dict[str, Figure]:
     figs = [
         _safe("fig_rungs", "Embedding distance per rung", lambda: fig_rung_distances(summary)),
         _safe("fig_heatmap", "Mean embedding distance, model × edit kind", lambda: fig_heatmap(pairs)),
@@ -396,8 +410,8 @@ def build_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFra
 
 
 def render_html(summary: dict[str, Any], manifest: dict[str, Any], pairs: pd.DataFrame,
-                gens: pd.DataFrame | None) -> str:
-    figures = build_figures(summary, pairs, gens)
+                gens: pd.DataFrame | None, memo=None) -> str:
+    figures = build_figures(summary, pairs, gens, memo)
     body = ["<h1>stabprobe report</h1>", "<ul>" + "".join(f"<li>{_inline_md(x)}</li>" for x in run_lines(summary, manifest)) + "</ul>"]
     placed: set[str] = set()
     for t in report_tables(summary, manifest):

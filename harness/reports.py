@@ -37,8 +37,11 @@ def load_run_tables(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.Dat
 def write_reports(run_dir: Path) -> dict[str, Any]:
     """summary.json, report.md and report.html from manifest.json and the parquet files; returns the summary."""
     run_dir = Path(run_dir)
+    from harness.memo import Memo
+
     manifest, pairs, audit, gens = load_run_tables(run_dir)
-    summary = build_summary(pairs, audit, manifest)
+    memo = Memo(manifest.get("config", {}).get("cache_dir"))
+    summary = build_summary(pairs, audit, manifest, memo)
     summary["flags"] = compute_flags(pairs, gens, manifest)
     drift_path = run_dir / rundir.DRIFT
     drift = pd.read_parquet(drift_path) if drift_path.is_file() else pd.DataFrame(columns=pairs.columns)
@@ -47,5 +50,5 @@ def write_reports(run_dir: Path) -> dict[str, Any]:
     summary["scaffold"] = scaffold_table(gens)
     rundir.atomic_write_json(run_dir / rundir.SUMMARY, summary)
     rundir.atomic_write_text(run_dir / rundir.REPORT_MD, render_markdown(summary, manifest))
-    rundir.atomic_write_text(run_dir / REPORT_HTML, render_html(summary, manifest, pairs, gens))
+    rundir.atomic_write_text(run_dir / REPORT_HTML, render_html(summary, manifest, pairs, gens, memo))
     return summary

@@ -35,6 +35,10 @@ def split_text(text: str, scaffold: Scaffold | None) -> ScaffoldSplit:
         body_start = 0
     else:
         stripped = len(text) - len(text.lstrip())
+        if text[stripped:].startswith(scaffold.close):
+            # A bare closing tag first: the model emitted an empty scaffold and
+            # skipped the opener (the demo think model does this off-domain).
+            return ScaffoldSplit("closed", _skip_ws(text, stripped + len(scaffold.close)))
         if scaffold.open is None or not text[stripped:].startswith(scaffold.open):
             return ScaffoldSplit("absent", 0)
         body_start = stripped + len(scaffold.open)

@@ -21,7 +21,7 @@ from harness.stats import (
 )
 
 CLUSTER_METRIC = "emb_dist"
-METRICS = ("emb_dist", "tok_edit_norm", "hidden_dist", "js", "top1_flip")
+METRICS = ("emb_dist", "emb_dist_answer", "tok_edit_norm", "tok_edit_norm_answer", "hidden_dist", "js", "top1_flip")
 
 
 def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -116,9 +116,13 @@ def _annotate_clusters(cells: list[dict[str, Any]], clusters: list[dict[str, Any
         cell["cluster"] = letters.get((cell["variant"], cell["rung"], cell["length"], cell["model"]), "")
 
 
-def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, Any]:
-    cells = cell_stats(pairs)
-    clusters = cluster_stats(pairs)
+def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, Any], memo=None) -> dict[str, Any]:
+    from harness.memo import Memo, frame_digest
+
+    memo = memo or Memo(None)
+    # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
+    cells, clusters = memo.get("stats", [frame_digest(pairs)], lambda: (cell_stats(pairs), cluster_stats(pairs)),
+                               encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
     return {
         "schema_version": 1,

@@ -113,3 +113,24 @@ def test_published_pair_file_runs(tmp_path, fixtures, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "determinism: deterministic" in out and "positive_control" in out
+
+
+def test_scaffold_shares_and_the_thinking_off_control(small_run):
+    summary = json.loads((small_run.run_dir / "summary.json").read_text())
+    share = {(s["model"], s["variant"]): s["scaffold_share"] for s in summary["scaffold"]}
+    assert share[("tiny-think", "bf16")] >= 0.95
+    assert share[("tiny-chat", "bf16")] <= 0.05
+    assert share[("tiny-think", "bf16-nothink")] <= 0.05
+    gens = pd.read_parquet(small_run.run_dir / "generations.parquet")
+    think = gens[(gens.model == "tiny-think") & (gens.variant == "bf16")]
+    # off-domain prompts make the demo think model emit an empty scaffold as a bare "</think>"
+    assert think.gen_text.str.lstrip().str.startswith(("<think>", "</think>")).mean() >= 0.95
+    nothink = gens[(gens.model == "tiny-think") & (gens.variant == "bf16-nothink")]
+    assert not nothink.gen_text.str.contains("<think>").any()
+    # raw and answer-span distances side by side, in the table and in the report
+    pairs = pd.read_parquet(small_run.run_dir / "pairs.parquet")
+    assert {"emb_dist", "emb_dist_answer", "tok_edit_norm_answer"} <= set(pairs.columns)
+    scaffolded = pairs[(pairs.model == "tiny-think") & (pairs.variant == "bf16") & (pairs.rung != "identical")]
+    assert (scaffolded.scaffold_a == "closed").mean() >= 0.95
+    assert "answer-span emb. distance" in (small_run.run_dir / "report.md").read_text()
+    assert any(f["flag"] == "scaffold" and f["model"] == "tiny-think" and f["variant"] == "bf16" for f in summary["flags"])

@@ -23,6 +23,7 @@ def answer(text, scaffold):
         ("  <think>x</think>answer", THINK, ("closed", "answer")),
         ("<think>\nloops forever", THINK, ("unclosed", "")),
         ("elppa", THINK, ("absent", "elppa")),
+        ("</think>\n\nwonest", THINK, ("closed", "wonest")),
         ("elppa", None, ("none", "elppa")),
         ("reasoning goes here</think>\n\nParis", TEMPLATE_OPENED, ("closed", "Paris")),
         ("reasoning that never ends", TEMPLATE_OPENED, ("unclosed", "")),

@@ -33,25 +33,54 @@ def first_divergence(a: Sequence[int], b: Sequence[int]) -> int:
 def levenshtein_trajectory(a: Sequence[int], b: Sequence[int]) -> np.ndarray:
     """d(t) = Lev(A[:t], B[:t]) for t = 1..max(len): the diagonal of one DP table.
 
-    Row i of the table holds Lev(A[:i], B[:j]) for all j; d(t) is entry (t, t),
-    with the shorter sequence's prefix clamped at its full length. One O(T^2)
-    pass instead of T separate distance calls.
+    Bit-parallel (Myers 1999, Hyyro's edit-distance form): B is the pattern, one
+    bit per row; each symbol of A advances one DP column in a handful of
+    big-integer operations, keeping the column's vertical deltas as two bit
+    vectors (VP: +1, VN: -1). Any entry of the current column is then a masked
+    popcount: D[i][j] = j + |VP & low_i| - |VN & low_i|. So the whole diagonal
+    costs one pass, O(T * T/64) word operations, instead of T distance calls.
     """
     a = [int(x) for x in a]
     b = [int(x) for x in b]
-    n, m = len(a), len(b)
-    T = max(n, m)
+    T = max(len(a), len(b))
     out = np.zeros(T, dtype=np.int64)
-    bb = np.asarray(b, dtype=np.int64)
-    k = np.arange(m + 1, dtype=np.int64)
-    row = k.copy()  # row 0: Lev("", B[:j]) = j
-    for i in range(1, n + 1):
-        best = np.minimum(row[:-1] + (bb != a[i - 1]), row[1:] + 1)  # substitution / deletion
-        # Insertions chain along the row, cur[j] = min(best[j], cur[j-1] + 1),
-        # which unrolls to cur[j] = j + min_{k<=j}(best'[k] - k): a running minimum.
-        row = np.minimum.accumulate(np.concatenate(([i], best)) - k) + k
-        out[i - 1] = row[min(i, m)]
-    # Past the end of A the prefix of A stays whole: d(t) = Lev(A, B[:min(t, m)]).
-    for t in range(n + 1, T + 1):
-        out[t - 1] = row[min(t, m)]
+    # A shared prefix costs nothing and leaves every later d(t) unchanged
+    # (Levenshtein distance is invariant to stripping a common prefix).
+    f = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        f += 1
+    a, b = a[f:], b[f:]
+    n, m = len(a), len(b)
+    if n == 0 and m == 0:
+        return out
+    if m == 0:
+        out[f:] = np.minimum(np.arange(1, T - f + 1), n)
+        return out
+    full = (1 << m) - 1
+    peq: dict[int, int] = {}
+    for i, c in enumerate(b):
+        peq[c] = peq.get(c, 0) | (1 << i)
+    get = peq.get
+    vp, vn = full, 0  # column 0: D[i][0] = i, every vertical delta +1
+    low = 0
+    diag = out[f:]
+    for j in range(1, n + 1):
+        eq = get(a[j - 1], 0)
+        xv = eq | vn
+        xh = (((eq & vp) + vp) ^ vp) | eq
+        hp = vn | ~(xh | vp)
+        hn = vp & xh
+        # Row 0 is D[0][j] = j (global alignment): the shifted-in horizontal delta is +1.
+        hp = ((hp << 1) | 1) & full
+        vp = ((hn << 1) | ~(xv | hp)) & full
+        vn = hp & xv
+        if j <= m:
+            low = (low << 1) | 1
+        diag[j - 1] = j + (vp & low).bit_count() - (vn & low).bit_count()
+    # Past the end of A its prefix stays whole: d(t) = Lev(A, B[:min(t, m)]).
+    for t in range(n + 1, T - f + 1):
+        low = (1 << min(t, m)) - 1
+        diag[t - 1] = n + (vp & low).bit_count() - (vn & low).bit_count()
     return out
