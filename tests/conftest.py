@@ -4,6 +4,7 @@ the real MiniLM embedder, real chat templates of published models."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ MODELS = ROOT / "models"
 # Ray writes an auth token under $HOME unless told not to; keep tests hermetic.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# CLI runs default to ~/.cache/stabprobe; tests must neither read a user's cache nor fill it.
+os.environ["STABPROBE_CACHE"] = tempfile.mkdtemp(prefix="stabprobe-test-cache-")
 
 
 @pytest.fixture(scope="session")
