@@ -34,7 +34,9 @@ def resolve_embedder_path(name_or_path: str | None) -> tuple[str, Path]:
 
 
 class Embedder:
-    def __init__(self, name_or_path: str | None = None, batch_size: int = 128, cache_dir: Path | None = None) -> None:
+    def __init__(self, name_or_path: str | None = None, batch_size: int = 32, cache_dir: Path | None = None) -> None:
+        # 32: outputs are short and length-sorted; larger CPU batches only add padding (measured 1.18 s vs 1.50 s
+        # for 408 demo outputs at batch 128).
         name, path = resolve_embedder_path(name_or_path)
         self._path = path
         self._model = None  # loaded on the first text that is not cached

@@ -173,7 +173,14 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                         ["flag", "model", "variant", "detail"],
                         [[f["flag"], str(f.get("model")), str(f.get("variant")), str(f.get("detail", ""))] for f in flags],
                         bold_rows=set(range(len(flags))), empty="none raised"))
-    return tables
+    # Reading order: what to act on (flags, failures), then the findings, then the
+    # provenance a sceptical reader checks (determinism, models, audit, exposure).
+    order = {k: i for i, k in enumerate(_READING_ORDER)}
+    return sorted(tables, key=lambda t: order.get(t.key, len(order)))
+
+
+_READING_ORDER = ("flags", "failed", "distances", "clusters", "separated", "checks", "drift", "scaffold",
+                  "determinism", "models", "audit", "exposure")
 
 
 def _md_cell(text: str) -> str:
@@ -210,7 +217,9 @@ def terminal_summary(summary: dict[str, Any]) -> str:
     kept = {(a["model"], a.get("variant", "bf16"), a["rung"]): (a["kept"], a["total"]) for a in summary["audit"]}
     emb = {(c["model"], c["variant"], c["rung"], c["length"]): c["emb_dist"]["mean"] for c in summary["cells"]}
     models = sorted({(c["model"], c["variant"]) for c in summary["cells"]})
-    head = f"{'model':<18}{'variant':<8}{'rung':<18}{'kept':>9}" + "".join(f"{'emb@' + str(L):>11}" for L in lengths)
+    mw = max([18] + [len(m) + 2 for m, _ in models])
+    vw = max([8] + [len(v) + 2 for _, v in models])
+    head = f"{'model':<{mw}}{'variant':<{vw}}{'rung':<18}{'kept':>9}" + "".join(f"{'emb@' + str(L):>11}" for L in lengths)
     lines = [head, "-" * len(head)]
     for model, variant in models:
         for rung in RUNGS:
@@ -218,7 +227,7 @@ def terminal_summary(summary: dict[str, Any]) -> str:
                 continue
             k, t = kept[(model, variant, rung)]
             vals = "".join(f"{_fmt(emb.get((model, variant, rung, L), float('nan'))):>11}" for L in lengths)
-            lines.append(f"{model:<18}{variant:<8}{rung:<18}{f'{k}/{t}':>9}{vals}")
+            lines.append(f"{model:<{mw}}{variant:<{vw}}{rung:<18}{f'{k}/{t}':>9}{vals}")
     det = summary["determinism"]
     lines.append(f"determinism: {det['verdict']} ({det['nonzero_rows']}/{det['identical_rows']} identical-rung rows non-zero)")
     for f in summary.get("flags") or []:

@@ -60,3 +60,48 @@ def test_registry_pin_without_hub_fails_loudly(tmp_path, capsys, monkeypatch):
     reg = write(tmp_path / "reg.yaml", "models:\n  - name: hub\n    source: owner/model\n")
     rc, err = _run(capsys, "registry", "pin", "--registry", str(reg))
     assert rc == 4 and "cannot resolve the hub revision of owner/model" in err
+
+
+REG_OK = "models:\n  - name: m\n    source: ./m\n"
+
+
+@pytest.mark.parametrize(
+    "kind, name, content, expect",
+    [
+        ("registry", "reg.yaml", "models:\n  - name: m\n    source: ./m\n    colour: red\n", "models[0].colour: unknown key"),
+        ("registry", "reg.yaml", "models:\n  - name: m\n    name: n\n    source: ./m\n", "name: duplicate key at line 3"),
+        ("registry", "reg.yaml", "models:\n  - name: m\n    source: ./m\n    dtype: int3\n", "models[0].dtype"),
+        ("registry", "reg.yaml", "models:\n  - name: m\n", "models[0].source: Field required"),
+        ("ladder", "l.yaml", "ladder: x\nprompts: [\n", "invalid YAML"),
+        ("ladder", "l.json", "[{", "invalid JSON"),
+        ("ladder", "l.yaml", b"ladder: x\nprompts:\n  - id: a\n    text: \xff\n", "not valid UTF-8"),
+        ("ladder", "l.yaml", "ladder: x\nprompts:\n  - id: a\n    text: '  '\n", "prompts[0].text: Value error, empty prompt"),
+        ("ladder", "l.json", '[{"id": "a", "category": "sarcasm", "prompt_a": "x", "prompt_b": "y"}]', "[0].category: unknown category"),
+        ("ladder", "l.yaml", "ladder: x\nprompts:\n  - id: a\n    text: hi\n    curated: {sarcasm: [x]}\n", "prompts[0].curated.sarcasm: unknown key"),
+        ("ladder", "l.yaml", "ladder: x\nprompts:\n  - {id: a, text: hi}\n  - {id: a, text: yo}\n", "prompts[1].id: duplicate id"),
+        ("ladder", "missing.yaml", None, "file: does not exist"),
+    ],
+)
+def test_every_bad_input_is_exit_2_with_file_and_field(tmp_path, capsys, kind, name, content, expect):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+    out = tmp_path / "runs"
+    args = ["run", "--out", str(out), "--no-progress"]
+    if kind == "registry":
+        args += ["--registry", str(path), "--models", "m"]
+    else:
+        args += ["--models", "tiny-chat", "--ladder", str(path)]
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith(f"stabprobe: error: {path}") and expect in err and err.count("\n") == 1
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+
+def test_missing_model_directory_is_exit_2(tmp_path, capsys):
+    rc = main(["run", "--models", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "neither a registry name nor an existing directory" in err
