@@ -142,7 +142,7 @@ def score_pairs(
     decode_text: Callable[[tuple[int, ...]], str],
     embed: Callable[[list[str]], np.ndarray],
 ) -> tuple[list[PairScore], list[str]]:
-    """Scores for every pair and length, and the distinct texts that were embedded."""
+    """Scores for every pair and length, and the distinct texts that were embedded (only those compared with another)."""
     texts: dict[str, int] = {}
 
     def text_index(ids: tuple[int, ...]) -> int:
@@ -160,8 +160,19 @@ def score_pairs(
             ia, ib = ga.gen_ids[:L], gb.gen_ids[:L]
             aa, ab = s.a.answer_ids(L), s.b.answer_ids(L)
             plan.append((s, L, ia, ib, aa, ab, traj[:L], text_index(ia), text_index(ib), text_index(aa), text_index(ab)))
+    # Only texts compared with a *different* text need an embedding: a text met
+    # only by itself is at distance 0 by definition (identical rung, unchanged
+    # outputs), so embedding it would be wasted work.
+    needed_set: set[int] = set()
+    for *_, ta, tb, xa, xb in plan:
+        for left, right in ((ta, tb), (xa, xb)):
+            if left != right:
+                needed_set.update((left, right))
+    needed = sorted(needed_set)
     text_list = list(texts)
-    emb = embed(text_list)
+    embedded = [text_list[i] for i in needed]
+    vectors = embed(embedded) if embedded else np.zeros((0, 1), np.float32)
+    emb = {i: vectors[k] for k, i in enumerate(needed)}
 
     def edist(i: int, j: int) -> float:
         return 0.0 if i == j else cosine_distance(emb[i], emb[j])
@@ -203,7 +214,7 @@ def score_pairs(
                 prompt_key_a=ga.prompt_key, prompt_key_b=gb.prompt_key,
             )
         )
-    return rows, text_list
+    return rows, embedded
 
 
 def kept_pairs(pairs: Sequence[PromptPair], audit: Sequence[AuditRow]) -> list[PromptPair]:

@@ -338,3 +338,39 @@ def test_a_direction_that_moves_no_logit_differences_never_reaches_the_boundary(
     te = empirical_boundary(state, head, a, 0.1, t_star(quad, 0.1))
     assert torch.isinf(te[:, 0]).all() and torch.isfinite(te[:, 1]).all()
     assert torch.isnan(rho(te, quad, 0.1)[:, 0]).all()
+
+
+@pytest.mark.parametrize("bias,post,value", HEADS)
+def test_tcb_without_the_top_row_product_matches_the_dense_jacobian(bias, post, value):
+    """jacobian_fro_sq with no W·w_top (the expanded centred sum) against ‖(diag p − ppᵀ) D W‖_F."""
+    from harness.stability.closed_form import head_state, jacobian_fro_sq
+
+    head = _head(11, 60, 12, bias, post, value)
+    H = _h(11, 5, 12, scale=2.0)
+    state = head_state(H, head)
+    top = torch.argmax(state.p, dim=-1)
+    norms = (head.weight * head.weight).sum(1)
+    fast, _ = jacobian_fro_sq(state, head, norms, top)
+    with_rows, _ = jacobian_fro_sq(state, head, norms, top, head.weight[top] @ head.weight.T)
+    for i, h in enumerate(H):
+        z = head.linear_logits(h[None])[0]
+        p = torch.softmax(head.apply_post(z), -1)
+        g = head.post_derivative(z[None])
+        Wt = head.weight * (g[0][:, None] if g is not None else 1.0)
+        dense = torch.linalg.matrix_norm((torch.diag(p) - torch.outer(p, p)) @ Wt) ** 2
+        assert _rel(fast[i], dense) < RTOL and _rel(with_rows[i], dense) < RTOL
+
+
+def test_tcb_expansion_keeps_fp32_digits_at_a_confident_position():
+    from harness.stability.closed_form import head_state, jacobian_fro_sq
+
+    head64 = _head(12, 400, 32, False, "none", None, scale=3.0)
+    h = head64.weight[7:8] * 0.15  # aligned with row 7: top-1 probability close to 1
+    s64 = head_state(h, head64)
+    top = torch.argmax(s64.p, dim=-1)
+    ref, _ = jacobian_fro_sq(s64, head64, (head64.weight ** 2).sum(1), top)
+    head32 = HeadSpec(head64.weight.float(), None, "none", None)
+    s32 = head_state(h.float(), head32)
+    got, _ = jacobian_fro_sq(s32, head32, (head32.weight ** 2).sum(1), top)
+    assert float(s64.p[0, top]) > 0.999
+    assert _rel(got.double(), ref) < 1e-3

@@ -62,12 +62,12 @@ def levenshtein_trajectory(a: Sequence[int], b: Sequence[int]) -> np.ndarray:
     peq: dict[int, int] = {}
     for i, c in enumerate(b):
         peq[c] = peq.get(c, 0) | (1 << i)
-    get = peq.get
+    eqs = [peq.get(c, 0) for c in a]
     vp, vn = full, 0  # column 0: D[i][0] = i, every vertical delta +1
     low = 0
-    diag = out[f:]
-    for j in range(1, n + 1):
-        eq = get(a[j - 1], 0)
+    diag: list[int] = []  # a Python list: numpy item assignment costs more than the column update
+    append = diag.append
+    for j, eq in enumerate(eqs, start=1):
         xv = eq | vn
         xh = (((eq & vp) + vp) ^ vp) | eq
         hp = vn | ~(xh | vp)
@@ -78,9 +78,10 @@ def levenshtein_trajectory(a: Sequence[int], b: Sequence[int]) -> np.ndarray:
         vn = hp & xv
         if j <= m:
             low = (low << 1) | 1
-        diag[j - 1] = j + (vp & low).bit_count() - (vn & low).bit_count()
+        append(j + (vp & low).bit_count() - (vn & low).bit_count())
     # Past the end of A its prefix stays whole: d(t) = Lev(A, B[:min(t, m)]).
     for t in range(n + 1, T - f + 1):
         low = (1 << min(t, m)) - 1
-        diag[t - 1] = n + (vp & low).bit_count() - (vn & low).bit_count()
+        append(n + (vp & low).bit_count() - (vn & low).bit_count())
+    out[f:] = diag
     return out

@@ -104,7 +104,7 @@ class _Centred:
 
 
 def _centred(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: torch.Tensor,
-             w_dot_top: torch.Tensor) -> _Centred:
+             w_dot_top: torch.Tensor | None) -> _Centred:
     W = head.weight
     ar = torch.arange(state.n, device=W.device)
     p = state.p
@@ -114,10 +114,20 @@ def _centred(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: torch.T
     gk = torch.ones_like(top, dtype=W.dtype) if g is None else g[ar, top]
     c = gk[:, None] * W[top]
     pm2 = pm * pm
+    # One product for both mat-vecs: a single pass over W (V x d) instead of two.
+    both = torch.cat([_scaled(state, pm), _scaled(state, pm2)], 0) @ W
     # Σ p_i = 1, so μ̃ - c = Σ_{i≠top} p_i (w̃_i - c); the weight Σ_{i≠top} p_i is
     # summed directly (1 - p_top would cancel at a confident position).
-    delta = _scaled(state, pm) @ W - pm.sum(1, keepdim=True) * c
-    T = _scaled(state, pm2) @ W - pm2.sum(1, keepdim=True) * c
+    delta = both[: state.n] - pm.sum(1, keepdim=True) * c
+    T = both[state.n :] - pm2.sum(1, keepdim=True) * c
+    S2m = pm2.sum(1)
+    if w_dot_top is None:
+        # Q = Σ_{i≠top} p_i² ‖w̃_i - c‖² expanded with the product above: the top token
+        # is excluded, so every term is O(Σ_{i≠top} p_i² ‖w‖²), the size of Q itself
+        # (no catastrophic cancellation), and no W·w_top product is needed.
+        g2n = norms[None, :] if g is None else g * g * norms[None, :]
+        Q = (pm2 * g2n).sum(1) - 2.0 * (c * both[state.n :]).sum(1) + (c * c).sum(1) * S2m
+        return _Centred(c, None, Q.clamp_min(0.0), T, delta, (p * p).sum(1))
     # ‖g_i w_i - g_k w_k‖² = g_i²‖w_i‖² - 2 g_i g_k w_i·w_k + g_k²‖w_k‖²
     if g is None:
         a2 = norms[None, :] - 2.0 * w_dot_top + norms[top][:, None]
@@ -132,7 +142,7 @@ def _combine(Q: torch.Tensor, T: torch.Tensor, delta: torch.Tensor, S2: torch.Te
 
 
 def jacobian_fro_sq(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: torch.Tensor,
-                    w_dot_top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    w_dot_top: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """‖J‖_F² = Σ p_i² ‖w̃_i - μ̃‖² via mat-vecs, and μ̃ - w̃_top.
 
     METRICS.md's identity Σp²‖w‖² - 2μ·Wᵀ(p²) + S₂‖μ‖² is exact but subtracts
@@ -145,8 +155,9 @@ def jacobian_fro_sq(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: 
         ‖J‖_F² = Q - 2 δ·T + S₂ ‖δ‖²
 
     δ and T are the two mat-vecs Wᵀ(·) of the identity (minus a multiple of c);
-    ‖a_i‖² comes from the row norms and W w_top, the mat-vec the flip radius
-    needs anyway. Every term is now of the size of the result.
+    Q comes from the row norms and the same product (see _centred); when the
+    caller already has W w_top (the flip radius needs it) Q is summed from the
+    per-row distances instead. Every term is now of the size of the result.
     """
     parts = _centred(state, head, norms, top, w_dot_top)
     return _combine(parts.Q, parts.T, parts.delta, parts.S2), parts.delta
