@@ -64,7 +64,10 @@ def test_identical_rung_is_exactly_zero_on_every_metric(small_run):
     ident = pairs[pairs.rung == "identical"]
     cells = 3  # tiny-chat/bf16, tiny-think/bf16, tiny-think/bf16-nothink (the thinking-off control)
     assert len(ident) == 3 * cells * 2  # prompts x cells x lengths
-    for col in ("emb_dist", "tok_edit", "tok_edit_norm", "first_div", "hidden_dist", "js", "kl_ab", "kl_ba"):
+    from harness.score import DIVERGENCE_COLUMNS
+
+    assert {"emb_dist_answer", "tok_edit_norm_answer", "lev_traj_max", "steps_above_shift"} <= set(DIVERGENCE_COLUMNS)
+    for col in DIVERGENCE_COLUMNS:
         assert (ident[col] == 0).all(), col
     assert not ident.top1_flip.any()
     # ...and the perturbed rungs are not all zero: the metrics can move
