@@ -168,6 +168,12 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         record.update(cache_key=key, decoded_prompts=decoded, cached_prompts=cached,
                       generated_tokens=int(sum(len(g.gen_ids) for g in gens)))
 
+        owner = getattr(embed, "__self__", None)
+        if owner is not None and getattr(owner, "_model", True) is None:
+            # Like the decode model's load, the embedder's load is not scoring work: timed on its own.
+            t = time.perf_counter()
+            _ = owner.model
+            record["timings_s"]["load_embedder"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         tok = loaded.tokenizer
         decode_text = lambda ids: tok.decode(list(ids), skip_special_tokens=False)  # noqa: E731
@@ -177,7 +183,6 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
                       for p in kept_pairs(settings.pairs, rows)]
         scores, texts = score_pairs(pair_sides, settings.lengths, decode_text, embed)
         record["embedded_texts"] = len(texts)
-        owner = getattr(embed, "__self__", None)
         if owner is not None and texts:
             # MiniLM reads 256 word pieces; longer texts are cut by the model. Counted, never hidden.
             record["embedder_truncated_texts"] = owner.count_truncated(texts)
