@@ -323,7 +323,7 @@ def run_gate(config_path: Path | str, argv: Sequence[str] = (), *, out: Path | N
     cfg = load_gate_config(config_path, out=out, junit=junit)
     from harness.pipeline import RunConfig, run  # torch and transformers: only once the config is known to be good
 
-    result = run(RunConfig(models=cfg.models, ladder=cfg.ladder, out=cfg.out, lengths=cfg.lengths, argv=tuple(argv),
+    result = run(RunConfig(models=cfg.models, ladder=cfg.ladder, out=cfg.out, lengths=cfg.lengths, argv=tuple(argv), command="gate",
                            progress=progress))
     run_dir = result.run_dir
     manifest = json.loads((run_dir / rundir.MANIFEST).read_text(encoding="utf-8"))

@@ -60,12 +60,33 @@ class RunConfig:
     """(i, n): run only the cells with index % n == i (Slurm array jobs); merge joins shards."""
     executor: str = "local"
     ray_address: str | None = None
+    command: str = "run"
+    """Recorded in the manifest (the gate runs the same pipeline as `gate`)."""
     loader: Callable[[ModelEntry, str], Any] = None  # type: ignore[assignment]
     """How a (model, variant) is loaded (default: lazy_load_model); tests inject degraded weights through it."""
 
     def __post_init__(self) -> None:
         if self.loader is None:
             object.__setattr__(self, "loader", lazy_load_model)
+
+
+def enable_gpu_determinism() -> None:
+    """Deterministic CUDA kernels where torch has them, set before CUDA initialises.
+
+    On CPU nothing changes (the identical rung measures what the CPU kernels do).
+    The flags in force are recorded in the manifest (determinism_flags); the
+    identical rung, not these flags, decides the verdict.
+    """
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reproducibility needs a fixed workspace
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def lazy_load_model(entry: ModelEntry, variant: str):
@@ -168,7 +189,8 @@ def run(cfg: RunConfig) -> RunResult:
     validate_config(cfg)
     embedder = Embedder(cfg.embedder, cache_dir=cfg.cache_dir)  # an unusable --embedder is an input error: before any directory exists
     run_dir = rundir.new_run_dir(cfg.out)
-    manifest = base_manifest("run", list(cfg.argv), config_record(cfg, embedder.info))
+    enable_gpu_determinism()
+    manifest = base_manifest(cfg.command, list(cfg.argv), config_record(cfg, embedder.info))
     rundir.atomic_write_json(run_dir / LADDER_FILE, _ladder_record(cfg.ladder))
     rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
     return _run_in(run_dir, cfg, manifest, embedder)
