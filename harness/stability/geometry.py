@@ -42,6 +42,7 @@ from harness.ladder.records import Ladder
 from harness.loading import load_model
 from harness.manifest import base_manifest
 from harness.metrics.edit_distance import first_divergence
+from harness.pipeline import RunResult
 from harness.registry import ModelEntry
 from harness.render import render_prompt
 from harness.stability.calibration import calibrate, per_position_spearman
@@ -100,12 +101,8 @@ class GeometryConfig:
     loader: Callable[[ModelEntry, str], Any] = load_model
 
 
-@dataclass(frozen=True)
-class GeometryResult:
-    run_dir: Path
-    exit_code: int
-    summary: dict[str, Any]
-    terminal: str
+# The study ends like a run: where it went, its exit code, its summary, the terminal text.
+GeometryResult = RunResult
 
 
 def validate_geometry_config(cfg: GeometryConfig) -> None:
