@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Iterable
@@ -25,6 +26,17 @@ TOKENIZER_FILES = (
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Digest of a file, computed once per (path, size, mtime) in a process.
+
+    A run hashes the same weights for the content revision, the weights hash and
+    every variant; on a multi-GB checkpoint re-reading them is minutes of I/O.
+    """
+    st = Path(path).stat()
+    return _sha256_file(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, chunk)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_file(path: str, size: int, mtime_ns: int, chunk: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

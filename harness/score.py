@@ -144,9 +144,13 @@ def score_pairs(
 ) -> tuple[list[PairScore], list[str]]:
     """Scores for every pair and length, and the distinct texts that were embedded (only those compared with another)."""
     texts: dict[str, int] = {}
+    decoded: dict[tuple[int, ...], str] = {}
 
     def text_index(ids: tuple[int, ...]) -> int:
-        t = decode_text(ids)
+        # A base prompt's output sits in ~20 pairs x lengths x (raw, answer): decode it once.
+        t = decoded.get(ids)
+        if t is None:
+            t = decoded[ids] = decode_text(ids)
         if t not in texts:
             texts[t] = len(texts)
         return texts[t]
