@@ -55,7 +55,13 @@ class Embedder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(self._path), device="cpu")
+            from harness import gemm
+
+            model = SentenceTransformer(str(self._path), device="cpu")
+            # MiniLM is linear layers and little else: route them through oneDNN
+            # (harness.gemm says why; same fp32 weights, the order of the sums differs).
+            gemm.route_linears(model)
+            self._model = model
         return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -80,7 +86,10 @@ class Embedder:
         return emb.astype(np.float32)
 
     def _memo_path(self) -> Path:
-        return self.cache_dir / "embeddings" / f"{self.info.sha256.split(':')[-1][:32]}.npz"
+        from harness import gemm
+
+        # Keyed by the GEMM route too: the two routes agree to ~1e-7, not bitwise.
+        return self.cache_dir / "embeddings" / f"{self.info.sha256.split(':')[-1][:32]}-{gemm.BACKEND}.npz"
 
     def _load_memo(self) -> dict[str, np.ndarray]:
         if self._memo is None:

@@ -47,12 +47,15 @@ def git_state() -> dict[str, Any]:
 def device_info() -> dict[str, Any]:
     import torch
 
+    from harness.gemm import kernels_info
+
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
+        "kernels": kernels_info(),
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)

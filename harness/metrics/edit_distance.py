@@ -3,6 +3,10 @@
 ``Levenshtein.distance`` is only correct on Python lists/str: on numpy arrays or
 tensors it silently compares the wrong things, so inputs are always converted
 to ``list[int]`` here.
+
+``levenshtein_trajectory`` runs the compiled ``_levtraj`` extension (built by
+setup.py, optional) when it is importable, else ``levenshtein_trajectory_py``,
+the pure-Python reference; ``TRAJECTORY_BACKEND`` says which ("c" / "python").
 """
 
 from __future__ import annotations
@@ -11,6 +15,14 @@ from typing import Sequence
 
 import Levenshtein
 import numpy as np
+
+try:
+    from harness.metrics._levtraj import trajectory as _c_trajectory
+
+    TRAJECTORY_BACKEND = "c"
+except ImportError:  # built without a compiler (setup.py marks the extension optional)
+    _c_trajectory = None
+    TRAJECTORY_BACKEND = "python"
 
 
 def token_edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
@@ -30,7 +42,7 @@ def first_divergence(a: Sequence[int], b: Sequence[int]) -> int:
     return 0 if len(a) == len(b) else min(len(a), len(b)) + 1
 
 
-def levenshtein_trajectory(a: Sequence[int], b: Sequence[int]) -> np.ndarray:
+def levenshtein_trajectory_py(a: Sequence[int], b: Sequence[int]) -> np.ndarray:
     """d(t) = Lev(A[:t], B[:t]) for t = 1..max(len): the diagonal of one DP table.
 
     Bit-parallel (Myers 1999, Hyyro's edit-distance form): B is the pattern, one
@@ -85,3 +97,24 @@ def levenshtein_trajectory(a: Sequence[int], b: Sequence[int]) -> np.ndarray:
         append(n + (vp & low).bit_count() - (vn & low).bit_count())
     out[f:] = diag
     return out
+
+
+def levenshtein_trajectory(a: Sequence[int], b: Sequence[int]) -> np.ndarray:
+    """d(t) = Lev(A[:t], B[:t]) for t = 1..max(len), int64: same values as ``levenshtein_trajectory_py``.
+
+    The C pass takes only lists/tuples of Python ints within int64. Arrays and
+    tensors go through ``.tolist()``; other items (floats, numpy scalars) are
+    converted with ``int()`` as the reference does; ids outside int64 fall back
+    to the reference, which handles any int.
+    """
+    if _c_trajectory is None:
+        return levenshtein_trajectory_py(a, b)
+    a, b = (x if isinstance(x, (list, tuple)) else x.tolist() if hasattr(x, "tolist") else list(x) for x in (a, b))
+    try:
+        try:
+            buf = _c_trajectory(a, b)
+        except TypeError:
+            buf = _c_trajectory([int(x) for x in a], [int(x) for x in b])
+    except OverflowError:
+        return levenshtein_trajectory_py(a, b)
+    return np.frombuffer(buf, dtype=np.int64)  # over a bytearray: writable, like the reference's array, no copy

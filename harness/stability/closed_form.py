@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness import gemm
 from harness.stability.head import HeadSpec
 
 
@@ -115,7 +116,7 @@ def _centred(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: torch.T
     c = gk[:, None] * W[top]
     pm2 = pm * pm
     # One product for both mat-vecs: a single pass over W (V x d) instead of two.
-    both = torch.cat([_scaled(state, pm), _scaled(state, pm2)], 0) @ W
+    both = gemm.matmul(torch.cat([_scaled(state, pm), _scaled(state, pm2)], 0), W)
     # Σ p_i = 1, so μ̃ - c = Σ_{i≠top} p_i (w̃_i - c); the weight Σ_{i≠top} p_i is
     # summed directly (1 - p_top would cancel at a confident position).
     delta = both[: state.n] - pm.sum(1, keepdim=True) * c
@@ -175,7 +176,7 @@ def jacobian_fro_sq_moved_rows(state: HeadState, head: HeadSpec, norms: torch.Te
     if bool((moved == top[:, None]).any()):
         raise ValueError("the top token's row is the centre and cannot be moved")
     W = head.weight
-    parts = _centred(state, head, norms, top, W[top] @ W.T)
+    parts = _centred(state, head, norms, top, gemm.linear(W[top], W))
     g = state.gprime
     gj = torch.ones_like(moved, dtype=W.dtype) if g is None else torch.gather(g, 1, moved)
     pj = torch.gather(state.p, 1, moved)
@@ -225,7 +226,7 @@ def local_stability(state: HeadState, head: HeadSpec, norms: torch.Tensor) -> Lo
     _, top_i = _top2(state.z)  # raw argmax = post-map argmax (g strictly increasing)
     top = top_i[:, 0]
     ar = torch.arange(state.n, device=W.device)
-    w_dot_top = W[top] @ W.T  # [N, V]: W w_top, shared by TCB centring and flip radius
+    w_dot_top = gemm.linear(W[top], W)  # [N, V]: W w_top, shared by TCB centring and flip radius
     fro2, delta = jacobian_fro_sq(state, head, norms, top, w_dot_top)
     radius, rival, direction = flip_radius(state, head, norms, top, w_dot_top)
     p = state.p
@@ -315,7 +316,7 @@ def quad_form(state: HeadState, head: HeadSpec, dirs: torch.Tensor) -> tuple[tor
     (quad [N, M], a [N, M, V] = W v, the raw logit change per unit step, which
     the empirical search reuses). Two-pass variance: no cancellation.
     """
-    a = dirs.to(head.dtype) @ head.weight.T
+    a = gemm.linear(dirs.to(head.dtype), head.weight)
     at = a if state.gprime is None else a * state.gprime[:, None, :]
     p = state.p[:, None, :]
     mean = (p * at).sum(-1, keepdim=True)

@@ -101,7 +101,9 @@ class HeadSpec:
 
     def linear_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Raw ``z = W h + b`` for ``h`` of shape [..., d]."""
-        z = h @ self.weight.T
+        from harness import gemm
+
+        z = gemm.linear(h, self.weight)
         return z if self.bias is None else z + self.bias
 
     def apply_post(self, z: torch.Tensor) -> torch.Tensor:
