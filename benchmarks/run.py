@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
 
     single_thread()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would interleave with the table
     rows: list[Row] = []
     figures: dict = {}
     seconds: dict = {}
