@@ -147,6 +147,9 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
                                      context_len=loaded.info.context_length, max_new_tokens=max(settings.lengths),
                                      variant=variant)
         record["timings_s"]["audit"] = round(time.perf_counter() - t, 3)
+        # A template that writes today's date makes prompts a function of the run date: say so next to the
+        # date it was given (harness.template_clock).
+        record["template_reads_clock"] = any(r.reads_clock for r in rendered.values())
 
         t = time.perf_counter()
         reqs, sides = decode_requests(settings.pairs, rows, rendered)

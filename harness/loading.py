@@ -29,6 +29,8 @@ class ModelInfo:
     chat_template_sha256: str | None
     chat_template_policy: str
     chat_template_kwargs: dict[str, Any]
+    template_date: str
+    """What the template's strftime_now answers (YYYY-MM-DD or 'today'); see harness.template_clock."""
     dtype: str
     quantization: str | None
     attn_implementation: str
@@ -85,7 +87,7 @@ def render_policy(entry: ModelEntry, variant: str = "bf16") -> RenderPolicy:
     from harness.variants import parse_variant
 
     kwargs = {**entry.chat_template_kwargs, **parse_variant(variant).template_overrides}
-    return RenderPolicy(entry.chat_template == "model", kwargs)
+    return RenderPolicy(entry.chat_template == "model", kwargs, template_date=entry.template_date)
 
 
 def check_local_revision(entry: ModelEntry) -> str:
@@ -190,6 +192,7 @@ def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> 
         chat_template_sha256=sha256_text(template) if template else None,
         chat_template_policy=entry.chat_template,
         chat_template_kwargs={**entry.chat_template_kwargs, **spec.template_overrides},
+        template_date=entry.template_date,
         dtype=dtype_name,
         quantization=quantization,
         attn_implementation=entry.attn_implementation,

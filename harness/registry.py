@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.hashing import directory_revision
+from harness.template_clock import DEFAULT_TEMPLATE_DATE, parse_template_date
 from harness.yaml_strict import load_yaml_strict
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "model_registry.yaml"
@@ -61,6 +62,11 @@ class ModelEntry(_Strict):
         "model", description="model: render through the tokenizer's own template; none: raw prompt text."
     )
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    template_date: str = Field(
+        DEFAULT_TEMPLATE_DATE,
+        description="The date a template that calls strftime_now sees: YYYY-MM-DD (frozen, so prompts do not "
+        "change from day to day) or 'today' (the real clock; recorded per run).",
+    )
     scaffold: Scaffold | None = None
     trust_remote_code: bool = Field(False, description="Only an entry may opt in; never the command line.")
     variants: tuple[str, ...] = Field(
@@ -73,6 +79,12 @@ class ModelEntry(_Strict):
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", v):
             raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("template_date")
+    @classmethod
+    def _template_date(cls, v: str) -> str:
+        parse_template_date(v)
         return v
 
     @field_validator("variants")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import InputError
+from harness.template_clock import DEFAULT_TEMPLATE_DATE, template_clock
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class RenderPolicy:
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     template_override: str | None = None
     """A template that replaces the tokenizer's own (used by audits of published templates)."""
+    template_date: str = DEFAULT_TEMPLATE_DATE
+    """What ``strftime_now`` answers inside the template: YYYY-MM-DD, or ``today`` (harness.template_clock)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class RenderedPrompt:
     text: str
     """The string handed to the tokenizer (template applied)."""
     token_ids: tuple[int, ...]
+    reads_clock: bool = False
+    """The template asked for the date (the answer was policy.template_date)."""
 
 
 class MissingChatTemplate(Exception):
@@ -42,19 +47,20 @@ def render_prompt(tokenizer, prompt: str, policy: RenderPolicy) -> RenderedPromp
                 "tokenizer has no chat template; set `chat_template: none` in the registry entry "
                 "to send the raw prompt (recorded per model)"
             )
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}],
-            chat_template=template,
-            add_generation_prompt=True,
-            tokenize=False,
-            **policy.template_kwargs,
-        )
+        with template_clock(policy.template_date) as reads:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}],
+                chat_template=template,
+                add_generation_prompt=True,
+                tokenize=False,
+                **policy.template_kwargs,
+            )
         # Rendered templates carry their own special tokens (BOS included);
         # letting the tokenizer add them again would double a BOS.
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:
-        text = prompt
-        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+        return RenderedPrompt(text, tuple(int(i) for i in ids), reads.count > 0)
+    text = prompt
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     return RenderedPrompt(text, tuple(int(i) for i in ids))
 
 

@@ -1,7 +1,11 @@
-"""A YAML loader that rejects duplicate keys.
+"""A YAML loader that rejects duplicate keys and keeps dates as text.
 
 PyYAML silently keeps the last of two equal keys; in a registry or ladder
 that hides a typo, so duplicates are an input error with their line number.
+YAML 1.1 also turns anything shaped like ``2026-01-01`` into a date object (and
+raises a bare ValueError on ``2026-13-01``): a prompt or a ``template_date``
+written that way stays the string it was written as, and the field's own
+validation decides.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class _DuplicateKey(Exception):
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
 
 
 def read_text_strict(path: Path) -> str:

@@ -37,6 +37,9 @@ def test_shipped_registry_validates_and_has_the_panel():
         ("models:\n  - name: a\n", "models[0].source", "Field required"),
         ("models:\n  - name: a\n    source: ./a\n    revision: main\n", "models[0]", "40-hex"),
         ("models:\n  - name: a\n    source: ./a\n  - name: a\n    source: ./b\n", "models[1].name", "duplicate name"),
+        ("models:\n  - name: a\n    source: ./a\n    template_date: 2026-13-01\n", "models[0].template_date", "month"),
+        ("models:\n  - name: a\n    source: ./a\n    template_date: yesterday\n", "models[0].template_date",
+         "YYYY-MM-DD"),
         ("models: [\n", "line", "invalid YAML"),
         ("extra: 1\nmodels: []\n", "extra", "unknown key"),
     ],
@@ -85,3 +88,13 @@ def test_pin_rewrites_only_the_revision_line():
     assert f'    revision: "{"f" * 40}"' in out.splitlines()
     out2 = set_revision(text, "a", "e" * 40)
     assert out2.splitlines()[3] == f'    revision: "{"e" * 40}"  # pin me'
+
+
+def test_unquoted_dates_stay_text_and_template_date_defaults_to_frozen(tmp_path):
+    from harness.template_clock import DEFAULT_TEMPLATE_DATE
+
+    path = write(tmp_path / "reg.yaml",
+                 "models:\n  - name: a\n    source: ./a\n    template_date: 2025-06-30\n  - name: b\n    source: ./b\n")
+    a, b = load_registry(path).models
+    assert a.template_date == "2025-06-30"
+    assert b.template_date == DEFAULT_TEMPLATE_DATE
