@@ -38,6 +38,8 @@ def cell_key(info: dict[str, Any], lengths: Sequence[int], decoder_version: str,
         "batching": batching,
         "libraries": {k: libraries.get(k) for k in ("torch", "transformers", "bitsandbytes")},
         "device": device.get("cuda_device") or "cpu",
+        # fp32 CPU products (stability traces) differ in the last bits between GEMM routes (harness.gemm).
+        "kernels": device.get("kernels"),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -103,3 +103,12 @@ def test_embedder_routes_minilm_and_agrees_with_plain_sentence_transformers():
     plain = plain_model.encode(texts, normalize_embeddings=True)
     assert float(abs(got - plain).max()) < 1e-5
     assert (got == emb.encode(texts)).all()
+
+
+def test_generation_cache_key_depends_on_the_gemm_route():
+    from harness.gencache import cell_key
+
+    info = {"resolved_revision": "sha256:" + "0" * 64, "variant": "bf16", "dtype": "bf16"}
+    keys = {cell_key(info, (64,), "2", "bucket", {}, {"kernels": {"fp32_cpu_gemm": route}})
+            for route in ("onednn", "torch")}
+    assert len(keys) == 2
