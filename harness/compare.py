@@ -8,7 +8,10 @@ otherwise the two samples are resampled independently.
 
 A cell *regressed* when the whole CI lies above 0 and the change exceeds a
 practical threshold (a larger distance = a less stable model); *improved* is
-the mirror image; anything else is *unchanged*. The threshold keeps a
+the mirror image; anything else is *unchanged*. The positive control is the
+one rung read the other way round: its prompts differ in meaning, so a model
+whose outputs move *less* there has become less responsive (the collapse
+pattern), and that is the regression; more movement there is an improvement. The threshold keeps a
 statistically real but negligible shift (e.g. a library update nudging a few
 tokens) from failing CI. Nothing is written into either run directory.
 """
@@ -84,15 +87,23 @@ def load_pairs(run_dir: Path, metric: str) -> pd.DataFrame:
     return pairs
 
 
-def _verdict(change: float, lo: float, hi: float, threshold: float) -> str:
-    if lo > 0 and change > threshold:
+HIGHER_IS_BETTER = frozenset({"positive_control"})
+"""Rungs where a larger distance is the wanted response (a change of meaning should move the output)."""
+
+
+def _verdict(change: float, lo: float, hi: float, threshold: float, rung: str = "") -> str:
+    up, down = lo > 0 and change > threshold, hi < 0 and change < -threshold
+    if rung in HIGHER_IS_BETTER:
+        up, down = down, up
+    if up:
         return REGRESSED
-    if hi < 0 and change < -threshold:
+    if down:
         return IMPROVED
     return UNCHANGED
 
 
-def compare_cell(a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: float) -> tuple[bool, float, float, float, str]:
+def compare_cell(a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: float,
+                 rung: str = "") -> tuple[bool, float, float, float, str]:
     """(paired, change, ci low, ci high, verdict) for one cell present in both runs."""
     ids_a, ids_b = a["pair_id"].astype(str), b["pair_id"].astype(str)
     paired = ids_a.is_unique and ids_b.is_unique and set(ids_a) == set(ids_b)
@@ -106,7 +117,7 @@ def compare_cell(a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: float
     if min(len(x), len(y)) < MIN_PAIRS:
         return paired, change, float("nan"), float("nan"), TOO_FEW
     lo, hi = bootstrap_diff_ci(x, y, paired=paired)
-    return paired, change, lo, hi, _verdict(change, lo, hi, threshold)
+    return paired, change, lo, hi, _verdict(change, lo, hi, threshold, rung)
 
 
 def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
@@ -128,7 +139,7 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
                                    False, mean_a, mean_b, float("nan"), float("nan"), float("nan"),
                                    ONLY_B if a is None else ONLY_A))
             continue
-        paired, change, lo, hi, verdict = compare_cell(a, b, metric, threshold)
+        paired, change, lo, hi, verdict = compare_cell(a, b, metric, threshold, rung)
         rows.append(CompareRow(model, variant, rung, length, len(a), len(b), paired, mean_a, mean_b, change, lo, hi, verdict))
     return rows
 
@@ -145,7 +156,7 @@ def render_compare(rows: list[CompareRow], metric: str, threshold: float) -> str
     head = (f"{'model':<{mw}}{'variant':<{vw}}{'rung':<18}{'L':>5}{'n A':>6}{'n B':>6}  {'pairing':<9}"
             f"{'mean A':>9}{'mean B':>9}{'change':>9}  {'95% CI':<21}verdict")
     lines = [f"compare {metric}: change = mean(B) - mean(A); regressed/improved need the CI to exclude 0 "
-             f"and |change| > {threshold}", head, "-" * len(head)]
+             f"and |change| > {threshold}; on {', '.join(sorted(HIGHER_IS_BETTER))} a fall is the regression", head, "-" * len(head)]
     for r in rows:
         ci = "-" if np.isnan(r.ci_low) else f"[{_f(r.ci_low, True)}, {_f(r.ci_high, True)}]"
         verdict = r.verdict.upper() if r.verdict == REGRESSED else r.verdict

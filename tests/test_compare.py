@@ -122,3 +122,13 @@ def test_bad_run_dirs_exit_2(run_a, tmp_path, capsys):
     (crashed / rundir.MANIFEST).write_text(json.dumps(m))
     assert main(["compare", str(run_a), str(crashed)]) == 2
     assert main(["compare", str(run_a), str(run_a), "--threshold", "-1"]) == 2
+
+
+def test_positive_control_reads_the_other_way_round(run_a, tmp_path):
+    # Outputs that stop moving when the meaning changes are the regression (collapse);
+    # moving more there is not.
+    down = compare_runs(run_a, _copy_with(run_a, tmp_path / "down", _bump("steady", "positive_control", -0.2)))
+    up = compare_runs(run_a, _copy_with(run_a, tmp_path / "up", _bump("steady", "positive_control", 0.2)))
+    verdicts = lambda rows: {r.verdict for r in rows if r.model == "steady" and r.rung == "positive_control"}  # noqa: E731
+    assert verdicts(down) == {REGRESSED} and exit_code(down) == 1
+    assert verdicts(up) == {"improved"} and exit_code(up) == 0
