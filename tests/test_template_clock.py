@@ -81,3 +81,16 @@ def test_run_records_whether_templates_read_the_clock(tmp_path):
     cell = manifest["models"][0]
     assert cell["template_reads_clock"] is False  # the demo template never asks for the date
     assert cell["template_date"] == DEFAULT_TEMPLATE_DATE
+
+
+def test_nested_blocks_restore_the_outer_date():
+    from transformers.utils import chat_template_utils as ctu
+
+    probe = ctu._compile_jinja_template("{{ strftime_now('%Y-%m-%d') }}")
+    real = ctu.datetime
+    with template_clock("2020-01-01") as outer:
+        with template_clock("2021-06-15") as inner:
+            assert probe.render() == "2021-06-15"
+        assert probe.render() == "2020-01-01"
+    assert ctu.datetime is real
+    assert (outer.count, inner.count) == (1, 1)
