@@ -8,12 +8,12 @@ otherwise the two samples are resampled independently.
 
 A cell *regressed* when the whole CI lies above 0 and the change exceeds a
 practical threshold (a larger distance = a less stable model); *improved* is
-the mirror image; anything else is *unchanged*. The positive control is the
-one rung read the other way round: its prompts differ in meaning, so a model
-whose outputs move *less* there has become less responsive (the collapse
-pattern), and that is the regression; more movement there is an improvement. The threshold keeps a
+the mirror image; anything else is *unchanged*. The threshold keeps a
 statistically real but negligible shift (e.g. a library update nudging a few
-tokens) from failing CI. Nothing is written into either run directory.
+tokens) from failing CI. The positive control is the one rung read the other
+way round: its prompts differ in meaning, so a model whose outputs move *less*
+there has become less responsive (the collapse pattern), and that is the
+regression; more movement there is an improvement. Nothing is written into either run directory.
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ def render_compare(rows: list[CompareRow], metric: str, threshold: float) -> str
     head = (f"{'model':<{mw}}{'variant':<{vw}}{'rung':<18}{'L':>5}{'n A':>6}{'n B':>6}  {'pairing':<9}"
             f"{'mean A':>9}{'mean B':>9}{'change':>9}  {'95% CI':<21}verdict")
     lines = [f"compare {metric}: change = mean(B) - mean(A); regressed/improved need the CI to exclude 0 "
-             f"and |change| > {threshold}; on {', '.join(sorted(HIGHER_IS_BETTER))} a fall is the regression", head, "-" * len(head)]
+             f"and |change| > {threshold}; on {', '.join(sorted(HIGHER_IS_BETTER))} a fall is the regression",
+             head, "-" * len(head)]
     for r in rows:
         ci = "-" if np.isnan(r.ci_low) else f"[{_f(r.ci_low, True)}, {_f(r.ci_high, True)}]"
         verdict = r.verdict.upper() if r.verdict == REGRESSED else r.verdict

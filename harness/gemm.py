@@ -108,7 +108,6 @@ def route_linears(module: torch.nn.Module) -> int:
 
 def kernels_info() -> dict[str, str]:
     """The compute routes a run's numbers depend on (recorded in the manifest, keyed in the caches)."""
-    from harness.metrics import edit_distance
+    from harness.metrics.edit_distance import TRAJECTORY_BACKEND
 
-    return {"fp32_cpu_gemm": BACKEND,
-            "levenshtein_trajectory": getattr(edit_distance, "TRAJECTORY_BACKEND", "python")}
+    return {"fp32_cpu_gemm": BACKEND, "levenshtein_trajectory": TRAJECTORY_BACKEND}

@@ -55,56 +55,35 @@ class ClockReads:
     count: int = 0
 
 
-class _State:
-    """What the swapped-in clock answers; set only while _LOCK is held."""
-
-    day: _dt.date | None = None
-    reads: ClockReads | None = None
-    real: type | None = None
-
-
-def _clock_class(real: type) -> type:
-    class _Clock(real):  # type: ignore[misc, valid-type]
-        @classmethod
-        def now(cls, tz=None):
-            if _State.reads is not None:
-                _State.reads.count += 1
-            return real.now(tz) if _State.day is None else real.combine(_State.day, _dt.time(), tzinfo=tz)
-
-    return _Clock
-
-
-_clock_classes: dict[type, type] = {}
-
-
 @contextmanager
 def template_clock(value: str):
     """Within the block, transformers' ``strftime_now`` answers ``value`` at 00:00:00 (``today``: the real time).
 
     Yields a :class:`ClockReads` counting the calls either way, so a caller
-    can record whether a template read the clock.
+    can record whether a template read the clock. Blocks nest: the inner clock
+    wraps whatever the outer one installed, and each restores what it found.
     """
     from transformers.utils import chat_template_utils as ctu
 
     day = parse_template_date(value)
     reads = ClockReads()
     with _LOCK:
-        real = ctu.datetime
-        saved = (_State.day, _State.reads)
-        base = _State.real if _State.real is not None else real  # nested blocks wrap the real class, not a clock
-        clock = _clock_classes.setdefault(base, _clock_class(base))
-        _State.day, _State.reads, _State.real = day, reads, base
-        ctu.datetime = clock
+        found = ctu.datetime
+
+        class _Clock(found):  # type: ignore[misc, valid-type]
+            @classmethod
+            def now(cls, tz=None):
+                reads.count += 1
+                return found.now(tz) if day is None else found.combine(day, _dt.time(), tzinfo=tz)
+
+        ctu.datetime = _Clock
         try:
             if day is not None:
                 _verify(ctu, value)
                 reads.count = 0  # the probe's own read
             yield reads
         finally:
-            ctu.datetime = real
-            _State.day, _State.reads = saved
-            if real is base:
-                _State.real = None
+            ctu.datetime = found
 
 
 def _verify(ctu, value: str) -> None:

@@ -7,10 +7,15 @@ the templates are written here in the style of Llama 3.2 / SmolLM3, which call
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 
 import pytest
 
+from harness.ladder.load import load_ladder
+from harness.pipeline import RunConfig, run
+from harness.registry import DEFAULT_REGISTRY, load_registry
 from harness.render import RenderPolicy, render_prompt
 from harness.template_clock import DEFAULT_TEMPLATE_DATE, template_clock
 
@@ -67,12 +72,6 @@ def test_the_real_clock_is_restored_after_the_block_even_on_error():
 
 
 def test_run_records_whether_templates_read_the_clock(tmp_path):
-    from harness.ladder.load import load_ladder
-    from harness.pipeline import RunConfig, run
-    from harness.registry import DEFAULT_REGISTRY, load_registry
-    import dataclasses
-    import json
-
     reg = load_registry(DEFAULT_REGISTRY).by_name()
     ladder = load_ladder("ladders/default.yaml")
     small = dataclasses.replace(ladder, pairs=ladder.pairs[:4])
