@@ -10,7 +10,7 @@ ARGS ?=
 
 .PHONY: install run test demo-models clean-venv
 
-$(STAMP): pyproject.toml constraints.txt setup.py harness/metrics/_levtraj.c
+$(STAMP): pyproject.toml constraints.txt setup.py harness/score/metrics/_levtraj.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

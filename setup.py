@@ -1,7 +1,7 @@
 """Only the optional C extension lives here; all other metadata is in pyproject.toml.
 
 ``optional=True``: without a compiler the install still succeeds and
-``harness.metrics.edit_distance`` falls back to its pure-Python trajectory.
+``harness.score.metrics.edit_distance`` falls back to its pure-Python trajectory.
 """
 
 from setuptools import Extension, setup
@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "harness.metrics._levtraj",
-            ["harness/metrics/_levtraj.c"],
+            "harness.score.metrics._levtraj",
+            ["harness/score/metrics/_levtraj.c"],
             optional=True,
             extra_compile_args=["-O3"],
         )

@@ -75,10 +75,10 @@ def closed_route(head, norms, H):
 def explicit_one(W, h, out=None):
     import torch
 
-    from harness import gemm
+    from harness.core import gemm
 
     with torch.no_grad():
-        # The same product routine as the closed form (harness.gemm), so the ratio is the algorithm's.
+        # The same product routine as the closed form (harness.core.gemm), so the ratio is the algorithm's.
         p = torch.softmax(gemm.linear(h, W), dim=0)
         mu = gemm.matmul(p, W)
         J = torch.sub(W, mu, out=out) if out is not None else W - mu

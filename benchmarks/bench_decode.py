@@ -61,7 +61,7 @@ def naive_outputs(loaded, pairs, lengths):
     """One batch-1 generate call per pair × side × length; returns {(pair_id, side, L): ids}, generated tokens."""
     import torch
 
-    from harness.render import render_prompt
+    from harness.audit.render import render_prompt
 
     model, tok, info = loaded.model, loaded.tokenizer, loaded.info
     eos = set(info.eos_token_ids)
@@ -82,13 +82,13 @@ def naive_outputs(loaded, pairs, lengths):
 
 
 def run(quick: bool = False) -> Outcome:
-    from harness.audit import audit_pairs
-    from harness.cells import decode_requests
-    from harness.decode import decode_all, plan_batches
+    from harness.audit.tokens import audit_pairs
+    from harness.run.cell import decode_requests
+    from harness.decode.greedy import decode_all, plan_batches
     from harness.ladder.load import load_ladder
-    from harness.loading import load_model
-    from harness.registry import DEFAULT_REGISTRY, load_registry
-    from harness.score import kept_pairs
+    from harness.models.loading import load_model
+    from harness.models.registry import DEFAULT_REGISTRY, load_registry
+    from harness.score.pairs import kept_pairs
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     entry = load_registry(DEFAULT_REGISTRY).by_name()[MODEL]

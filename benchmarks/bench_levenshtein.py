@@ -2,7 +2,7 @@
 
 Routes, on the same pairs of ``list[int]``:
 
-- harness: ``harness.metrics.edit_distance.levenshtein_trajectory(a, b)`` (the
+- harness: ``harness.score.metrics.edit_distance.levenshtein_trajectory(a, b)`` (the
   compiled ``_levtraj`` pass; the backend in use is printed, and the
   pure-Python fallback is timed beside it for machines built without a compiler);
 - baseline: ``[Levenshtein.distance(a[:t], b[:t]) for t in 1..T]`` (the C library, lists prepared once).
@@ -45,7 +45,7 @@ def make_pairs(T: int = T, seed: int = 0) -> dict[str, tuple[list[int], list[int
 def run(quick: bool = False) -> Outcome:
     import Levenshtein
 
-    from harness.metrics.edit_distance import (
+    from harness.score.metrics.edit_distance import (
         TRAJECTORY_BACKEND,
         levenshtein_trajectory,
         levenshtein_trajectory_py,

@@ -1,6 +1,6 @@
 """The demo run end to end: cached re-run versus cold run, and the phase split of the cold run.
 
-Two in-process ``harness.pipeline.run(RunConfig(...))`` calls on the demo
+Two in-process ``harness.run.pipeline.run(RunConfig(...))`` calls on the demo
 models (tiny-chat, tiny-think with its two variants, tiny-base: 4 cells), the
 default ladder and lengths (64, 512), sharing one fresh temporary
 ``cache_dir`` (decodes and sentence embeddings): cold, then warm. Each figure
@@ -87,11 +87,11 @@ def instrumented(timer: StageTimer):
     """Wrap the pipeline's stages in place; everything is restored on exit."""
     import gc
 
-    import harness.cells as cells
-    import harness.pipeline as pipeline
-    import harness.reports as reports
-    import harness.rundir as rundir
-    from harness.embedder import Embedder
+    import harness.run.cell as cells
+    import harness.run.pipeline as pipeline
+    import harness.report.write as reports
+    import harness.core.rundir as rundir
+    from harness.score.embedder import Embedder
 
     class TimedEmbedder(Embedder):
         def __init__(self, *args, **kwargs):
@@ -143,8 +143,8 @@ def _demo_runs(quick: bool) -> dict:
     import logging
 
     from harness.ladder.load import load_ladder
-    from harness.pipeline import RunConfig, run
-    from harness.registry import DEFAULT_REGISTRY, load_registry
+    from harness.run.pipeline import RunConfig, run
+    from harness.models.registry import DEFAULT_REGISTRY, load_registry
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     registry = load_registry(DEFAULT_REGISTRY).by_name()

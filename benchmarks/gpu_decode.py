@@ -16,7 +16,7 @@ prompt lengths and the real de-duplication structure; the ids are valid for
 the larger vocabulary); all identical-rung pairs plus a seeded sample of the
 other kept pairs (``--pairs`` in all).
 
-- batched: ``harness.decode.decode_all`` on the distinct requests of those
+- batched: ``harness.decode.greedy.decode_all`` on the distinct requests of those
   pairs (``decode_requests``: identical-rung second sides are their own
   requests), batch size 16, ``--batching`` (default bucket), with everything
   the harness captures (per-step top-2 logits, hidden states, closed-form
@@ -74,9 +74,9 @@ def build_model(shape: dict, device: str, attn: str, seed: int):
 
 def loaded_for(model, attn: str):
     """A harness LoadedModel around an in-memory model (what decode_all needs)."""
-    from harness.loading import LoadedModel, ModelInfo
-    from harness.registry import ModelEntry
-    from harness.render import RenderPolicy
+    from harness.models.loading import LoadedModel, ModelInfo
+    from harness.models.registry import ModelEntry
+    from harness.audit.render import RenderPolicy
 
     n_params = sum(p.numel() for p in model.parameters())
     entry = ModelEntry(name="random-init", source="./random-init", attn_implementation=attn)
@@ -92,11 +92,11 @@ def loaded_for(model, attn: str):
 
 
 def select_requests(n_pairs: int, max_new_tokens: int, seed: int):
-    from harness.audit import audit_pairs
-    from harness.cells import decode_requests
+    from harness.audit.tokens import audit_pairs
+    from harness.run.cell import decode_requests
     from harness.ladder.load import load_ladder
-    from harness.loading import load_model
-    from harness.registry import DEFAULT_REGISTRY, load_registry
+    from harness.models.loading import load_model
+    from harness.models.registry import DEFAULT_REGISTRY, load_registry
 
     ladder = load_ladder(str(REPO / "ladders" / "default.yaml"))
     chat = load_model(load_registry(DEFAULT_REGISTRY).by_name()["tiny-chat"], "bf16", lazy=True)  # tokenizer only
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks.bench_decode import replicates_identical
-    from harness.decode import decode_all, plan_batches
-    from harness.manifest import device_info, library_versions
+    from harness.decode.greedy import decode_all, plan_batches
+    from harness.run.manifest import device_info, library_versions
 
     if args.smoke_cpu:
         device, shape = "cpu", SHAPE_SMOKE

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{len(rows) - len(failed)}/{len(rows)} targets met" + (f"; missed: {', '.join(failed)}" if failed else ""))
 
-    from harness.manifest import device_info, git_state, library_versions
+    from harness.run.manifest import device_info, git_state, library_versions
 
     record = {
         "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registry(args):
-    from harness.registry import DEFAULT_REGISTRY, load_registry
+    from harness.models.registry import DEFAULT_REGISTRY, load_registry
 
     return load_registry(Path(args.registry) if args.registry else DEFAULT_REGISTRY)
 
@@ -178,8 +178,8 @@ def _print_result(result) -> int:
 
 
 def cmd_run(args) -> int:
-    from harness.pipeline import RunConfig, resume, run
-    from harness.registry import resolve_models
+    from harness.run.pipeline import RunConfig, resume, run
+    from harness.models.registry import resolve_models
 
     _set_threads(args.threads)
     if args.resume:
@@ -199,14 +199,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    from harness.pipeline import merge_runs
+    from harness.run.pipeline import merge_runs
 
     return _print_result(merge_runs([Path(d) for d in args.run_dirs], Path(args.out), argv=sys.argv))
 
 
 def cmd_audit(args) -> int:
-    from harness.audit_run import run_audit
-    from harness.registry import resolve_models
+    from harness.run.audit_command import run_audit
+    from harness.models.registry import resolve_models
 
     registry = _registry(args)
     models = resolve_models(args.models, registry, allow_unpinned=args.allow_unpinned,
@@ -225,9 +225,9 @@ def cmd_registry(args) -> int:
             rev = (m.revision or "UNPINNED")[:20]
             print(f"{m.name:<30}{m.kind:<10}{m.params:<8}{rev:<22}{m.source}")
         return 0
-    from harness.registry_pin import pin_registry
+    from harness.models.pin import pin_registry
 
-    from harness.registry import DEFAULT_REGISTRY
+    from harness.models.registry import DEFAULT_REGISTRY
 
     path = Path(args.registry) if args.registry else DEFAULT_REGISTRY
     for line in pin_registry(path, names=_words(args.names) if args.names else None, local_only=args.local_only):
@@ -236,8 +236,8 @@ def cmd_registry(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.pipeline import rebuild_report
-    from harness.report_md import terminal_summary
+    from harness.run.pipeline import rebuild_report
+    from harness.report.markdown import terminal_summary
 
     summary = rebuild_report(Path(args.run_dir))
     print(terminal_summary(summary))
@@ -292,8 +292,8 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 
 
 def cmd_geometry(args) -> int:
-    from harness.registry import resolve_models
-    from harness.stability.geometry import GeometryConfig, run_geometry
+    from harness.models.registry import resolve_models
+    from harness.geometry.study import GeometryConfig, run_geometry
 
     eps = _floats(args.eps, "--eps")
     if args.max_new_tokens < 0:
@@ -315,7 +315,7 @@ def cmd_geometry(args) -> int:
 
 
 def cmd_gate(args) -> int:
-    from harness.gate import run_gate
+    from harness.gate.run import run_gate
 
     result = run_gate(Path(args.config), argv=tuple(sys.argv), out=Path(args.out) if args.out else None,
                       junit=Path(args.junit) if args.junit else None, progress=not args.no_progress)

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import rundir
+from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, InputError
 from harness.ladder.records import RUNGS
-from harness.stats import bootstrap_diff_ci
+from harness.summary.stats import bootstrap_diff_ci
 
 DEFAULT_THRESHOLD = 0.02
 DEFAULT_METRIC = "emb_dist"

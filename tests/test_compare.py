@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import rundir
+from harness.core import rundir
 from harness.cli import main
 from harness.compare import REGRESSED, UNCHANGED, compare_runs, exit_code
-from tests.test_report_html import build_synthetic_run
+from tests.report.test_report_html import build_synthetic_run
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.errors import InputError, pydantic_error_to_input_error
-from harness.hashing import sha256_text
+from harness.core.hashing import sha256_text
 from harness.ladder.build import GENERATED_KINDS, build_ladder
 from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant
-from harness.yaml_strict import load_yaml_strict, read_text_strict
+from harness.core.yaml_strict import load_yaml_strict, read_text_strict
 
 DEFAULT_LADDER = Path(__file__).resolve().parent.parent.parent / "ladders" / "default.yaml"
 

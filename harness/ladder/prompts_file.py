@@ -22,11 +22,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.errors import InputError, pydantic_error_to_input_error
-from harness.hashing import sha256_text
+from harness.core.hashing import sha256_text
 from harness.ladder.build import build_ladder
 from harness.ladder.load import PromptSpec, parse_json_strict, prompt_set_from_specs
 from harness.ladder.records import Ladder, PromptSet
-from harness.yaml_strict import load_yaml_strict, read_text_strict
+from harness.core.yaml_strict import load_yaml_strict, read_text_strict
 
 SUFFIXES = (".txt", ".json", ".yaml", ".yml")
 

@@ -12,7 +12,7 @@ from typing import Mapping
 
 from harness.errors import InputError
 from harness.ladder.edits import NotApplicable, Span, pick, seed_for, word_spans
-from harness.yaml_strict import load_yaml_strict
+from harness.core.yaml_strict import load_yaml_strict
 
 DEFAULT_LEXICON = Path(__file__).resolve().parent.parent.parent / "ladders" / "synonyms.yaml"
 LEXICON_EDIT_KIND = "lexicon"

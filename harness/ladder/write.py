@@ -11,7 +11,7 @@ import yaml
 from harness.errors import InputError
 from harness.ladder.coverage import coverage_lines
 from harness.ladder.records import CURATED_RUNGS, Ladder, PromptSet, Variant
-from harness.rundir import atomic_write_text
+from harness.core.rundir import atomic_write_text
 
 
 class _Quoted(str):

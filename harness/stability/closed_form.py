@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness import gemm
+from harness.core import gemm
 from harness.stability.head import HeadSpec
 
 

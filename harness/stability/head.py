@@ -101,7 +101,7 @@ class HeadSpec:
 
     def linear_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Raw ``z = W h + b`` for ``h`` of shape [..., d]."""
-        from harness import gemm
+        from harness.core import gemm
 
         z = gemm.linear(h, self.weight)
         return z if self.bias is None else z + self.bias

@@ -49,7 +49,7 @@ def step_stability(h: torch.Tensor, head: HeadSpec, row_norms_sq: torch.Tensor) 
 def first_divergence_margin_percentile(trace_margin_a: Sequence[float] | np.ndarray, first_div_step: int) -> float:
     """Percentile (0–100) of output A's margin at the first-divergence step within A's own trace.
 
-    ``first_div_step`` is 1-based, as ``harness.metrics.edit_distance.first_divergence``
+    ``first_div_step`` is 1-based, as ``harness.score.metrics.edit_distance.first_divergence``
     returns it (0 = no divergence); the trace holds one margin per step, the
     EOS-choosing step included. Ties count half ("mean" percentile), so a
     constant trace gives 50. NaN when there is no divergence, the step lies

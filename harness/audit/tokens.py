@@ -1,0 +1,81 @@
+"""Token audit: which pairs a model can actually tell apart.
+
+A pair whose two prompts render to the same ids is not a perturbation for that
+model; it is dropped with its reason instead of being scored as "stable".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.ladder.records import PromptPair
+from harness.audit.render import RenderedPrompt, RenderPolicy, render_prompt
+
+KEPT = ""
+IDENTICAL_INPUT = "identical_input"
+IDENTICAL_AFTER_TEMPLATE = "identical_after_template"
+EXCEEDS_CONTEXT = "exceeds_context"
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    model: str
+    variant: str
+    """The variant's template overrides (e.g. -nothink) can change what a model sees."""
+    pair_id: str
+    prompt_id: str
+    rung: str
+    edit_kind: str
+    kept: bool
+    reason: str
+    """'' when kept; otherwise identical_input, identical_after_template or exceeds_context."""
+    n_tokens_a: int
+    n_tokens_b: int
+    first_diff: int
+    """First index where the two id sequences differ; -1 when they are equal."""
+
+
+def first_difference(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return -1 if len(a) == len(b) else min(len(a), len(b))
+
+
+def audit_pairs(
+    model_name: str,
+    tokenizer,
+    policy: RenderPolicy,
+    pairs: list[PromptPair] | tuple[PromptPair, ...],
+    *,
+    context_len: int | None = None,
+    max_new_tokens: int = 0,
+    variant: str = "bf16",
+) -> tuple[list[AuditRow], dict[str, RenderedPrompt]]:
+    """Audit rows for one model plus the rendering of every distinct prompt string."""
+    rendered: dict[str, RenderedPrompt] = {}
+
+    def r(text: str) -> RenderedPrompt:
+        if text not in rendered:
+            rendered[text] = render_prompt(tokenizer, text, policy)
+        return rendered[text]
+
+    rows: list[AuditRow] = []
+    for p in pairs:
+        a, b = r(p.prompt_a), r(p.prompt_b)
+        fd = first_difference(a.token_ids, b.token_ids)
+        if context_len is not None and max(len(a.token_ids), len(b.token_ids)) + max_new_tokens > context_len:
+            reason = EXCEEDS_CONTEXT
+        elif p.rung == "identical":
+            reason = KEPT  # the noise floor is decoded twice on purpose
+        elif p.prompt_a == p.prompt_b:
+            reason = IDENTICAL_INPUT
+        elif fd == -1:
+            reason = IDENTICAL_AFTER_TEMPLATE
+        else:
+            reason = KEPT
+        rows.append(
+            AuditRow(model_name, variant, p.pair_id, p.prompt_id, p.rung, p.edit_kind, reason == KEPT, reason,
+                     len(a.token_ids), len(b.token_ids), fd)
+        )
+    return rows, rendered

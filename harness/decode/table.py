@@ -1,0 +1,76 @@
+"""Generations <-> generations.parquet rows (the round trip lets merge, resume and drift work from files)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from harness.decode.greedy import Generation
+from harness.score.pairs import ScoredSide
+
+_ARRAYS_INT = ("trace_top1_id", "trace_top2_id", "trace_flip_rival")
+_ARRAYS_FLOAT = ("trace_top1_logit", "trace_top2_logit", "prompt_end_logprobs", "trace_delta_tcb", "trace_flip_radius")
+
+
+def generation_row(g: Generation, lengths: Sequence[int], side: ScoredSide | None = None) -> dict[str, Any]:
+    d = {f.name: getattr(g, f.name) for f in dataclasses.fields(g) if f.name != "hidden_means"}
+    d["gen_ids"] = list(g.gen_ids)
+    for k in _ARRAYS_INT:
+        d[k] = np.asarray(getattr(g, k)).astype(np.int64).tolist()
+    for k in _ARRAYS_FLOAT:
+        d[k] = np.asarray(getattr(g, k)).astype(np.float32)
+    lp = g.prompt_end_logprobs.astype(np.float64)
+    p = np.exp(lp)
+    d["prompt_end_top1_id"] = int(np.argmax(lp))
+    d["prompt_end_top1_prob"] = float(p.max())
+    d["prompt_end_margin"] = float(g.trace_margin[0]) if len(g.trace_margin) else float("nan")
+    d["prompt_end_entropy"] = float(-(p[p > 0] * lp[p > 0]).sum())
+    d["prompt_end_veff"] = float(1.0 / (p * p).sum())
+    for L in lengths:
+        d[f"hidden_mean_{L}"] = np.asarray(g.hidden_means[L], dtype=np.float32)
+    if side is not None:
+        d["scaffold_status"] = side.scaffold
+        d["answer_start"] = int(side.answer_start)
+    return d
+
+
+def generations_frame(gens: Sequence[Generation], lengths: Sequence[int], sides: dict | None = None) -> pd.DataFrame:
+    rows = [generation_row(g, lengths, None if sides is None else sides[(g.prompt_key, g.replicate)]) for g in gens]
+    return pd.DataFrame(rows)
+
+
+def generation_from_row(row: Any, lengths: Sequence[int]) -> Generation:
+    get = row.__getitem__ if isinstance(row, (dict, pd.Series)) else lambda k: getattr(row, k)
+    return Generation(
+        model=get("model"), variant=get("variant"), prompt_key=get("prompt_key"), replicate=int(get("replicate")),
+        rendered_text=get("rendered_text"), n_prompt_tokens=int(get("n_prompt_tokens")),
+        gen_ids=tuple(int(x) for x in get("gen_ids")), gen_text=get("gen_text"), stop_reason=get("stop_reason"),
+        trace_top1_id=np.asarray(get("trace_top1_id"), dtype=np.int64),
+        trace_top1_logit=np.asarray(get("trace_top1_logit"), dtype=np.float32),
+        trace_top2_id=np.asarray(get("trace_top2_id"), dtype=np.int64),
+        trace_top2_logit=np.asarray(get("trace_top2_logit"), dtype=np.float32),
+        prompt_end_logprobs=np.asarray(get("prompt_end_logprobs"), dtype=np.float32),
+        hidden_means={int(L): np.asarray(get(f"hidden_mean_{L}"), dtype=np.float32) for L in lengths},
+        trace_delta_tcb=np.asarray(_opt(get, "trace_delta_tcb"), dtype=np.float32),
+        trace_flip_radius=np.asarray(_opt(get, "trace_flip_radius"), dtype=np.float32),
+        trace_flip_rival=np.asarray(_opt(get, "trace_flip_rival"), dtype=np.int64),
+    )
+
+
+def _opt(get, key):
+    try:
+        value = get(key)
+    except (KeyError, AttributeError):
+        return []
+    return [] if value is None else value
+
+
+def scored_sides_from_frame(frame: pd.DataFrame, lengths: Sequence[int]) -> dict[tuple[str, int], ScoredSide]:
+    out = {}
+    for row in frame.to_dict("records"):
+        g = generation_from_row(row, lengths)
+        out[(g.prompt_key, g.replicate)] = ScoredSide(g, str(row.get("scaffold_status", "none")), int(row.get("answer_start", 0)))
+    return out

@@ -1,0 +1,1 @@
+"""The CI gate command (docs/ci-gate.md): config and run."""

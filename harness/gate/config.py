@@ -1,0 +1,457 @@
+"""The gate's configuration file (`stabprobe gate --config gate.yaml`): schema, loading, ladder.
+
+Everything a user can get wrong in the file is found here, before the
+pipeline runs and before any run directory exists: every error is an
+InputError naming the config file and the field
+(``gate.yaml: neighbourhoods[1].thresholds.max_flip_rate: expected a number in [0, 1]``).
+
+Paths inside the file (``registry``, ``out``, ``junit``, model directories) are
+relative to the file's own directory, so a config means the same thing from
+every working directory; command-line overrides are relative to the cwd.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import field_validator, model_validator
+
+from harness.errors import InputError
+from harness.core.hashing import sha256_text
+from harness.ladder.build import build_pairs
+from harness.ladder.edits import EDIT_KINDS
+from harness.ladder.records import CURATED_RUNGS, MECHANICAL_RUNGS, RUNGS, BasePrompt, Ladder, PromptPair, SkippedEdit
+from harness.ladder.synonyms import LEXICON_EDIT_KIND
+from harness.models.registry import DEFAULT_REGISTRY, ModelEntry, Registry, load_registry, resolve_models
+from harness.core.yaml_strict import load_yaml_strict, read_text_strict
+
+GATE_LADDER = "gate"
+"""Ladder name of every gate run: the first part of each generated edit's seed key."""
+DEFAULT_LENGTHS = (64,)
+DEFAULT_OUT = "runs"
+JUNIT_NAME = "gate-junit.xml"
+GENERATED_RUNGS = MECHANICAL_RUNGS + CURATED_RUNGS
+"""Rungs a prompt neighbourhood may ask for; ``identical`` is always added (it is the noise floor)."""
+EXPLICIT_PAIR_DEFAULT_RUNG = "paraphrase"
+"""Rung label of an explicit pair that names none: a hand-written pair is most often a rewording."""
+_KIND_RUNG = {k.name: k.rung for k in EDIT_KINDS} | {LEXICON_EDIT_KIND: "synonym"}
+
+
+def _number(lo: float, hi: float | None):
+    """A finite real number in [lo, hi]; bools and numeric strings are refused, not coerced."""
+    expected = f"expected a number in [{lo:g}, {hi:g}]" if hi is not None else f"expected a number >= {lo:g}"
+
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(expected)
+        if v < lo or (hi is not None and v > hi):
+            raise ValueError(expected)
+        return float(v)
+
+    return BeforeValidator(check)
+
+
+# 1 - cos of unit vectors lies in [0, 2]; a share or rate in [0, 1].
+EmbDist = Annotated[float, _number(0.0, 2.0)]
+Share = Annotated[float, _number(0.0, 1.0)]
+
+
+class _FieldError(ValueError):
+    """A cross-field error raised by a model validator, pointing at the field the user should change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _check_id(v: str) -> str:
+    # ids become the first part of pair ids ("<id>/<rung>/<kind>"), seeds, JUnit names and one-line reports
+    if not v or "/" in v or any(ch.isspace() or not ch.isprintable() for ch in v):
+        raise ValueError("must be non-empty and contain no '/', whitespace or control character")
+    return v
+
+
+def _nonempty_text(v: str) -> str:
+    if not v.strip():
+        raise ValueError("empty prompt")
+    return v
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Strict):
+    """Upper limits one neighbourhood must stay under; each is optional, at least one is required."""
+
+    max_mean_emb_dist: EmbDist | None = Field(None, description="Mean output embedding distance (1 - cos) over the perturbed pairs.")
+    max_flip_rate: Share | None = Field(None, description="Share of perturbed pairs whose prompt-end top-1 token differs.")
+    max_early_divergence_share: Share | None = Field(
+        None, description="Share of perturbed pairs whose outputs first differ within the first `early_step` tokens."
+    )
+    early_step: StrictInt | None = Field(None, description="k of max_early_divergence_share (1-based, <= the gated length).")
+    relative_to_noise_floor: StrictBool = Field(
+        False, description="Compare (metric - the same metric on the identical pair) instead of the metric itself."
+    )
+
+    @field_validator("early_step")
+    @classmethod
+    def _k(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("expected a positive integer")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Thresholds":
+        if (self.max_early_divergence_share is None) != (self.early_step is None):
+            raise _FieldError("early_step" if self.early_step is None else "max_early_divergence_share",
+                              "max_early_divergence_share and early_step go together: give both or neither")
+        if self.max_mean_emb_dist is None and self.max_flip_rate is None and self.max_early_divergence_share is None:
+            raise ValueError("no threshold: give at least one of max_mean_emb_dist, max_flip_rate, max_early_divergence_share")
+        return self
+
+
+class ExplicitPair(_Strict):
+    a: StrictStr
+    b: StrictStr
+    rung: StrictStr = Field(EXPLICIT_PAIR_DEFAULT_RUNG, description="Rung label; default paraphrase.")
+
+    @field_validator("a", "b")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        return _nonempty_text(v)
+
+    @field_validator("rung")
+    @classmethod
+    def _rung(cls, v: str) -> str:
+        if v not in RUNGS:
+            raise ValueError(f"unknown rung {v!r} (expected one of {', '.join(RUNGS)})")
+        return v
+
+    @model_validator(mode="after")
+    def _identical_iff_equal(self) -> "ExplicitPair":
+        # The audit drops a non-identical pair with equal inputs; an "identical" pair with different
+        # inputs would poison the noise floor. Both are typos worth stopping for.
+        if self.rung == "identical" and self.a != self.b:
+            raise ValueError("rung identical needs a == b")
+        if self.rung != "identical" and self.a == self.b:
+            raise ValueError(f"a and b are the same text on rung {self.rung} (use rung: identical)")
+        return self
+
+
+class Neighbourhood(_Strict):
+    """A prompt and the perturbations around it (generated), or explicit pairs; and the limits they must meet."""
+
+    id: StrictStr
+    prompt: StrictStr | None = None
+    rungs: tuple[StrictStr, ...] | None = Field(None, description="Rungs to generate around `prompt`.")
+    edit_kinds: tuple[StrictStr, ...] | None = Field(None, description="Only these generated edit kinds (default: all of `rungs`).")
+    curated: dict[StrictStr, tuple[StrictStr, ...]] | None = Field(None, description="Curated variants per curated rung.")
+    pairs: tuple[ExplicitPair, ...] | None = None
+    thresholds: Thresholds
+    length: StrictInt | None = Field(None, description="Decoded length the thresholds use (default: the first of `lengths`).")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return _check_id(v)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str | None) -> str | None:
+        return None if v is None else _nonempty_text(v)
+
+    @field_validator("rungs")
+    @classmethod
+    def _rungs(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("empty list of rungs")
+        for r in v:
+            if r == "identical":
+                raise ValueError("identical is always included (it is the noise floor); do not list it")
+            if r not in GENERATED_RUNGS:
+                raise ValueError(f"unknown rung {r!r} (expected some of {', '.join(GENERATED_RUNGS)})")
+        if len(set(v)) != len(v):
+            raise ValueError("a rung is listed twice")
+        return v
+
+    @field_validator("edit_kinds")
+    @classmethod
+    def _kinds(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("empty list of edit kinds (omit the key for all kinds of the rungs)")
+        for k in v:
+            if k not in _KIND_RUNG:
+                raise ValueError(f"unknown edit kind {k!r} (expected one of {', '.join(_KIND_RUNG)})")
+        return v
+
+    @field_validator("curated")
+    @classmethod
+    def _curated(cls, v: dict[str, tuple[str, ...]] | None) -> dict[str, tuple[str, ...]] | None:
+        for rung, texts in (v or {}).items():
+            if rung not in CURATED_RUNGS:
+                raise ValueError(f"unknown curated rung {rung!r} (expected one of {', '.join(CURATED_RUNGS)})")
+            if not texts:
+                raise ValueError(f"{rung}: empty list")
+            for t in texts:
+                _nonempty_text(t)
+        return v
+
+    @field_validator("length")
+    @classmethod
+    def _length(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("expected a positive integer")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Neighbourhood":
+        if self.prompt is None and self.pairs is None:
+            raise _FieldError("prompt", "missing: give `prompt` (with `rungs`) or `pairs`")
+        if self.prompt is not None and self.pairs is not None:
+            raise _FieldError("pairs", "give either `prompt` (with `rungs`) or `pairs`, not both")
+        if self.pairs is not None:
+            extra = [k for k in ("rungs", "edit_kinds", "curated") if getattr(self, k) is not None]
+            if extra:
+                raise _FieldError(extra[0], "only applies to a `prompt` neighbourhood, not to `pairs`")
+            if not self.pairs:
+                raise _FieldError("pairs", "empty list of pairs")
+            if all(p.rung == "identical" for p in self.pairs):
+                raise _FieldError("pairs", "only identical pairs: nothing is perturbed, so there is nothing to gate")
+            return self
+        if self.rungs is None:
+            raise _FieldError("rungs", "missing: a `prompt` neighbourhood needs `rungs` (e.g. [noop_format, punctuation])")
+        for k in self.edit_kinds or ():
+            if _KIND_RUNG[k] not in self.rungs:
+                raise _FieldError("edit_kinds", f"edit kind {k!r} is on rung {_KIND_RUNG[k]}, which is not in rungs")
+        for rung in self.curated or {}:
+            if rung not in self.rungs:
+                raise _FieldError("curated", f"curated {rung} given but {rung} is not in rungs")
+        for rung in ("paraphrase", "semantic_small", "positive_control"):
+            # Nothing generates these from a single prompt: they need written variants.
+            if rung in self.rungs and rung not in (self.curated or {}):
+                raise _FieldError("rungs", f"rung {rung} needs curated texts (curated: {{{rung}: [...]}})")
+        return self
+
+
+class GateSpec(_Strict):
+    models: tuple[StrictStr, ...] = Field(..., description="Registry names or model directories.")
+    registry: StrictStr | None = Field(None, description="Model registry YAML (default: the project's model_registry.yaml).")
+    allow_unpinned: StrictBool = Field(False, description="Load hub models without a pinned revision.")
+    lengths: tuple[StrictInt, ...] = Field(DEFAULT_LENGTHS, description="Decoded lengths to score (one decode at the longest).")
+    out: StrictStr = Field(DEFAULT_OUT, description="Directory that receives the run directory.")
+    junit: StrictStr | None = Field(None, description=f"JUnit XML path (default: <run dir>/{JUNIT_NAME}).")
+    neighbourhoods: tuple[Neighbourhood, ...]
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or any(not m.strip() for m in v):
+            raise ValueError("expected a non-empty list of registry names or model directories")
+        return v
+
+    @field_validator("lengths")
+    @classmethod
+    def _lengths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(L < 1 for L in v):
+            raise ValueError("expected a non-empty list of positive integers")
+        if len(set(v)) != len(v):
+            raise ValueError("a length is listed twice")
+        return v
+
+    @field_validator("neighbourhoods")
+    @classmethod
+    def _nonempty(cls, v: tuple[Neighbourhood, ...]) -> tuple[Neighbourhood, ...]:
+        if not v:
+            raise ValueError("expected at least one neighbourhood")
+        return v
+
+
+@dataclass(frozen=True)
+class GateNeighbourhood:
+    """A validated neighbourhood with its resolved length: what the evaluation needs."""
+
+    id: str
+    length: int
+    thresholds: Thresholds
+    pair_ids: tuple[str, ...]
+    """Pairs of this neighbourhood in the ladder (identical ones included)."""
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    path: Path
+    spec: GateSpec
+    models: tuple[ModelEntry, ...]
+    ladder: Ladder
+    neighbourhoods: tuple[GateNeighbourhood, ...]
+    lengths: tuple[int, ...]
+    """Sorted, as the pipeline scores them."""
+    out: Path
+    junit: Path | None
+    """None: ``<run dir>/gate-junit.xml``."""
+
+
+# Short, actionable wording for pydantic's error types; anything else keeps pydantic's message.
+_TYPE_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "missing (required)",
+    "string_type": "expected a string",
+    "int_type": "expected an integer",
+    "bool_type": "expected true or false",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+}
+
+
+def _input_error(path: Path, exc: ValidationError) -> InputError:
+    """The first pydantic error as ``<file>: <field>: <message>``, with the field path as the user wrote it."""
+    err = exc.errors()[0]
+    loc = ""
+    for part in err["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+    kind = err["type"]
+    if kind == "value_error":
+        cause = err.get("ctx", {}).get("error")
+        msg = str(cause if cause is not None else err["msg"])
+        if isinstance(cause, _FieldError):
+            loc += f".{cause.field}" if loc else cause.field
+    else:
+        msg = _TYPE_MESSAGES.get(kind, err["msg"])
+    if kind not in ("missing", "extra_forbidden") and "input" in err and not isinstance(err["input"], (dict, list, tuple)):
+        shown = repr(err["input"])
+        if shown not in msg:
+            msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    return InputError(str(path), loc or "(top level)", msg)
+
+
+def _relative_to(base: Path, p: str) -> Path:
+    q = Path(p).expanduser()
+    return q if q.is_absolute() else base / q
+
+
+def read_gate_spec(path: Path) -> GateSpec:
+    raw = load_yaml_strict(path)
+    if not isinstance(raw, dict):
+        raise InputError(str(path), "(top level)", "expected a mapping with `models` and `neighbourhoods`")
+    try:
+        return GateSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _input_error(path, exc) from None
+
+
+def _resolve_models(path: Path, spec: GateSpec) -> tuple[ModelEntry, ...]:
+    base = path.parent
+    registry_path = _relative_to(base, spec.registry) if spec.registry else DEFAULT_REGISTRY
+    if spec.registry and not registry_path.is_file():
+        raise InputError(str(path), "registry", f"{registry_path} does not exist")
+    registry: Registry = load_registry(registry_path)
+    names = registry.by_name()
+    out: list[ModelEntry] = []
+    for i, item in enumerate(spec.models):
+        item = item.strip()
+        target = item if item in names else str(_relative_to(base, item))
+        if item not in names and not Path(target).exists():
+            known = ", ".join(sorted(names)[:8])
+            raise InputError(str(path), f"models[{i}]", f"{item!r} is neither a name in {registry_path} nor an existing directory "
+                                                       f"(known: {known}, ...)")
+        try:
+            (entry,) = resolve_models([target], registry, allow_unpinned=spec.allow_unpinned)
+        except InputError as exc:
+            if exc.field.endswith(".revision"):
+                raise InputError(str(path), f"models[{i}]", f"{item}: hub model is not pinned in {registry_path}; run "
+                                 "`stabprobe registry pin` where the hub is reachable, or set allow_unpinned: true "
+                                 "(the revision actually loaded is recorded)") from None
+            raise InputError(str(path), f"models[{i}]", exc.one_line()) from None
+        if any(e.name == entry.name for e in out):
+            raise InputError(str(path), f"models[{i}]", f"model {entry.name!r} is listed twice")
+        out.append(entry)
+    return tuple(out)
+
+
+def _prompt_pairs(path: Path, i: int, nb: Neighbourhood) -> tuple[list[PromptPair], list[SkippedEdit]]:
+    """The generated neighbourhood of one prompt: identical + the requested rungs, through build_pairs."""
+    assert nb.prompt is not None and nb.rungs is not None
+    kinds = nb.edit_kinds if nb.edit_kinds is not None else tuple(k for k, r in _KIND_RUNG.items() if r in nb.rungs)
+    curated = {rung: [(t, "curated", "") for t in texts] for rung, texts in (nb.curated or {}).items()}
+    # One prompt per call: edits are seeded by (ladder, neighbourhood id, rung, kind), so adding a
+    # neighbourhood never changes another's pairs.
+    pairs, skipped = build_pairs(GATE_LADDER, [BasePrompt(nb.id, nb.prompt)], {nb.id: curated}, kinds)
+    wanted = {"identical", *nb.rungs}
+    pairs = [p for p in pairs if p.rung in wanted]
+    for rung in nb.rungs:
+        if not any(p.rung == rung for p in pairs):
+            why = "; ".join(f"{s.edit_kind}: {s.reason}" for s in skipped if s.rung == rung) or "no edit kind selected"
+            raise InputError(str(path), f"neighbourhoods[{i}].rungs", f"no {rung} pair could be made from the prompt ({why})")
+    return pairs, [s for s in skipped if s.rung in wanted]
+
+
+def _explicit_pairs(nb: Neighbourhood) -> list[PromptPair]:
+    """The user's pairs, plus an identical pair for each distinct first side that lacks one (the noise floor)."""
+    assert nb.pairs is not None
+    out: list[PromptPair] = []
+    floors = {p.a for p in nb.pairs if p.rung == "identical"}
+    firsts = list(dict.fromkeys(p.a for p in nb.pairs if p.rung != "identical" and p.a not in floors))
+    for n, a in enumerate(firsts):
+        out.append(PromptPair(f"{nb.id}/identical/floor-{n + 1}", nb.id, "identical", "identical", a, a, "generated",
+                              "added by the gate: noise floor"))
+    for j, p in enumerate(nb.pairs):
+        out.append(PromptPair(f"{nb.id}/{p.rung}/pair-{j + 1}", nb.id, p.rung, "explicit", p.a, p.b, "imported"))  # type: ignore[arg-type]
+    return out
+
+
+def build_gate_ladder(path: Path, spec: GateSpec) -> tuple[Ladder, tuple[GateNeighbourhood, ...]]:
+    """One ladder for all neighbourhoods; pair ids start with the neighbourhood id so results group back."""
+    seen: dict[str, int] = {}
+    pairs: list[PromptPair] = []
+    skipped: list[SkippedEdit] = []
+    prompts: list[BasePrompt] = []
+    groups: list[GateNeighbourhood] = []
+    lengths = spec.lengths
+    for i, nb in enumerate(spec.neighbourhoods):
+        if nb.id in seen:
+            raise InputError(str(path), f"neighbourhoods[{i}].id", f"duplicate id {nb.id!r} (first at neighbourhoods[{seen[nb.id]}])")
+        seen[nb.id] = i
+        length = nb.length if nb.length is not None else lengths[0]
+        if length not in lengths:
+            raise InputError(str(path), f"neighbourhoods[{i}].length", f"{length} is not one of lengths {list(lengths)}")
+        k = nb.thresholds.early_step
+        if k is not None and k > length:
+            # first_div is only measured within the first `length` tokens: a later k would count too few.
+            raise InputError(str(path), f"neighbourhoods[{i}].thresholds.early_step",
+                             f"{k} is beyond the gated length {length}")
+        if nb.prompt is not None:
+            mine, not_made = _prompt_pairs(path, i, nb)
+            skipped += not_made  # recorded in the manifest: an edit that could not be made is never silent
+        else:
+            mine = _explicit_pairs(nb)
+        pairs += mine
+        prompts.append(BasePrompt(nb.id, nb.prompt if nb.prompt is not None else mine[0].prompt_a, topic=nb.id))
+        groups.append(GateNeighbourhood(nb.id, length, nb.thresholds, tuple(p.pair_id for p in mine)))
+    text = read_text_strict(path)
+    ladder = Ladder(GATE_LADDER, str(path), sha256_text(text), tuple(prompts), tuple(pairs), tuple(skipped))
+    return ladder, tuple(groups)
+
+
+def load_gate_config(path: Path | str, *, out: Path | None = None, junit: Path | None = None) -> GateConfig:
+    """The validated config, its models and its ladder; ``out``/``junit`` override the file's values."""
+    path = Path(path)
+    spec = read_gate_spec(path)
+    ladder, groups = build_gate_ladder(path, spec)
+    models = _resolve_models(path, spec)
+    out_dir = Path(out) if out is not None else _relative_to(path.parent, spec.out)
+    junit_path = Path(junit) if junit is not None else (_relative_to(path.parent, spec.junit) if spec.junit else None)
+    if junit_path is not None and junit_path.is_dir():
+        raise InputError(str(path) if junit is None else "--junit", "junit", f"{junit_path} is a directory, expected a file path")
+    return GateConfig(path, spec, models, ladder, groups, tuple(sorted(spec.lengths)), out_dir, junit_path)

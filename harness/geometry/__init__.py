@@ -1,0 +1,1 @@
+"""The closed-form local stability study command (stabprobe geometry)."""

@@ -1,0 +1,1 @@
+"""Models: the registry, pinning, loading (weights, tokenizer, variants)."""

@@ -1,0 +1,292 @@
+"""Loading a registry entry: tokenizer, model, and everything the manifest needs to reproduce it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import InputError
+from harness.core.hashing import directory_revision, sha256_text, tokenizer_hash, weights_hash
+from harness.models.registry import ModelEntry
+from harness.audit.render import RenderPolicy
+
+TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was actually loaded; goes verbatim into the manifest."""
+
+    name: str
+    source: str
+    variant: str
+    requested_revision: str | None
+    resolved_revision: str | None
+    weights_sha256: str | None
+    tokenizer_sha256: str | None
+    chat_template_sha256: str | None
+    chat_template_policy: str
+    chat_template_kwargs: dict[str, Any]
+    template_date: str
+    """What the template's strftime_now answers (YYYY-MM-DD or 'today'); see harness.audit.template_clock."""
+    dtype: str
+    quantization: str | None
+    attn_implementation: str
+    trust_remote_code: bool
+    architecture: str
+    num_parameters: int
+    context_length: int | None
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+    pad_token_note: str
+    load_seconds: float
+
+
+@dataclass
+class LoadedModel:
+    """A tokenizer, the model's description, and its weights once needed (not frozen: holds torch modules)."""
+
+    entry: ModelEntry
+    tokenizer: Any
+    _model: Any
+    info: ModelInfo
+    policy: RenderPolicy = field(default_factory=lambda: RenderPolicy(True))
+    _load_weights: Any = None
+    weights_seconds: float = 0.0
+
+    @property
+    def model(self):
+        if self._model is None:
+            t = time.perf_counter()
+            self._model = self._load_weights()
+            self.weights_seconds = round(time.perf_counter() - t, 3)
+        return self._model
+
+    @property
+    def weights_loaded(self) -> bool:
+        return self._model is not None
+
+    def stability_head(self):
+        """(HeadSpec, row norms) for the closed-form traces, built once; None when unsupported (reason kept)."""
+        if not hasattr(self, "_stability"):
+            try:
+                from harness.stability import head_from_model, row_norms_sq
+
+                spec = head_from_model(self.model)
+                self._stability = (spec, row_norms_sq(spec))
+                self.stability_note = "ok"
+            except ValueError as exc:  # UnsupportedHead: an output map the closed forms do not model
+                self._stability = None
+                self.stability_note = f"unavailable: {exc}"
+        return self._stability
+
+
+def render_policy(entry: ModelEntry, variant: str = "bf16") -> RenderPolicy:
+    from harness.models.variants import parse_variant
+
+    kwargs = {**entry.chat_template_kwargs, **parse_variant(variant).template_overrides}
+    return RenderPolicy(entry.chat_template == "model", kwargs, template_date=entry.template_date)
+
+
+def check_local_revision(entry: ModelEntry) -> str:
+    """Content revision of a local directory, refusing a mismatch with the registry's pin."""
+    path = Path(entry.source)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    actual = directory_revision(path)
+    if entry.revision is not None and entry.revision != actual:
+        raise ValueError(
+            f"content revision mismatch: registry pins {entry.revision[:19]}..., directory has {actual[:19]}... "
+            "(re-pin with `stabprobe registry pin`)"
+        )
+    return actual
+
+
+def load_tokenizer(entry: ModelEntry):
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": entry.trust_remote_code}
+    if not entry.is_local and entry.revision:
+        kwargs["revision"] = entry.revision
+    return AutoTokenizer.from_pretrained(entry.source, **kwargs)
+
+
+def _snapshot_dir(entry: ModelEntry, revision: str | None) -> Path | None:
+    if entry.is_local:
+        return Path(entry.source)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(entry.source, revision=revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - hashes are then recorded as unavailable, not guessed
+        return None
+
+
+def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> LoadedModel:
+    """Describe one (model, variant) from its files and load its weights (now, or on first use when lazy).
+
+    Everything the manifest and the generation cache key need (revision,
+    hashes, template, dtype, quantization, architecture, context) is read
+    without the weights, so a fully cached re-run never loads them. Raises on
+    any failure; the pipeline records it and moves on.
+    """
+    import torch
+    from transformers import AutoConfig, GenerationConfig
+
+    from harness.models.variants import parse_variant
+
+    spec = parse_variant(variant)
+    t0 = time.perf_counter()
+    resolved = check_local_revision(entry) if entry.is_local else entry.revision
+    if not entry.trust_remote_code:
+        _refuse_custom_code(entry)
+    tokenizer = load_tokenizer(entry)
+    hub_kwargs: dict[str, Any] = {"trust_remote_code": entry.trust_remote_code}
+    if not entry.is_local and entry.revision:
+        hub_kwargs["revision"] = entry.revision
+    config = AutoConfig.from_pretrained(entry.source, **hub_kwargs)
+    if not entry.is_local:
+        resolved = getattr(config, "_commit_hash", None) or resolved
+    try:
+        gen_config = GenerationConfig.from_pretrained(entry.source, **{k: v for k, v in hub_kwargs.items() if k == "revision"})
+    except OSError:  # no generation_config.json: EOS comes from the tokenizer alone (recorded)
+        gen_config = None
+    dtype_name = spec.weights if spec.weights in TORCH_DTYPES else entry.dtype
+    kwargs: dict[str, Any] = {
+        **hub_kwargs,
+        "dtype": getattr(torch, TORCH_DTYPES[dtype_name]),
+        "attn_implementation": entry.attn_implementation,
+    }
+    quantization = None
+    if spec.weights in ("int8", "int4"):
+        from transformers import BitsAndBytesConfig
+
+        import bitsandbytes  # noqa: F401 - fail here with a clear ImportError
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True)
+            if spec.weights == "int8"
+            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        )
+        kwargs["device_map"] = "cuda:0" if torch.cuda.is_available() else "cpu"
+        quantization = (
+            "bitsandbytes-int8 (LLM.int8; MatMul8bitLt casts bf16 activations to fp16)"
+            if spec.weights == "int8"
+            else "bitsandbytes-int4-nf4 (compute dtype bf16)"
+        )
+
+    eos = _eos_ids(tokenizer, gen_config)
+    pad, pad_note = _pad_id(tokenizer, eos)
+    template = getattr(tokenizer, "chat_template", None) if entry.chat_template == "model" else None
+    snap = _snapshot_dir(entry, resolved)
+    info = ModelInfo(
+        name=entry.name,
+        source=entry.source,
+        variant=variant,
+        requested_revision=entry.revision,
+        resolved_revision=resolved,
+        weights_sha256=weights_hash(snap) if snap else None,
+        tokenizer_sha256=tokenizer_hash(snap) if snap else None,
+        chat_template_sha256=sha256_text(template) if template else None,
+        chat_template_policy=entry.chat_template,
+        chat_template_kwargs={**entry.chat_template_kwargs, **spec.template_overrides},
+        template_date=entry.template_date,
+        dtype=dtype_name,
+        quantization=quantization,
+        attn_implementation=entry.attn_implementation,
+        trust_remote_code=entry.trust_remote_code,
+        architecture=(getattr(config, "architectures", None) or [type(config).__name__])[0],
+        num_parameters=_count_parameters(snap) if snap else -1,
+        context_length=_context_length(config),
+        eos_token_ids=eos,
+        pad_token_id=pad,
+        pad_token_note=pad_note,
+        load_seconds=round(time.perf_counter() - t0, 3),
+    )
+
+    def load_weights():
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(entry.source, **kwargs)
+        if "device_map" not in kwargs and torch.cuda.is_available():
+            model = model.to("cuda:0")
+        model.eval()
+        used = getattr(model.config, "_attn_implementation", entry.attn_implementation)
+        if used != entry.attn_implementation:
+            # Never silently: a different kernel changes the numbers.
+            raise RuntimeError(f"asked for attn_implementation={entry.attn_implementation!r}, transformers used {used!r}")
+        return model
+
+    loaded = LoadedModel(entry, tokenizer, None, info, render_policy(entry, variant), load_weights)
+    if not lazy:
+        _ = loaded.model
+    return loaded
+
+
+def _count_parameters(root: Path) -> int:
+    """Parameter count from safetensors headers (no weights read); -1 when the format is not safetensors."""
+    import json
+    import struct
+
+    total, found = 0, False
+    for f in sorted(Path(root).glob("*.safetensors")):
+        found = True
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, meta in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in meta["shape"]:
+                    count *= dim
+                total += count
+    return total if found else -1
+
+
+def _refuse_custom_code(entry: ModelEntry) -> None:
+    """A local directory whose config asks for custom code is refused unless the entry opts in."""
+    if not entry.is_local:
+        return  # transformers itself refuses hub custom code when trust_remote_code is False
+    import json
+
+    cfg = Path(entry.source) / "config.json"
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {cfg}: {exc}") from None
+    if data.get("auto_map"):
+        raise PermissionError(
+            f"{cfg} requires custom code (auto_map); set `trust_remote_code: true` in this model's "
+            "registry entry after reviewing the code"
+        )
+
+
+def _eos_ids(tokenizer, gen_config) -> tuple[int, ...]:
+    ids: set[int] = set()
+    gen_eos = getattr(gen_config, "eos_token_id", None)
+    for v in (tokenizer.eos_token_id, gen_eos):
+        if isinstance(v, int):
+            ids.add(v)
+        elif isinstance(v, (list, tuple)):
+            ids.update(int(x) for x in v)
+    return tuple(sorted(ids))
+
+
+def _pad_id(tokenizer, eos: tuple[int, ...]) -> tuple[int, str]:
+    # Padding is masked out, so its id never reaches attention; we only need a valid id.
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id), "tokenizer pad token"
+    if eos:
+        return eos[0], "no pad token: EOS id used for (masked) left padding"
+    return 0, "no pad or EOS token: id 0 used for (masked) left padding"
+
+
+def _context_length(config) -> int | None:
+    for attr in ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length"):
+        v = getattr(config, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    text_cfg = getattr(config, "text_config", None)
+    return _context_length(text_cfg) if text_cfg is not None else None

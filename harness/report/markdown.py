@@ -1,0 +1,238 @@
+"""Markdown report and the terminal summary, both from summary.json.
+
+The tables themselves are built once, by :func:`report_tables`, and rendered
+by both this module (Markdown) and ``harness.report.html`` (HTML), so the two
+reports always carry the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.ladder.records import RUNGS
+from harness.summary.stats import letter_index, split_letters
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return "nan" if x != x else f"{x:.4f}"
+
+
+def _p(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    """Stable anchor: the HTML report places its figures after tables by key."""
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    """Shown under the title (what the numbers are, how they were made)."""
+    empty: str = "none"
+    """Shown instead of the table when there are no rows: an empty table is said, never hidden."""
+    bold_rows: set[int] = field(default_factory=set)
+    """Rows a reader must not miss (a failed check)."""
+
+
+def run_lines(summary: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    """The run at a glance: status, provenance, determinism verdict, counts."""
+    det = summary["determinism"]
+    cfg = manifest.get("config", {})
+    ladder = cfg.get("ladder", {})
+    models = summary.get("models", [])
+    ok = sum(1 for m in models if m.get("status") == "ok")
+    n_flags = len(summary.get("flags") or [])
+    return [
+        f"status: **{manifest.get('status')}**; command: `{' '.join(manifest.get('argv', []))}`",
+        f"harness {manifest.get('harness', {}).get('version')} at commit {manifest.get('harness', {}).get('commit')}",
+        f"ladder: {ladder.get('name')} ({ladder.get('source')}); lengths: {cfg.get('lengths')}",
+        f"models × variants: {ok} ok, {len(models) - ok} failed; scored cells: {len(summary.get('cells', []))}; flags raised: {n_flags}",
+        f"determinism: **{det['verdict']}** ({det['nonzero_rows']} of {det['identical_rows']} identical-rung rows non-zero)",
+    ]
+
+
+def _cells_table(summary: dict[str, Any]) -> Table:
+    cells = summary["cells"]
+    answer = any("emb_dist_answer" in c for c in cells)
+    header = ["model", "variant", "rung", "L", "n", "cluster", "embedding distance [95% CI]"]
+    if answer:
+        header.append("answer-span emb. distance [95% CI]")
+    header += ["token edit (norm)", "hidden dist", "prompt-end JS", "top-1 flip rate", "diverged share"]
+    rows = []
+    for c in cells:
+        e = c["emb_dist"]
+        row = [c["model"], str(c["variant"]), c["rung"], str(c["length"]), str(c["n_pairs"]), c.get("cluster") or "-",
+               f"{_fmt(e['mean'])} [{_fmt(e['ci95'][0])}, {_fmt(e['ci95'][1])}]"]
+        if answer:
+            a = c.get("emb_dist_answer")
+            row.append(f"{_fmt(a['mean'])} [{_fmt(a['ci95'][0])}, {_fmt(a['ci95'][1])}]" if a else "-")
+        row += [_fmt(c["tok_edit_norm"]["mean"]), _fmt(c["hidden_dist"]["mean"]), f"{c['js']['mean']:.3g}",
+                _fmt(c["top1_flip"]["mean"]), _fmt(c["diverged_share"])]
+        rows.append(row)
+    return Table("distances", "Distances per rung (mean [95% bootstrap CI])", header, rows,
+                 note=("Cluster: models of one variant × rung × length sharing a letter are not separated by the "
+                       "paired permutation test on embedding distance (Holm-corrected); the letters are clusters, not ranks."),
+                 empty="no pairs were scored")
+
+
+def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
+    clusters = summary.get("clusters") or []
+    tests = summary.get("tests") or {}
+    rows, sep_rows = [], []
+    for c in clusters:
+        by_letter: dict[str, list[str]] = {}
+        for m in c["models"]:
+            for ch in split_letters(m["letters"]):
+                by_letter.setdefault(ch, []).append(m["model"])
+        tested = [x for x in c["comparisons"] if x["p"] is not None]
+        rows.append([str(c["variant"]), c["rung"], str(c["length"]), str(len(c["models"])),
+                     "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(by_letter.items(), key=lambda kv: letter_index(kv[0]))),
+                     f"{sum(x['separated'] for x in tested)} of {len(tested)}"])
+        for x in c["comparisons"]:
+            if x["separated"]:
+                sep_rows.append([str(c["variant"]), c["rung"], str(c["length"]), x["a"], x["b"], str(x["n_shared"]),
+                                 _fmt(x["mean_diff"]), _p(x["p"]), _p(x["p_holm"])])
+    note = (f"{tests.get('kind', 'paired permutation').capitalize()} test of {tests.get('statistic', 'the mean difference')} on the pair ids "
+            f"both models were scored on ({tests.get('permutations')} sign patterns or all of them, seed {tests.get('seed')}); "
+            f"{tests.get('correction', 'Holm')}; separated when the adjusted p < {tests.get('alpha')}.")
+    return [
+        Table("clusters", "Clusters (compact letter display)",
+              ["variant", "rung", "L", "models", "clusters", "pairs of models separated"], rows, note=note,
+              empty="no cells to cluster"),
+        Table("separated", "Separated pairs of models", ["variant", "rung", "L", "model a", "model b", "shared pairs",
+                                                         "mean(a − b)", "p", "p (Holm)"], sep_rows,
+              note="Every pair of models whose Holm-adjusted p-value is below alpha; all comparisons are in summary.json.",
+              empty="no pair of models is separated on any rung"),
+    ]
+
+
+def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Table]:
+    """Every table of the report, in reading order; both renderers use this list."""
+    models = manifest.get("models", [])
+    failed = [m for m in models if m.get("status") != "ok"]
+    det = summary["determinism"]
+    tables = [
+        Table("models", "Models", ["model", "variant", "status", "revision", "error"],
+              [[m["name"], str(m.get("variant")), str(m.get("status")), str(m.get("resolved_revision") or "")[:19],
+                (m.get("error") or "")[:120]] for m in models],
+              empty="the manifest lists no models"),
+        Table("failed", "Failed models and why", ["model", "variant", "error"],
+              [[m["name"], str(m.get("variant")), m.get("error") or "(no error recorded)"] for m in failed],
+              bold_rows=set(range(len(failed))), empty="none: every model loaded and ran"),
+        Table("determinism", "Determinism (identical rung decoded twice, in different batches)",
+              ["model / variant", "verdict"], [[k, v] for k, v in sorted((det.get("per_model") or {}).items())],
+              note=f"Run verdict: {det['verdict']}. Under deterministic decoding every metric is exactly 0 on the identical rung."
+                   + (f" Non-zero: {', '.join(det.get('nonzero_pairs', [])[:10])}." if det.get("nonzero_pairs") else ""),
+              empty=det.get("detail") or "no per-model verdicts recorded"),
+        Table("audit", "Token audit (pairs kept / total; dropped by reason)",
+              ["model", "variant", "rung", "kept", "total", "dropped"],
+              [[a["model"], str(a.get("variant", "bf16")), a["rung"], str(a["kept"]), str(a["total"]),
+                ", ".join(f"{k}: {v}" for k, v in a["dropped"].items()) or "-"] for a in summary["audit"]],
+              empty="no audit rows"),
+        Table("exposure", "Tokenizer exposure (share of pairs whose ids still differ after the chat template)",
+              ["model", "rung", "edit kind", "pairs", "survived", "share"],
+              [[e["model"], e["rung"], e["edit_kind"], str(e["pairs"]), str(e["survived"]), f"{e['share']:.0%}"]
+               for e in summary.get("exposure") or []],
+              note="An edit a model never sees says nothing about its stability; identical-input and over-context pairs are left out.",
+              empty="no perturbed pairs were audited"),
+        _cells_table(summary),
+        *_cluster_tables(summary),
+    ]
+    checks = summary["checks"]["positive_control_exceeds_noop"]
+    tables.append(Table("checks", "Check: positive control moves more than no-op formatting",
+                        ["model", "variant", "L", "positive_control", "noop_format", "holds"],
+                        [[c["model"], c["variant"], str(c["length"]), _fmt(c["positive_control"]), _fmt(c["noop_format"]),
+                          "yes" if c["holds"] else "no"] for c in checks],
+                        bold_rows={i for i, c in enumerate(checks) if not c["holds"]},
+                        empty="not checked: no model has both rungs scored"))
+    if "drift" in summary:
+        drift = summary["drift"]
+        tables.append(Table("drift", "Drift from the reference and collapse",
+                            ["model", "variant", "L", "reference", "P", "P (reference)", "D", "prompts", "collapse"],
+                            [[r["model"], str(r["variant"]), str(r["length"]), str(r["reference"]),
+                              _fmt(r["perturbation_distance"]), _fmt(r["reference_perturbation_distance"]), _fmt(r["drift"]),
+                              str(r["drift_prompts"]), "yes" if r["collapse"] else "no"] for r in drift],
+                            note=("P: mean embedding distance over perturbed pairs (identical rung and positive control left out); "
+                                  "D: distance between the variant's and the reference's output on the same prompt. "
+                                  "Collapse: P below the reference's P while D exceeds P."),
+                            bold_rows={i for i, r in enumerate(drift) if r["collapse"]}, empty="no pairs were scored"))
+    if "scaffold" in summary:
+        tables.append(Table("scaffold", "Scaffolds (outputs that open with a preamble before the answer)",
+                            ["model", "variant", "outputs", "with scaffold", "unclosed", "most common opening"],
+                            [[s["model"], str(s["variant"]), str(s["outputs"]), f"{s['scaffold_share']:.0%}",
+                              f"{s['unclosed_share']:.0%}", f"{s['common_opening_share']:.0%}"] for s in summary["scaffold"]],
+                            note="Raw and answer-span distances sit side by side in the distance table.",
+                            empty="no scaffold status recorded (no generations, or generations.parquet predates scaffold detection)"))
+    flags = summary.get("flags") or []
+    tables.append(Table("flags", "Flags (collapse, scaffold, confident-but-unstable, nondeterminism)",
+                        ["flag", "model", "variant", "detail"],
+                        [[f["flag"], str(f.get("model")), str(f.get("variant")), str(f.get("detail", ""))] for f in flags],
+                        bold_rows=set(range(len(flags))), empty="none raised"))
+    # Reading order: what to act on (flags, failures), then the findings, then the
+    # provenance a sceptical reader checks (determinism, models, audit, exposure).
+    order = {k: i for i, k in enumerate(_READING_ORDER)}
+    return sorted(tables, key=lambda t: order.get(t.key, len(order)))
+
+
+_READING_ORDER = ("flags", "failed", "distances", "clusters", "separated", "checks", "drift", "scaffold",
+                  "determinism", "models", "audit", "exposure")
+
+
+def _md_cell(text: str) -> str:
+    # A pipe would end the cell and a newline the row.
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _table(header: list[str], rows: list[list[str]], bold: set[int] | None = None) -> str:
+    bold = bold or set()
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for i, r in enumerate(rows):
+        cells = [_md_cell(c) for c in r]
+        if i in bold:
+            cells = [f"**{c}**" if c else c for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(summary: dict[str, Any], manifest: dict[str, Any]) -> str:
+    parts = ["# stabprobe report", ""] + [f"- {line}" for line in run_lines(summary, manifest)] + [""]
+    for t in report_tables(summary, manifest):
+        parts += [f"## {t.title}", ""]
+        if t.note:
+            parts += [t.note, ""]
+        parts += [_table(t.header, t.rows, t.bold_rows) if t.rows else f"_{t.empty}_", ""]
+    skipped = manifest.get("config", {}).get("ladder", {}).get("skipped_edits", 0)
+    parts += [f"Edits not applicable to their prompt (listed in the manifest): {skipped}.", ""]
+    return "\n".join(parts)
+
+
+def terminal_summary(summary: dict[str, Any]) -> str:
+    """Per model x rung: pairs kept and mean embedding distance at each length."""
+    lengths = sorted({c["length"] for c in summary["cells"]})
+    kept = {(a["model"], a.get("variant", "bf16"), a["rung"]): (a["kept"], a["total"]) for a in summary["audit"]}
+    emb = {(c["model"], c["variant"], c["rung"], c["length"]): c["emb_dist"]["mean"] for c in summary["cells"]}
+    models = sorted({(c["model"], c["variant"]) for c in summary["cells"]})
+    mw = max([18] + [len(m) + 2 for m, _ in models])
+    vw = max([8] + [len(v) + 2 for _, v in models])
+    head = f"{'model':<{mw}}{'variant':<{vw}}{'rung':<18}{'kept':>9}" + "".join(f"{'emb@' + str(L):>11}" for L in lengths)
+    lines = [head, "-" * len(head)]
+    for model, variant in models:
+        for rung in RUNGS:
+            if (model, variant, rung) not in kept:
+                continue
+            k, t = kept[(model, variant, rung)]
+            vals = "".join(f"{_fmt(emb.get((model, variant, rung, L), float('nan'))):>11}" for L in lengths)
+            lines.append(f"{model:<{mw}}{variant:<{vw}}{rung:<18}{f'{k}/{t}':>9}{vals}")
+    det = summary["determinism"]
+    lines.append(f"determinism: {det['verdict']} ({det['nonzero_rows']}/{det['identical_rows']} identical-rung rows non-zero)")
+    for f in summary.get("flags") or []:
+        lines.append(f"FLAG {f['flag']} {f.get('model')} ({f.get('variant')}): {f.get('detail', '')}")
+    for m in summary["models"]:
+        if m["status"] != "ok":
+            lines.append(f"FAILED {m['name']} ({m['variant']}): {m['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Stage 4, score: pair scores, drift scores, scaffolds, the embedder and the metrics."""

@@ -1,0 +1,226 @@
+"""Per-pair scores: one row per pair x model x variant x length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from harness.audit.tokens import AuditRow
+from harness.decode.greedy import Generation
+from harness.ladder.records import PromptPair
+from harness.score.metrics import divergence as dv
+from harness.stability.traces import first_divergence_margin_percentile
+from harness.score.metrics.edit_distance import (
+    first_divergence,
+    levenshtein_trajectory,
+    normalized_edit_distance,
+    token_edit_distance,
+)
+
+TRIVIAL_SHIFT = 2
+"""A single inserted or deleted token keeps d(t) <= 2: the trajectory's reference line."""
+
+
+@dataclass(frozen=True)
+class PairScore:
+    model: str
+    variant: str
+    pair_id: str
+    prompt_id: str
+    rung: str
+    edit_kind: str
+    length: int
+    """Output length L: metrics use the first L generated tokens."""
+    emb_dist: float
+    """1 - cos of MiniLM embeddings of the two decoded prefixes (raw output)."""
+    emb_dist_answer: float
+    """The same on the answer span: scaffold removed, first L answer tokens."""
+    tok_edit: int
+    tok_edit_norm: float
+    tok_edit_norm_answer: float
+    first_div: int
+    """1-based first differing step within the first L tokens; 0 = identical prefixes."""
+    lev_traj_max: int
+    """max_t Lev(A[:t], B[:t]) for t <= L."""
+    lev_traj_mean: float
+    steps_above_shift: int
+    """Steps t <= L whose trajectory exceeds the trivial-shift line (d(t) > 2)."""
+    hidden_dist: float
+    """Cosine distance of the mean post-norm hidden states over the first L steps."""
+    len_a: int
+    len_b: int
+    answer_len_a: int
+    answer_len_b: int
+    scaffold_a: str
+    """none / absent / closed / unclosed (see harness.score.scaffold)."""
+    scaffold_b: str
+    min_margin_a: float
+    """Smallest top-1 minus top-2 logit over side A's first L steps."""
+    min_margin_b: float
+    div_margin_a: float
+    """Side A's margin at the first-divergence step; nan when the prefixes agree."""
+    div_margin_b: float
+    div_margin_pct_a: float
+    """Percentile (0-100) of div_margin_a within side A's first L margins: low = the split came at a low-margin step."""
+    div_delta_tcb_a: float
+    """Side A's Token Constraint Bound at the first-divergence step (nan when none or unavailable)."""
+    div_flip_radius_a: float
+    """Side A's argmax-flip radius at the first-divergence step."""
+    js: float
+    kl_ab: float
+    kl_ba: float
+    top1_flip: bool
+    top1_prob_a: float
+    top1_prob_b: float
+    margin_a: float
+    margin_b: float
+    prompt_key_a: str
+    prompt_key_b: str
+
+
+# Columns that must be exactly 0 on the identical rung of a deterministic run.
+DIVERGENCE_COLUMNS = (
+    "emb_dist", "emb_dist_answer", "tok_edit", "tok_edit_norm", "tok_edit_norm_answer", "first_div",
+    "lev_traj_max", "steps_above_shift", "hidden_dist", "js", "kl_ab", "kl_ba",
+)
+
+
+def cosine_distance(u: np.ndarray, v: np.ndarray) -> float:
+    # The same vector is at distance 0 by definition; 1 - u.u for a unit
+    # vector is only 0 up to one ulp, and the noise floor must be exactly 0.
+    if u.shape == v.shape and np.array_equal(u, v):
+        return 0.0
+    u64, v64 = u.astype(np.float64), v.astype(np.float64)
+    nu, nv = np.linalg.norm(u64), np.linalg.norm(v64)
+    if nu == 0.0 or nv == 0.0:
+        return float("nan")
+    return float(1.0 - np.dot(u64, v64) / (nu * nv))
+
+
+@dataclass(frozen=True)
+class ScoredSide:
+    """A generation with its scaffold split (index of the first answer token)."""
+
+    gen: Generation
+    scaffold: str
+    answer_start: int
+
+    def answer_ids(self, L: int) -> tuple[int, ...]:
+        return self.gen.gen_ids[self.answer_start :][:L]
+
+
+@dataclass(frozen=True)
+class PairSides:
+    pair: PromptPair
+    a: ScoredSide
+    b: ScoredSide
+
+
+def _margin_stats(a: Generation, b: Generation, L: int, fd: int) -> tuple[float, float, float, float, float]:
+    ma, mb = a.trace_margin[:L], b.trace_margin[:L]
+    min_a = float(ma.min()) if ma.size else float("nan")
+    min_b = float(mb.min()) if mb.size else float("nan")
+    if fd == 0 or fd > L:
+        return min_a, min_b, float("nan"), float("nan"), float("nan")
+    # Step fd (1-based) was chosen by trace entry fd-1 on both sides.
+    da = float(ma[fd - 1]) if fd - 1 < ma.size else float("nan")
+    db = float(mb[fd - 1]) if fd - 1 < mb.size else float("nan")
+    return min_a, min_b, da, db, first_divergence_margin_percentile(ma, fd)
+
+
+def _at_step(trace: np.ndarray, fd: int, L: int) -> float:
+    if fd == 0 or fd > L or fd - 1 >= len(trace):
+        return float("nan")
+    return float(trace[fd - 1])
+
+
+def score_pairs(
+    sides: Sequence[PairSides],
+    lengths: Sequence[int],
+    decode_text: Callable[[tuple[int, ...]], str],
+    embed: Callable[[list[str]], np.ndarray],
+) -> tuple[list[PairScore], list[str]]:
+    """Scores for every pair and length, and the distinct texts that were embedded (only those compared with another)."""
+    texts: dict[str, int] = {}
+    decoded: dict[tuple[int, ...], str] = {}
+
+    def text_index(ids: tuple[int, ...]) -> int:
+        # A base prompt's output sits in ~20 pairs x lengths x (raw, answer): decode it once.
+        t = decoded.get(ids)
+        if t is None:
+            t = decoded[ids] = decode_text(ids)
+        if t not in texts:
+            texts[t] = len(texts)
+        return texts[t]
+
+    Lmax = max(lengths)
+    plan = []
+    for s in sides:
+        ga, gb = s.a.gen, s.b.gen
+        traj = levenshtein_trajectory(ga.gen_ids[:Lmax], gb.gen_ids[:Lmax])  # prefix-consistent: one pass for all L
+        for L in lengths:
+            ia, ib = ga.gen_ids[:L], gb.gen_ids[:L]
+            aa, ab = s.a.answer_ids(L), s.b.answer_ids(L)
+            plan.append((s, L, ia, ib, aa, ab, traj[:L], text_index(ia), text_index(ib), text_index(aa), text_index(ab)))
+    # Only texts compared with a *different* text need an embedding: a text met
+    # only by itself is at distance 0 by definition (identical rung, unchanged
+    # outputs), so embedding it would be wasted work.
+    needed_set: set[int] = set()
+    for *_, ta, tb, xa, xb in plan:
+        for left, right in ((ta, tb), (xa, xb)):
+            if left != right:
+                needed_set.update((left, right))
+    needed = sorted(needed_set)
+    text_list = list(texts)
+    embedded = [text_list[i] for i in needed]
+    vectors = embed(embedded) if embedded else np.zeros((0, 1), np.float32)
+    emb = {i: vectors[k] for k, i in enumerate(needed)}
+
+    def edist(i: int, j: int) -> float:
+        return 0.0 if i == j else cosine_distance(emb[i], emb[j])
+
+    rows = []
+    prompt_end: dict[int, tuple] = {}
+    for s, L, ia, ib, aa, ab, traj, ta, tb, t_ans_a, t_ans_b in plan:
+        ga, gb = s.a.gen, s.b.gen
+        if id(s) not in prompt_end:
+            la, lb = ga.prompt_end_logprobs, gb.prompt_end_logprobs
+            prompt_end[id(s)] = (
+                dv.js(la, lb), dv.kl(la, lb), dv.kl(lb, la), dv.top1_flip(la, lb),
+                dv.top1_prob(la), dv.top1_prob(lb), dv.logprob_margin(la), dv.logprob_margin(lb),
+            )
+        js, kab, kba, flip, pa, pb, ma, mb = prompt_end[id(s)]
+        fd = first_divergence(ia, ib)
+        min_a, min_b, da, db, pct = _margin_stats(ga, gb, L, fd)
+        tcb_a = _at_step(ga.trace_delta_tcb, fd, L)
+        flip_a = _at_step(ga.trace_flip_radius, fd, L)
+        p = s.pair
+        rows.append(
+            PairScore(
+                model=ga.model, variant=ga.variant, pair_id=p.pair_id, prompt_id=p.prompt_id,
+                rung=p.rung, edit_kind=p.edit_kind, length=L,
+                emb_dist=edist(ta, tb), emb_dist_answer=edist(t_ans_a, t_ans_b),
+                tok_edit=token_edit_distance(ia, ib), tok_edit_norm=normalized_edit_distance(ia, ib),
+                tok_edit_norm_answer=normalized_edit_distance(aa, ab),
+                first_div=fd,
+                lev_traj_max=int(traj.max()) if traj.size else 0,
+                lev_traj_mean=float(traj.mean()) if traj.size else 0.0,
+                steps_above_shift=int((traj > TRIVIAL_SHIFT).sum()),
+                hidden_dist=cosine_distance(ga.hidden_means[L], gb.hidden_means[L]),
+                len_a=len(ia), len_b=len(ib), answer_len_a=len(aa), answer_len_b=len(ab),
+                scaffold_a=s.a.scaffold, scaffold_b=s.b.scaffold,
+                min_margin_a=min_a, min_margin_b=min_b, div_margin_a=da, div_margin_b=db, div_margin_pct_a=pct,
+                div_delta_tcb_a=tcb_a, div_flip_radius_a=flip_a,
+                js=js, kl_ab=kab, kl_ba=kba, top1_flip=bool(flip),
+                top1_prob_a=pa, top1_prob_b=pb, margin_a=ma, margin_b=mb,
+                prompt_key_a=ga.prompt_key, prompt_key_b=gb.prompt_key,
+            )
+        )
+    return rows, embedded
+
+
+def kept_pairs(pairs: Sequence[PromptPair], audit: Sequence[AuditRow]) -> list[PromptPair]:
+    kept = {a.pair_id for a in audit if a.kept}
+    return [p for p in pairs if p.pair_id in kept]

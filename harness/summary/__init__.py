@@ -1,0 +1,1 @@
+"""Stage 5, summary: statistics, flags, determinism verdict and the builder of summary.json."""

@@ -1,0 +1,144 @@
+"""Run-level aggregates from the parquet tables alone (so `stabprobe report` can rebuild them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.summary.determinism import determinism_verdict
+from harness.audit.exposure import exposure_table
+from harness.ladder.records import RUNGS
+from harness.summary.stats import (
+    ALPHA,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    PERMUTATION_SEED,
+    PERMUTATIONS,
+    bootstrap_ci,
+    cluster_groups,
+)
+
+CLUSTER_METRIC = "emb_dist"
+METRICS = ("emb_dist", "emb_dist_answer", "tok_edit_norm", "tok_edit_norm_answer", "hidden_dist", "js", "top1_flip")
+
+
+def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
+    """Mean and CI of each metric per model x variant x rung x length."""
+    out = []
+    if pairs.empty:
+        return out
+    for (model, variant, rung, length), g in pairs.groupby(["model", "variant", "rung", "length"], sort=False):
+        row: dict[str, Any] = {"model": model, "variant": variant, "rung": rung, "length": int(length), "n_pairs": int(len(g))}
+        for m in METRICS:
+            vals = g[m].astype(float).to_numpy()
+            finite = vals[~np.isnan(vals)]
+            lo, hi = bootstrap_ci(finite)
+            row[m] = {"mean": float(np.mean(finite)) if finite.size else float("nan"), "ci95": [lo, hi]}
+            if finite.size < vals.size:  # said, not hidden: the mean is over fewer pairs than n_pairs
+                row[m]["n_missing"] = int(vals.size - finite.size)
+        row["diverged_share"] = float((g["first_div"] > 0).mean())
+        out.append(row)
+    order = {r: i for i, r in enumerate(RUNGS)}
+    out.sort(key=lambda r: (r["model"], r["variant"], order.get(r["rung"], 99), r["length"]))
+    return out
+
+
+def audit_counts(audit: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    if audit.empty:
+        return out
+    order = {r: i for i, r in enumerate(RUNGS)}
+    keys = ["model", "variant", "rung"] if "variant" in audit.columns else ["model", "rung"]
+    for key, g in audit.groupby(keys, sort=False):
+        reasons = g.loc[~g["kept"], "reason"].value_counts().to_dict()
+        rec = dict(zip(keys, key))
+        rec.setdefault("variant", "bf16")
+        out.append({**rec, "total": int(len(g)), "kept": int(g["kept"].sum()),
+                    "dropped": {str(k): int(v) for k, v in reasons.items()}})
+    out.sort(key=lambda r: (r["model"], r["variant"], order.get(r["rung"], 99)))
+    return out
+
+
+def positive_vs_noop(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sanity check per model x variant x length: the positive control must move more than no-op edits."""
+    out = []
+    idx = {(c["model"], c["variant"], c["rung"], c["length"]): c for c in cells}
+    for (model, variant, rung, length), c in idx.items():
+        if rung != "positive_control":
+            continue
+        noop = idx.get((model, variant, "noop_format", length))
+        if noop is None:
+            continue
+        pos_m, noop_m = c["emb_dist"]["mean"], noop["emb_dist"]["mean"]
+        out.append({"model": model, "variant": variant, "length": length, "positive_control": pos_m,
+                    "noop_format": noop_m, "holds": bool(pos_m > noop_m)})
+    return out
+
+
+def cluster_stats(pairs: pd.DataFrame, metric: str = CLUSTER_METRIC) -> list[dict[str, Any]]:
+    """Per variant x rung x length: models compared on their shared pair ids, grouped by letters.
+
+    One Holm family per cell (all model pairs of that variant, rung and
+    length). Models that share a letter are not separated at ALPHA: the
+    report shows clusters, never a ranking inside one.
+    """
+    out: list[dict[str, Any]] = []
+    if pairs.empty:
+        return out
+    order = {r: i for i, r in enumerate(RUNGS)}
+    for (variant, rung, length), g in pairs.groupby(["variant", "rung", "length"], sort=False):
+        values: dict[str, dict[str, float]] = {}
+        for model, gm in g.groupby("model", sort=True):
+            v = gm[["pair_id", metric]].dropna()
+            if not v.empty:
+                values[str(model)] = dict(zip(v["pair_id"].astype(str), v[metric].astype(float)))
+        if not values:
+            continue
+        letters, comparisons = cluster_groups(values)
+        out.append({
+            "variant": variant, "rung": rung, "length": int(length), "metric": metric,
+            "models": [{"model": m, "letters": letters[m], "n_pairs": len(values[m]),
+                        "mean": float(np.mean(list(values[m].values())))} for m in sorted(values)],
+            "comparisons": [{"a": c.a, "b": c.b, "n_shared": c.n_shared,
+                             "mean_diff": c.mean_diff if c.n_shared else None,
+                             "p": c.pvalue, "p_holm": c.pvalue_holm, "separated": c.separated}
+                            for c in comparisons],
+        })
+    out.sort(key=lambda r: (r["variant"], order.get(r["rung"], 99), r["length"]))
+    return out
+
+
+def _annotate_clusters(cells: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> None:
+    letters = {(c["variant"], c["rung"], c["length"], m["model"]): m["letters"] for c in clusters for m in c["models"]}
+    for cell in cells:
+        cell["cluster"] = letters.get((cell["variant"], cell["rung"], cell["length"], cell["model"]), "")
+
+
+def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, Any], memo=None) -> dict[str, Any]:
+    from harness.core.memo import Memo, frame_digest
+
+    memo = memo or Memo(None)
+    # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
+    cells, clusters = memo.get("stats", [frame_digest(pairs)], lambda: (cell_stats(pairs), cluster_stats(pairs)),
+                               encode=list, decode=tuple)
+    _annotate_clusters(cells, clusters)
+    return {
+        "schema_version": 1,
+        "run": {"status": manifest.get("status"), "command": manifest.get("command"),
+                "ladder": manifest.get("config", {}).get("ladder", {}).get("name")},
+        "determinism": determinism_verdict(pairs),
+        "models": [{"name": m["name"], "variant": m.get("variant"), "status": m["status"], "error": m.get("error")}
+                   for m in manifest.get("models", [])],
+        "audit": audit_counts(audit),
+        "cells": cells,
+        "checks": {"positive_control_exceeds_noop": positive_vs_noop(cells)},
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "method": "percentile"},
+        "exposure": exposure_table(audit).to_dict(orient="records"),
+        "clusters": clusters,
+        "tests": {"kind": "paired sign-flip permutation", "statistic": f"mean difference of {CLUSTER_METRIC}",
+                  "permutations": PERMUTATIONS, "seed": PERMUTATION_SEED, "exact_when": "2**n_shared <= permutations",
+                  "correction": "Holm, per variant x rung x length", "alpha": ALPHA,
+                  "clusters": "compact letter display (insert-and-absorb)"},
+    }

@@ -1,0 +1,74 @@
+"""Quantized variants (real bitsandbytes on CPU), baseline drift and the collapse flag."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.ladder.load import load_ladder
+from harness.models.loading import load_model
+from harness.run.pipeline import RunConfig, run
+from harness.models.registry import DEFAULT_REGISTRY, load_registry
+from tests.conftest import write
+
+LADDER = """ladder: variants
+edit_kinds: [trailing_space, parenthesized_word, newline_in_sentence, final_question, comma_inserted]
+prompts:
+  - {id: rev, topic: demo-reverse, text: "Reverse the word apple.", curated: {paraphrase: ["Spell apple backwards."]}}
+  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?", curated: {synonym: ["What is 7 added to 5?"]}}
+  - {id: up, topic: demo-uppercase, text: "Write the word house in uppercase."}
+  - {id: cap, topic: demo-geography, text: "What is the capital of France?"}
+"""
+
+
+def collapsing_loader(entry, variant):
+    """'int4' here is tiny-chat with its final norm zeroed: h = 0 for every prompt, so the
+    logits are all equal and greedy decoding prints the same tokens whatever the prompt —
+    a model that stopped responding. Built from the real weights; only the hub is absent."""
+    loaded = load_model(entry, "bf16")
+    if variant == "int4":
+        with torch.no_grad():
+            loaded.model.model.norm.weight.zero_()
+        loaded.info = type(loaded.info)(**{**loaded.info.__dict__, "variant": "int4", "quantization": "degraded-for-test"})
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def entry():
+    return load_registry(DEFAULT_REGISTRY).by_name()["tiny-chat"]
+
+
+def _run(tmp, entry, variants, loader=load_model):
+    ladder = load_ladder(write(tmp / "l.yaml", LADDER))
+    return run(RunConfig(models=(entry,), ladder=ladder, out=tmp / "runs", lengths=(8, 32), variants=variants,
+                         progress=False, loader=loader))
+
+
+def test_collapsed_variant_is_flagged(tmp_path, entry):
+    result = _run(tmp_path, entry, ("bf16", "int4"), collapsing_loader)
+    drift = {(r["variant"], r["length"]): r for r in result.summary["drift"]}
+    assert drift[("bf16", 32)]["drift"] == 0.0  # independent decodes of bf16 agree exactly
+    collapsed = drift[("int4", 32)]
+    assert collapsed["perturbation_distance"] < collapsed["reference_perturbation_distance"]
+    assert collapsed["drift"] > collapsed["perturbation_distance"]
+    flags = [f for f in result.summary["flags"] if f["flag"] == "collapse"]
+    assert [(f["model"], f["variant"]) for f in flags] == [("tiny-chat", "int4")]
+    gens = pd.read_parquet(result.run_dir / "generations.parquet")
+    assert gens[gens.variant == "int4"].gen_text.nunique() == 1  # really the same text for every prompt
+
+
+def test_real_quantized_variants(tmp_path, entry):
+    result = _run(tmp_path, entry, ("bf16", "int8", "int4"))
+    assert result.exit_code == 0
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    quant = {m["variant"]: m["quantization"] for m in manifest["models"]}
+    assert quant["bf16"] is None and "int8" in quant["int8"] and "nf4" in quant["int4"]
+    assert manifest["libraries"]["bitsandbytes"]
+    drift = {(r["variant"], r["length"]): r for r in result.summary["drift"]}
+    assert drift[("bf16", 32)]["drift"] == 0.0
+    assert drift[("int8", 32)]["drift_prompts"] > 0 and drift[("int4", 32)]["drift"] is not None
+    assert not [f for f in result.summary["flags"] if f["flag"] == "collapse" and f["variant"] == "int8"]
+    drift_rows = pd.read_parquet(result.run_dir / "drift.parquet")
+    assert set(drift_rows.variant) == {"bf16", "int8", "int4"}
+    assert (drift_rows[drift_rows.variant == "bf16"].emb_dist == 0).all()

@@ -1,0 +1,138 @@
+"""Faults and trust: interrupts, concurrent runs, full disks, custom code."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from harness.core import rundir
+from harness.cli import main
+from tests.conftest import ROOT, write
+
+LADDER = """ladder: rel
+edit_kinds: [trailing_space, parenthesized_word]
+prompts:
+  - {id: rev, topic: demo-reverse, text: "Reverse the word apple."}
+  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?"}
+"""
+
+
+def _cmd(ladder, out, *extra):
+    return [sys.executable, "-m", "harness.cli", "run", "--models", "tiny-chat,tiny-think", "--ladder", str(ladder),
+            "--lengths", "8", "--out", str(out), "--no-progress", *extra]
+
+
+def test_ctrl_c_keeps_finished_cells_and_resumes(tmp_path):
+    ladder = write(tmp_path / "l.yaml", LADDER)
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(_cmd(ladder, out, "--no-cache"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(out.glob("*/cells/*/cell.json")) and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "--resume" in err
+    (run_dir,) = out.iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert any(m["status"] == "ok" for m in manifest["models"])  # the finished cell is kept
+    assert main(["run", "--resume", str(run_dir), "--no-progress", "--no-cache"]) == 0
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_two_runs_at_once_share_runs_dir_and_cache(tmp_path):
+    ladder = write(tmp_path / "l.yaml", LADDER)
+    out, cache = tmp_path / "runs", tmp_path / "cache"
+    procs = [subprocess.Popen(_cmd(ladder, out, "--cache", str(cache)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    dirs = sorted(out.iterdir())
+    assert len(dirs) == 2  # never the same directory
+    a, b = (pd.read_parquet(d / "pairs.parquet").sort_values(["model", "variant", "pair_id", "length"]).reset_index(drop=True)
+            for d in dirs)
+    pd.testing.assert_frame_equal(a, b)
+    for f in cache.rglob("*.parquet"):
+        pd.read_parquet(f)  # every cache file is whole
+    assert not list(cache.rglob("*.tmp"))
+
+
+def test_full_disk_leaves_no_half_written_file(tmp_path, monkeypatch, capsys):
+    ladder = write(tmp_path / "l.yaml", LADDER)
+    real = rundir.atomic_write_bytes
+
+    def failing(path, data):
+        if str(path).endswith("pairs.parquet") and "cells" not in str(path):
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data[: len(data) // 2])  # the disk fills halfway through
+            tmp.unlink()
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(rundir, "atomic_write_bytes", failing)
+    rc = main(["run", "--models", "tiny-chat", "--ladder", str(ladder), "--lengths", "8", "--out", str(tmp_path / "r"),
+               "--no-progress", "--no-cache"])
+    err = capsys.readouterr().err
+    assert rc == 4 and "No space left on device" in err and err.count("\n") == 1
+    (run_dir,) = (tmp_path / "r").iterdir()
+    assert not (run_dir / "pairs.parquet").exists()
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] != "complete"
+
+
+def test_unwritable_output_directory(tmp_path, capsys):
+    if os.geteuid() == 0:
+        target = tmp_path / "file-not-dir"
+        target.write_text("x")  # root ignores permissions; a file where a directory must be is refused for anyone
+        out = target / "runs"
+    else:
+        out = tmp_path / "ro"
+        out.mkdir()
+        out.chmod(0o500)
+    rc = main(["run", "--models", "tiny-chat", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--out" in err and err.count("\n") == 1
+
+
+def test_trust_remote_code_from_the_command_line_is_refused(capsys):
+    rc = main(["run", "--models", "tiny-chat", "--trust-remote-code", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "tiny-chat.trust_remote_code" in err and "trust_remote_code: true" in err
+
+
+def test_local_model_needing_custom_code_is_refused(tmp_path, tiny_chat_dir, capsys):
+    custom = tmp_path / "custom-code-model"
+    shutil.copytree(tiny_chat_dir, custom)
+    cfg = json.loads((custom / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (custom / "config.json").write_text(json.dumps(cfg))
+    rc = main(["run", "--models", str(custom), "--ladder", str(write(tmp_path / "l.yaml", LADDER)), "--lengths", "8",
+               "--out", str(tmp_path / "r"), "--no-progress", "--no-cache"])
+    out = capsys.readouterr().out
+    assert rc == 3 and "requires custom code" in out and "trust_remote_code: true" in out
+
+
+def test_model_with_no_chat_template_is_refused_not_silently_raw(tmp_path, tiny_chat_dir):
+    from harness.models.registry import load_registry
+
+    model = tmp_path / "no-template"
+    shutil.copytree(tiny_chat_dir, model)
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    tc = json.loads((model / "tokenizer_config.json").read_text())
+    tc.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(tc))
+    reg = write(tmp_path / "reg.yaml", f"models:\n  - name: notemplate\n    source: {model}\n    chat_template: model\n")
+    rc = main(["run", "--registry", str(reg), "--models", "notemplate", "--ladder", str(write(tmp_path / "l.yaml", LADDER)),
+               "--lengths", "8", "--out", str(tmp_path / "r"), "--no-progress", "--no-cache"])
+    assert rc == 3
+    (run_dir,) = (tmp_path / "r").iterdir()
+    rec = json.loads((run_dir / "manifest.json").read_text())["models"][0]
+    assert rec["status"] == "failed" and "chat_template: none" in rec["error"]
+    assert load_registry(reg).models[0].chat_template == "model"
