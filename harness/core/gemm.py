@@ -104,10 +104,3 @@ def route_linears(module: torch.nn.Module) -> int:
                 setattr(parent, name, OneDNNLinear(child))
                 swapped += 1
     return swapped
-
-
-def kernels_info() -> dict[str, str]:
-    """The compute routes a run's numbers depend on (recorded in the manifest, keyed in the caches)."""
-    from harness.score.metrics.edit_distance import TRAJECTORY_BACKEND
-
-    return {"fp32_cpu_gemm": BACKEND, "levenshtein_trajectory": TRAJECTORY_BACKEND}

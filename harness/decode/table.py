@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
 from harness.decode.greedy import Generation
-from harness.score.pairs import ScoredSide
+
+
+
+class ScaffoldSplit(Protocol):
+    """What a row records of a scored side (harness.score.pairs.ScoredSide; decode sits below score)."""
+
+    scaffold: str
+    answer_start: int
+
 
 _ARRAYS_INT = ("trace_top1_id", "trace_top2_id", "trace_flip_rival")
 _ARRAYS_FLOAT = ("trace_top1_logit", "trace_top2_logit", "prompt_end_logprobs", "trace_delta_tcb", "trace_flip_radius")
 
 
-def generation_row(g: Generation, lengths: Sequence[int], side: ScoredSide | None = None) -> dict[str, Any]:
+def generation_row(g: Generation, lengths: Sequence[int], side: ScaffoldSplit | None = None) -> dict[str, Any]:
     d = {f.name: getattr(g, f.name) for f in dataclasses.fields(g) if f.name != "hidden_means"}
     d["gen_ids"] = list(g.gen_ids)
     for k in _ARRAYS_INT:
@@ -66,11 +74,3 @@ def _opt(get, key):
     except (KeyError, AttributeError):
         return []
     return [] if value is None else value
-
-
-def scored_sides_from_frame(frame: pd.DataFrame, lengths: Sequence[int]) -> dict[tuple[str, int], ScoredSide]:
-    out = {}
-    for row in frame.to_dict("records"):
-        g = generation_from_row(row, lengths)
-        out[(g.prompt_key, g.replicate)] = ScoredSide(g, str(row.get("scaffold_status", "none")), int(row.get("answer_start", 0)))
-    return out

@@ -44,10 +44,16 @@ def git_state() -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+def kernels_info() -> dict[str, str]:
+    """The compute routes a run's numbers depend on (recorded in the manifest, keyed in the caches)."""
+    from harness.core.gemm import BACKEND
+    from harness.score.metrics.edit_distance import TRAJECTORY_BACKEND
+
+    return {"fp32_cpu_gemm": BACKEND, "levenshtein_trajectory": TRAJECTORY_BACKEND}
+
+
 def device_info() -> dict[str, Any]:
     import torch
-
-    from harness.core.gemm import kernels_info
 
     info: dict[str, Any] = {
         "platform": platform.platform(),

@@ -25,14 +25,13 @@ from harness.decode.greedy import BATCHING_MODES, DECODER_VERSION
 from harness.summary.determinism import determinism_verdict
 from harness.score.embedder import Embedder
 from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, InputError
-from harness.decode.table import scored_sides_from_frame
 from harness.ladder.records import Ladder, PromptPair
 from harness.models.loading import load_model, load_tokenizer
 from harness.run.manifest import base_manifest, device_info, library_versions
 from harness.models.registry import ModelEntry
 from harness.report.markdown import terminal_summary
 from harness.report.write import write_reports
-from harness.score.pairs import PairScore, score_pairs
+from harness.score.pairs import PairScore, score_pairs, scored_sides_from_frame
 from harness.models.variants import REFERENCE, parse_variant
 
 DEFAULT_LENGTHS = (64, 512)

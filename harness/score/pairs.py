@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from harness.audit.tokens import AuditRow
 from harness.decode.greedy import Generation
+from harness.decode.table import generation_from_row
 from harness.ladder.records import PromptPair
 from harness.score.metrics import divergence as dv
 from harness.stability.traces import first_divergence_margin_percentile
@@ -224,3 +226,11 @@ def score_pairs(
 def kept_pairs(pairs: Sequence[PromptPair], audit: Sequence[AuditRow]) -> list[PromptPair]:
     kept = {a.pair_id for a in audit if a.kept}
     return [p for p in pairs if p.pair_id in kept]
+
+
+def scored_sides_from_frame(frame: pd.DataFrame, lengths: Sequence[int]) -> dict[tuple[str, int], ScoredSide]:
+    out = {}
+    for row in frame.to_dict("records"):
+        g = generation_from_row(row, lengths)
+        out[(g.prompt_key, g.replicate)] = ScoredSide(g, str(row.get("scaffold_status", "none")), int(row.get("answer_start", 0)))
+    return out
