@@ -46,3 +46,39 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# -- published tokenizers and random-init models on them (tests/fixtures/real_models.py) --------------
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer(tmp_path_factory):
+    """``real_tokenizer("qwen3")``: the published tokenizer of a family, loaded once per session."""
+    from transformers import AutoTokenizer
+
+    from fixtures.real_models import tokenizer_dir
+
+    cache: dict = {}
+
+    def get(family: str):
+        if family not in cache:
+            cache[family] = AutoTokenizer.from_pretrained(str(tokenizer_dir(family, tmp_path_factory.mktemp(f"tok-{family}"))))
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def real_model_dir(tmp_path_factory, real_tokenizer):
+    """``real_model_dir("qwen3")``: a saved random-init model of the family on its real vocabulary, built once."""
+    from fixtures.real_models import build_model_dir
+
+    cache: dict = {}
+
+    def get(family: str) -> Path:
+        if family not in cache:
+            cache[family] = build_model_dir(family, tmp_path_factory.mktemp(f"model-{family}"),
+                                            tokenizer=real_tokenizer(family))
+        return cache[family]
+
+    return get
