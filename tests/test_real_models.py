@@ -1,0 +1,133 @@
+"""Random-init models on published vocabularies: Gemma's softcapped head in the closed forms, and a full run.
+
+The models come from tests/fixtures/real_models.py (tiny width, real vocabulary,
+built once per session); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from fixtures.real_models import SOFTCAP
+from harness.ladder.load import load_ladder
+from harness.pipeline import RunConfig, run
+from harness.registry import entry_for_local_dir
+from harness.score import DIVERGENCE_COLUMNS
+from harness.stability.closed_form import head_state, local_stability
+from harness.stability.head import check_head, head_from_model, row_norms_sq
+
+
+@pytest.fixture(scope="module")
+def gemma(real_model_dir):
+    """The Gemma 3 model in fp32 with its head scaled so logits reach the softcap (random init gives ~0.5)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(real_model_dir("gemma3")), dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(150.0)  # tied with the input embedding; RMSNorm absorbs it there
+    ids = torch.tensor([[2, 818, 5279, 529, 7001, 563, 236881]])  # <bos> + a few ordinary Gemma tokens
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+    finally:
+        hook.remove()
+    return model, ids, seen[-1][0], logits
+
+
+def _model_jacobian(model, ids, h_last: torch.Tensor) -> torch.Tensor:
+    """d softmax(model logits at the last position) / d(head input), [V, d], through the model's own code.
+
+    One forward pass in forward mode: row b of a batch of d copies carries the tangent e_b.
+    """
+    d = h_last.shape[0]
+
+    def swap(module, args, out):
+        hs = out.last_hidden_state.detach()
+        primal, tangent = hs.clone(), torch.zeros_like(hs)
+        primal[:, -1] = h_last
+        tangent[:, -1] = torch.eye(d, dtype=hs.dtype)
+        out.last_hidden_state = fwAD.make_dual(primal, tangent)
+        return out
+
+    handle = model.model.register_forward_hook(swap)
+    try:
+        with fwAD.dual_level():
+            p = torch.softmax(model(input_ids=ids.expand(d, -1), logits_to_keep=1).logits[:, -1], dim=-1)
+            return fwAD.unpack_dual(p).tangent.detach().T
+    finally:
+        handle.remove()
+
+
+def test_gemma_softcap_in_the_closed_forms_reproduces_the_model(gemma):
+    model, ids, h, logits = gemma
+    head = head_from_model(model)
+    assert (head.post, head.post_value) == ("softcap", SOFTCAP)
+    assert head.vocab_size == logits.shape[-1] > 262_000  # the real vocabulary
+    assert check_head(model, h, logits, rtol=1e-5).ok
+    raw = head.linear_logits(h)
+    assert float(raw.abs().max()) > 2 * SOFTCAP > float(logits.abs().max())  # the cap is doing work here
+    assert float(((raw - logits).abs().amax(1) / logits.abs().amax(1)).max()) > 0.1
+    state = head_state(h, head)
+    torch.testing.assert_close(state.logits, logits, rtol=1e-5, atol=1e-5)
+    st = local_stability(state, head, row_norms_sq(head))
+    top2 = logits.topk(2, dim=-1)
+    assert torch.equal(st.top1_id, top2.indices[:, 0])
+    torch.testing.assert_close(st.margin, top2.values[:, 0] - top2.values[:, 1], rtol=1e-4, atol=1e-4)
+    # ‖J‖_F of the softmax at the last position against the model's own forward-mode derivative, d columns.
+    J = _model_jacobian(model, ids, h[-1])
+    assert J.shape == (head.vocab_size, head.hidden_size)
+    assert float(torch.linalg.norm(J)) > 1e-3
+    np.testing.assert_allclose(float(st.jac_fro[-1]), float(torch.linalg.norm(J)), rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def qwen3_run(real_model_dir, root, tmp_path_factory):
+    ladder = load_ladder(root / "ladders" / "default.yaml")
+    keep = {p.id for p in ladder.prompts[:2]}
+    small = dataclasses.replace(ladder, pairs=tuple(
+        p for p in ladder.pairs if p.prompt_id in keep
+        and (p.rung in ("identical", "positive_control") or p.edit_kind in ("trailing_space", "leading_newline"))))
+    entry = entry_for_local_dir(real_model_dir("qwen3"))
+    # One torch thread: with two, oneDNN's bf16 GEMM splits the work by batch size, and the
+    # 151,669-wide head then rounds a handful of logits differently for a 2-row and a 4-row
+    # batch (measured: 9 of 151,669 entries), which the identical rung reports as JS ~1e-12.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run(RunConfig(models=(entry,), ladder=small, out=tmp_path_factory.mktemp("qwen3-run"), lengths=(8,),
+                             progress=False))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_full_run_on_a_real_vocabulary_identical_rung_exactly_zero(qwen3_run):
+    d = qwen3_run.run_dir
+    manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "complete" and manifest["models"][0]["status"] == "ok"
+    pairs = pd.read_parquet(d / "pairs.parquet")
+    audit = pd.read_parquet(d / "audit.parquet")
+    assert audit.kept.all()  # Qwen3 keeps every edit, edge whitespace included
+    assert {"trailing_space", "leading_newline"} <= set(pairs.edit_kind)
+    ident = pairs[pairs.rung == "identical"]
+    assert len(ident) == 2 and len(pairs) == 2 * 4  # per prompt: identical, 2 edge edits, 1 positive control
+    for col in DIVERGENCE_COLUMNS:
+        assert (ident[col] == 0).all(), (col, ident[col].tolist())
+    assert not ident.top1_flip.any()
+    assert manifest["determinism"]["verdict"] == "deterministic"
+    gens = pd.read_parquet(d / "generations.parquet")
+    assert (gens.gen_ids.map(len) == 8).all()
+    assert gens.prompt_end_logprobs.map(len).eq(151_669).all()  # the full real-vocabulary distribution
+    # the metrics can move: another prompt gives another prompt-end distribution and other hidden states
+    # (random weights tend to repeat one token whatever the prompt, so the token metrics may stay at 0)
+    control = pairs[pairs.rung == "positive_control"]
+    assert (control.js > 0).all() and (control.hidden_dist > 0).all()
