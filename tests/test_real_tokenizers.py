@@ -10,6 +10,7 @@ import datetime as dt
 
 import pytest
 
+from fixtures.real_models import LLAMA_3_2_DATED
 from harness import exposure_doc
 from harness.audit import IDENTICAL_AFTER_TEMPLATE, KEPT, audit_pairs
 from harness.ladder.load import load_ladder
@@ -100,18 +101,19 @@ def test_scaffold_split_on_the_real_think_ids(real_tokenizer, skip_special):
 
 
 def test_template_clock_on_a_dated_llama_template(real_tokenizer):
-    tok = real_tokenizer("llama3_2_dated")
-    frozen = render_prompt(tok, "Hello", RenderPolicy(True))
+    tok = real_tokenizer("llama3_1")
+    dated = dict(template_override=LLAMA_3_2_DATED)
+    frozen = render_prompt(tok, "Hello", RenderPolicy(True, **dated))
     day = dt.date.fromisoformat(DEFAULT_TEMPLATE_DATE).strftime("%d %b %Y")
     assert f"Cutting Knowledge Date: December 2023\nToday Date: {day}\n\n" in frozen.text
     assert frozen.reads_clock is True
     assert frozen.token_ids.count(tok.bos_token_id) == 1
-    again = render_prompt(tok, "Hello", RenderPolicy(True))
-    other = render_prompt(tok, "Hello", RenderPolicy(True, template_date="2025-03-04"))
+    again = render_prompt(tok, "Hello", RenderPolicy(True, **dated))
+    other = render_prompt(tok, "Hello", RenderPolicy(True, template_date="2025-03-04", **dated))
     assert again.token_ids == frozen.token_ids
     assert "Today Date: 04 Mar 2025\n" in other.text and other.token_ids != frozen.token_ids
     # The shipped Llama 3.1 template has no date: same vocabulary, no read.
-    assert render_prompt(real_tokenizer("llama3_1"), "Hello", RenderPolicy(True)).reads_clock is False
+    assert render_prompt(tok, "Hello", RenderPolicy(True)).reads_clock is False
 
 
 def test_exposure_doc_is_current(root, real_tokenizer):
