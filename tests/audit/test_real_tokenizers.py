@@ -11,14 +11,14 @@ import datetime as dt
 import pytest
 
 from fixtures.real_models import LLAMA_3_2_DATED
-from harness import exposure_doc
-from harness.audit import IDENTICAL_AFTER_TEMPLATE, KEPT, audit_pairs
+from harness.audit import exposure_doc
+from harness.audit.tokens import IDENTICAL_AFTER_TEMPLATE, KEPT, audit_pairs
 from harness.ladder.load import load_ladder
-from harness.registry import Scaffold
-from harness.render import RenderPolicy, render_prompt
-from harness.scaffold import answer_start_token
-from harness.template_clock import DEFAULT_TEMPLATE_DATE
-from harness.variants import parse_variant
+from harness.audit.render import RenderPolicy, render_prompt
+from harness.audit.template_clock import DEFAULT_TEMPLATE_DATE
+from harness.models.registry import Scaffold
+from harness.models.variants import parse_variant
+from harness.score.scaffold import answer_start_token
 
 EDGE_KINDS = ("trailing_space", "leading_space", "leading_newline", "trailing_newline")
 THINK = Scaffold(open="<think>", close="</think>")

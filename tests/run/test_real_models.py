@@ -17,9 +17,9 @@ import torch.autograd.forward_ad as fwAD
 
 from fixtures.real_models import SOFTCAP
 from harness.ladder.load import load_ladder
-from harness.pipeline import RunConfig, run
-from harness.registry import entry_for_local_dir
-from harness.score import DIVERGENCE_COLUMNS
+from harness.models.registry import entry_for_local_dir
+from harness.run.pipeline import RunConfig, run
+from harness.score.pairs import DIVERGENCE_COLUMNS
 from harness.stability.closed_form import head_state, local_stability
 from harness.stability.head import check_head, head_from_model, row_norms_sq
 

@@ -1,6 +1,6 @@
 """The exposure table of published tokenizers: which edit kinds survive each family's template.
 
-``python -m harness.exposure_doc`` renders the default ladder and
+``python -m harness.audit.exposure_doc`` renders the default ladder and
 ``ladders/examples/prompts50.txt`` through the chat template and tokenizer of
 each published family under ``tests/fixtures/tokenizers/`` (Qwen3, Llama 3,
 Gemma 3; tokenizers only, no weights) and writes
@@ -22,18 +22,18 @@ from typing import Sequence
 
 import pandas as pd
 
-from harness.audit import AuditRow, audit_pairs
-from harness.exposure import exposure_table
+from harness.audit.exposure import exposure_table
+from harness.audit.tokens import AuditRow, audit_pairs
 from harness.ladder.edits import EDIT_KINDS
 from harness.ladder.records import Ladder
-from harness.render import RenderPolicy
+from harness.audit.render import RenderPolicy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZERS = ROOT / "tests" / "fixtures" / "tokenizers"
 FAMILIES = ("qwen3", "llama3_1", "gemma3")
 LADDERS = ("ladders/default.yaml", "ladders/examples/prompts50.txt")
 OUT = ROOT / "docs" / "exposure-real-tokenizers.md"
-COMMAND = "python -m harness.exposure_doc"
+COMMAND = "python -m harness.audit.exposure_doc"
 VERSIONS = "Libraries:"
 """Opens the one line that may differ between machines (the freshness test skips it)."""
 
