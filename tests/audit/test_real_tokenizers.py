@@ -7,6 +7,7 @@ harness's own rendering (harness.render), audit and scaffold splitting.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -124,4 +125,6 @@ def test_exposure_doc_is_current(root, real_tokenizer):
     committed = (root / "docs" / "exposure-real-tokenizers.md").read_text(encoding="utf-8")
     drop = lambda text: [ln for ln in text.splitlines() if not ln.startswith(exposure_doc.VERSIONS)]  # noqa: E731
     assert drop(committed) == drop(fresh), f"stale: regenerate with `{exposure_doc.COMMAND}`"
-    assert "| noop_format | trailing_space | 1.00 (16/16) | 0.00 (0/16) | 0.00 (0/16) |" in fresh
+    # Qwen3 keeps every trailing space, Llama 3 and Gemma 3 none (whatever the ladder's size)
+    assert re.search(r"^\| noop_format \| trailing_space \| 1\.00 \((\d+)/\1\) \| 0\.00 \(0/\1\) \| 0\.00 \(0/\1\) \|$",
+                     fresh, re.M)
