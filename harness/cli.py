@@ -135,7 +135,7 @@ def _ladder(args):
     if args.prompts:
         from harness.ladder.prompts_file import ladder_from_prompts
 
-        return ladder_from_prompts(Path(args.prompts))
+        return ladder_from_prompts(Path(args.prompts), note=lambda line: print(f"stabprobe: note: {line}", file=sys.stderr))
     return load_ladder(Path(args.ladder) if args.ladder else DEFAULT_LADDER)
 
 
@@ -177,14 +177,48 @@ def _print_result(result) -> int:
     return result.exit_code
 
 
+RESUME_KEEPS = ("resume", "threads", "no_progress", "command")
+"""Flags that may accompany --resume; everything else is the recorded run's configuration."""
+
+
+def _resume_conflicts(args) -> list[str]:
+    """Flags given with --resume that disagree with the run's recorded configuration (which is what resumes).
+
+    A flag repeating the recorded value (``--no-cache`` on a run made without a cache) is no conflict;
+    model, ladder, variant, registry and embedder flags are refused whenever given.
+    """
+    from harness.core.rundir_read import read_manifest
+
+    conf = read_manifest(Path(args.resume), rebuild=True)["config"]
+    defaults = build_parser().parse_args(["run"])
+    recorded_cache = conf.get("cache_dir")
+    same = {
+        "no_cache": lambda v: recorded_cache is None,
+        "cache": lambda v: recorded_cache is not None and Path(v).resolve() == Path(recorded_cache).resolve(),
+        "lengths": lambda v: _ints(v, "--lengths") == tuple(sorted(conf["lengths"])),
+        "batch_size": lambda v: v == conf["batch_size"],
+        "batching": lambda v: v == conf["batching"],
+        "executor": lambda v: v == conf.get("executor", "local"),
+        "shard": lambda v: v == conf.get("shard"),
+        "out": lambda v: Path(v).resolve() == Path(args.resume).resolve().parent,
+    }
+    return [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+            if k not in RESUME_KEEPS and v != getattr(defaults, k, None) and not same.get(k, lambda _: False)(v)]
+
+
 def cmd_run(args) -> int:
     from harness.run.pipeline import RunConfig, resume, run
     from harness.models.registry import resolve_models
 
-    _set_threads(args.threads)
     if args.resume:
-        return _print_result(resume(Path(args.resume), argv=tuple(sys.argv), progress=not args.no_progress,
-                                    cache_dir=_cache_dir(args)))
+        conflicts = _resume_conflicts(args)
+        if conflicts:
+            raise InputError("--resume", ", ".join(conflicts),
+                             "a resumed run keeps its recorded configuration (cache included); "
+                             "drop these flags, or start a new run")
+        _set_threads(args.threads)
+        return _print_result(resume(Path(args.resume), argv=tuple(sys.argv), progress=not args.no_progress))
+    _set_threads(args.threads)
     registry = _registry(args)
     models = resolve_models(args.models, registry, allow_unpinned=args.allow_unpinned,
                             trust_remote_code=getattr(args, "trust_remote_code", False))
@@ -259,6 +293,8 @@ def cmd_ladder_build(args) -> int:
     from harness.ladder.write import ladder_yaml, write_ladder
 
     read = read_prompts_file(Path(args.prompts), name=args.name)
+    if read.duplicates_note():
+        print(f"stabprobe: note: {read.duplicates_note()}", file=sys.stderr)
     ladder = build_ladder(read.prompt_set)
     if args.out is None:
         print(ladder_yaml(read.prompt_set, ladder), end="")

@@ -18,7 +18,6 @@ regression; more movement there is an improvement. Nothing is written into eithe
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pandas as pd
 from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, InputError
 from harness.ladder.records import RUNGS
+from harness.core.rundir_read import read_manifest, read_table
 from harness.summary.stats import bootstrap_diff_ci
 
 DEFAULT_THRESHOLD = 0.02
@@ -61,30 +61,32 @@ class CompareRow:
 
 def load_pairs(run_dir: Path, metric: str) -> pd.DataFrame:
     """pairs.parquet of a finished run, with the compared metric present and finite."""
+    return load_run(run_dir, metric)[1]
+
+
+def load_run(run_dir: Path, metric: str) -> tuple[dict, pd.DataFrame]:
+    """(manifest, pairs) of a finished run, validated; the metric present and finite."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(str(run_dir), "", "not a directory (expected a run directory)")
     for name in (rundir.MANIFEST, rundir.PAIRS):
         if not (run_dir / name).is_file():
             raise InputError(str(run_dir), name, "missing: not a finished run directory")
-    try:
-        status = json.loads((run_dir / rundir.MANIFEST).read_text(encoding="utf-8")).get("status")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(str(run_dir / rundir.MANIFEST), "", f"not valid JSON ({exc})") from None
+    manifest = read_manifest(run_dir)
+    status = manifest["status"]
     if status != "complete":
         raise InputError(str(run_dir / rundir.MANIFEST), "status", f"run is {status!r}, not 'complete'")
-    try:
-        pairs = pd.read_parquet(run_dir / rundir.PAIRS)
-    except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the user's file, not our bug
-        raise InputError(str(run_dir / rundir.PAIRS), "", f"cannot be read ({type(exc).__name__}: {exc})") from None
-    missing = [c for c in (*CELL, "pair_id", metric) if c not in pairs.columns]
-    if missing:
-        raise InputError(str(run_dir / rundir.PAIRS), ", ".join(missing), "no such column")
+    pairs = read_table(run_dir / rundir.PAIRS, (*CELL, "pair_id", metric))
     nan = pairs[metric].isna()
     if nan.any():
         # A NaN distance is a scoring failure, not a value to average over.
         raise InputError(str(run_dir / rundir.PAIRS), metric, f"{int(nan.sum())} rows are NaN")
-    return pairs
+    return manifest, pairs
+
+
+def _ladder_identity(manifest: dict) -> tuple:
+    lad = manifest["config"]["ladder"]
+    return lad.get("name"), lad.get("sha256")
 
 
 HIGHER_IS_BETTER = frozenset({"positive_control"})
@@ -124,7 +126,13 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
                  metric: str = DEFAULT_METRIC) -> list[CompareRow]:
     if not threshold >= 0:  # also rejects NaN
         raise InputError("--threshold", str(threshold), "expected a non-negative number")
-    pa, pb = load_pairs(run_a, metric), load_pairs(run_b, metric)
+    (ma, pa), (mb, pb) = load_run(run_a, metric), load_run(run_b, metric)
+    if _ladder_identity(ma) != _ladder_identity(mb):
+        # Different prompts: a change of the mean says nothing about the model, and no pair is paired.
+        (na, sa), (nb, sb) = _ladder_identity(ma), _ladder_identity(mb)
+        raise InputError(str(Path(run_b) / rundir.MANIFEST), "config.ladder",
+                         f"runs used different ladders ({na} sha256 {str(sa)[:12]} in A, {nb} sha256 {str(sb)[:12]} in B): "
+                         "nothing to compare")
     ga = {k: g for k, g in pa.groupby(CELL, sort=False)}
     gb = {k: g for k, g in pb.groupby(CELL, sort=False)}
     order = {r: i for i, r in enumerate(RUNGS)}
@@ -141,6 +149,12 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
             continue
         paired, change, lo, hi, verdict = compare_cell(a, b, metric, threshold, rung)
         rows.append(CompareRow(model, variant, rung, length, len(a), len(b), paired, mean_a, mean_b, change, lo, hi, verdict))
+    if not any(r.verdict not in (ONLY_A, ONLY_B) for r in rows):
+        models_a = sorted({f"{m}/{v}" for m, v in zip(pa["model"], pa["variant"])})
+        models_b = sorted({f"{m}/{v}" for m, v in zip(pb["model"], pb["variant"])})
+        raise InputError(f"{run_a} vs {run_b}", "model x variant",
+                         f"no model x variant x rung x length in both runs (A: {', '.join(models_a) or 'none'}; "
+                         f"B: {', '.join(models_b) or 'none'}): nothing to compare")
     return rows
 
 

@@ -33,6 +33,12 @@ class EnvironmentProblem(Exception):
     """The environment cannot do what was asked (no hub, no GPU); exit code 4."""
 
 
+def error_line(exc: BaseException, limit: int = 600) -> str:
+    """``Type: message`` on one line: a library's multi-line message is joined, not cut at its first line break."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def pydantic_error_to_input_error(file: str, exc, prefix: str = "") -> InputError:
     """First error of a pydantic ValidationError as a one-line InputError."""
     err = exc.errors()[0]

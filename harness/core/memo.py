@@ -18,6 +18,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from harness.core import rundir
+from harness.core.checked import read_checked, reject, write_checked
 
 MEMO_VERSION = "1"  # bump when a memoized computation changes
 
@@ -40,15 +41,15 @@ class Memo:
         if self.root is None:
             return compute()
         key = hashlib.sha256("\x1f".join([MEMO_VERSION, namespace, *parts]).encode()).hexdigest()
-        path = self.root / namespace / f"{key}.json"
-        if path.is_file():
+        path = self.root / namespace / f"{key}.json.checked"
+        payload = read_checked(path)  # checksummed: a damaged memo is rejected and counted (harness.core.checked)
+        if payload is not None:
             try:
-                return decode(json.loads(path.read_text(encoding="utf-8")))
+                return decode(json.loads(payload.decode("utf-8")))
             except (ValueError, KeyError, TypeError):
-                pass  # unreadable memo: recomputed and rewritten below
+                reject(path)  # right checksum, wrong content (another version): recomputed below
         value = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rundir.atomic_write_text(path, json.dumps(encode(value), default=rundir._json_default))
+        write_checked(path, json.dumps(encode(value), default=rundir._json_default).encode("utf-8"))
         return value
 
 

@@ -79,6 +79,38 @@ class Generation:
         return self.trace_top1_logit - self.trace_top2_logit
 
 
+class NonFiniteOutput(Exception):
+    """A model produced NaN or infinite logits or hidden states (NaN weights, fp16 overflow).
+
+    Greedy argmax over NaN logits still picks a token, so such a model would
+    otherwise decode the same garbage for every prompt and score as perfectly
+    stable; the cell is marked ``failed-numerics`` instead.
+    """
+
+    def __init__(self, what: str, prompt_key: str, replicate: int, step: int) -> None:
+        self.what, self.prompt_key, self.replicate, self.step = what, prompt_key, replicate, step
+        super().__init__(f"non-finite {what} at step {step} of prompt {prompt_key} (replicate {replicate})")
+
+
+def first_non_finite(top1: np.ndarray, top2: np.ndarray, hidden: np.ndarray | None,
+                     prompt_end_logprobs: np.ndarray) -> tuple[str, int] | None:
+    """(what, first step) of the first non-finite value of one decode, or None.
+
+    The chosen token's logit and every hidden state must be finite; a rival at
+    -inf (a token masked out) and -inf log-probabilities are legitimate, NaN and
+    +inf never are.
+    """
+    bad_logit = ~np.isfinite(top1) | np.isnan(top2) | np.isposinf(top2)
+    bad_hidden = np.zeros_like(bad_logit) if hidden is None else ~np.isfinite(hidden).all(axis=-1)
+    if bad_logit.size and (np.isnan(prompt_end_logprobs).any() or np.isposinf(prompt_end_logprobs).any()):
+        bad_logit[0] = True  # step 0's full distribution
+    steps = np.flatnonzero(bad_logit | bad_hidden)
+    if steps.size == 0:
+        return None
+    t = int(steps[0])
+    return ("hidden states" if bad_hidden[t] else "logits"), t  # the hidden state is the cause when both are
+
+
 def prompt_key(token_ids: Sequence[int]) -> str:
     return hashlib.sha256(np.asarray(token_ids, dtype=np.int64).tobytes()).hexdigest()[:16]
 
@@ -177,6 +209,10 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
         rival_val = np.where(first_is_chosen, top_vals[b, :steps, 1], top_vals[b, :steps, 0])
         chosen_val = np.maximum(top_vals[b, :steps, 0], top_vals[b, :steps, 1])
         hmeans = {L: hidden[b, : max(1, min(L, steps))].mean(axis=0, dtype=np.float64).astype(np.float32) for L in lengths}
+        bad = first_non_finite(top_vals[b, :steps, 0], top_vals[b, :steps, 1], hidden[b, :steps],
+                               rec.first_logprobs[b].numpy())
+        if bad is not None:
+            raise NonFiniteOutput(bad[0], r.prompt_key, r.replicate, bad[1])
         gen_ids = tuple(int(x) for x in row[:n_gen])
         gens.append(
             Generation(

@@ -37,7 +37,7 @@ import torch
 from scipy import stats
 
 from harness.core import rundir
-from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, InputError
+from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, InputError, error_line
 from harness.ladder.records import Ladder
 from harness.models.loading import load_model
 from harness.run.manifest import base_manifest
@@ -698,7 +698,7 @@ def run_geometry(cfg: GeometryConfig) -> GeometryResult:
             summary["models"][entry.name] = {"status": "ok", **s}
             record["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 - recorded; the other models go on
-            err = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            err = error_line(exc)
             record.update(status="failed", error=err, traceback=traceback.format_exc(limit=4))
             summary["models"][entry.name] = {"status": "failed", "error": err}
         rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)

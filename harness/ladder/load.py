@@ -12,7 +12,7 @@ from harness.errors import InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
 from harness.ladder.build import GENERATED_KINDS, build_ladder
 from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant
-from harness.core.yaml_strict import load_yaml_strict, read_text_strict
+from harness.core.yaml_strict import MAX_DEPTH, check_nesting, load_yaml_strict, read_text_strict
 
 DEFAULT_LADDER = Path(__file__).resolve().parent.parent.parent / "ladders" / "default.yaml"
 
@@ -136,6 +136,14 @@ def prompt_set_from_specs(
         if p.id in seen:
             raise InputError(source, f"{where}[{i}].id", f"duplicate id {p.id!r} (first at {where}[{seen[p.id]}])")
         seen[p.id] = i
+    texts: dict[str, int] = {}
+    for i, p in enumerate(specs):
+        if p.text in texts:
+            # Two equal prompts would double every pair they make (narrower CIs than the data supports).
+            raise InputError(source, f"{where}[{i}].text",
+                             f"duplicate prompt: same text as {where}[{texts[p.text]}] (id {specs[texts[p.text]].id!r}); "
+                             "remove one")
+        texts[p.text] = i
     prompts = tuple(BasePrompt(p.id, p.text, p.topic, p.in_domain) for p in specs)
     curated = {
         p.id: {
@@ -168,9 +176,13 @@ def _reject_duplicate_keys(path: Path):
 def parse_json_strict(path: Path, text: str) -> Any:
     """JSON text of ``path`` parsed; syntax errors and duplicate keys become InputError."""
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicate_keys(path))
+        value = json.loads(text, object_pairs_hook=_reject_duplicate_keys(path))
     except json.JSONDecodeError as exc:
         raise InputError(str(path), f"line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
+    except RecursionError:  # the json module recurses once per level
+        raise InputError(str(path), "(nesting)", f"nested deeper than {MAX_DEPTH} levels") from None
+    check_nesting(path, value)
+    return value
 
 
 def import_pairs_json(path: Path) -> Ladder:
@@ -181,6 +193,7 @@ def import_pairs_json(path: Path) -> Ladder:
         raise InputError(str(path), "(top level)", "expected a non-empty JSON list of pairs")
     pairs: list[PromptPair] = []
     seen: set[str] = set()
+    seen_pairs: dict[tuple[str, str, str], str] = {}
     allowed = {"id", "category", "prompt_a", "prompt_b", "notes"}
     for i, item in enumerate(raw):
         where = f"[{i}]"
@@ -207,6 +220,11 @@ def import_pairs_json(path: Path) -> Ladder:
         if pid in seen:
             raise InputError(str(path), f"{where}.id", f"duplicate id {pid!r}")
         seen.add(pid)
+        same = (item["category"], item["prompt_a"], item["prompt_b"])
+        if same in seen_pairs:
+            raise InputError(str(path), f"{where}.id",
+                             f"duplicate pair: same category and prompts as {seen_pairs[same]!r}; remove one")
+        seen_pairs[same] = pid
         rung = CATEGORY_TO_RUNG[item["category"]]
         pairs.append(
             PromptPair(pid, pid, rung, item["category"], item["prompt_a"], item["prompt_b"], "imported", str(item.get("notes") or ""))

@@ -36,6 +36,17 @@ class PromptsFile:
     prompt_set: PromptSet
     blank_lines: int
     """Blank lines skipped in a ``.txt`` file (0 for the other formats)."""
+    duplicates: tuple[tuple[str, str], ...] = ()
+    """(dropped id, kept id) for each prompt whose text repeats an earlier one (the first is kept)."""
+
+    def duplicates_note(self) -> str | None:
+        """One line for the terminal, or None: duplicates are dropped, never silently doubled."""
+        if not self.duplicates:
+            return None
+        shown = ", ".join(f"{d} = {k}" for d, k in self.duplicates[:5])
+        more = f", and {len(self.duplicates) - 5} more" if len(self.duplicates) > 5 else ""
+        return (f"{self.prompt_set.source}: {len(self.duplicates)} duplicate prompt(s) skipped "
+                f"(same text as an earlier prompt: {shown}{more})")
 
 
 def prompt_ids(n: int) -> list[str]:
@@ -62,16 +73,33 @@ def read_prompts_file(path: Path | str, name: str | None = None) -> PromptsFile:
         specs, blank = _structured_specs(path, raw), 0
     if not specs:
         raise InputError(str(path), "prompts", f"no prompts ({blank} blank lines)" if suffix == ".txt" else "no prompts")
+    specs, duplicates = _drop_duplicates(specs)
     prompt_set = prompt_set_from_specs(
         ladder_name, specs, source=str(path), source_sha256=sha256_text(text),
         description=f"Built from {path.name} ({len(specs)} prompts).",
     )
-    return PromptsFile(prompt_set, blank)
+    return PromptsFile(prompt_set, blank, duplicates)
 
 
-def ladder_from_prompts(path: Path | str, name: str | None = None) -> Ladder:
-    """The full ladder of a prompts file (what `run --prompts FILE` uses)."""
-    return build_ladder(read_prompts_file(path, name).prompt_set)
+def _drop_duplicates(specs: list[PromptSpec]) -> tuple[list[PromptSpec], tuple[tuple[str, str], ...]]:
+    """Keep the first of equal texts (byte for byte: whitespace differences are distinct prompts); ids unchanged."""
+    first: dict[str, str] = {}
+    kept, dropped = [], []
+    for sp in specs:
+        if sp.text in first:
+            dropped.append((sp.id, first[sp.text]))
+            continue
+        first[sp.text] = sp.id
+        kept.append(sp)
+    return kept, tuple(dropped)
+
+
+def ladder_from_prompts(path: Path | str, name: str | None = None, note=None) -> Ladder:
+    """The full ladder of a prompts file (what `run --prompts FILE` uses); ``note`` receives the duplicates line."""
+    read = read_prompts_file(path, name)
+    if note is not None and read.duplicates_note():
+        note(read.duplicates_note())
+    return build_ladder(read.prompt_set)
 
 
 def _lines(body: str) -> list[str]:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
-from harness.core.hashing import directory_revision, sha256_text, tokenizer_hash, weights_hash
-from harness.models.registry import ModelEntry
+from harness.core.hashing import TOKENIZER_FILES, directory_revision, sha256_text, tokenizer_hash, weights_hash
+from harness.models.registry import ModelEntry, model_dir_problem
 from harness.audit.render import RenderPolicy
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -93,8 +93,9 @@ def render_policy(entry: ModelEntry, variant: str = "bf16") -> RenderPolicy:
 def check_local_revision(entry: ModelEntry) -> str:
     """Content revision of a local directory, refusing a mismatch with the registry's pin."""
     path = Path(entry.source)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model directory {path} does not exist")
+    problem = model_dir_problem(path)
+    if problem is not None:
+        raise ValueError(f"source: {problem}")
     actual = directory_revision(path)
     if entry.revision is not None and entry.revision != actual:
         raise ValueError(
@@ -108,6 +109,11 @@ def load_tokenizer(entry: ModelEntry):
     from transformers import AutoTokenizer
 
     kwargs: dict[str, Any] = {"trust_remote_code": entry.trust_remote_code}
+    if entry.is_local and not any((Path(entry.source) / f).is_file() for f in TOKENIZER_FILES
+                                  if not f.startswith("chat_template")):
+        # transformers' own message for this is several lines long and names no file.
+        raise ValueError(f"{entry.source}: no tokenizer files (expected tokenizer.json, tokenizer.model, "
+                         "or vocab.json with merges.txt, next to config.json)")
     if not entry.is_local and entry.revision:
         kwargs["revision"] = entry.revision
     return AutoTokenizer.from_pretrained(entry.source, **kwargs)

@@ -13,7 +13,7 @@ from typing import Iterable
 
 from harness.errors import EnvironmentProblem, InputError
 from harness.core.hashing import directory_revision
-from harness.models.registry import load_registry
+from harness.models.registry import load_registry, model_dir_problem
 from harness.core.yaml_strict import read_text_strict
 
 
@@ -67,6 +67,9 @@ def pin_registry(path: Path, names: Iterable[str] | None = None, local_only: boo
         if wanted and m.name not in wanted:
             continue
         if m.is_local:
+            problem = model_dir_problem(Path(m.source))
+            if problem is not None:
+                raise InputError(str(path), f"{m.name}.source", problem)
             rev = directory_revision(Path(m.source))
         elif local_only:
             continue

@@ -163,11 +163,27 @@ def load_registry(path: Path = DEFAULT_REGISTRY) -> Registry:
     return Registry(models=tuple(entries), path=str(path))
 
 
+def model_dir_problem(path: Path) -> str | None:
+    """Why ``path`` is not a local model directory, or None; checked before anything in it is read or hashed.
+
+    A registry ``source`` pointing at ``../../etc`` or a file would otherwise be hashed file by file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return f"{path} does not exist"
+    if not path.is_dir():
+        return f"{path} is a file, not a model directory"
+    if not (path / "config.json").is_file():
+        return f"{path} is not a model directory (no config.json)"
+    return None
+
+
 def entry_for_local_dir(path: Path) -> ModelEntry:
     """An ad-hoc entry for ``--models ./some/dir``; its template policy is read from the directory."""
     path = Path(path).expanduser().resolve()
-    if not (path / "config.json").is_file():
-        raise InputError(str(path), "--models", "not a model directory (no config.json)")
+    problem = model_dir_problem(path)
+    if problem is not None:
+        raise InputError(str(path), "--models", problem.removeprefix(f"{path} "))
     has_template = _has_chat_template(path)
     name = re.sub(r"[^a-z0-9._-]", "-", path.name.lower()) or "model"
     return ModelEntry(

@@ -6,7 +6,6 @@ Both `stabprobe run` (at the end) and `stabprobe report RUN_DIR` call
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,24 @@ from harness.score.drift import collapse_flags, drift_table
 from harness.summary.flags import compute_flags, scaffold_table
 from harness.report.html import REPORT_HTML, render_html
 from harness.report.markdown import render_markdown
+from harness.core.rundir_read import read_manifest, read_table
 from harness.summary.build import build_summary
+
+PAIR_COLUMNS = ("model", "variant", "rung", "length", "pair_id")
+AUDIT_COLUMNS = ("model", "variant", "pair_id", "rung", "kept", "reason")
 
 
 def load_run_tables(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """The manifest and tables of a run directory, validated (exit 2 naming file and field when broken)."""
     run_dir = Path(run_dir)
     for name in (rundir.MANIFEST, rundir.PAIRS, rundir.AUDIT):
         if not (run_dir / name).is_file():
             raise InputError(str(run_dir), name, "missing: not a finished run directory")
-    manifest = json.loads((run_dir / rundir.MANIFEST).read_text(encoding="utf-8"))
-    pairs = pd.read_parquet(run_dir / rundir.PAIRS)
-    audit = pd.read_parquet(run_dir / rundir.AUDIT)
+    manifest = read_manifest(run_dir)
+    pairs = read_table(run_dir / rundir.PAIRS, PAIR_COLUMNS)
+    audit = read_table(run_dir / rundir.AUDIT, AUDIT_COLUMNS)
     gens_path = run_dir / rundir.GENERATIONS
-    gens = pd.read_parquet(gens_path) if gens_path.is_file() else None
+    gens = read_table(gens_path) if gens_path.is_file() else None
     return manifest, pairs, audit, gens
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from harness.core import rundir
 from harness.audit.tokens import AuditRow, audit_pairs
-from harness.errors import EXIT_MODEL_FAILED, EXIT_OK
+from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, error_line
 from harness.audit.exposure import EXPOSURE, exposure_table, exposure_text
 from harness.core.hashing import sha256_text
 from harness.ladder.records import Ladder
@@ -58,7 +58,7 @@ def run_audit(models: Sequence[ModelEntry], ladder: Ladder, out: Path, argv: lis
             rec.update(status="ok", resolved_revision=resolved, chat_template_policy=entry.chat_template,
                        chat_template_sha256=sha256_text(template) if template else None, context_length=ctx)
         except Exception as exc:  # noqa: BLE001 - recorded, the audit goes on with the other models
-            rec.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+            rec.update(status="failed", error=error_line(exc),
                        traceback=traceback.format_exc(limit=3))
     df = pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=[f.name for f in dataclasses.fields(AuditRow)])
     rundir.atomic_write_parquet(run_dir / rundir.AUDIT, df)

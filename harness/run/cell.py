@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from harness.core import rundir
+from harness.core.checked import counts as cache_counts, first_write_error, read_checked, write_checked
+from harness.errors import error_line
 from harness.audit.tokens import AuditRow, audit_pairs
-from harness.decode.greedy import DECODER_VERSION, DecodeRequest, decode_all, prompt_key
+from harness.decode.greedy import DECODER_VERSION, DecodeRequest, NonFiniteOutput, decode_all, first_non_finite, prompt_key
 from harness.run.gencache import GenerationCache, cell_key, ids_key
 from harness.decode.table import generation_from_row, generations_frame
 from harness.ladder.records import PromptPair
@@ -121,6 +124,7 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
     """Run one cell and write its files; returns its record (also written as cell.json)."""
     out = cell_dir(run_dir, cell)
     out.mkdir(parents=True, exist_ok=True)
+    before = cache_counts()
     entry, variant = cell.entry, cell.variant
     record: dict[str, Any] = {"name": entry.name, "variant": variant, "source": entry.source,
                               "requested_revision": entry.revision, "timings_s": {}}
@@ -128,10 +132,10 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
     try:
         loaded = loader(entry, variant)
     except Exception as exc:  # noqa: BLE001 - any load failure is recorded; the run goes on
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+        record.update(status="failed", error=error_line(exc),
                       traceback=traceback.format_exc(limit=3))
         record["timings_s"]["load"] = round(time.perf_counter() - t0, 3)
-        rundir.atomic_write_json(out / CELL_RECORD, record)
+        _write_record(out, record, before)
         return record
     record.update(dataclasses.asdict(loaded.info))
     record["timings_s"]["load"] = loaded.info.load_seconds
@@ -153,6 +157,14 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
 
         t = time.perf_counter()
         reqs, sides = decode_requests(settings.pairs, rows, rendered)
+        if not reqs:
+            # Nothing survived the audit: the audit rows are the result (they say why), and the
+            # cell is "empty", never "ok" with empty tables.
+            rundir.atomic_write_parquet(out / "audit.parquet", _frame(rows, AuditRow))
+            record.update(status=EMPTY, error=f"nothing to decode: {dropped_reasons(rows)}",
+                          decoded_prompts=0, cached_prompts=0)
+            _write_record(out, record, before)
+            return record
         key = cell_key(record, settings.lengths, DECODER_VERSION, settings.batching, settings.libraries, settings.device)
         rkey = results_key(key, settings, entry, embedder_sha)
         if _restore_results(settings, rkey, out, rows):
@@ -161,9 +173,10 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
             record.update(status="ok", cache_key=key, results_key=rkey, results_from_cache=True,
                           decoded_prompts=0, cached_prompts=len(reqs), weights_loaded=False)
             record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
-            rundir.atomic_write_json(out / CELL_RECORD, record)
+            _write_record(out, record, before)
             return record
         gens, decoded, cached = _decode_with_cache(loaded, reqs, settings, key, f"decode {cell.name}")
+        _check_finite(gens)  # cached decodes too: a cache written before this check may hold them
         record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
         record["weights_loaded"] = loaded.weights_loaded  # False when every prompt came from the cache
         record["stability_traces"] = getattr(loaded, "stability_note", "from cache" if not loaded.weights_loaded else "n/a")
@@ -202,8 +215,14 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         _store_results(settings, rkey, out)
         record["results_key"] = rkey
         record["status"] = "ok"
+    except NonFiniteOutput as exc:
+        where = _prompt_of_key(settings.pairs, rendered, exc.prompt_key)
+        record.update(status=FAILED_NUMERICS, numerics={"what": exc.what, "step": exc.step, "prompt": where,
+                                                        "replicate": exc.replicate},
+                      error=f"non-finite {exc.what} at step {exc.step} of {where} (replicate {exc.replicate}); "
+                            "nothing of this model x variant is scored")
     except Exception as exc:  # noqa: BLE001 - recorded per cell, the run goes on
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+        record.update(status="failed", error=error_line(exc),
                       traceback=traceback.format_exc(limit=5))
     finally:
         if loaded.weights_loaded:
@@ -211,11 +230,48 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
             # full collection costs ~0.3 s once sentence-transformers is imported.
             del loaded
             gc.collect()
-    rundir.atomic_write_json(out / CELL_RECORD, record)
+    _write_record(out, record, before)
     return record
 
 
-SCORER_VERSION = "1"
+FAILED_NUMERICS = "failed-numerics"
+"""Cell status when the model produced NaN/inf logits or hidden states (harness.decode.NonFiniteOutput)."""
+
+
+def _check_finite(gens) -> None:
+    for g in gens:
+        bad = first_non_finite(g.trace_top1_logit, g.trace_top2_logit, None, g.prompt_end_logprobs)
+        if bad is None and not all(np.isfinite(v).all() for v in g.hidden_means.values()):
+            bad = ("hidden states (mean over the first steps)", 0)
+        if bad is not None:
+            raise NonFiniteOutput(bad[0], g.prompt_key, g.replicate, bad[1])
+
+
+def _prompt_of_key(pairs: Sequence[PromptPair], rendered, key: str) -> str:
+    """Human name of a rendered prompt: ``prompt p001 (pair p001/synonym/curated, side b)``."""
+    for p in pairs:
+        for side, text in (("a", p.prompt_a), ("b", p.prompt_b)):
+            r = rendered.get(text)
+            if r is not None and prompt_key(r.token_ids) == key:
+                return f"prompt {p.prompt_id} (pair {p.pair_id}, side {side})"
+    return f"prompt {key}"
+
+
+EMPTY = "empty"
+"""Cell status when the audit dropped every pair (e.g. every prompt exceeds the context)."""
+
+
+def dropped_reasons(rows: Sequence[AuditRow]) -> str:
+    """``"all 42 pairs dropped by the audit (exceeds_context: 40, identical_input: 2)"``."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        if not r.kept:
+            counts[r.reason] = counts.get(r.reason, 0) + 1
+    detail = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"all {len(rows)} pairs dropped by the audit ({detail or 'no pairs in the ladder'})"
+
+
+SCORER_VERSION = "2"  # 2: non-finite decodes fail the cell (a cached "ok" from before may hold them)
 _RESULT_FILES = ("audit.parquet", "generations.parquet", "pairs.parquet")
 
 
@@ -236,11 +292,18 @@ def _results_dir(settings: CellSettings, rkey: str) -> Path | None:
 
 
 def _restore_results(settings: CellSettings, rkey: str, out: Path, rows) -> bool:
+    """Copy a cached cell's tables into ``out``; False (and a damaged entry rejected) when there is none."""
     src = _results_dir(settings, rkey)
-    if src is None or not all((src / f).is_file() for f in _RESULT_FILES):
+    if src is None or not src.is_dir():
         return False
-    for f in _RESULT_FILES:
-        rundir.atomic_write_bytes(out / f, (src / f).read_bytes())
+    payloads = {f: read_checked(src / f"{f}.checked") for f in _RESULT_FILES}
+    if any(v is None for v in payloads.values()):
+        # Incomplete or damaged: drop the whole entry (read_checked counted the bad file) and recompute.
+        for f in _RESULT_FILES:
+            (src / f"{f}.checked").unlink(missing_ok=True)
+        return False
+    for f, data in payloads.items():
+        rundir.atomic_write_bytes(out / f, data)
     return True
 
 
@@ -248,9 +311,19 @@ def _store_results(settings: CellSettings, rkey: str, out: Path) -> None:
     dst = _results_dir(settings, rkey)
     if dst is None:
         return
-    dst.mkdir(parents=True, exist_ok=True)
     for f in _RESULT_FILES:
-        rundir.atomic_write_bytes(dst / f, (out / f).read_bytes())
+        if not write_checked(dst / f"{f}.checked", (out / f).read_bytes()):
+            return  # counted by write_checked; the run goes on without this cache entry
+
+
+def _write_record(out: Path, record: dict[str, Any], before: dict[str, int]) -> None:
+    """cell.json, last: with this cell's cache rejections and failed cache writes (harness.core.checked)."""
+    now = cache_counts()
+    record["cache_entries_rejected"] = now["rejected"] - before["rejected"]
+    record["cache_write_failures"] = now["write_failures"] - before["write_failures"]
+    if record["cache_write_failures"]:
+        record["cache_write_error"] = first_write_error()
+    rundir.atomic_write_json(out / CELL_RECORD, record)
 
 
 def _frame(records: Sequence, cls) -> pd.DataFrame:
@@ -258,5 +331,14 @@ def _frame(records: Sequence, cls) -> pd.DataFrame:
 
 
 def read_cell_record(run_dir: Path, cell: Cell) -> dict[str, Any] | None:
+    """A finished cell's record, or None; a damaged one is an input error naming the file (exit 2)."""
+    from harness.errors import InputError
+    from harness.core.rundir_read import read_json
+
     path = cell_dir(run_dir, cell) / CELL_RECORD
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    rec = read_json(path)
+    if not isinstance(rec, dict) or not isinstance(rec.get("status"), str) or not isinstance(rec.get("name"), str):
+        raise InputError(str(path), "status", "not a cell record (expected an object with name and status)")
+    return rec

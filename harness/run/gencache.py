@@ -5,19 +5,21 @@ template, variant, dtype, quantization, attention, lengths, decoder version,
 batching mode, library versions, device); inside it, one row per (prompt token
 ids, replicate). Files are replaced atomically, so two runs sharing a cache can
 only lose each other's newest additions (re-decoded next time), never corrupt
-a file.
+a file. Each file carries a checksum (harness.core.checked): a damaged one is
+rejected, counted and re-decoded, never used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
-from harness.core import rundir
+from harness.core.checked import read_checked, reject, write_checked
 
 
 def cell_key(info: dict[str, Any], lengths: Sequence[int], decoder_version: str, batching: str,
@@ -49,26 +51,28 @@ class GenerationCache:
         self.root = Path(root)
 
     def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.parquet"
+        return self.root / key[:2] / f"{key}.parquet.checked"
 
     def load(self, key: str) -> pd.DataFrame:
         path = self._path(key)
-        if not path.is_file():
+        payload = read_checked(path)
+        if payload is None:
             return pd.DataFrame()
         try:
-            return pd.read_parquet(path)
-        except Exception:  # noqa: BLE001 - an unreadable cache file is a miss, and is rewritten below
+            return pd.read_parquet(io.BytesIO(payload))
+        except Exception:  # noqa: BLE001 - checksum right but not our parquet (another version): a miss
+            reject(path)
             return pd.DataFrame()
 
     def store(self, key: str, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         old = self.load(key)
         merged = pd.concat([old, frame], ignore_index=True) if not old.empty else frame
         merged = merged.drop_duplicates(subset=["cache_ids", "replicate"], keep="last")
-        rundir.atomic_write_parquet(path, merged)
+        buf = io.BytesIO()
+        merged.to_parquet(buf, index=False)
+        write_checked(self._path(key), buf.getvalue())
 
 
 def ids_key(token_ids: Sequence[int]) -> str:

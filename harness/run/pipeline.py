@@ -10,6 +10,7 @@ Ray executor produce the same rows as one uninterrupted local run.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import time
 from dataclasses import dataclass
@@ -17,19 +18,22 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
+from pydantic import ValidationError
 
 from harness.core import rundir
 from harness.audit.tokens import AuditRow
-from harness.run.cell import Cell, CellSettings, cell_dir, is_finished, read_cell_record, run_cell
+from harness.core.checked import counts as cache_counts, first_write_error
+from harness.run.cell import EMPTY as EMPTY_CELL, Cell, CellSettings, cell_dir, is_finished, read_cell_record, run_cell
 from harness.decode.greedy import BATCHING_MODES, DECODER_VERSION
 from harness.summary.determinism import determinism_verdict
 from harness.score.embedder import Embedder
-from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, InputError
+from harness.errors import EXIT_ENVIRONMENT, EXIT_MODEL_FAILED, EXIT_OK, EnvironmentProblem, InputError, pydantic_error_to_input_error
 from harness.ladder.records import Ladder, PromptPair
 from harness.models.loading import load_model, load_tokenizer
 from harness.run.manifest import base_manifest, device_info, library_versions
 from harness.models.registry import ModelEntry
 from harness.report.markdown import terminal_summary
+from harness.core.rundir_read import read_ladder_record, read_manifest, read_table
 from harness.report.write import write_reports
 from harness.score.pairs import PairScore, score_pairs, scored_sides_from_frame
 from harness.models.variants import REFERENCE, parse_variant
@@ -117,6 +121,27 @@ def validate_config(cfg: RunConfig) -> None:
             parse_variant(v)
         except ValueError as exc:
             raise InputError("--variants", v, str(exc)) from None
+    check_environment(cfg)
+
+
+def check_environment(cfg: RunConfig) -> None:
+    """What the run needs from the machine, checked before a run directory exists (exit 2 or 4)."""
+    if cfg.cache_dir is not None:
+        cache = Path(cfg.cache_dir)
+        if cache.exists() and not cache.is_dir():
+            raise InputError(str(cache), "--cache", "is a file, expected a directory")
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # the machine, not the flag
+                raise EnvironmentProblem(f"{cache}: cannot create the cache directory ({exc.strerror})") from None
+            raise InputError(str(cache), "--cache", f"cannot create the cache directory ({exc.strerror})") from None
+    if cfg.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise EnvironmentProblem("--executor ray: Ray is not installed (pip install 'stabprobe[ray]'), "
+                                     "or run with --executor local") from None
 
 
 def variants_for(cfg: RunConfig, entry: ModelEntry) -> tuple[str, ...]:
@@ -214,6 +239,7 @@ def _run_in(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: E
 def finalize(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: Embedder) -> RunResult:
     """Merge the cell files into the run's tables, drift, manifest and reports."""
     t0 = time.perf_counter()
+    before = cache_counts()  # the drift's embeddings and the report memos are cache entries too
     all_cells = plan_cells(cfg)
     records, audits, gens, pairs = [], [], [], []
     for cell in all_cells:
@@ -221,11 +247,12 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: 
         if rec is None:
             continue
         records.append(rec)
+        d = cell_dir(run_dir, cell)
+        if rec.get("status") in ("ok", EMPTY_CELL):
+            audits.append(read_table(d / "audit.parquet"))  # an empty cell's audit says why nothing was scored
         if rec.get("status") == "ok":
-            d = cell_dir(run_dir, cell)
-            audits.append(pd.read_parquet(d / "audit.parquet"))
-            gens.append(pd.read_parquet(d / "generations.parquet"))
-            pairs.append(pd.read_parquet(d / "pairs.parquet"))
+            gens.append(read_table(d / "generations.parquet"))
+            pairs.append(read_table(d / "pairs.parquet"))
     audit_df = _concat(audits, [f.name for f in dataclasses.fields(AuditRow)])
     gens_df = _concat(gens, None)
     pairs_df = _concat(pairs, [f.name for f in dataclasses.fields(PairScore)])
@@ -241,10 +268,19 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: 
     manifest["cells_missing"] = missing
     # Complete only when every cell of the whole plan is finished: a shard alone is "partial".
     manifest["status"] = "complete" if not missing else "partial"
+    if pairs_df.empty:
+        # A run that scored nothing is never "complete": the audit (written above) says why.
+        manifest["status"] = "empty"
+        manifest["error"] = "nothing scored: " + ("; ".join(
+            f"{r['name']}--{r['variant']}: {r.get('error') or r.get('status')}" for r in records) or "no cell finished")
     manifest["decoded_prompts"] = int(sum(r.get("decoded_prompts", 0) for r in records))
     manifest["cached_prompts"] = int(sum(r.get("cached_prompts", 0) for r in records))
     manifest["determinism"] = determinism_verdict(pairs_df)
     manifest.setdefault("phase_seconds", {})["merge"] = round(time.perf_counter() - t0, 3)
+    # Damaged cache entries are recomputed, never used; failed cache writes leave the results whole (harness.core.checked).
+    manifest["cache_entries_rejected"] = int(sum(r.get("cache_entries_rejected", 0) for r in records))
+    manifest["cache_write_failures"] = int(sum(r.get("cache_write_failures", 0) for r in records))
+    write_error = next((r["cache_write_error"] for r in records if r.get("cache_write_error")), None)
     rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
     try:
         summary = write_reports(run_dir)
@@ -254,8 +290,27 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: 
         manifest["error"] = f"writing reports: {type(exc).__name__}: {exc}"[:500]
         rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
         raise
+    after = cache_counts()
+    if after != before:
+        manifest["cache_entries_rejected"] += after["rejected"] - before["rejected"]
+        manifest["cache_write_failures"] += after["write_failures"] - before["write_failures"]
+        write_error = write_error or first_write_error()
+        rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
     failed = [r for r in records if r.get("status") != "ok"]
-    return RunResult(run_dir, EXIT_MODEL_FAILED if failed else EXIT_OK, summary, terminal_summary(summary))
+    terminal = terminal_summary(summary)
+    if manifest["status"] == "empty":
+        terminal += f"\n{manifest['error']}"
+    if manifest["cache_entries_rejected"]:
+        terminal += f"\ncache entries rejected: {manifest['cache_entries_rejected']} (damaged or unreadable; recomputed)"
+    code = EXIT_MODEL_FAILED if failed or manifest["status"] == "empty" else EXIT_OK
+    if manifest["cache_write_failures"]:
+        # The results are whole; the machine could not keep the cache: the environment's exit code, not a model's.
+        manifest["cache_write_error"] = write_error
+        rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+        terminal += (f"\ncache not written: {write_error} ({manifest['cache_write_failures']} cache writes failed; "
+                     "the results are complete but were not cached)")
+        code = EXIT_ENVIRONMENT
+    return RunResult(run_dir, code, summary, terminal)
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str] | None) -> pd.DataFrame:
@@ -298,27 +353,41 @@ def _ladder_record(ladder: Ladder) -> dict[str, Any]:
             "pairs": [dataclasses.asdict(p) for p in ladder.pairs]}
 
 
-def _ladder_from_record(rec: dict[str, Any]) -> Ladder:
-    pairs = tuple(PromptPair(**p) for p in rec["pairs"])
-    return Ladder(rec["name"], rec["source"], rec["source_sha256"], (), pairs, ())
+def _ladder_from_record(run_dir: Path) -> Ladder:
+    rec = read_ladder_record(run_dir, LADDER_FILE)
+    pairs = []
+    for i, p in enumerate(rec["pairs"]):
+        try:
+            pairs.append(PromptPair(**p))
+        except TypeError as exc:
+            raise InputError(str(Path(run_dir) / LADDER_FILE), f"pairs[{i}]", f"not a pair record ({exc})") from None
+    return Ladder(rec["name"], rec["source"], rec.get("source_sha256"), (), tuple(pairs), ())
 
 
 def config_from_run_dir(run_dir: Path, **overrides) -> tuple[RunConfig, dict[str, Any]]:
     """Rebuild the RunConfig a run directory was made with (for --resume and merge)."""
     run_dir = Path(run_dir)
-    for name in (rundir.MANIFEST, LADDER_FILE):
-        if not (run_dir / name).is_file():
-            raise InputError(str(run_dir), name, "missing: not a stabprobe run directory")
-    manifest = json.loads((run_dir / rundir.MANIFEST).read_text(encoding="utf-8"))
+    manifest = read_manifest(run_dir, rebuild=True)
+    mpath = str(run_dir / rundir.MANIFEST)
     conf = manifest["config"]
     variants = conf["variants"]
-    models = tuple(ModelEntry.model_validate({**m, "variants": variants[m["name"]]}) for m in conf["models"])
+    models = []
+    for i, m in enumerate(conf["models"]):
+        if not isinstance(m.get("name"), str) or m["name"] not in variants:
+            raise InputError(mpath, f"config.models[{i}].name", "missing, or not listed in config.variants")
+        try:
+            models.append(ModelEntry.model_validate({**m, "variants": variants[m["name"]]}))
+        except ValidationError as exc:
+            raise pydantic_error_to_input_error(mpath, exc, prefix=f"config.models[{i}]") from None
     shard = None
     if conf.get("shard"):
-        i, n = conf["shard"].split("/")
-        shard = (int(i), int(n))
+        try:
+            i, n = (int(x) for x in conf["shard"].split("/"))
+        except ValueError:
+            raise InputError(mpath, "config.shard", f"expected I/N, got {conf['shard']!r}") from None
+        shard = (i, n)
     cfg = RunConfig(
-        models=models, ladder=_ladder_from_record(json.loads((run_dir / LADDER_FILE).read_text(encoding="utf-8"))),
+        models=tuple(models), ladder=_ladder_from_record(run_dir),
         out=run_dir.parent, lengths=tuple(conf["lengths"]), variants=None, batch_size=conf["batch_size"],
         batching=conf["batching"], embedder=conf["embedder"]["path"], cache_dir=Path(conf["cache_dir"]) if conf.get("cache_dir") else None,
         shard=shard, executor=conf.get("executor", "local"),
@@ -332,6 +401,7 @@ def resume(run_dir: Path, **overrides) -> RunResult:
     cfg, manifest = config_from_run_dir(run_dir, **overrides)
     if manifest.get("status") == "complete":
         raise InputError(str(run_dir), "status", "run is already complete")
+    check_environment(cfg)
     manifest["status"] = "running"
     manifest.setdefault("resumed", []).append({"argv": list(overrides.get("argv", ())), "libraries": library_versions(),
                                                "device": device_info()})
@@ -351,6 +421,13 @@ def merge_runs(dirs: Sequence[Path], out: Path, argv: Sequence[str] = ()) -> Run
     for d, (_, m) in zip(dirs, configs):
         if _merge_key(m) != key:
             raise InputError(str(d), "config", "was made with a different configuration than the first directory")
+    for d in dirs:  # damaged shard files are refused before the merged directory exists
+        for cell in plan_cells(base_cfg):
+            rec = read_cell_record(Path(d), cell)
+            if rec is not None and rec.get("status") in ("ok", EMPTY_CELL):
+                names = ("audit", "generations", "pairs") if rec["status"] == "ok" else ("audit",)
+                for name in names:
+                    read_table(cell_dir(Path(d), cell) / f"{name}.parquet")
     embedder = Embedder(base_cfg.embedder, cache_dir=base_cfg.cache_dir)
     run_dir = rundir.new_run_dir(out, suffix="-merged")
     for d in dirs:

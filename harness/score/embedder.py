@@ -42,7 +42,6 @@ class Embedder:
         self._model = None  # loaded on the first text that is not cached
         self.batch_size = batch_size
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self._memo: dict[str, np.ndarray] | None = None
         self.info = EmbedderInfo(
             name=name,
             path=str(path),
@@ -65,19 +64,38 @@ class Embedder:
         return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit-normalized float32 embeddings, one row per text (cached by text when a cache is set)."""
+        """Unit-normalized float32 embeddings, one row per text (cached per call when a cache is set).
+
+        An embedding depends in its last bits on the batch it was computed in
+        (padding to the batch's longest text, GEMM blocking: ~2e-7), so a text
+        is never reused from another call's batch: the cache holds whole calls,
+        keyed by the ordered list of texts. The numbers of a call are then the
+        same whether it was computed now, cached by an interrupted run, or
+        computed without a cache.
+        """
         if not texts:
             return np.zeros((0, 1), dtype=np.float32)
         if self.cache_dir is None:
             return self._encode(texts)
-        memo = self._load_memo()
-        keys = [_text_key(t) for t in texts]
-        missing = [t for t, k in zip(texts, keys) if k not in memo]
-        if missing:
-            fresh = self._encode(missing)
-            memo.update({_text_key(t): v for t, v in zip(missing, fresh)})
-            self._store_memo()
-        return np.stack([memo[k] for k in keys])
+        import io
+
+        from harness.core.checked import read_checked, reject, write_checked
+
+        path = self._memo_dir() / f"{_texts_key(texts)}.npy.checked"
+        payload = read_checked(path)  # checksummed: a damaged entry is rejected, counted and recomputed
+        if payload is not None:
+            try:
+                cached = np.load(io.BytesIO(payload), allow_pickle=False)
+                if cached.shape[0] == len(texts):
+                    return cached
+            except ValueError:
+                pass
+            reject(path)  # right checksum, wrong content (another version)
+        emb = self._encode(texts)
+        buf = io.BytesIO()
+        np.save(buf, emb, allow_pickle=False)
+        write_checked(path, buf.getvalue())
+        return emb
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         emb = self.model.encode(
@@ -85,35 +103,11 @@ class Embedder:
         )
         return emb.astype(np.float32)
 
-    def _memo_path(self) -> Path:
+    def _memo_dir(self) -> Path:
         from harness.core import gemm
 
         # Keyed by the GEMM route too: the two routes agree to ~1e-7, not bitwise.
-        return self.cache_dir / "embeddings" / f"{self.info.sha256.split(':')[-1][:32]}-{gemm.BACKEND}.npz"
-
-    def _load_memo(self) -> dict[str, np.ndarray]:
-        if self._memo is None:
-            self._memo = {}
-            path = self._memo_path()
-            if path.is_file():
-                try:
-                    with np.load(path) as data:
-                        self._memo = dict(zip(data["keys"].tolist(), data["vectors"]))
-                except Exception:  # noqa: BLE001 - an unreadable cache is a miss and is rewritten
-                    self._memo = {}
-        return self._memo
-
-    def _store_memo(self) -> None:
-        import io
-
-        from harness.core.rundir import atomic_write_bytes
-
-        path = self._memo_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        keys = list(self._memo)
-        buf = io.BytesIO()
-        np.savez(buf, keys=np.asarray(keys), vectors=np.stack([self._memo[k] for k in keys]))
-        atomic_write_bytes(path, buf.getvalue())
+        return self.cache_dir / "embeddings" / f"{self.info.sha256.split(':')[-1][:32]}-{gemm.BACKEND}-b{self.batch_size}"
 
     def count_truncated(self, texts: list[str]) -> int:
         """How many texts exceed the embedder's window (their tail is not embedded)."""
@@ -122,10 +116,16 @@ class Embedder:
         return int(sum(n > self.info.max_seq_length for n in lens))
 
 
-def _text_key(text: str) -> str:
+def _texts_key(texts: list[str]) -> str:
+    """Digest of an ordered list of texts (length-prefixed, so no two lists share a digest by concatenation)."""
     import hashlib
 
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
 
 
 def _max_seq_length(path: Path) -> int:

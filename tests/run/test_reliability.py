@@ -60,8 +60,10 @@ def test_two_runs_at_once_share_runs_dir_and_cache(tmp_path):
     a, b = (pd.read_parquet(d / "pairs.parquet").sort_values(["model", "variant", "pair_id", "length"]).reset_index(drop=True)
             for d in dirs)
     pd.testing.assert_frame_equal(a, b)
-    for f in cache.rglob("*.parquet"):
-        pd.read_parquet(f)  # every cache file is whole
+    from harness.core.checked import read_checked
+
+    entries = list(cache.rglob("*.checked"))
+    assert entries and all(read_checked(f) is not None for f in entries)  # every cache entry is whole
     assert not list(cache.rglob("*.tmp"))
 
 
