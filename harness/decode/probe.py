@@ -1,0 +1,104 @@
+"""Teacher-forced probe: one forward pass of the HF model over prompt + an engine's tokens.
+
+An engine (transformers ``generate``, vLLM) only has to produce greedy token
+ids. Everything the scorer reads per step -- top-1/top-2 logits and margins,
+the post-norm states and their means, the prompt-end distribution, the
+closed-form stability traces -- comes from this pass, and the pass also says
+whether the HF model's argmax reproduces every token the engine chose
+(:class:`~harness.decode.records.Agreement`). A disagreement is a finding about
+two engines' numerics: it is recorded, the engine's tokens are never changed.
+
+Numerics: causal attention makes position t of a longer sequence see exactly
+what step t of the decode saw, but the matmuls run over a different number of
+rows than a KV-cached decode step, so in bf16 the logits agree with the
+in-generation capture to rounding, not bit for bit (measured in
+tests/decode/test_probe.py). Each output is probed alone (no padding, no batch
+neighbours), so two identical requests give bit-identical probes: the
+identical rung stays a test of the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from harness.decode.records import Agreement, ProbeInput, ProbeResult
+
+PROBE_VERSION = "1"
+
+
+def teacher_forced(model, item: ProbeInput, lengths: Sequence[int], head=None) -> ProbeResult:
+    """Probe one output with a causal LM (any transformers model with an output embedding).
+
+    ``head``: ``(HeadSpec, row norms)`` for the closed-form traces
+    (``LoadedModel.stability_head()``), or None to leave them nan.
+    """
+    import torch
+
+    steps = len(item.tokens)
+    if steps == 0:
+        raise ValueError("nothing to probe: the engine chose no token")
+    if not item.prompt_ids:
+        raise ValueError("nothing to probe: empty prompt")
+    n = len(item.prompt_ids)
+    # The last token is never fed: its logits would be the step after the output.
+    ids = torch.tensor([list(item.prompt_ids) + list(item.tokens[:-1])], dtype=torch.long)
+    device = next(model.parameters()).device
+    states: list = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda mod, inp, out: states.append(inp[0][0]))
+    try:
+        with torch.inference_mode():
+            out = model(input_ids=ids.to(device), use_cache=False)
+    finally:
+        hook.remove()
+    rows = slice(n - 1, n - 1 + steps)
+    logits = out.logits[0, rows].float()  # [steps, V]; greedy compares exactly these upcast values
+    h = states[0][rows].float()
+    engine = torch.tensor(item.tokens, dtype=torch.long, device=logits.device)
+    # torch.argmax is what greedy generate takes (the first index among exact ties).
+    top1 = torch.argmax(logits, dim=-1)
+    top1_val = logits.gather(1, top1[:, None])[:, 0]
+    others = logits.scatter(1, top1[:, None], float("-inf"))
+    top2 = torch.argmax(others, dim=-1)
+    top2_val = others.gather(1, top2[:, None])[:, 0]
+    engine_val = logits.gather(1, engine[:, None])[:, 0]
+    prompt_end = torch.log_softmax(logits[0], dim=-1)  # log_softmax: tail probabilities underflow in log(softmax)
+
+    top1_np = top1.cpu().numpy().astype(np.int64)
+    same = top1_np == np.asarray(item.tokens, dtype=np.int64)
+    first = int(np.argmin(same)) if not same.all() else -1
+    gap = (top1_val - engine_val).cpu().numpy().astype(np.float32)
+    agreement = Agreement(
+        steps=steps, agreeing=int(same.sum()), first_disagreement=first,
+        margin_at_disagreement=float(gap[first]) if first >= 0 else float("nan"),
+        engine_token=int(item.tokens[first]) if first >= 0 else -1,
+        probe_token=int(top1_np[first]) if first >= 0 else -1,
+    )
+    states_np = h.cpu().numpy().astype(np.float32)
+    means = {int(L): states_np[: max(1, min(int(L), steps))].mean(axis=0, dtype=np.float64).astype(np.float32) for L in lengths}
+    stab = _stability(h, head)
+    return ProbeResult(
+        top1_id=top1_np, top1_logit=top1_val.cpu().numpy().astype(np.float32),
+        top2_id=top2.cpu().numpy().astype(np.int64), top2_logit=top2_val.cpu().numpy().astype(np.float32),
+        engine_logit=engine_val.cpu().numpy().astype(np.float32),
+        prompt_end_logprobs=prompt_end.cpu().numpy().astype(np.float32), states=states_np, hidden_means=means,
+        delta_tcb=stab["delta_tcb"], flip_radius=stab["flip_radius"], flip_rival=stab["rival_id"], agreement=agreement,
+    )
+
+
+def _stability(h, head) -> dict[str, np.ndarray]:
+    steps = h.shape[0]
+    if head is None:
+        return {"delta_tcb": np.full(steps, np.nan, np.float32), "flip_radius": np.full(steps, np.nan, np.float32),
+                "rival_id": np.full(steps, -1, np.int64)}
+    from harness.stability import step_stability
+
+    spec, norms = head
+    return step_stability(h.to(spec.device), spec, norms)
+
+
+def probe_outputs(loaded, items: Sequence[ProbeInput], lengths: Sequence[int]) -> list[ProbeResult]:
+    """Probe several outputs of one loaded model (harness.models.loading.LoadedModel), one forward each."""
+    head = loaded.stability_head()
+    return [teacher_forced(loaded.model, item, lengths, head) for item in items]
