@@ -1,0 +1,1 @@
+"""Per-layer stretching of the residual stream (pure maths; imports nothing from the pipeline)."""

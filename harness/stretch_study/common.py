@@ -1,0 +1,107 @@
+"""Shared plumbing of the stretch and floor studies: prompt selection, rendering, JSON safety."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import InputError
+from harness.ladder.records import Ladder, PromptPair
+from harness.render import render_prompt
+
+# Perturbation distance P leaves out the noise floor and the positive control (as harness.drift does).
+EXCLUDED_FROM_P = ("identical", "positive_control")
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """How a study ended: where it wrote, its exit code, its summary, the terminal text."""
+
+    run_dir: Path
+    """The run directory written."""
+    exit_code: int
+    """0, or 3 when a model failed (recorded in the manifest; the others finished)."""
+    summary: dict[str, Any]
+    """The summary JSON's content."""
+    terminal: str
+    """Short text for the terminal."""
+
+
+@dataclass(frozen=True)
+class RenderedPair:
+    """One ladder pair as a model sees it."""
+
+    pair: PromptPair
+    """The ladder pair."""
+    ids_a: tuple[int, ...]
+    """Token ids of side A after the model's chat template."""
+    ids_b: tuple[int, ...]
+    """Token ids of side B after the model's chat template."""
+
+    @property
+    def erased(self) -> bool:
+        """The template/tokenizer made the two sides identical (the audit's ``identical_after_template``)."""
+        return self.pair.rung != "identical" and self.ids_a == self.ids_b
+
+
+def select_pairs(ladder: Ladder, max_prompts: int | None) -> tuple[PromptPair, ...]:
+    """The pairs of the first ``max_prompts`` base prompts in ladder order (all when None)."""
+    if max_prompts is not None and max_prompts <= 0:
+        raise InputError("--max-prompts", str(max_prompts), "expected a positive integer")
+    order: list[str] = []
+    for p in ladder.pairs:
+        if p.prompt_id not in order:
+            order.append(p.prompt_id)
+    keep = set(order if max_prompts is None else order[:max_prompts])
+    return tuple(p for p in ladder.pairs if p.prompt_id in keep)
+
+
+def render_pairs(pairs: tuple[PromptPair, ...], loaded) -> list[RenderedPair]:
+    cache: dict[str, tuple[int, ...]] = {}
+
+    def ids(text: str) -> tuple[int, ...]:
+        if text not in cache:
+            cache[text] = render_prompt(loaded.tokenizer, text, loaded.policy).token_ids
+        return cache[text]
+
+    return [RenderedPair(p, ids(p.prompt_a), ids(p.prompt_b)) for p in pairs]
+
+
+def fits(ids: tuple[int, ...], extra: int, context: int | None) -> bool:
+    return context is None or len(ids) + extra <= context
+
+
+def json_safe(o: Any) -> Any:
+    """NaN/inf become null (JSON has neither); numpy scalars become Python numbers."""
+    if isinstance(o, dict):
+        return {str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return json_safe(o.tolist())
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(float(o)) else None
+    return o
+
+
+def fmt(x: Any, nd: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    x = float(x)
+    if not math.isfinite(x):
+        return "–"
+    if x != 0 and (abs(x) >= 1e4 or abs(x) < 10 ** (-nd)):
+        return f"{x:.{max(nd - 1, 1)}e}"
+    return f"{x:.{nd}f}"
