@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="per model, positions in the direction sweep (stable hash order; default: all)")
     geo.add_argument("--k", type=int, default=64, help="top-k tokens of the truncated Fisher F_k")
 
+    from harness.stretch_study.commands import add_commands
+
+    add_commands(sub, common)
+
     gate = sub.add_parser("gate", help="CI gate: run the neighbourhoods of a gate config and check their thresholds "
                                        "(exit 0 pass, 1 fail, 2 config error)")
     gate.add_argument("--config", required=True, help="gate YAML (see docs/ci-gate.md)")
@@ -382,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
                 "compare": cmd_compare,
                 "geometry": cmd_geometry,
                 "gate": cmd_gate}
+    if args.command in ("stretch", "floor"):
+        from harness.stretch_study.commands import HANDLERS
+
+        handlers.update(HANDLERS)
     try:
         return handlers[args.command](args)
     except InputError as exc:

@@ -71,3 +71,27 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], seed: int = BOOTSTR
     note = (f"n = {n} units: {BOOTSTRAP_RESAMPLES - finite.size} of {BOOTSTRAP_RESAMPLES} resamples had a constant "
             f"side and were left out of the interval{extra}")
     return RankCorrelation(rho, float(lo), float(hi), n, note)
+
+
+def prompt_mean_ci(values: Sequence[float], groups: Sequence[str], seed: int = BOOTSTRAP_SEED) -> dict:
+    """Mean over base prompts of each prompt's mean value, with a percentile bootstrap CI resampling prompts.
+
+    NaN values are left out and counted (``n_missing``); a prompt with only
+    NaN values does not count as a prompt.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    g = np.asarray(list(groups))
+    ok = np.isfinite(v)
+    per = np.array([v[ok & (g == k)].mean() for k in sorted(set(g[ok].tolist()))], dtype=np.float64)
+    out = {"mean": float("nan"), "ci": [float("nan"), float("nan")], "n_prompts": int(per.size),
+           "n_values": int(ok.sum()), "n_missing": int((~ok).sum())}
+    if per.size == 0:
+        return out
+    out["mean"] = float(per.mean())
+    if per.size == 1 or np.all(per == per[0]):
+        out["ci"] = [float(per[0]), float(per[0])]
+        return out
+    res = stats.bootstrap((per,), np.mean, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
+                          rng=np.random.default_rng(seed))
+    out["ci"] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+    return out

@@ -70,7 +70,7 @@ def greedy(model, ids: Sequence[int], max_new_tokens: int, eos: Sequence[int]) -
                            eos_token_id=list(eos) if eos else None, pad_token_id=(list(eos) or [0])[0],
                            repetition_penalty=1.0, no_repeat_ngram_size=0, use_cache=True)
     x = _ids(ids, model)
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: optimum-quanto's modules refuse inference tensors
         out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), generation_config=cfg)
     return [int(t) for t in out[0, x.shape[1]:].tolist()]
 
