@@ -85,6 +85,15 @@ class FloorConfig:
     """Loads (entry, variant[, lazy]) -> LoadedModel."""
 
 
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def random_init_twin(entry: ModelEntry, dest: Path, seed: int) -> ModelEntry:
     """Save a random-initialised copy of a local model (config and tokenizer files kept) and describe it."""
     import torch
@@ -251,6 +260,7 @@ def run_floor(cfg: FloorConfig) -> StudyResult:
               **{k: getattr(cfg, k) for k in ("max_prompts", "max_new_tokens", "stretch_prompts", "tol", "max_iter",
                                                 "random_init_controls", "control_seed")}}
     manifest = base_manifest("floor", list(cfg.argv or sys.argv), config)
+    manifest["library_versions"]["optimum-quanto"] = _version("optimum-quanto")
     rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
     S, PR, PA, info = [], [], [], {}
     for entry in models:
