@@ -64,6 +64,8 @@ def load_floor_variant(entry: ModelEntry, variant: str, loader=load_model) -> An
         model = AutoModelForCausalLM.from_pretrained(entry.source, dtype=torch.bfloat16,
                                                      attn_implementation=entry.attn_implementation,
                                                      quantization_config=QuantoConfig(weights=weights), **kwargs)
+        if torch.cuda.is_available():  # as harness.loading does for unquantized weights
+            model = model.to("cuda:0")
         return model.eval()
 
     info = dataclasses.replace(base.info, variant=variant,
