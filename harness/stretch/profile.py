@@ -10,6 +10,7 @@ CI that resamples base prompts (``scipy.stats.bootstrap``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -73,8 +74,9 @@ def summarize_profiles(profiles: np.ndarray, prompt_ids: Sequence[str], seed: in
     per_prompt = np.full((len(uniq), K), np.nan)
     for i, pid in enumerate(uniq):
         rows = P[ids == pid]
-        with np.errstate(invalid="ignore"), _quiet():
-            per_prompt[i] = np.nanmean(rows, axis=0)  # NaN only where every pair of the prompt is NaN
+        with warnings.catch_warnings():  # an all-NaN column warns; NaN is the answer we want there
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per_prompt[i] = np.nanmean(rows, axis=0)
     med, lo, hi, n = (np.full(K, np.nan) for _ in range(4))
     for l in range(K):
         col = per_prompt[:, l]
@@ -88,16 +90,3 @@ def summarize_profiles(profiles: np.ndarray, prompt_ids: Sequence[str], seed: in
     g = int(np.argmax(np.where(finite, rise, -np.inf))) + 1 if finite.any() else -1
     return ProfileSummary(med, lo, hi, n.astype(int), int(P.shape[0]), g, float(rise[g - 1]) if g > 0 else float("nan"))
 
-
-class _quiet:
-    """np.nanmean warns on all-NaN slices; that case is the NaN we want."""
-
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._w.__exit__(*exc)
