@@ -42,7 +42,7 @@ from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, InputError
 from harness.ladder.records import Ladder
 from harness.loading import load_model
 from harness.manifest import base_manifest
-from harness.metrics.edit_distance import normalized_edit_distance
+from harness.metrics.edit_distance import first_divergence, normalized_edit_distance
 from harness.registry import ModelEntry
 from harness.stretch.growth import drift_growth, prompt_mean_ci, rank_correlation
 from harness.stretch_study import measure
@@ -127,8 +127,7 @@ def measure_variant(ref, var, keys, out_ref, out_var, prompt_of, forced_ref) -> 
     for k in keys:
         y_r, y_q = out_ref[k], out_var[k]
         row = {"prompt_id": prompt_of[k], "n_prompt_tokens": len(k), "d_tokens": normalized_edit_distance(y_r, y_q),
-               "first_divergence": next((i + 1 for i, (a, b) in enumerate(zip(y_r, y_q)) if a != b),
-                                        0 if len(y_r) == len(y_q) else min(len(y_r), len(y_q)) + 1)}
+               "first_divergence": first_divergence(y_r, y_q)}
         for side, y, own, other in (("ref_tokens", y_r, ref, var), ("var_tokens", y_q, var, ref)):
             if not y:
                 row[f"kl_{side}"] = row[f"same_top1_{side}"] = float("nan")
