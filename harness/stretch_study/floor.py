@@ -30,6 +30,7 @@ import shutil
 import sys
 import time
 import traceback
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -78,7 +79,7 @@ class FloorConfig:
     random_init_controls: bool = False
     """Add a random-initialised twin of every local model (same config and tokenizer, seeded) as a control."""
     control_seed: int = 0
-    """Seed of the random-init twins."""
+    """Base seed of the random-init twins (each twin adds the CRC-32 of its model's name)."""
     argv: tuple[str, ...] = ()
     """Command line, for the manifest."""
     loader: Callable[..., Any] = load_model
@@ -253,7 +254,9 @@ def run_floor(cfg: FloorConfig) -> StudyResult:
     run_dir = rundir.new_run_dir(cfg.out, suffix="-floor")
     models = list(cfg.models)
     if cfg.random_init_controls:
-        models += [random_init_twin(m, run_dir / "controls" / (m.name + CONTROL_SUFFIX), cfg.control_seed) for m in cfg.models]
+        # One seed per twin: two models of one architecture given one seed are the same network, not two controls.
+        models += [random_init_twin(m, run_dir / "controls" / (m.name + CONTROL_SUFFIX), cfg.control_seed + zlib.crc32(m.name.encode()))
+                   for m in cfg.models]
     config = {"models": [m.model_dump() for m in models], "ladder": {"name": cfg.ladder.name, "sha256": cfg.ladder.source_sha256},
               "variants": list(variants), "bits": {v: FLOOR_VARIANTS[v][0] for v in variants},
               **{k: getattr(cfg, k) for k in ("max_prompts", "max_new_tokens", "stretch_prompts", "tol", "max_iter",
