@@ -70,20 +70,23 @@ def render_floor_markdown(summary: dict[str, Any]) -> str:
                      f"{fmt(m['stretch_block_sigma_rel_max'])} | {fmt(m['drift_growth_tokens'])} | {fmt(m['drift_growth_kl'], 4)} | "
                      f"{m['variants_failed'] or '–'} |")
     lines.append("")
-    for col, c in summary.get("rank_correlation", {}).items():
-        lines.append(f"Spearman(σ_rel, {col}) = {fmt(c['rho'])} [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}], "
-                     f"n = {c['n']} models ({c['note']}).")
+    for scope, cs in summary.get("rank_correlation", {}).items():
+        for col, c in cs.items():
+            lines.append(f"- Spearman(end-to-end σ_rel, {col}), {scope.replace('_', ' ')}: {fmt(c['rho'])} "
+                         f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}], n = {c['n']} models ({c['note']}).")
     for model, err in summary.get("failed", {}).items():
         lines.append(f"- {model}: FAILED {err}")
     for model, d in summary.get("variants_info", {}).items():
         for v, err in d.items():
             lines.append(f"- {model} {v}: not measured: {err}")
-    n = len(summary.get("models", []))
-    lines += ["", f"What this can and cannot answer: {n} models (random-init twins are controls, not a sample of "
-              "trained models) give a rank correlation whose CI spans nearly everything; it cannot say whether models "
-              "that stretch less drift less. Run it on a panel of trained models of several families and sizes (a GPU) "
-              "for that. D of bf16 is 0 by construction here (one deterministic decode); the run's identical rung "
-              "is where nondeterminism is measured.", ""]
+    trained = [m for m in summary.get("models", []) if not m.get("control")]
+    lines += ["", f"What this can and cannot answer: {len(trained)} trained model(s). A rank correlation over so few "
+              "units has almost no resolution, and one taken across trained models and their random-init controls "
+              "mostly separates the two groups (untrained models have near-uniform next-token distributions, so "
+              "their KL is small whatever they stretch); it cannot say whether models that stretch less drift less. "
+              "Run it on a panel of trained models of several families and sizes (a GPU) for that. D of bf16 is 0 "
+              "by construction here (one deterministic decode); the run's identical rung is where nondeterminism "
+              "is measured.", ""]
     return "\n".join(lines)
 
 
@@ -92,6 +95,7 @@ def terminal_floor(summary: dict[str, Any]) -> str:
     for r in summary.get("table", []):
         lines.append(f"{r['model']:<22}{r['variant']:<13}{r['bits']:>5}{fmt(r['p_tokens']):>8}{fmt(r['d_tokens']):>8}"
                      f"{fmt(r['kl_ref_tokens'], 4):>10}{fmt(r['kl_var_tokens'], 4):>10}")
-    for col, c in summary.get("rank_correlation", {}).items():
-        lines.append(f"Spearman(stretching, {col}) = {fmt(c['rho'])} [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}] (n = {c['n']})")
+    for scope, cs in summary.get("rank_correlation", {}).items():
+        for col, c in cs.items():
+            lines.append(f"Spearman(stretching, {col}), {scope}: {fmt(c['rho'])} [{fmt(c['ci_low'])}, {fmt(c['ci_high'])}] (n = {c['n']})")
     return "\n".join(lines)
