@@ -1,4 +1,7 @@
-"""`stabprobe stretch` and `stabprobe floor`: argument parsing and the thin calls into the library."""
+"""`stabprobe stretch` and `stabprobe floor`: argument parsing and the thin calls into the library.
+
+The CLI's own helpers (registry, ladder, threads) are passed in, so this package never imports the CLI.
+"""
 
 from __future__ import annotations
 
@@ -27,17 +30,15 @@ def add_commands(sub, common) -> None:
         sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest for tiny models)")
 
 
-def cmd_stretch(args) -> int:
-    from harness.registry import resolve_models
+def cmd_stretch(args, registry, ladder, set_threads) -> int:
+    from harness.models.registry import resolve_models
     from harness.stretch_study.stretch import StretchConfig, run_stretch
 
-    from harness.cli import _ladder, _registry, _set_threads
-
-    _set_threads(args.threads)
-    models = resolve_models(args.models, _registry(args), allow_unpinned=args.allow_unpinned,
+    set_threads(args.threads)
+    models = resolve_models(args.models, registry(args), allow_unpinned=args.allow_unpinned,
                             trust_remote_code=getattr(args, "trust_remote_code", False))
     result = run_stretch(StretchConfig(
-        models=tuple(models), ladder=_ladder(args), out=Path(args.out), max_prompts=args.max_prompts,
+        models=tuple(models), ladder=ladder(args), out=Path(args.out), max_prompts=args.max_prompts,
         stretch_prompts=args.stretch_prompts, max_new_tokens=args.max_new_tokens, tol=args.tol, max_iter=args.max_iter,
         argv=tuple(sys.argv)))
     print(result.terminal)
@@ -45,16 +46,15 @@ def cmd_stretch(args) -> int:
     return result.exit_code
 
 
-def cmd_floor(args) -> int:
-    from harness.registry import resolve_models
-    from harness.cli import _ladder, _registry, _set_threads, _words
+def cmd_floor(args, registry, ladder, set_threads) -> int:
+    from harness.models.registry import resolve_models
     from harness.stretch_study.floor import FloorConfig, run_floor
 
-    _set_threads(args.threads)
-    models = resolve_models(args.models, _registry(args), allow_unpinned=args.allow_unpinned,
+    set_threads(args.threads)
+    models = resolve_models(args.models, registry(args), allow_unpinned=args.allow_unpinned,
                             trust_remote_code=getattr(args, "trust_remote_code", False))
     result = run_floor(FloorConfig(
-        models=tuple(models), ladder=_ladder(args), out=Path(args.out), variants=_words(args.variants),
+        models=tuple(models), ladder=ladder(args), out=Path(args.out), variants=tuple(x.strip() for x in args.variants.split(",") if x.strip()),
         max_prompts=args.max_prompts, max_new_tokens=args.max_new_tokens, stretch_prompts=args.stretch_prompts,
         tol=args.tol, max_iter=args.max_iter, random_init_controls=args.random_init_controls, argv=tuple(sys.argv)))
     print(result.terminal)

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from harness.audit.render import render_prompt
 from harness.errors import InputError
 from harness.ladder.records import Ladder, PromptPair
-from harness.render import render_prompt
 
 # Perturbation distance P leaves out the noise floor and the positive control (as harness.drift does).
 EXCLUDED_FROM_P = ("identical", "positive_control")

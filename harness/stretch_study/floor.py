@@ -38,13 +38,13 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from harness import rundir
+from harness.core import rundir
 from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, InputError
 from harness.ladder.records import Ladder
-from harness.loading import load_model
-from harness.manifest import base_manifest
-from harness.metrics.edit_distance import first_divergence, normalized_edit_distance
-from harness.registry import ModelEntry
+from harness.models.loading import load_model
+from harness.models.registry import ModelEntry
+from harness.run.manifest import base_manifest
+from harness.score.metrics.edit_distance import first_divergence, normalized_edit_distance
 from harness.stretch.growth import drift_growth, prompt_mean_ci, rank_correlation
 from harness.stretch_study import measure
 from harness.stretch_study.common import EXCLUDED_FROM_P, StudyResult, fits, json_safe, render_pairs, select_pairs

@@ -14,8 +14,8 @@ import dataclasses
 from typing import Any
 
 from harness.errors import InputError
-from harness.loading import LoadedModel, load_model
-from harness.registry import ModelEntry
+from harness.models.loading import LoadedModel, load_model
+from harness.models.registry import ModelEntry
 
 FLOOR_VARIANTS: dict[str, tuple[int, str]] = {
     "fp32": (32, "dtype"),

@@ -34,12 +34,12 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from harness import rundir
+from harness.core import rundir
 from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, InputError
 from harness.ladder.records import RUNGS, Ladder
-from harness.loading import load_model
-from harness.manifest import base_manifest
-from harness.registry import ModelEntry
+from harness.models.loading import load_model
+from harness.models.registry import ModelEntry
+from harness.run.manifest import base_manifest
 from harness.stability.traces import first_divergence_margin_percentile
 from harness.stretch.growth import growth_rate
 from harness.stretch.profile import relative_profile, summarize_profiles

@@ -9,7 +9,7 @@ import torch
 
 from harness.cli import main
 from harness.ladder.load import load_ladder
-from harness.registry import DEFAULT_REGISTRY, load_registry, resolve_models
+from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models
 from harness.stretch_study.floor import FloorConfig, run_floor
 from harness.stretch_study.stretch import StretchConfig, run_stretch
 
