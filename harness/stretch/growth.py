@@ -12,6 +12,7 @@ from harness.stretch.records import GrowthRate, RankCorrelation
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20261201
 REFERENCE_BITS = 16
+MIN_UNITS_FOR_CI = 5
 
 
 def growth_rate(d: Sequence[float] | np.ndarray) -> GrowthRate:
@@ -56,6 +57,10 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], seed: int = BOOTSTR
         return RankCorrelation(float("nan"), float("nan"), float("nan"), n,
                                f"undefined: {n} unit(s) with both values, or a constant side{extra}")
     rho = float(stats.spearmanr(a, b).statistic)
+    if n < MIN_UNITS_FOR_CI:
+        return RankCorrelation(rho, float("nan"), float("nan"), n,
+                               f"n = {n} units: no interval (a bootstrap over fewer than {MIN_UNITS_FOR_CI} units only "
+                               f"reshuffles them; with 3 units every ordering has probability 1/6){extra}")
 
     def stat(i):
         i = np.asarray(i, dtype=int)

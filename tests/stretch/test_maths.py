@@ -129,6 +129,8 @@ def test_drift_growth_and_rank_correlation():
     assert math.isnan(drift_growth([16], [0.0]))
     r = rank_correlation([1, 2, 3, 4, 5], [2, 4, 5, 9, 10])
     assert r.rho == pytest.approx(1.0) and r.ci_low == pytest.approx(1.0) and r.n == 5
+    r = rank_correlation([1, 2, 3], [1, 2, 3])
+    assert r.rho == pytest.approx(1.0) and math.isnan(r.ci_low) and "no interval" in r.note
     r = rank_correlation([1, 2], [3, 4])
     assert math.isnan(r.rho) and "undefined" in r.note
     c = prompt_mean_ci([1.0, 3.0, np.nan, 5.0], ["a", "a", "b", "c"])
