@@ -92,7 +92,10 @@ def test_gpt2_layout_is_found(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=16)).double().eval()
+    # eager attention: the transposed-VJP route needs a double backward, which CPU sdpa (flash) does not have
+    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=16)
+    cfg._attn_implementation = "eager"
+    model = GPT2LMHeadModel(cfg).double().eval()
     model.requires_grad_(False)
     blocks, _ = locate_blocks(model)
     st = capture(model, torch.tensor([[1, 2, 3, 4]]))
