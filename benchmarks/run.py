@@ -35,6 +35,7 @@ BENCHMARKS = {
     "levenshtein": ("benchmarks.bench_levenshtein", "run"),
     "cached_rerun": ("benchmarks.bench_pipeline", "run_cached_rerun"),
     "phase_split": ("benchmarks.bench_pipeline", "run_phase_split"),
+    "validity": ("benchmarks.bench_validity", "run"),  # error rates and coverage by simulation, not speed
 }
 RESULTS = REPO / "benchmarks" / "results.json"
 

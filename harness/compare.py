@@ -1,19 +1,26 @@
 """`stabprobe compare RUN_A RUN_B`: did stability change between two runs?
 
-Per model x variant x rung x length, the change is mean(B) - mean(A) of one
-metric (embedding distance by default) with a bootstrap 95% CI. When both
-runs scored the same pair ids the CI is paired (per-pair differences
-resampled together, which cancels the pair-to-pair spread both runs share);
-otherwise the two samples are resampled independently.
+Per model x variant x rung x length (a cell), the change is the mean over the
+pair ids both runs scored of B - A for one metric (embedding distance by
+default). The unit is the base prompt, as in the run's own report: the test is
+a sign-flip permutation test on the per-prompt mean differences
+(:func:`harness.summary.stats.paired_prompt_test`) and the 95% CI resamples base
+prompts. Pair ids scored in one run only are left out of both and counted
+(``n_a``, ``n_b`` against ``n_shared``).
 
-A cell *regressed* when the whole CI lies above 0 and the change exceeds a
-practical threshold (a larger distance = a less stable model); *improved* is
-the mirror image; anything else is *unchanged*. The threshold keeps a
-statistically real but negligible shift (e.g. a library update nudging a few
-tokens) from failing CI. The positive control is the one rung read the other
-way round: its prompts differ in meaning, so a model whose outputs move *less*
-there has become less responsive (the collapse pattern), and that is the
-regression; more movement there is an improvement. Nothing is written into either run directory.
+Multiplicity: every cell tested in one `compare` is one family, controlled by
+Benjamini-Hochberg at ``FDR_Q`` = 0.05. When nothing changed at all, the
+chance that the comparison calls *any* cell changed is at most 5% (per
+comparison, not per cell); otherwise at most 5% of the cells it calls changed
+are expected to be false calls. A cell *regressed* when its BH-adjusted
+p-value is below ``FDR_Q``, the change points the bad way and exceeds a
+practical threshold (a library update nudging a few tokens must not fail CI;
+the threshold only removes calls, so the bounds above still hold);
+*improved* is the mirror image; anything else is *unchanged*. The positive
+control is the one rung read the other way round: its prompts differ in
+meaning, so a model whose outputs move *less* there has become less
+responsive (the collapse pattern), and that is the regression. Nothing is
+written into either run directory.
 """
 
 from __future__ import annotations
@@ -28,35 +35,54 @@ from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, InputError
 from harness.ladder.records import RUNGS
 from harness.core.rundir_read import read_manifest, read_table
-from harness.summary.stats import bootstrap_diff_ci
+from harness.summary.stats import FDR_Q, benjamini_hochberg, cluster_bootstrap_ci, paired_prompt_test
 
 DEFAULT_THRESHOLD = 0.02
 DEFAULT_METRIC = "emb_dist"
 CELL = ["model", "variant", "rung", "length"]
-MIN_PAIRS = 2
-"""With one pair a bootstrap CI has zero width whatever the noise: no verdict below this."""
+MIN_PROMPTS = 2
+"""With one base prompt there is no prompt-to-prompt spread to test against: no verdict below this."""
 
 REGRESSED, IMPROVED, UNCHANGED = "regressed", "improved", "unchanged"
-TOO_FEW, ONLY_A, ONLY_B = "too_few_pairs", "only_in_a", "only_in_b"
+TOO_FEW, ONLY_A, ONLY_B = "too_few_prompts", "only_in_a", "only_in_b"
 
 
 @dataclass(frozen=True)
 class CompareRow:
     model: str
+    """Model name (registry name or directory)."""
     variant: str
+    """Variant, e.g. ``bf16`` or ``int4``."""
     rung: str
+    """Ladder rung of the cell."""
     length: int
+    """Generated length L the metric was computed on."""
     n_a: int
+    """Pairs of this cell in run A."""
     n_b: int
+    """Pairs of this cell in run B."""
     paired: bool
     """True when both runs scored exactly the same pair ids in this cell."""
+    n_shared: int
+    """Pair ids scored in both runs: the change, test and CI use only these."""
+    n_prompts: int
+    """Base prompts among the shared pairs: the units of the test and the CI."""
     mean_a: float
+    """Mean over all of run A's pairs in the cell."""
     mean_b: float
+    """Mean over all of run B's pairs in the cell."""
     change: float
-    """mean_b - mean_a; nan when the cell is in one run only."""
+    """Mean over the shared pairs of B - A; nan when the cell is in one run only."""
     ci_low: float
+    """Lower end of the 95% prompt-level bootstrap CI of ``change`` (not multiplicity-adjusted)."""
     ci_high: float
+    """Upper end of that CI."""
+    p: float
+    """Two-sided sign-flip test on per-prompt mean differences; nan when not tested."""
+    p_adj: float
+    """Benjamini-Hochberg adjusted over every tested cell of this comparison; nan when not tested."""
     verdict: str
+    """regressed / improved / unchanged / too_few_prompts / only_in_a / only_in_b."""
 
 
 def load_pairs(run_dir: Path, metric: str) -> pd.DataFrame:
@@ -76,7 +102,7 @@ def load_run(run_dir: Path, metric: str) -> tuple[dict, pd.DataFrame]:
     status = manifest["status"]
     if status != "complete":
         raise InputError(str(run_dir / rundir.MANIFEST), "status", f"run is {status!r}, not 'complete'")
-    pairs = read_table(run_dir / rundir.PAIRS, (*CELL, "pair_id", metric))
+    pairs = read_table(run_dir / rundir.PAIRS, (*CELL, "pair_id", "prompt_id", metric))
     nan = pairs[metric].isna()
     if nan.any():
         # A NaN distance is a scoring failure, not a value to average over.
@@ -93,8 +119,9 @@ HIGHER_IS_BETTER = frozenset({"positive_control"})
 """Rungs where a larger distance is the wanted response (a change of meaning should move the output)."""
 
 
-def _verdict(change: float, lo: float, hi: float, threshold: float, rung: str = "") -> str:
-    up, down = lo > 0 and change > threshold, hi < 0 and change < -threshold
+def _verdict(change: float, p_adj: float, threshold: float, rung: str = "") -> str:
+    significant = p_adj < FDR_Q
+    up, down = significant and change > threshold, significant and change < -threshold
     if rung in HIGHER_IS_BETTER:
         up, down = down, up
     if up:
@@ -104,22 +131,47 @@ def _verdict(change: float, lo: float, hi: float, threshold: float, rung: str = 
     return UNCHANGED
 
 
-def compare_cell(a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: float,
-                 rung: str = "") -> tuple[bool, float, float, float, str]:
-    """(paired, change, ci low, ci high, verdict) for one cell present in both runs."""
+@dataclass(frozen=True)
+class CellTest:
+    """What one cell present in both runs gives before the family-wide correction."""
+
+    paired: bool
+    """Both runs scored exactly the same pair ids."""
+    n_shared: int
+    """Shared pair ids."""
+    n_prompts: int
+    """Base prompts among them."""
+    change: float
+    """Mean over the shared pairs of B - A."""
+    ci_low: float
+    """95% prompt-level CI of ``change``, lower end."""
+    ci_high: float
+    """Upper end."""
+    p: float
+    """Raw two-sided p-value; nan when there are fewer than MIN_PROMPTS prompts."""
+
+
+def compare_cell(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> CellTest:
+    """Change, CI and raw p-value of one cell present in both runs, on the pair ids both scored."""
     ids_a, ids_b = a["pair_id"].astype(str), b["pair_id"].astype(str)
-    paired = ids_a.is_unique and ids_b.is_unique and set(ids_a) == set(ids_b)
-    if paired:
-        va = a.set_index(ids_a)[metric].astype(float)
-        vb = b.set_index(ids_b)[metric].astype(float).reindex(va.index)
-        x, y = va.to_numpy(), vb.to_numpy()
-    else:
-        x, y = a[metric].astype(float).to_numpy(), b[metric].astype(float).to_numpy()
-    change = float(y.mean() - x.mean())
-    if min(len(x), len(y)) < MIN_PAIRS:
-        return paired, change, float("nan"), float("nan"), TOO_FEW
-    lo, hi = bootstrap_diff_ci(x, y, paired=paired)
-    return paired, change, lo, hi, _verdict(change, lo, hi, threshold, rung)
+    for ids, name in ((ids_a, "A"), (ids_b, "B")):
+        if not ids.is_unique:
+            dup = ids[ids.duplicated()].iloc[0]
+            raise InputError(rundir.PAIRS, "pair_id", f"run {name} scored pair {dup!r} twice in one cell")
+    paired = set(ids_a) == set(ids_b)
+    va = a.set_index(ids_a)
+    vb = b.set_index(ids_b)
+    shared = va.index.intersection(vb.index).sort_values()
+    x = va.loc[shared, metric].astype(float).to_numpy()
+    y = vb.loc[shared, metric].astype(float).to_numpy()
+    prompts = va.loc[shared, "prompt_id"].astype(str).to_numpy()
+    n_prompts = len(set(prompts))
+    change = float((y - x).mean()) if len(shared) else float("nan")
+    if n_prompts < MIN_PROMPTS:
+        return CellTest(paired, len(shared), n_prompts, change, float("nan"), float("nan"), float("nan"))
+    lo, hi = cluster_bootstrap_ci(y - x, prompts)
+    p = paired_prompt_test(y, x, prompts).pvalue
+    return CellTest(paired, len(shared), n_prompts, change, lo, hi, p)
 
 
 def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
@@ -136,19 +188,27 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
     ga = {k: g for k, g in pa.groupby(CELL, sort=False)}
     gb = {k: g for k, g in pb.groupby(CELL, sort=False)}
     order = {r: i for i, r in enumerate(RUNGS)}
+    keys = sorted(set(ga) | set(gb), key=lambda k: (str(k[0]), str(k[1]), order.get(k[2], 99), int(k[3])))
+    tests = {k: compare_cell(ga[k], gb[k], metric) for k in keys if k in ga and k in gb}
+    tested = [k for k, t in tests.items() if not np.isnan(t.p)]
+    # One family: every cell tested in this comparison.
+    p_adj = dict(zip(tested, benjamini_hochberg([tests[k].p for k in tested]).tolist()))
     rows = []
-    for key in sorted(set(ga) | set(gb), key=lambda k: (str(k[0]), str(k[1]), order.get(k[2], 99), int(k[3]))):
+    for key in keys:
         model, variant, rung, length = str(key[0]), str(key[1]), str(key[2]), int(key[3])
         a, b = ga.get(key), gb.get(key)
         mean_a = float(a[metric].mean()) if a is not None else float("nan")
         mean_b = float(b[metric].mean()) if b is not None else float("nan")
-        if a is None or b is None:
-            rows.append(CompareRow(model, variant, rung, length, 0 if a is None else len(a), 0 if b is None else len(b),
-                                   False, mean_a, mean_b, float("nan"), float("nan"), float("nan"),
-                                   ONLY_B if a is None else ONLY_A))
+        n_a, n_b = 0 if a is None else len(a), 0 if b is None else len(b)
+        t = tests.get(key)
+        if t is None:
+            rows.append(CompareRow(model, variant, rung, length, n_a, n_b, False, 0, 0, mean_a, mean_b, float("nan"),
+                                   float("nan"), float("nan"), float("nan"), float("nan"), ONLY_B if a is None else ONLY_A))
             continue
-        paired, change, lo, hi, verdict = compare_cell(a, b, metric, threshold, rung)
-        rows.append(CompareRow(model, variant, rung, length, len(a), len(b), paired, mean_a, mean_b, change, lo, hi, verdict))
+        q = p_adj.get(key, float("nan"))
+        verdict = TOO_FEW if np.isnan(t.p) else _verdict(t.change, q, threshold, rung)
+        rows.append(CompareRow(model, variant, rung, length, n_a, n_b, t.paired, t.n_shared, t.n_prompts, mean_a, mean_b,
+                               t.change, t.ci_low, t.ci_high, t.p, q, verdict))
     if not any(r.verdict not in (ONLY_A, ONLY_B) for r in rows):
         models_a = sorted({f"{m}/{v}" for m, v in zip(pa["model"], pa["variant"])})
         models_b = sorted({f"{m}/{v}" for m, v in zip(pb["model"], pb["variant"])})
@@ -158,28 +218,45 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
     return rows
 
 
+def family_note(rows: list[CompareRow]) -> str:
+    """How many cells were tested and what error rate the decision rule implies (printed under the table)."""
+    tested = [r for r in rows if not np.isnan(r.p)]
+    called = [r for r in tested if r.verdict in (REGRESSED, IMPROVED)]
+    significant = [r.p for r in tested if r.p_adj < FDR_Q]
+    cut = f"raw p <= {max(significant):.3g}" if significant else "no cell reached it"
+    return (f"family: {len(tested)} cells tested (paired sign-flip test on per-prompt mean differences over shared pairs), "
+            f"Benjamini-Hochberg at q = {FDR_Q}: if no cell truly changed, P(any false regressed/improved call) <= {FDR_Q}; "
+            f"otherwise <= {FDR_Q:.0%} of the {len(called)} cells called changed are expected to be false "
+            f"(BH cut-off this time: {cut}); the threshold only removes calls")
+
+
 def _f(x: float, signed: bool = False) -> str:
     if np.isnan(x):
         return "-"
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
+def _p(x: float) -> str:
+    return "-" if np.isnan(x) else f"{x:.3g}"
+
+
 def render_compare(rows: list[CompareRow], metric: str, threshold: float) -> str:
     mw = max([18] + [len(r.model) + 2 for r in rows])
     vw = max([9] + [len(r.variant) + 2 for r in rows])
-    head = (f"{'model':<{mw}}{'variant':<{vw}}{'rung':<18}{'L':>5}{'n A':>6}{'n B':>6}  {'pairing':<9}"
-            f"{'mean A':>9}{'mean B':>9}{'change':>9}  {'95% CI':<21}verdict")
-    lines = [f"compare {metric}: change = mean(B) - mean(A); regressed/improved need the CI to exclude 0 "
-             f"and |change| > {threshold}; on {', '.join(sorted(HIGHER_IS_BETTER))} a fall is the regression",
-             head, "-" * len(head)]
+    head = (f"{'model':<{mw}}{'variant':<{vw}}{'rung':<18}{'L':>5}{'n A':>6}{'n B':>6}{'shared':>7}{'prompts':>8}  "
+            f"{'mean A':>9}{'mean B':>9}{'change':>9}  {'95% CI':<21}{'p':>8}{'p (BH)':>8}  verdict")
+    lines = [f"compare {metric}: change = mean over shared pairs of B - A, unit = base prompt; regressed/improved need "
+             f"the BH-adjusted p < {FDR_Q} and |change| > {threshold}; on {', '.join(sorted(HIGHER_IS_BETTER))} "
+             f"a fall is the regression", head, "-" * len(head)]
     for r in rows:
         ci = "-" if np.isnan(r.ci_low) else f"[{_f(r.ci_low, True)}, {_f(r.ci_high, True)}]"
         verdict = r.verdict.upper() if r.verdict == REGRESSED else r.verdict
-        lines.append(f"{r.model:<{mw}}{r.variant:<{vw}}{r.rung:<18}{r.length:>5}{r.n_a:>6}{r.n_b:>6}  "
-                     f"{'paired' if r.paired else 'unpaired':<9}{_f(r.mean_a):>9}{_f(r.mean_b):>9}{_f(r.change, True):>9}  "
-                     f"{ci:<21}{verdict}")
+        lines.append(f"{r.model:<{mw}}{r.variant:<{vw}}{r.rung:<18}{r.length:>5}{r.n_a:>6}{r.n_b:>6}{r.n_shared:>7}"
+                     f"{r.n_prompts:>8}  {_f(r.mean_a):>9}{_f(r.mean_b):>9}{_f(r.change, True):>9}  "
+                     f"{ci:<21}{_p(r.p):>8}{_p(r.p_adj):>8}  {verdict}")
     counts = {v: sum(r.verdict == v for r in rows) for v in (REGRESSED, IMPROVED, UNCHANGED, TOO_FEW, ONLY_A, ONLY_B)}
     lines.append(", ".join(f"{n} {v.replace('_', ' ')}" for v, n in counts.items() if n or v in (REGRESSED, IMPROVED, UNCHANGED)))
+    lines.append(family_note(rows))
     return "\n".join(lines)
 
 

@@ -89,13 +89,40 @@ def test_threshold_flag_decides_small_real_shifts(run_a, tmp_path):
     assert main(["compare", str(run_a), str(run_b), "--threshold", "0.005"]) == 1
 
 
-def test_different_pair_ids_fall_back_to_an_unpaired_ci(run_a, tmp_path):
+def test_different_pair_ids_are_compared_on_the_shared_ones(run_a, tmp_path):
     def drop_some(p: pd.DataFrame) -> pd.DataFrame:
         return p[~p["pair_id"].str.startswith("p0/")]
 
     rows = compare_runs(run_a, _copy_with(run_a, tmp_path / "b", drop_some))
     assert rows and not any(r.paired for r in rows)
+    assert all(r.n_shared == r.n_b == r.n_a - 1 and r.n_prompts == r.n_shared for r in rows)  # one pair per prompt here
     assert {r.verdict for r in rows} == {UNCHANGED}
+
+
+def test_the_family_is_every_tested_cell_and_the_report_says_so(run_a, tmp_path, capsys):
+    run_b = _copy_with(run_a, tmp_path / "b", _bump("steady", "paraphrase", 0.2))
+    rows = compare_runs(run_a, run_b)
+    tested = [r for r in rows if r.p == r.p]
+    assert len(tested) == len(rows)  # every cell has >= 2 prompts in both runs
+    hit = [r for r in rows if r.verdict == REGRESSED]
+    # 10 prompts all shifted by +0.2: the most extreme of 2**10 sign patterns, p = 2/1024; BH over all cells.
+    assert all(r.p == pytest.approx(2 / 1024) for r in hit)
+    assert all(r.p_adj == pytest.approx(2 / 1024 * len(tested) / 2) for r in hit)
+    assert main(["compare", str(run_a), str(run_b)]) == 1
+    out = capsys.readouterr().out
+    assert f"family: {len(tested)} cells tested" in out and "Benjamini-Hochberg at q = 0.05" in out
+
+
+def test_a_shift_on_too_few_prompts_is_not_a_regression(run_a, tmp_path):
+    # The same +0.2 on three of ten prompts: real but not shown at the prompt level once the family is corrected.
+    def bump_three(p: pd.DataFrame) -> pd.DataFrame:
+        p = p.copy()
+        m = (p["model"] == "steady") & (p["rung"] == "paraphrase") & p["prompt_id"].isin(["p0", "p1", "p2"])
+        p.loc[m, "emb_dist"] += 0.2
+        return p
+
+    rows = compare_runs(run_a, _copy_with(run_a, tmp_path / "b", bump_three))
+    assert REGRESSED not in {r.verdict for r in rows}
 
 
 def test_model_missing_from_one_run_is_shown_not_hidden(run_a, tmp_path, capsys):

@@ -108,8 +108,9 @@ def fig_rung_distances(summary: dict[str, Any]) -> Figure:
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     boot = summary.get("bootstrap", {})
-    return Figure(key, title, f"Mean over the pairs of each rung; bars are {boot.get('method', 'percentile')} bootstrap "
-                              f"95% CIs ({boot.get('resamples')} resamples, seed {boot.get('seed')}). Clusters are in "
+    return Figure(key, title, f"Mean over the pairs of each rung; bars are 95% bootstrap CIs resampling "
+                              f"{boot.get('unit', 'pair')}s ({boot.get('method', 'percentile')}, {boot.get('resamples')} "
+                              f"resamples, seed {boot.get('seed')}); no bar where a cell has one prompt. Clusters are in "
                               "the tables.", _png(fig))
 
 
@@ -312,7 +313,7 @@ def fig_drift(summary: dict[str, Any]) -> Figure:
             ax.annotate(r["variant"], xy, textcoords="offset points", xytext=(6, 4 + 11 * j), fontsize=8, color=color)
             if r["variant"] != r["reference"] and r["reference"] in at:
                 ax.annotate("", xy, at[r["reference"]], arrowprops={"arrowstyle": "->", "color": color, "lw": 1})
-            if r["collapse"]:
+            if r["collapse"] is True or r["collapse"] == "collapse":  # True: a summary.json from before the CIs
                 ax.scatter(*xy, s=170, facecolors="none", edgecolors="red", lw=1.5, zorder=4)
     ax.set_xlim(-0.02 * top, top)
     ax.set_ylim(-0.02 * top, top)
@@ -323,7 +324,7 @@ def fig_drift(summary: dict[str, Any]) -> Figure:
     fig.tight_layout()
     caption = (f"At L = {L}. Arrows go from each model's reference (bf16) to its variants. A variant that moves down "
                "(smaller P) while landing right of the diagonal (D > P) looks more stable only because it no longer "
-               "tracks the reference: collapse (red rings). The reference's own D is its two independent decodes of "
+               "tracks the reference: collapse (red rings: both shown by 95% prompt-level CIs, see the table). The reference's own D is its two independent decodes of "
                "the same prompts (0 when deterministic). P leaves out the identical rung and the positive control.")
     if notes:
         caption += " Not drawn: " + "; ".join(notes) + "."

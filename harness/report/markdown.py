@@ -20,6 +20,20 @@ def _fmt(x: float | None) -> str:
     return "nan" if x != x else f"{x:.4f}"
 
 
+def _diff(x: float | None, ci: list[float] | None) -> str:
+    if x is None:
+        return "-"
+    lo, hi = ci or (float("nan"), float("nan"))
+    return f"{x:+.4f} [{lo:+.4f}, {hi:+.4f}]" if lo == lo else f"{x:+.4f} [-]"
+
+
+def _collapse(verdict: Any) -> str:
+    # None: the reference itself; a bool: a summary.json from before the prompt-level verdict.
+    if verdict is None:
+        return "- (reference)"
+    return ("collapse" if verdict else "no collapse") if isinstance(verdict, bool) else str(verdict)
+
+
 def _p(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
@@ -59,14 +73,15 @@ def run_lines(summary: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
 def _cells_table(summary: dict[str, Any]) -> Table:
     cells = summary["cells"]
     answer = any("emb_dist_answer" in c for c in cells)
-    header = ["model", "variant", "rung", "L", "n", "cluster", "embedding distance [95% CI]"]
+    header = ["model", "variant", "rung", "L", "prompts", "pairs", "cluster", "embedding distance [95% CI]"]
     if answer:
         header.append("answer-span emb. distance [95% CI]")
     header += ["token edit (norm)", "hidden dist", "prompt-end JS", "top-1 flip rate", "diverged share"]
     rows = []
     for c in cells:
         e = c["emb_dist"]
-        row = [c["model"], str(c["variant"]), c["rung"], str(c["length"]), str(c["n_pairs"]), c.get("cluster") or "-",
+        row = [c["model"], str(c["variant"]), c["rung"], str(c["length"]), str(c.get("n_prompts", "-")), str(c["n_pairs"]),
+               c.get("cluster") or "-",
                f"{_fmt(e['mean'])} [{_fmt(e['ci95'][0])}, {_fmt(e['ci95'][1])}]"]
         if answer:
             a = c.get("emb_dist_answer")
@@ -75,8 +90,11 @@ def _cells_table(summary: dict[str, Any]) -> Table:
                 _fmt(c["top1_flip"]["mean"]), _fmt(c["diverged_share"])]
         rows.append(row)
     return Table("distances", "Distances per rung (mean [95% bootstrap CI])", header, rows,
-                 note=("Cluster: models of one variant × rung × length sharing a letter are not separated by the "
-                       "paired permutation test on embedding distance (Holm-corrected); the letters are clusters, not ranks."),
+                 note=("Means are over pairs; the 95% CI resamples base prompts (a prompt keeps all its pairs, which share "
+                       "its output), so its width reflects the number of prompts, not of pairs. "
+                       "Cluster: models of one variant × rung × length sharing a letter are not separated by the "
+                       "paired permutation test on per-prompt embedding distance differences (Holm-corrected); "
+                       "the letters are clusters, not ranks."),
                  empty="no pairs were scored")
 
 
@@ -95,16 +113,22 @@ def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
                      f"{sum(x['separated'] for x in tested)} of {len(tested)}"])
         for x in c["comparisons"]:
             if x["separated"]:
-                sep_rows.append([str(c["variant"]), c["rung"], str(c["length"]), x["a"], x["b"], str(x["n_shared"]),
+                sep_rows.append([str(c["variant"]), c["rung"], str(c["length"]), x["a"], x["b"], str(x.get("n_prompts", "-")),
+                                 str(x["n_shared"]),
                                  _fmt(x["mean_diff"]), _p(x["p"]), _p(x["p_holm"])])
-    note = (f"{tests.get('kind', 'paired permutation').capitalize()} test of {tests.get('statistic', 'the mean difference')} on the pair ids "
-            f"both models were scored on ({tests.get('permutations')} sign patterns or all of them, seed {tests.get('seed')}); "
-            f"{tests.get('correction', 'Holm')}; separated when the adjusted p < {tests.get('alpha')}.")
+    note = (f"{tests.get('kind', 'paired permutation').capitalize()} test, unit: {tests.get('unit', 'pair')}; statistic: "
+            f"{tests.get('statistic', 'the mean difference')} ({tests.get('permutations')} sign patterns or all of them, "
+            f"seed {tests.get('seed')}). Multiplicity: {tests.get('correction', 'Holm')}, one family = "
+            f"{tests.get('family', 'one variant × rung × length')} ({tests.get('families', '?')} families, at most "
+            f"{tests.get('family_size_max', '?')} tests each, {tests.get('tests_total', '?')} tests in all); separated when "
+            f"the adjusted p < {tests.get('alpha')}. The error rate holds per family: if no model differed anywhere, "
+            f"the expected number of families showing a false separation is "
+            f"{tests.get('expected_false_separations_if_no_model_differs', '?')}.")
     return [
         Table("clusters", "Clusters (compact letter display)",
               ["variant", "rung", "L", "models", "clusters", "pairs of models separated"], rows, note=note,
               empty="no cells to cluster"),
-        Table("separated", "Separated pairs of models", ["variant", "rung", "L", "model a", "model b", "shared pairs",
+        Table("separated", "Separated pairs of models", ["variant", "rung", "L", "model a", "model b", "prompts", "shared pairs",
                                                          "mean(a − b)", "p", "p (Holm)"], sep_rows,
               note="Every pair of models whose Holm-adjusted p-value is below alpha; all comparisons are in summary.json.",
               empty="no pair of models is separated on any rung"),
@@ -145,22 +169,29 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
     ]
     checks = summary["checks"]["positive_control_exceeds_noop"]
     tables.append(Table("checks", "Check: positive control moves more than no-op formatting",
-                        ["model", "variant", "L", "positive_control", "noop_format", "holds"],
+                        ["model", "variant", "L", "positive_control", "noop_format", "prompts / pairs (pc; noop)", "holds"],
                         [[c["model"], c["variant"], str(c["length"]), _fmt(c["positive_control"]), _fmt(c["noop_format"]),
+                          "; ".join(f"{n[0]} / {n[1]}" for n in (c.get("n") or {}).values()) or "-",
                           "yes" if c["holds"] else "no"] for c in checks],
                         bold_rows={i for i, c in enumerate(checks) if not c["holds"]},
                         empty="not checked: no model has both rungs scored"))
     if "drift" in summary:
         drift = summary["drift"]
         tables.append(Table("drift", "Drift from the reference and collapse",
-                            ["model", "variant", "L", "reference", "P", "P (reference)", "D", "prompts", "collapse"],
+                            ["model", "variant", "L", "reference", "P", "prompts / pairs", "P (reference)",
+                             "P − P(ref) [95% CI]", "D", "D − P [95% CI]", "drift prompts / rows", "collapse"],
                             [[r["model"], str(r["variant"]), str(r["length"]), str(r["reference"]),
-                              _fmt(r["perturbation_distance"]), _fmt(r["reference_perturbation_distance"]), _fmt(r["drift"]),
-                              str(r["drift_prompts"]), "yes" if r["collapse"] else "no"] for r in drift],
+                              _fmt(r["perturbation_distance"]), f"{r.get('n_prompts', '-')} / {r.get('n_pairs', '-')}",
+                              _fmt(r["reference_perturbation_distance"]), _diff(r.get("delta_p"), r.get("delta_p_ci95")),
+                              _fmt(r["drift"]), _diff(r.get("d_minus_p"), r.get("d_minus_p_ci95")),
+                              f"{r['drift_prompts']} / {r.get('drift_rows', '-')}", _collapse(r["collapse"])] for r in drift],
                             note=("P: mean embedding distance over perturbed pairs (identical rung and positive control left out); "
                                   "D: distance between the variant's and the reference's output on the same prompt. "
-                                  "Collapse: P below the reference's P while D exceeds P."),
-                            bold_rows={i for i, r in enumerate(drift) if r["collapse"]}, empty="no pairs were scored"))
+                                  "CIs resample base prompts. Collapse: P − P(ref) < 0 and D − P > 0, each shown by its "
+                                  "95% CI; no collapse: either CI lies wholly on the other side; not determined: a CI "
+                                  "straddles 0 (or fewer than two shared prompts)."),
+                            bold_rows={i for i, r in enumerate(drift) if r["collapse"] == "collapse"},
+                            empty="no pairs were scored"))
     if "scaffold" in summary:
         tables.append(Table("scaffold", "Scaffolds (outputs that open with a preamble before the answer)",
                             ["model", "variant", "outputs", "with scaffold", "unclosed", "most common opening"],
@@ -212,14 +243,15 @@ def render_markdown(summary: dict[str, Any], manifest: dict[str, Any]) -> str:
 
 
 def terminal_summary(summary: dict[str, Any]) -> str:
-    """Per model x rung: pairs kept and mean embedding distance at each length."""
+    """Per model x rung: pairs kept, base prompts behind them, and mean embedding distance at each length."""
     lengths = sorted({c["length"] for c in summary["cells"]})
     kept = {(a["model"], a.get("variant", "bf16"), a["rung"]): (a["kept"], a["total"]) for a in summary["audit"]}
     emb = {(c["model"], c["variant"], c["rung"], c["length"]): c["emb_dist"]["mean"] for c in summary["cells"]}
+    n_prompts = {(c["model"], c["variant"], c["rung"]): c.get("n_prompts", "-") for c in summary["cells"]}
     models = sorted({(c["model"], c["variant"]) for c in summary["cells"]})
     mw = max([18] + [len(m) + 2 for m, _ in models])
     vw = max([8] + [len(v) + 2 for _, v in models])
-    head = f"{'model':<{mw}}{'variant':<{vw}}{'rung':<18}{'kept':>9}" + "".join(f"{'emb@' + str(L):>11}" for L in lengths)
+    head = f"{'model':<{mw}}{'variant':<{vw}}{'rung':<18}{'kept':>9}{'prompts':>8}" + "".join(f"{'emb@' + str(L):>11}" for L in lengths)
     lines = [head, "-" * len(head)]
     for model, variant in models:
         for rung in RUNGS:
@@ -227,7 +259,7 @@ def terminal_summary(summary: dict[str, Any]) -> str:
                 continue
             k, t = kept[(model, variant, rung)]
             vals = "".join(f"{_fmt(emb.get((model, variant, rung, L), float('nan'))):>11}" for L in lengths)
-            lines.append(f"{model:<{mw}}{variant:<{vw}}{rung:<18}{f'{k}/{t}':>9}{vals}")
+            lines.append(f"{model:<{mw}}{variant:<{vw}}{rung:<18}{f'{k}/{t}':>9}{n_prompts.get((model, variant, rung), '-'):>8}{vals}")
     det = summary["determinism"]
     lines.append(f"determinism: {det['verdict']} ({det['nonzero_rows']}/{det['identical_rows']} identical-rung rows non-zero)")
     for f in summary.get("flags") or []:

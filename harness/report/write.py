@@ -13,14 +13,14 @@ import pandas as pd
 
 from harness.core import rundir
 from harness.errors import InputError
-from harness.score.drift import collapse_flags, drift_table
+from harness.summary.collapse import collapse_flags, drift_table
 from harness.summary.flags import compute_flags, scaffold_table
 from harness.report.html import REPORT_HTML, render_html
 from harness.report.markdown import render_markdown
 from harness.core.rundir_read import read_manifest, read_table
 from harness.summary.build import build_summary
 
-PAIR_COLUMNS = ("model", "variant", "rung", "length", "pair_id")
+PAIR_COLUMNS = ("model", "variant", "rung", "length", "pair_id", "prompt_id")  # prompt_id: the statistical unit
 AUDIT_COLUMNS = ("model", "variant", "pair_id", "rung", "kept", "reason")
 
 

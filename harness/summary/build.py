@@ -14,27 +14,37 @@ from harness.summary.stats import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
+    CONFIDENCE,
     PERMUTATION_SEED,
     PERMUTATIONS,
-    bootstrap_ci,
+    cluster_bootstrap_ci,
     cluster_groups,
 )
 
 CLUSTER_METRIC = "emb_dist"
+FAMILY = "all model pairs within one variant x rung x length"
+"""The Holm family of the cluster tests; the error rate holds per family, not for the whole report."""
 METRICS = ("emb_dist", "emb_dist_answer", "tok_edit_norm", "tok_edit_norm_answer", "hidden_dist", "js", "top1_flip")
 
 
 def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
-    """Mean and CI of each metric per model x variant x rung x length."""
+    """Mean over pairs and its prompt-level CI of each metric per model x variant x rung x length.
+
+    The CI resamples base prompts (harness.summary.stats.cluster_bootstrap_ci);
+    ``n_prompts`` is the number of base prompts behind ``n_pairs``.
+    """
     out = []
     if pairs.empty:
         return out
     for (model, variant, rung, length), g in pairs.groupby(["model", "variant", "rung", "length"], sort=False):
-        row: dict[str, Any] = {"model": model, "variant": variant, "rung": rung, "length": int(length), "n_pairs": int(len(g))}
+        prompts = g["prompt_id"].astype(str).to_numpy()
+        row: dict[str, Any] = {"model": model, "variant": variant, "rung": rung, "length": int(length),
+                               "n_prompts": int(len(set(prompts))), "n_pairs": int(len(g))}
         for m in METRICS:
             vals = g[m].astype(float).to_numpy()
-            finite = vals[~np.isnan(vals)]
-            lo, hi = bootstrap_ci(finite)
+            ok = ~np.isnan(vals)
+            finite = vals[ok]
+            lo, hi = cluster_bootstrap_ci(finite, prompts[ok])
             row[m] = {"mean": float(np.mean(finite)) if finite.size else float("nan"), "ci95": [lo, hi]}
             if finite.size < vals.size:  # said, not hidden: the mean is over fewer pairs than n_pairs
                 row[m]["n_missing"] = int(vals.size - finite.size)
@@ -73,16 +83,18 @@ def positive_vs_noop(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         pos_m, noop_m = c["emb_dist"]["mean"], noop["emb_dist"]["mean"]
         out.append({"model": model, "variant": variant, "length": length, "positive_control": pos_m,
-                    "noop_format": noop_m, "holds": bool(pos_m > noop_m)})
+                    "noop_format": noop_m, "holds": bool(pos_m > noop_m),
+                    "n": {r: [x.get("n_prompts"), x["n_pairs"]] for r, x in (("positive_control", c), ("noop_format", noop))}})
     return out
 
 
 def cluster_stats(pairs: pd.DataFrame, metric: str = CLUSTER_METRIC) -> list[dict[str, Any]]:
     """Per variant x rung x length: models compared on their shared pair ids, grouped by letters.
 
-    One Holm family per cell (all model pairs of that variant, rung and
-    length). Models that share a letter are not separated at ALPHA: the
-    report shows clusters, never a ranking inside one.
+    The unit of each test is the base prompt (per-prompt mean differences over
+    the shared pairs). One Holm family per cell: all model pairs of that
+    variant, rung and length (``FAMILY``). Models that share a letter are
+    not separated at ALPHA: the report shows clusters, never a ranking inside one.
     """
     out: list[dict[str, Any]] = []
     if pairs.empty:
@@ -90,18 +102,21 @@ def cluster_stats(pairs: pd.DataFrame, metric: str = CLUSTER_METRIC) -> list[dic
     order = {r: i for i, r in enumerate(RUNGS)}
     for (variant, rung, length), g in pairs.groupby(["variant", "rung", "length"], sort=False):
         values: dict[str, dict[str, float]] = {}
+        prompt_of: dict[str, str] = dict(zip(g["pair_id"].astype(str), g["prompt_id"].astype(str)))
         for model, gm in g.groupby("model", sort=True):
             v = gm[["pair_id", metric]].dropna()
             if not v.empty:
                 values[str(model)] = dict(zip(v["pair_id"].astype(str), v[metric].astype(float)))
         if not values:
             continue
-        letters, comparisons = cluster_groups(values)
+        letters, comparisons = cluster_groups(values, prompt_of)
         out.append({
             "variant": variant, "rung": rung, "length": int(length), "metric": metric,
-            "models": [{"model": m, "letters": letters[m], "n_pairs": len(values[m]),
-                        "mean": float(np.mean(list(values[m].values())))} for m in sorted(values)],
-            "comparisons": [{"a": c.a, "b": c.b, "n_shared": c.n_shared,
+            "family_size": sum(c.pvalue is not None for c in comparisons),
+            "models": [{"model": m, "letters": letters[m], "n_prompts": len({prompt_of[i] for i in values[m]}),
+                        "n_pairs": len(values[m]), "mean": float(np.mean(list(values[m].values())))}
+                       for m in sorted(values)],
+            "comparisons": [{"a": c.a, "b": c.b, "n_shared": c.n_shared, "n_prompts": c.n_prompts,
                              "mean_diff": c.mean_diff if c.n_shared else None,
                              "p": c.pvalue, "p_holm": c.pvalue_holm, "separated": c.separated}
                             for c in comparisons],
@@ -116,12 +131,25 @@ def _annotate_clusters(cells: list[dict[str, Any]], clusters: list[dict[str, Any
         cell["cluster"] = letters.get((cell["variant"], cell["rung"], cell["length"], cell["model"]), "")
 
 
+def test_design(clusters: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the cluster tests were made, and the multiplicity family with its size (printed in every report)."""
+    sizes = [c.get("family_size", 0) for c in clusters]
+    tested = [n for n in sizes if n]
+    return {"kind": "paired sign-flip permutation", "unit": "base prompt",
+            "statistic": f"mean over base prompts of the per-prompt mean difference of {CLUSTER_METRIC} (shared pairs)",
+            "permutations": PERMUTATIONS, "seed": PERMUTATION_SEED, "exact_when": "2**n_prompts <= permutations",
+            "correction": "Holm", "family": FAMILY, "alpha": ALPHA,
+            "families": len(tested), "family_size_max": max(tested, default=0), "tests_total": int(sum(tested)),
+            "expected_false_separations_if_no_model_differs": f"<= {ALPHA} x {len(tested)} families = {ALPHA * len(tested):.2f}",
+            "clusters": "compact letter display (insert-and-absorb)"}
+
+
 def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, Any], memo=None) -> dict[str, Any]:
     from harness.core.memo import Memo, frame_digest
 
     memo = memo or Memo(None)
     # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
-    cells, clusters = memo.get("stats", [frame_digest(pairs)], lambda: (cell_stats(pairs), cluster_stats(pairs)),
+    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs)], lambda: (cell_stats(pairs), cluster_stats(pairs)),
                                encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
     return {
@@ -134,11 +162,10 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "audit": audit_counts(audit),
         "cells": cells,
         "checks": {"positive_control_exceeds_noop": positive_vs_noop(cells)},
-        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "method": "percentile"},
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "unit": "base prompt",
+                      "statistic": "mean over the pairs of the resampled prompts",
+                      "method": f"percentile at a level expanded for n_prompts (nominal {CONFIDENCE:.0%})"},
         "exposure": exposure_table(audit).to_dict(orient="records"),
         "clusters": clusters,
-        "tests": {"kind": "paired sign-flip permutation", "statistic": f"mean difference of {CLUSTER_METRIC}",
-                  "permutations": PERMUTATIONS, "seed": PERMUTATION_SEED, "exact_when": "2**n_shared <= permutations",
-                  "correction": "Holm, per variant x rung x length", "alpha": ALPHA,
-                  "clusters": "compact letter display (insert-and-absorb)"},
+        "tests": test_design(clusters),
     }

@@ -58,7 +58,8 @@ def compute_flags(pairs: pd.DataFrame, generations: pd.DataFrame | None, manifes
     pert = _perturbed(pairs)
     scaffolds = {(s["model"], s["variant"]): s for s in scaffold_table(generations)}
 
-    long_means = pert[pert["length"] == long].groupby(["model", "variant"])["emb_dist"].mean()
+    confidence = confidence_table(pairs)
+    long_means = pd.Series({k: v["long_divergence"] for k, v in confidence.items()}, dtype=float)
     panel_median = float(long_means.median()) if len(long_means) else float("nan")
 
     for (model, variant), g in pert.groupby(["model", "variant"], sort=True):
@@ -77,16 +78,11 @@ def compute_flags(pairs: pd.DataFrame, generations: pd.DataFrame | None, manifes
                                      "unclosed_share": sc.get("unclosed_share"), f"raw_emb_dist@{short}": raw_short,
                                      f"answer_emb_dist@{long}": ans_long}})
 
-        top1 = float(np.median(np.concatenate([g["top1_prob_a"].to_numpy(), g["top1_prob_b"].to_numpy()])))
-        js = float(g["js"].mean())
-        long_mean = float(long_means.get((model, variant), float("nan")))
-        confident = top1 >= CONFIDENT_TOP1 or js <= CONFIDENT_JS
-        if confident and long_mean > panel_median:
-            flags.append({"flag": "confident_but_unstable", "model": model, "variant": variant,
-                          "detail": f"prompt-end top-1 {top1:.8f} / JS {js:.2e}, yet {long}-token divergence {long_mean:.3f} "
-                                    f"is above the panel median {panel_median:.3f}",
-                          "values": {"median_top1_prob": top1, "mean_js": js, f"emb_dist@{long}": long_mean,
-                                     "panel_median": panel_median}})
+        c = confidence.get((model, variant))
+        if c is not None:
+            flag = confident_but_unstable_flag(model, variant, c, panel_median, long)
+            if flag is not None:
+                flags.append(flag)
 
     det = manifest.get("determinism", {})
     for key, verdict in (det.get("per_model") or {}).items():
@@ -96,3 +92,48 @@ def compute_flags(pairs: pd.DataFrame, generations: pd.DataFrame | None, manifes
                           "detail": "identical-rung pairs scored non-zero: decoding is not reproducible",
                           "values": {"nonzero_pairs": [p for p in det.get("nonzero_pairs", []) if p.startswith(key + "/")][:10]}})
     return flags
+
+
+# Confident-but-unstable reads rungs that are small edits: the positive control changes the task (its
+# prompt-end JS is large by design) and the identical rung is the noise floor.
+_CONFIDENCE_EXCLUDED = ("identical", "positive_control")
+
+
+def confidence_table(pairs: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per model x variant, each base prompt counted once: prompt-end top-1 and JS, long-output divergence.
+
+    Per prompt: its own prompt-end top-1 (side A of its pairs is the base
+    prompt), the mean prompt-end JS over its small-edit pairs, and the mean
+    embedding distance over those pairs at the longest length. The model's
+    values are the median top-1 and JS over prompts and the mean of the
+    per-prompt divergences, so a prompt with many pairs weighs no more than one with few.
+    """
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    if pairs.empty:
+        return out
+    long = int(pairs["length"].max())
+    small = pairs[(~pairs["rung"].isin(_CONFIDENCE_EXCLUDED)) & (pairs["length"] == long)]
+    for (model, variant), g in small.groupby(["model", "variant"], sort=True):
+        per = g.groupby("prompt_id").agg(top1=("top1_prob_a", "first"), js=("js", "mean"), div=("emb_dist", "mean"))
+        out[(str(model), str(variant))] = {
+            "n_prompts": int(len(per)), "n_pairs": int(len(g)),
+            "median_top1_prob": float(per["top1"].median()), "median_js": float(per["js"].median()),
+            "long_divergence": float(per["div"].mean()),
+        }
+    return out
+
+
+def confident_but_unstable_flag(model: str, variant: str, c: dict[str, Any], panel_median: float,
+                                long: int) -> dict[str, Any] | None:
+    """The flag when the prompt end is near-certain (top-1 or JS) and the long output moves more than the panel's median."""
+    confident_top1 = c["median_top1_prob"] >= CONFIDENT_TOP1
+    confident_js = c["median_js"] <= CONFIDENT_JS
+    if not (confident_top1 or confident_js) or not c["long_divergence"] > panel_median:
+        return None
+    return {"flag": "confident_but_unstable", "model": model, "variant": variant,
+            "detail": (f"prompt-end median top-1 {c['median_top1_prob']:.8f} (threshold >= {CONFIDENT_TOP1}) / median JS "
+                       f"{c['median_js']:.2e} (threshold <= {CONFIDENT_JS:g}) over {c['n_prompts']} base prompts "
+                       f"({c['n_pairs']} pairs, positive control left out), yet {long}-token divergence "
+                       f"{c['long_divergence']:.3f} (mean of per-prompt means) is above the panel median {panel_median:.3f}"),
+            "values": {**c, f"emb_dist@{long}": c["long_divergence"], "panel_median": panel_median,
+                       "thresholds": {"top1_prob": CONFIDENT_TOP1, "js": CONFIDENT_JS}}}

@@ -1,27 +1,41 @@
-"""Run-level statistics: bootstrap CIs, paired permutation tests, Holm, compact letter display.
+"""Run-level statistics with the base prompt as the unit: cluster bootstrap CIs, paired
+permutation tests on per-prompt differences, Holm and Benjamini-Hochberg, compact letters.
 
-Every random draw comes from a ``numpy.random.default_rng`` seeded with a
-fixed constant, so the same data always give the same intervals, p-values and
-clusters (a rebuilt report is identical to the original).
+Why the prompt and not the pair: every pair of one base prompt shares side A's
+output (and the ladder gives a prompt 3 to 8 pairs per rung), so pairs of one
+prompt are not independent. Resampling or sign-flipping pairs one by one
+treats them as if they were, and at a prompt-level SD equal to the residual
+SD it called a null difference "separated" 43% of the time (issue 15;
+``benchmarks/bench_validity.py`` repeats that check on this code).
 
-The bootstrap draws its resample indices exactly as ``scipy.stats.bootstrap``
-does (one ``integers(0, n, (B, n))`` call per sample, in order) and takes the
-same linear-interpolation percentiles, so with the same seed the percentile
-interval equals scipy's; it is reimplemented only to skip scipy's
-per-call validation overhead on hundreds of small cells and to give the
-degenerate cases (empty, one value, constant) a defined answer instead of a
-warning. ``tests/test_stats.py`` holds both to scipy.
+- Intervals: :func:`cluster_bootstrap_ci` resamples base prompts with
+  ``scipy.stats.bootstrap`` (a prompt keeps all its pairs). The statistic is
+  the mean over pairs of the resampled prompts (sum of their values / number
+  of their pairs): the same quantity the tables print as "mean", so the
+  interval is about the number next to it. It is a percentile interval at an
+  *expanded* level (Hesterberg 2015): with n prompts the plain percentile
+  interval is too narrow by about ``t(n-1) / z * sqrt(n / (n-1))`` (at n = 9
+  it covered a normal mean ~90% of the time), so the level is raised until
+  its normal quantile equals ``sqrt(n/(n-1)) * t_{n-1}`` of the asked level.
+- Tests: :func:`prompt_permutation_tests` is
+  ``scipy.stats.permutation_test(permutation_type='samples')`` on one sample,
+  the per-prompt mean differences, which flips the sign of each prompt's
+  difference (all 2**n patterns when that is at most ``PERMUTATIONS``). The
+  statistic is the mean of the per-prompt means: each prompt counts once,
+  which is what the sign-flip null (independent, symmetric units) is about.
+- Every random draw comes from ``numpy.random.default_rng`` with a fixed seed:
+  the same data always give the same intervals, p-values and clusters.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+from scipy import stats as _ss
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20261121
@@ -29,10 +43,8 @@ PERMUTATIONS = 10_000
 PERMUTATION_SEED = 20261122
 ALPHA = 0.05
 CONFIDENCE = 0.95
-
-# scipy's tolerance for "as extreme as observed": null statistics that equal
-# the observed one up to rounding (sums taken in another order) must count.
-_REL_TOL = np.finfo(np.float64).eps * 100
+FDR_Q = 0.05
+"""Benjamini-Hochberg rate of `compare`: the expected share of false calls among the cells it calls changed."""
 
 
 def _as_1d(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -43,133 +55,156 @@ def _as_1d(values: Sequence[float] | np.ndarray) -> np.ndarray:
     return v
 
 
-def _percentile_interval(dist: np.ndarray, level: float) -> tuple[float, float]:
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(dist, [alpha, 1.0 - alpha])  # 'linear', as scipy.stats.quantile's default
-    return float(lo), float(hi)
+def _group(values: np.ndarray, prompts: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prompt ids sorted, per-prompt sums, per-prompt pair counts)."""
+    p = np.asarray(prompts).astype(str).reshape(-1)
+    if p.size != values.size:
+        raise ValueError(f"{values.size} values but {p.size} prompt ids")
+    ids, inv = np.unique(p, return_inverse=True)
+    return ids, np.bincount(inv, weights=values, minlength=ids.size), np.bincount(inv, minlength=ids.size).astype(np.float64)
 
 
-def bootstrap_ci(
+def prompt_means(values: Sequence[float] | np.ndarray, prompts: Sequence[str] | np.ndarray) -> dict[str, float]:
+    """Mean over each base prompt's pairs, keyed by prompt id."""
+    ids, sums, counts = _group(_as_1d(values), prompts)
+    return dict(zip(ids.tolist(), (sums / counts).tolist()))
+
+
+def expanded_level(level: float, n_prompts: int) -> float:
+    """Percentile level whose normal quantile is sqrt(n/(n-1)) * t_{n-1} of ``level`` (Hesterberg's expansion)."""
+    if n_prompts < 2:
+        return level
+    q = np.sqrt(n_prompts / (n_prompts - 1)) * _ss.t.ppf(0.5 + level / 2.0, n_prompts - 1)
+    return float(2.0 * _ss.norm.cdf(q) - 1.0)
+
+
+def _ratio_interval(sums: np.ndarray, counts: np.ndarray, resamples: int, seed: int, level: float) -> tuple[float, float]:
+    """Cluster bootstrap of sum(sums[k]) / sum(counts[k]) minus the same of row 1 (when two rows), over prompts k.
+
+    ``sums`` and ``counts`` are (rows, n prompts); one row is a mean, two rows
+    the difference row 1 - row 0 with both rows resampled by the same prompts.
+    """
+    n = sums.shape[1]
+
+    def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        k = idx.astype(np.intp)
+        means = sums[:, k].sum(axis=-1) / counts[:, k].sum(axis=-1)  # (rows, resamples)
+        return means[0] if means.shape[0] == 1 else means[1] - means[0]
+
+    res = _ss.bootstrap((np.arange(n),), statistic, n_resamples=resamples, vectorized=True, method="percentile",
+                        confidence_level=expanded_level(level, n), rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def cluster_bootstrap_ci(
     values: Sequence[float] | np.ndarray,
+    prompts: Sequence[str] | np.ndarray,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     level: float = CONFIDENCE,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean; (nan, nan) for no data, (x, x) for one or constant values."""
+    """CI of the mean over pairs, resampling base prompts (each keeps all its pairs).
+
+    (nan, nan) without data or with one prompt (one prompt says nothing about
+    prompt-to-prompt spread); (x, x) when every value is x (every resample
+    has that mean, e.g. the identical rung's exact zeros).
+    """
     v = _as_1d(values)
     if v.size == 0:
         return (float("nan"), float("nan"))
-    if v.size == 1 or np.all(v == v[0]):
-        return (float(v[0]), float(v[0]))  # every resample has this mean
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
-    return _percentile_interval(means, level)
+    if np.all(v == v[0]):
+        return (float(v[0]), float(v[0]))
+    ids, sums, counts = _group(v, prompts)
+    if ids.size < 2:
+        return (float("nan"), float("nan"))
+    return _ratio_interval(sums[None], counts[None], resamples, seed, level)
 
 
-def bootstrap_diff_ci(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
-    paired: bool,
+def cluster_bootstrap_diff_ci(
+    x: Sequence[float] | np.ndarray, prompts_x: Sequence[str] | np.ndarray,
+    y: Sequence[float] | np.ndarray, prompts_y: Sequence[str] | np.ndarray,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     level: float = CONFIDENCE,
-) -> tuple[float, float]:
-    """CI of mean(b) - mean(a).
+) -> tuple[float, float, int]:
+    """CI of mean(y) - mean(x) (means over rows), resampling the base prompts both have; and that prompt count.
 
-    Paired: ``a[i]`` and ``b[i]`` are the same pair, so pairs are resampled
-    together (the bootstrap of the per-pair differences). Unpaired: each
-    sample is resampled on its own, ``a`` first, as scipy does with
-    ``paired=False``.
+    x and y may be different quantities on the same prompts (e.g. drift rows
+    against perturbed pairs): a resampled prompt brings its rows of both.
+    Rows of prompts present on one side only are left out (the caller shows
+    both counts); fewer than two shared prompts give (nan, nan).
     """
-    va, vb = _as_1d(a), _as_1d(b)
-    if paired:
-        if va.size != vb.size:
-            raise ValueError(f"paired samples differ in size ({va.size} vs {vb.size})")
-        return bootstrap_ci(vb - va, resamples, seed, level)
-    if va.size == 0 or vb.size == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    ma = va[rng.integers(0, va.size, size=(resamples, va.size))].mean(axis=1)
-    mb = vb[rng.integers(0, vb.size, size=(resamples, vb.size))].mean(axis=1)
-    return _percentile_interval(mb - ma, level)
+    vx, vy = _as_1d(x), _as_1d(y)
+    ix, sx, cx = _group(vx, prompts_x)
+    iy, sy, cy = _group(vy, prompts_y)
+    shared, kx, ky = np.intersect1d(ix, iy, return_indices=True)
+    if shared.size < 2:
+        return (float("nan"), float("nan"), int(shared.size))
+    sums, counts = np.stack([sx[kx], sy[ky]]), np.stack([cx[kx], cy[ky]])
+    d = sums / counts
+    if np.all(d[1] - d[0] == d[1, 0] - d[0, 0]) and np.all(counts == counts[:, :1]):
+        c = float(d[1, 0] - d[0, 0])  # every prompt has the same difference and weight: every resample gives it
+        return (c, c, int(shared.size))
+    lo, hi = _ratio_interval(sums, counts, resamples, seed, level)
+    return (lo, hi, int(shared.size))
 
 
 @dataclass(frozen=True)
 class PermutationResult:
     statistic: float
-    """Observed mean of x - y."""
+    """Observed mean of the per-prompt mean differences (each prompt once)."""
     pvalue: float
-    """Two-sided: min(1, 2 * min(P(T <= t), P(T >= t))), scipy's convention."""
+    """Two-sided, scipy's convention: min(1, 2 * min(P(T <= t), P(T >= t))); +1-corrected when randomized."""
+    n_prompts: int
+    """Units whose signs were flipped."""
     n_permutations: int
-    """Sign patterns evaluated (2**n when exact)."""
+    """Sign patterns evaluated (2**n_prompts when exact)."""
     exact: bool
     """True when every sign pattern was enumerated."""
 
 
-@functools.lru_cache(maxsize=8)
-def _sign_patterns(n: int, n_permutations: int, seed: int) -> tuple[np.ndarray, bool]:
-    """Sign patterns as a read-only int8 matrix (+1/-1), and whether they are all 2**n of them.
-
-    Cached: every test on n pairs with the same seed draws the same patterns
-    anyway, and a panel runs hundreds of tests per cell size (drawing them is
-    most of the cost). int8 keeps a 10,000 x n cache small.
-    """
-    if 2**n <= n_permutations:
-        # All 2**n sign patterns: the exact null distribution, no Monte-Carlo error.
-        signs, exact = np.array(list(itertools.product((1, -1), repeat=n)), dtype=np.int8), True
-    else:
-        bits = np.random.default_rng(seed).integers(0, 2, size=(n_permutations, n), dtype=np.int8)
-        signs, exact = (1 - 2 * bits).astype(np.int8), False
-    signs.flags.writeable = False
-    return signs, exact
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
 
 
-def paired_permutation_test(
-    x: Sequence[float] | np.ndarray,
-    y: Sequence[float] | np.ndarray,
-    n_permutations: int = PERMUTATIONS,
-    seed: int = PERMUTATION_SEED,
-) -> PermutationResult:
-    """Paired sign-flip permutation test of mean(x - y) = 0.
-
-    Swapping x[i] and y[i] flips the sign of d[i] = x[i] - y[i]; this is
-    ``scipy.stats.permutation_test(..., permutation_type='samples')`` with the
-    statistic mean(x - y). Exact when 2**n <= n_permutations; otherwise
-    ``n_permutations`` random patterns and scipy's +1 correction (the observed
-    pattern counts as one of the null draws, so p is never 0).
-    """
-    vx, vy = _as_1d(x), _as_1d(y)
-    if vx.size != vy.size:
-        raise ValueError(f"paired samples differ in size ({vx.size} vs {vy.size})")
-    return paired_permutation_tests((vx - vy)[:, None], n_permutations, seed)[0]
-
-
-def paired_permutation_tests(
-    diffs: np.ndarray,
+def prompt_permutation_tests(
+    prompt_diffs: np.ndarray,
     n_permutations: int = PERMUTATIONS,
     seed: int = PERMUTATION_SEED,
 ) -> list[PermutationResult]:
-    """:func:`paired_permutation_test` on each column of an (n pairs x k tests) matrix of differences.
+    """Sign-flip test of mean = 0 on each row of a (tests x prompts) matrix of per-prompt mean differences.
 
-    Every column sees the same sign patterns (as separate calls with one seed
-    would), so a whole cell of a panel is one matrix product instead of k.
+    ``scipy.stats.permutation_test((d,), mean, permutation_type='samples')``:
+    with one sample scipy flips the sign of each observation. All rows are one
+    batched call and see the same sign patterns.
     """
-    d = np.asarray(diffs, dtype=np.float64)
-    if d.ndim != 2 or d.shape[0] == 0:
-        raise ValueError("paired permutation test needs at least one pair")
+    d = np.atleast_2d(np.asarray(prompt_diffs, dtype=np.float64))
+    if d.ndim != 2 or d.shape[1] == 0:
+        raise ValueError("a paired test needs at least one prompt")
     if np.isnan(d).any():
         raise ValueError("bootstrap/permutation input contains NaN")
-    n = d.shape[0]
-    observed = d.mean(axis=0)
-    signs, exact = _sign_patterns(n, n_permutations, seed)
-    null = signs.astype(np.float64) @ d / n  # (patterns, k)
-    gamma = np.abs(observed) * _REL_TOL
-    adjustment = 0 if exact else 1
-    total = null.shape[0] + adjustment
-    p_less = (np.count_nonzero(null <= observed + gamma, axis=0) + adjustment) / total
-    p_greater = (np.count_nonzero(null >= observed - gamma, axis=0) + adjustment) / total
-    p = np.minimum(1.0, 2.0 * np.minimum(p_less, p_greater))
-    return [PermutationResult(float(o), float(q), int(null.shape[0]), exact) for o, q in zip(observed, p)]
+    n = d.shape[1]
+    if n == 1:
+        # scipy wants two observations; with one prompt the null is {d, -d}: two-sided p = min(1, 2 * 1/2) = 1.
+        return [PermutationResult(float(x), 1.0, 1, 2, True) for x in d[:, 0]]
+    res = _ss.permutation_test((d,), _mean, permutation_type="samples", vectorized=True, n_resamples=n_permutations,
+                               alternative="two-sided", axis=-1, rng=np.random.default_rng(seed))
+    exact = 2**n <= n_permutations
+    n_perm = 2**n if exact else n_permutations
+    stat, p = np.atleast_1d(res.statistic), np.atleast_1d(res.pvalue)
+    return [PermutationResult(float(s), float(q), n, n_perm, exact) for s, q in zip(stat, p)]
+
+
+def paired_prompt_test(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, prompts: Sequence[str] | np.ndarray,
+    n_permutations: int = PERMUTATIONS, seed: int = PERMUTATION_SEED,
+) -> PermutationResult:
+    """Paired test of x - y (rows are the same pair in both) on the per-prompt means of the differences."""
+    vx, vy = _as_1d(x), _as_1d(y)
+    if vx.size != vy.size:
+        raise ValueError(f"paired samples differ in size ({vx.size} vs {vy.size})")
+    ids, sums, counts = _group(vx - vy, prompts)
+    return prompt_permutation_tests((sums / counts)[None], n_permutations, seed)[0]
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -185,6 +220,12 @@ def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     out = np.empty(m, dtype=np.float64)
     out[order] = adjusted_sorted
     return out
+
+
+def benjamini_hochberg(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """BH adjusted p-values (false discovery rate), in the input order: ``scipy.stats.false_discovery_control``."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    return p.copy() if p.size == 0 else np.asarray(_ss.false_discovery_control(p, method="bh"), dtype=np.float64)
 
 
 _SINGLE_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -247,26 +288,31 @@ class Comparison:
     b: str
     n_shared: int
     """Pair ids both groups were scored on; the test uses only these."""
+    n_prompts: int
+    """Base prompts among the shared pairs: the units of the test."""
     mean_diff: float
     """mean(a - b) over the shared pairs."""
     pvalue: float | None
-    """None when no pair is shared (nothing to test)."""
+    """Sign-flip test on the per-prompt mean differences; None when no pair is shared (nothing to test)."""
     pvalue_holm: float | None
+    """Holm-adjusted within the call's family (every tested pair of groups)."""
     separated: bool
 
 
 def cluster_groups(
     values: Mapping[str, Mapping[str, float]],
+    prompt_of: Mapping[str, str],
     alpha: float = ALPHA,
     n_permutations: int = PERMUTATIONS,
     seed: int = PERMUTATION_SEED,
 ) -> tuple[dict[str, str], list[Comparison]]:
     """Letters and the pairwise tests for groups given as {group: {pair_id: value}}.
 
-    Every pair of groups is tested on the pair ids both have; the tests of one
-    call form one Holm family. Groups with no shared pair id cannot be told
-    apart, so they are not separated (they may share a letter): absence of
-    evidence is reported as such in the comparisons, never as a separation.
+    ``prompt_of`` maps a pair id to its base prompt. Every pair of groups is
+    tested on the pair ids both have, reduced to one mean difference per
+    base prompt; the tests of one call form one Holm family. Groups with no
+    shared pair id cannot be told apart, so they are not separated (they may
+    share a letter): absence of evidence is reported as such, never as a separation.
     """
     names = sorted(values)
     pairs_of = list(itertools.combinations(names, 2))
@@ -278,20 +324,23 @@ def cluster_groups(
         if shared:
             by_shared.setdefault(shared, []).append(k)
     for shared, ks in by_shared.items():
-        diffs = np.array([[values[pairs_of[k][0]][i] - values[pairs_of[k][1]][i] for k in ks] for i in shared])
-        results.update(zip(ks, paired_permutation_tests(diffs, n_permutations, seed)))
-    raw: list[tuple[str, str, int, float, float | None]] = [
-        (a, b, len(shared_of[k]), results[k].statistic if k in results else float("nan"),
-         results[k].pvalue if k in results else None)
-        for k, (a, b) in enumerate(pairs_of)
-    ]
-    tested = [k for k, r in enumerate(raw) if r[4] is not None]
-    adjusted = holm([raw[k][4] for k in tested])
-    adj_of = {k: float(p) for k, p in zip(tested, adjusted)}
-    comparisons = [
-        Comparison(a, b, n, diff, p, adj_of.get(k), bool(k in adj_of and adj_of[k] < alpha))
-        for k, (a, b, n, diff, p) in enumerate(raw)
-    ]
+        prompts = np.array([prompt_of[i] for i in shared])
+        per_prompt = []
+        for k in ks:
+            a, b = pairs_of[k]
+            d = np.array([values[a][i] - values[b][i] for i in shared])
+            _, sums, counts = _group(d, prompts)
+            per_prompt.append(sums / counts)
+        results.update(zip(ks, prompt_permutation_tests(np.array(per_prompt), n_permutations, seed)))
+    tested = [k for k in range(len(pairs_of)) if k in results]
+    adj_of = dict(zip(tested, (float(p) for p in holm([results[k].pvalue for k in tested]))))
+    comparisons = []
+    for k, (a, b) in enumerate(pairs_of):
+        shared = shared_of[k]
+        diff = float(np.mean([values[a][i] - values[b][i] for i in shared])) if shared else float("nan")
+        r = results.get(k)
+        comparisons.append(Comparison(a, b, len(shared), r.n_prompts if r else 0, diff, r.pvalue if r else None,
+                                      adj_of.get(k), bool(k in adj_of and adj_of[k] < alpha)))
     means = {g: float(np.mean(list(v.values()))) if v else float("nan") for g, v in values.items()}
     separated = {frozenset((c.a, c.b)) for c in comparisons if c.separated}
     return compact_letter_display(means, separated), comparisons
