@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
@@ -124,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--prompts", required=True, help=".txt (one prompt per line) or .json/.yaml list of prompts")
     build.add_argument("--out", default=None, help="ladder YAML to write (default: print it)")
     build.add_argument("--name", default=None, help="ladder name, part of every edit's seed (default: the file's stem)")
+    build.add_argument("--edit-kinds", default=None,
+                       help="comma-separated edit kinds or rungs to generate (default: all; e.g. casing,typo,keyboard_typo)")
+    build.add_argument("--pairs-per-kind", default="1",
+                       help="pairs each seeded kind makes per prompt, each from its own seeded draw (default 1, at most 20)")
     return p
 
 
@@ -290,15 +295,42 @@ def cmd_compare(args) -> int:
     return exit_code(rows)
 
 
+def _edit_kinds(text: str | None) -> tuple[str, ...] | None:
+    from harness.ladder.build import resolve_kinds
+
+    if text is None:
+        return None
+    if not _words(text):
+        raise InputError("--edit-kinds", text, "expected comma-separated edit kinds or rungs")
+    try:
+        return resolve_kinds(list(_words(text)))
+    except ValueError as exc:
+        raise InputError("--edit-kinds", text, str(exc)) from None
+
+
+def _pairs_per_kind(text: str) -> int:
+    from harness.ladder.build import MAX_PAIRS_PER_KIND
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_PAIRS_PER_KIND:
+        raise InputError("--pairs-per-kind", text, f"expected an integer from 1 to {MAX_PAIRS_PER_KIND}")
+    return n
+
+
 def cmd_ladder_build(args) -> int:
     from harness.ladder.build import build_ladder
-    from harness.ladder.coverage import coverage_lines
+    from harness.ladder.coverage import coverage_lines, kind_count_lines
     from harness.ladder.prompts_file import read_prompts_file
     from harness.ladder.write import ladder_yaml, write_ladder
 
     read = read_prompts_file(Path(args.prompts), name=args.name)
     if read.duplicates_note():
         print(f"stabprobe: note: {read.duplicates_note()}", file=sys.stderr)
+    read = dataclasses.replace(read, prompt_set=dataclasses.replace(
+        read.prompt_set, edit_kinds=_edit_kinds(args.edit_kinds), pairs_per_kind=_pairs_per_kind(args.pairs_per_kind)))
     ladder = build_ladder(read.prompt_set)
     if args.out is None:
         print(ladder_yaml(read.prompt_set, ladder), end="")
@@ -307,6 +339,8 @@ def cmd_ladder_build(args) -> int:
     blank = f" ({read.blank_lines} blank lines skipped)" if read.blank_lines else ""
     print(f"ladder {ladder.name}: {len(ladder.prompts)} prompts{blank}, {len(ladder.pairs)} pairs")
     print("\n".join("  " + line for line in coverage_lines(ladder)))
+    print("  by edit kind:")
+    print("\n".join("    " + line for line in kind_count_lines(ladder)))
     print(f"written to: {out}")
     return 0
 

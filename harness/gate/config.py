@@ -24,7 +24,7 @@ from harness.errors import InputError
 from harness.core.hashing import sha256_text
 from harness.ladder.build import build_pairs
 from harness.ladder.edits import EDIT_KINDS
-from harness.ladder.records import CURATED_RUNGS, MECHANICAL_RUNGS, RUNGS, BasePrompt, Ladder, PromptPair, SkippedEdit
+from harness.ladder.records import CURATED_RUNGS, MECHANICAL_RUNGS, RUNGS, SEEDED_RUNGS, BasePrompt, Ladder, PromptPair, SkippedEdit
 from harness.ladder.synonyms import LEXICON_EDIT_KIND
 from harness.models.registry import DEFAULT_REGISTRY, ModelEntry, Registry, load_registry, resolve_models
 from harness.core.yaml_strict import load_yaml_strict, read_text_strict
@@ -34,7 +34,7 @@ GATE_LADDER = "gate"
 DEFAULT_LENGTHS = (64,)
 DEFAULT_OUT = "runs"
 JUNIT_NAME = "gate-junit.xml"
-GENERATED_RUNGS = MECHANICAL_RUNGS + CURATED_RUNGS
+GENERATED_RUNGS = MECHANICAL_RUNGS + SEEDED_RUNGS + CURATED_RUNGS
 """Rungs a prompt neighbourhood may ask for; ``identical`` is always added (it is the noise floor)."""
 EXPLICIT_PAIR_DEFAULT_RUNG = "paraphrase"
 """Rung label of an explicit pair that names none: a hand-written pair is most often a rewording."""

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import random
 
-from harness.ladder.edits import EDIT_KINDS, NotApplicable, apply_edit, seed_for, word_spans
+from harness.ladder.edits import EDIT_KINDS, EditKind, NotApplicable, apply_edit, seed_for, word_spans
 from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, SkippedEdit
 from harness.ladder.synonyms import LEXICON_EDIT_KIND, Lexicon, apply_synonym
 
 GENERATED_KINDS: tuple[str, ...] = tuple(k.name for k in EDIT_KINDS) + (LEXICON_EDIT_KIND,)
 """Every name a ladder's ``edit_kinds`` may list."""
+KIND_RUNG: dict[str, str] = {k.name: k.rung for k in EDIT_KINDS} | {LEXICON_EDIT_KIND: "synonym"}
+MAX_PAIRS_PER_KIND = 20
+
+
+def resolve_kinds(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Edit kind names, where a rung name stands for all its generated kinds; in EDIT_KINDS order.
+
+    Raises ValueError naming the first unknown name.
+    """
+    wanted: set[str] = set()
+    for name in names:
+        if name in KIND_RUNG:
+            wanted.add(name)
+        elif name in KIND_RUNG.values():
+            wanted |= {k for k, r in KIND_RUNG.items() if r == name}
+        else:
+            rungs = ", ".join(dict.fromkeys(KIND_RUNG.values()))
+            raise ValueError(f"unknown edit kind or rung {name!r} (rungs: {rungs}; kinds: {', '.join(GENERATED_KINDS)})")
+    return tuple(k for k in GENERATED_KINDS if k in wanted)
 
 # Words that say what kind of request a prompt is, not what it is about: they
 # must not make two prompts look related when picking a positive control.
@@ -49,51 +68,86 @@ def build_pairs(
     curated: dict[str, dict[str, list[tuple[str, str, str]]]],
     edit_kinds: tuple[str, ...] | None = None,
     lexicon: Lexicon | None = None,
+    pairs_per_kind: int = 1,
 ) -> tuple[list[PromptPair], list[SkippedEdit]]:
     """All pairs of a ladder.
 
     ``curated[prompt_id][rung]`` is a list of (text, edit_kind, note). A prompt
     without a curated synonym gets one from the lexicon; one without a curated
     positive control is paired with the least related base prompt of another
-    topic. Every edit that could not be made is returned as a SkippedEdit.
+    topic. Each seeded kind (and the lexicon) makes up to ``pairs_per_kind``
+    pairs per prompt, one per draw; every edit that could not be made, and
+    every draw that repeated an earlier one, is returned as a SkippedEdit.
     """
     pairs: list[PromptPair] = []
     skipped: list[SkippedEdit] = []
     wanted = set(GENERATED_KINDS if edit_kinds is None else edit_kinds)
     for p in prompts:
+        first = len(pairs)
         pairs.append(PromptPair(f"{p.id}/identical/identical", p.id, "identical", "identical", p.text, p.text, "generated"))
         for kind in EDIT_KINDS:
-            if kind.name not in wanted:
-                continue
-            try:
-                b = apply_edit(kind, p.text, ladder=ladder, prompt_id=p.id)
-            except NotApplicable as why:
-                skipped.append(SkippedEdit(p.id, kind.rung, kind.name, str(why)))
-                continue
-            pairs.append(PromptPair(f"{p.id}/{kind.rung}/{kind.name}", p.id, kind.rung, kind.name, p.text, b, "generated"))
+            if kind.name in wanted:
+                pairs += _seeded_pairs(ladder, p, kind, pairs_per_kind, skipped)
         mine = curated.get(p.id, {})
         for rung in CURATED_RUNGS:
             variants = mine.get(rung, [])
+            taken = {q.pair_id for q in pairs[first:]}
             for n, (text, edit_kind, note) in enumerate(variants):
                 suffix = edit_kind if len(variants) == 1 else f"{edit_kind}-{n + 1}"
-                pairs.append(PromptPair(f"{p.id}/{rung}/{suffix}", p.id, rung, edit_kind, p.text, text, "curated", note))
+                pair_id = f"{p.id}/{rung}/{suffix}"
+                if pair_id in taken:  # a curated label that is also a generated kind's name
+                    pair_id += "-curated"
+                pairs.append(PromptPair(pair_id, p.id, rung, edit_kind, p.text, text, "curated", note))
             if variants:
                 continue
             if rung == "synonym" and LEXICON_EDIT_KIND in wanted:
-                pairs += _lexicon_pair(ladder, p, lexicon, skipped)
+                pairs += _lexicon_pairs(ladder, p, lexicon, pairs_per_kind, skipped)
             elif rung == "positive_control":
                 pairs += _paired_control(ladder, p, prompts, skipped)
     return pairs, skipped
 
 
-def _lexicon_pair(ladder: str, p: BasePrompt, lexicon: Lexicon | None, skipped: list[SkippedEdit]) -> list[PromptPair]:
-    try:
-        edit = apply_synonym(p.text, ladder=ladder, prompt_id=p.id, lexicon=lexicon)
-    except NotApplicable as why:
-        skipped.append(SkippedEdit(p.id, "synonym", LEXICON_EDIT_KIND, str(why)))
-        return []
-    return [PromptPair(f"{p.id}/synonym/{LEXICON_EDIT_KIND}", p.id, "synonym", LEXICON_EDIT_KIND, p.text, edit.text,
-                       "generated", edit.note)]
+def _draws(make, n: int, where: tuple[str, str, str], skipped: list[SkippedEdit]) -> list[tuple[int, str, str]]:
+    """(draw, text, note) of up to ``n`` distinct draws; ``make(draw)`` returns (text, note) or raises NotApplicable."""
+    prompt_id, rung, kind = where
+    out: list[tuple[int, str, str]] = []
+    for draw in range(1, n + 1):
+        try:
+            text, note = make(draw)
+        except NotApplicable as why:
+            if draw == 1:
+                skipped.append(SkippedEdit(prompt_id, rung, kind, str(why)))
+                return out
+            skipped.append(SkippedEdit(prompt_id, rung, kind, f"draw {draw}: {why}"))
+            continue
+        if any(text == t for _, t, _ in out):
+            skipped.append(SkippedEdit(prompt_id, rung, kind, f"draw {draw} repeats an earlier draw (fewer distinct edits than pairs per kind)"))
+            continue
+        out.append((draw, text, note))
+    return out
+
+
+def _pair_id(prompt_id: str, rung: str, kind: str, draw: int) -> str:
+    return f"{prompt_id}/{rung}/{kind}" + ("" if draw == 1 else f"-{draw}")
+
+
+def _seeded_pairs(ladder: str, p: BasePrompt, kind: EditKind, n: int, skipped: list[SkippedEdit]) -> list[PromptPair]:
+    def make(draw: int) -> tuple[str, str]:
+        b = apply_edit(kind, p.text, ladder=ladder, prompt_id=p.id, draw=draw)
+        return b, kind.describe(p.text, b) if kind.describe else ""
+
+    return [PromptPair(_pair_id(p.id, kind.rung, kind.name, d), p.id, kind.rung, kind.name, p.text, b, "generated", note)
+            for d, b, note in _draws(make, n, (p.id, kind.rung, kind.name), skipped)]
+
+
+def _lexicon_pairs(ladder: str, p: BasePrompt, lexicon: Lexicon | None, n: int, skipped: list[SkippedEdit]) -> list[PromptPair]:
+    def make(draw: int) -> tuple[str, str]:
+        edit = apply_synonym(p.text, ladder=ladder, prompt_id=p.id, lexicon=lexicon, draw=draw)
+        return edit.text, edit.note
+
+    return [PromptPair(_pair_id(p.id, "synonym", LEXICON_EDIT_KIND, d), p.id, "synonym", LEXICON_EDIT_KIND, p.text, b,
+                       "generated", note)
+            for d, b, note in _draws(make, n, (p.id, "synonym", LEXICON_EDIT_KIND), skipped)]
 
 
 def _paired_control(ladder: str, p: BasePrompt, prompts: list[BasePrompt], skipped: list[SkippedEdit]) -> list[PromptPair]:
@@ -112,6 +166,7 @@ def build_ladder(prompt_set: PromptSet, lexicon: Lexicon | None = None) -> Ladde
         pid: {rung: [(v.text, v.edit_kind, v.note) for v in variants] for rung, variants in rungs.items()}
         for pid, rungs in prompt_set.curated.items()
     }
-    pairs, skipped = build_pairs(prompt_set.name, list(prompt_set.prompts), curated, prompt_set.edit_kinds, lexicon)
+    pairs, skipped = build_pairs(prompt_set.name, list(prompt_set.prompts), curated, prompt_set.edit_kinds, lexicon,
+                                 prompt_set.pairs_per_kind)
     return Ladder(prompt_set.name, prompt_set.source, prompt_set.source_sha256, prompt_set.prompts, tuple(pairs),
-                  tuple(skipped), prompt_set.edit_kinds)
+                  tuple(skipped), prompt_set.edit_kinds, prompt_set.pairs_per_kind)

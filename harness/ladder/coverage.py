@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from harness.ladder.build import GENERATED_KINDS
 from harness.ladder.edits import EDIT_KINDS
-from harness.ladder.records import MECHANICAL_RUNGS, RUNGS, Ladder
+from harness.ladder.records import MECHANICAL_RUNGS, RUNGS, SEEDED_RUNGS, Ladder
 from harness.ladder.synonyms import LEXICON_EDIT_KIND
 
 _CURATED_ONLY = "curated only, and no prompt has a curated {rung} entry"
@@ -34,9 +34,7 @@ class RungCoverage:
 
 
 def _selected(ladder: Ladder, rung: str) -> list[str]:
-    kinds = [k.name for k in EDIT_KINDS if k.rung == rung]
-    if rung == "synonym":
-        kinds = [LEXICON_EDIT_KIND]
+    kinds = [k.name for k in EDIT_KINDS if k.rung == rung] + ([LEXICON_EDIT_KIND] if rung == "synonym" else [])
     chosen = GENERATED_KINDS if ladder.edit_kinds is None else ladder.edit_kinds
     return [k for k in kinds if k in chosen]
 
@@ -56,7 +54,7 @@ def _empty_reason(ladder: Ladder, rung: str, skipped: tuple[SkipGroup, ...]) -> 
         return "the imported pair file has no pair of this rung"
     if rung in ("paraphrase", "semantic_small"):
         return _CURATED_ONLY.format(rung=rung)
-    generated = rung in MECHANICAL_RUNGS or rung == "synonym"
+    generated = rung in MECHANICAL_RUNGS or rung in SEEDED_RUNGS or rung == "synonym"
     if generated and not _selected(ladder, rung) and not skipped:
         return "no edit kind of this rung is selected (edit_kinds)" + (
             "; no prompt has a curated synonym" if rung == "synonym" else "")
@@ -100,4 +98,18 @@ def coverage_lines(ladder: Ladder, id_limit: int | None = 12) -> list[str]:
         lines.append(f"edits not applicable ({len(ladder.skipped)}):")
         for rung, g in skips:
             lines.append(f"  {rung}/{g.edit_kind}: {len(g.prompt_ids)}/{n} prompts: {g.reason} ({_ids(g.prompt_ids, id_limit, n)})")
+    return lines
+
+
+def kind_count_lines(ladder: Ladder) -> list[str]:
+    """Pairs and prompts per generated edit kind (``casing/lowercase_all: 48 pairs, 48/50 prompts``), selected kinds only."""
+    n = len(ladder.prompts)
+    chosen = set(GENERATED_KINDS if ladder.edit_kinds is None else ladder.edit_kinds)
+    kinds = [(k.rung, k.name) for k in EDIT_KINDS] + [("synonym", LEXICON_EDIT_KIND)]
+    lines = []
+    for rung, kind in kinds:
+        if kind not in chosen:
+            continue
+        mine = [p for p in ladder.pairs if p.rung == rung and p.edit_kind == kind and p.origin == "generated"]
+        lines.append(f"{rung}/{kind}: {len(mine)} pairs, {len({p.prompt_id for p in mine})}/{n} prompts")
     return lines

@@ -16,74 +16,34 @@ Each rung has kinds that apply to every prompt with a visible character
 (trailing_space; one of final_period_removed, duplicated_period,
 final_mark_doubled and final_period_added; indented_lines), so every prompt
 gets all three mechanical rungs.
+
+``EDIT_KINDS`` also gathers the seeded kinds of the other generated rungs,
+each in its own module: ``letters`` (casing, typo), ``formats`` (format),
+``contractions`` (contraction and expansion, on the synonym rung),
+``fillers`` (filler) and ``options`` (option_order).
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import unicodedata
-from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
 
-T = TypeVar("T")
+from harness.ladder.contractions import CONTRACTION_KINDS
+from harness.ladder.fillers import FILLER_KINDS
+from harness.ladder.formats import FORMAT_KINDS
+from harness.ladder.letters import CASING_KINDS, TYPO_KINDS
+from harness.ladder.options import OPTION_KINDS
+from harness.ladder.textspans import EditKind, NotApplicable, Span, is_mark, pick, seed_for, single_spaces, word_spans
 
-
-def seed_for(*key: str) -> int:
-    """64-bit seed from a key; sha256 so it is stable across processes (``hash()`` is salted)."""
-    digest = hashlib.sha256("\x1f".join(key).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
-class NotApplicable(Exception):
-    """The edit has nothing to act on in this prompt (e.g. no comma)."""
-
-
-_LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)
-_SINGLE_SPACE = re.compile(r"(?<=\S) (?=\S)")
-
-
-@dataclass(frozen=True)
-class Span:
-    start: int
-    end: int
-    text: str
-
-
-def _is_mark(ch: str) -> bool:
-    return unicodedata.category(ch).startswith("M")
-
-
-def word_spans(text: str) -> list[Span]:
-    """Runs of letters, extended over the combining marks that follow them.
-
-    A word ends after its marks, not before them: an insertion between a
-    letter and its accent would split one visible character in two (and block
-    NFC composition).
-    """
-    spans = []
-    for m in _LETTERS.finditer(text):
-        end = m.end()
-        while end < len(text) and _is_mark(text[end]):
-            end += 1
-        spans.append(Span(m.start(), end, text[m.start() : end]))
-    return spans
-
-
-def pick(rng: random.Random, items: Sequence[T], why: str = "nothing to edit") -> T:
-    if not items:
-        raise NotApplicable(why)
-    return items[rng.randrange(len(items))]
+# The helpers live in textspans (shared with the word-level edits); these names stay importable from here.
+__all__ = ["EDIT_KINDS", "EditKind", "NotApplicable", "Span", "apply_edit", "edit_kind", "pick", "seed_for", "word_spans"]
+_is_mark = is_mark
+_single_spaces = single_spaces
 
 
 def _replace_span(text: str, start: int, end: int, new: str) -> str:
     return text[:start] + new + text[end:]
-
-
-def _single_spaces(text: str) -> list[re.Match]:
-    # A space followed by a combining mark carries that mark: leave it alone.
-    return [m for m in _SINGLE_SPACE.finditer(text) if not _is_mark(text[m.end()])]
 
 
 # --- no-op formatting: a reader sees the same prompt -----------------------
@@ -248,13 +208,6 @@ def indented_lines(text: str, rng: random.Random) -> str:
     return "\n".join("    " + line if line.strip() else line for line in lines)
 
 
-@dataclass(frozen=True)
-class EditKind:
-    rung: str
-    name: str
-    apply: Callable[[str, random.Random], str]
-
-
 EDIT_KINDS: tuple[EditKind, ...] = (
     EditKind("noop_format", "trailing_space", trailing_space),
     EditKind("noop_format", "leading_space", leading_space),
@@ -278,7 +231,17 @@ EDIT_KINDS: tuple[EditKind, ...] = (
     EditKind("structural", "newline_in_sentence", newline_in_sentence),
     EditKind("structural", "whitespace_run", whitespace_run),
     EditKind("structural", "indented_lines", indented_lines),
+    *CASING_KINDS,
+    *FORMAT_KINDS,
+    *TYPO_KINDS,
+    *CONTRACTION_KINDS,
+    *FILLER_KINDS,
+    *OPTION_KINDS,
 )
+"""Every seeded edit, in rung order (the order of every table)."""
+
+
+
 
 
 def edit_kind(name: str) -> EditKind:
@@ -288,7 +251,12 @@ def edit_kind(name: str) -> EditKind:
     raise KeyError(name)
 
 
-def apply_edit(kind: EditKind, text: str, *, ladder: str, prompt_id: str) -> str:
-    """Apply one edit with its stable seed; raises NotApplicable when it has nothing to act on."""
-    rng = random.Random(seed_for(ladder, prompt_id, kind.rung, kind.name))
-    return kind.apply(text, rng)
+def apply_edit(kind: EditKind, text: str, *, ladder: str, prompt_id: str, draw: int = 1) -> str:
+    """Apply one edit with its stable seed; raises NotApplicable when it has nothing to act on.
+
+    ``draw`` numbers the pairs of one kind on one prompt (``ladder build
+    --pairs-per-kind``); the first draw's key is the one every ladder had
+    before there could be more, so existing ladders keep their pairs.
+    """
+    key = (ladder, prompt_id, kind.rung, kind.name) + (() if draw == 1 else (str(draw),))
+    return kind.apply(text, random.Random(seed_for(*key)))

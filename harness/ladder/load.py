@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
-from harness.ladder.build import GENERATED_KINDS, build_ladder
+from harness.ladder.build import MAX_PAIRS_PER_KIND, build_ladder, resolve_kinds
 from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant
 from harness.core.yaml_strict import MAX_DEPTH, check_nesting, load_yaml_strict, read_text_strict
 
@@ -80,15 +80,14 @@ class LadderSpec(_Strict):
     ladder: str
     description: str = ""
     edit_kinds: list[str] | None = None
+    """Kind names, or rung names standing for all their generated kinds."""
+    pairs_per_kind: int = Field(1, ge=1, le=MAX_PAIRS_PER_KIND)
     prompts: list[PromptSpec]
 
     @field_validator("edit_kinds")
     @classmethod
     def _kinds(cls, v: list[str] | None) -> list[str] | None:
-        for k in v or []:
-            if k not in GENERATED_KINDS:
-                raise ValueError(f"unknown edit kind {k!r} (expected one of {', '.join(GENERATED_KINDS)})")
-        return v
+        return None if v is None else list(resolve_kinds(v))
 
 
 def load_ladder(path: Path | str) -> Ladder:
@@ -117,6 +116,7 @@ def read_ladder_yaml(path: Path) -> PromptSet:
     return prompt_set_from_specs(
         spec.ladder, spec.prompts, source=str(path), source_sha256=sha256_text(read_text_strict(path)),
         where="prompts", edit_kinds=tuple(spec.edit_kinds) if spec.edit_kinds else None, description=spec.description,
+        pairs_per_kind=spec.pairs_per_kind,
     )
 
 
@@ -129,6 +129,7 @@ def prompt_set_from_specs(
     where: str = "",
     edit_kinds: tuple[str, ...] | None = None,
     description: str = "",
+    pairs_per_kind: int = 1,
 ) -> PromptSet:
     """Validated prompt specs -> PromptSet; ``where`` prefixes the field of an error (``prompts[3].id``)."""
     seen: dict[str, int] = {}
@@ -158,7 +159,7 @@ def prompt_set_from_specs(
             for j, v in enumerate(getattr(p.curated, rung)):
                 if isinstance(v, str) and not v.strip():
                     raise InputError(source, f"{where}[{i}].curated.{rung}[{j}]", "empty prompt")
-    return PromptSet(name, source, source_sha256, prompts, curated, edit_kinds, description)
+    return PromptSet(name, source, source_sha256, prompts, curated, edit_kinds, description, pairs_per_kind)
 
 
 def _reject_duplicate_keys(path: Path):

@@ -6,13 +6,21 @@ from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 # Tightest control to loosest; the order is used in every table.
+# casing, format and typo change the surface of the words; filler adds words
+# that carry no task content; option_order keeps the question but moves the
+# answer (a label now names another option), so it sits past paraphrase.
 RUNGS: tuple[str, ...] = (
     "identical",
     "noop_format",
     "punctuation",
     "structural",
+    "casing",
+    "format",
+    "typo",
     "synonym",
+    "filler",
     "paraphrase",
+    "option_order",
     "semantic_small",
     "positive_control",
 )
@@ -21,12 +29,20 @@ Rung = Literal[
     "noop_format",
     "punctuation",
     "structural",
+    "casing",
+    "format",
+    "typo",
     "synonym",
+    "filler",
     "paraphrase",
+    "option_order",
     "semantic_small",
     "positive_control",
 ]
 MECHANICAL_RUNGS = ("noop_format", "punctuation", "structural")
+"""The rungs every prompt with a visible character gets."""
+SEEDED_RUNGS = ("casing", "format", "typo", "filler", "option_order")
+"""Rungs made only by seeded edits that a prompt may not admit (no capital, no field, no option list)."""
 CURATED_RUNGS = ("synonym", "paraphrase", "semantic_small", "positive_control")
 
 
@@ -66,8 +82,10 @@ class PromptSet:
     curated: Mapping[str, Mapping[str, tuple[Variant, ...]]] = field(default_factory=dict)
     """``curated[prompt_id][rung]``: variants for the curated rungs (synonym, paraphrase, ...)."""
     edit_kinds: tuple[str, ...] | None = None
-    """Generated edit kinds to make (mechanical kinds and ``lexicon``); None means all."""
+    """Generated edit kinds to make (seeded kinds and ``lexicon``); None means all."""
     description: str = ""
+    pairs_per_kind: int = 1
+    """Pairs each seeded kind makes per prompt, each from its own draw (duplicates are skipped, and said)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,8 @@ class Ladder:
     skipped: tuple[SkippedEdit, ...] = field(default_factory=tuple)
     edit_kinds: tuple[str, ...] | None = None
     """The generated edit kinds the ladder was restricted to; None means all."""
+    pairs_per_kind: int = 1
+    """Pairs each seeded kind was asked to make per prompt."""
 
     def rung_counts(self) -> dict[str, int]:
         counts = {r: 0 for r in RUNGS}

@@ -122,9 +122,12 @@ def synonym_edit(text: str, lexicon: Lexicon, rng: random.Random) -> SynonymEdit
     return SynonymEdit(before + replacement + text[w.end :], w.text, replacement, f"{w.text} -> {replacement}{article}")
 
 
-def apply_synonym(text: str, *, ladder: str, prompt_id: str, lexicon: Lexicon | None = None) -> SynonymEdit:
-    """The seeded synonym edit of one prompt; raises NotApplicable when no lexicon word occurs in it."""
-    rng = random.Random(seed_for(ladder, prompt_id, "synonym", LEXICON_EDIT_KIND))
+def apply_synonym(text: str, *, ladder: str, prompt_id: str, lexicon: Lexicon | None = None, draw: int = 1) -> SynonymEdit:
+    """The seeded synonym edit of one prompt; raises NotApplicable when no lexicon word occurs in it.
+
+    ``draw`` > 1 adds the draw number to the key (more pairs per prompt), as ``apply_edit`` does.
+    """
+    rng = random.Random(seed_for(ladder, prompt_id, "synonym", LEXICON_EDIT_KIND, *(() if draw == 1 else (str(draw),))))
     return synonym_edit(text, lexicon or load_lexicon(), rng)
 
 

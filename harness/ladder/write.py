@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from harness.errors import InputError
-from harness.ladder.coverage import coverage_lines
+from harness.ladder.coverage import coverage_lines, kind_count_lines
 from harness.ladder.records import CURATED_RUNGS, Ladder, PromptSet, Variant
 from harness.core.rundir import atomic_write_text
 
@@ -49,6 +49,8 @@ def _document(prompt_set: PromptSet) -> dict[str, Any]:
         doc["description"] = prompt_set.description
     if prompt_set.edit_kinds is not None:
         doc["edit_kinds"] = list(prompt_set.edit_kinds)
+    if prompt_set.pairs_per_kind != 1:
+        doc["pairs_per_kind"] = prompt_set.pairs_per_kind
     prompts = []
     for p in prompt_set.prompts:
         entry: dict[str, Any] = {"id": p.id, "topic": p.topic}
@@ -85,12 +87,14 @@ def ladder_yaml(prompt_set: PromptSet, ladder: Ladder) -> str:
     header = [
         f"Ladder {prompt_set.name!r}, written by `stabprobe ladder build` from {prompt_set.source}",
         f"(sha256 {prompt_set.source_sha256}).",
-        "Mechanical rungs, the lexicon synonym and the paired positive control are generated from",
-        "each prompt when the ladder is loaded, seeded from (ladder, prompt id, rung, edit kind);",
+        "Seeded rungs, the lexicon synonym and the paired positive control are generated from",
+        "each prompt when the ladder is loaded, seeded from (ladder, prompt id, rung, edit kind[, draw]);",
         "a prompt without a topic of its own is its own topic.",
         "",
         f"{len(ladder.prompts)} prompts, {len(ladder.pairs)} pairs; by rung:",
         *("  " + line for line in coverage_lines(ladder, id_limit=None)),
+        "by edit kind:",
+        *("  " + line for line in kind_count_lines(ladder)),
     ]
     body = yaml.dump(_document(prompt_set), Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=10**6)
     return _comment(header) + body

@@ -70,10 +70,17 @@ def run_lines(summary: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     ]
 
 
+def _spread(s: dict[str, Any] | None) -> str:
+    if not s or not s.get("n_prompts"):
+        return "-"
+    return f"{_fmt(s['mean'])} [{_fmt(s['ci95'][0])}, {_fmt(s['ci95'][1])}] ({s['n_prompts']})"
+
+
 def _cells_table(summary: dict[str, Any]) -> Table:
     cells = summary["cells"]
     answer = any("emb_dist_answer" in c for c in cells)
-    header = ["model", "variant", "rung", "L", "prompts", "pairs", "cluster", "embedding distance [95% CI]"]
+    header = ["model", "variant", "rung", "L", "prompts", "pairs", "cluster", "embedding distance [95% CI]",
+              "spread over a prompt's variants [95% CI] (prompts)"]
     if answer:
         header.append("answer-span emb. distance [95% CI]")
     header += ["token edit (norm)", "hidden dist", "prompt-end JS", "top-1 flip rate", "diverged share"]
@@ -82,7 +89,7 @@ def _cells_table(summary: dict[str, Any]) -> Table:
         e = c["emb_dist"]
         row = [c["model"], str(c["variant"]), c["rung"], str(c["length"]), str(c.get("n_prompts", "-")), str(c["n_pairs"]),
                c.get("cluster") or "-",
-               f"{_fmt(e['mean'])} [{_fmt(e['ci95'][0])}, {_fmt(e['ci95'][1])}]"]
+               f"{_fmt(e['mean'])} [{_fmt(e['ci95'][0])}, {_fmt(e['ci95'][1])}]", _spread(c.get("spread"))]
         if answer:
             a = c.get("emb_dist_answer")
             row.append(f"{_fmt(a['mean'])} [{_fmt(a['ci95'][0])}, {_fmt(a['ci95'][1])}]" if a else "-")
@@ -94,7 +101,10 @@ def _cells_table(summary: dict[str, Any]) -> Table:
                        "its output), so its width reflects the number of prompts, not of pairs. "
                        "Cluster: models of one variant × rung × length sharing a letter are not separated by the "
                        "paired permutation test on per-prompt embedding distance differences (Holm-corrected); "
-                       "the letters are clusters, not ranks."),
+                       "the letters are clusters, not ranks. "
+                       "Spread (FormatSpread): per base prompt, the largest minus the smallest embedding distance over "
+                       "its pairs on the rung, averaged over the prompts with two pairs or more; on the format rung, how "
+                       "far apart the best and the worst format of one prompt land. '-' when no prompt has two pairs."),
                  empty="no pairs were scored")
 
 

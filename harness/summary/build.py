@@ -24,6 +24,7 @@ from harness.summary.stats import (
 CLUSTER_METRIC = "emb_dist"
 FAMILY = "all model pairs within one variant x rung x length"
 """The Holm family of the cluster tests; the error rate holds per family, not for the whole report."""
+SPREAD_METRIC = "emb_dist"
 METRICS = ("emb_dist", "emb_dist_answer", "tok_edit_norm", "tok_edit_norm_answer", "hidden_dist", "js", "top1_flip")
 
 
@@ -49,10 +50,26 @@ def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
             if finite.size < vals.size:  # said, not hidden: the mean is over fewer pairs than n_pairs
                 row[m]["n_missing"] = int(vals.size - finite.size)
         row["diverged_share"] = float((g["first_div"] > 0).mean())
+        row["spread"] = prompt_spread(g)
         out.append(row)
     order = {r: i for i, r in enumerate(RUNGS)}
     out.sort(key=lambda r: (r["model"], r["variant"], order.get(r["rung"], 99), r["length"]))
     return out
+
+
+def prompt_spread(cell: pd.DataFrame, metric: str = SPREAD_METRIC) -> dict[str, Any]:
+    """FormatSpread's spread on one rung: per base prompt, max − min of ``metric`` over its variants; mean over prompts.
+
+    A prompt with fewer than two measured variants on the rung has no spread:
+    it is counted (``n_prompts_one_variant``), not taken as 0. The CI
+    resamples prompts (each prompt is one value).
+    """
+    per_prompt = cell[["prompt_id", metric]].dropna().groupby("prompt_id", sort=True)[metric].agg(["max", "min", "size"])
+    several = per_prompt[per_prompt["size"] >= 2]
+    spreads = (several["max"] - several["min"]).to_numpy(dtype=float)
+    lo, hi = cluster_bootstrap_ci(spreads, several.index.to_numpy())  # one value per prompt
+    return {"metric": metric, "mean": float(spreads.mean()) if spreads.size else float("nan"), "ci95": [lo, hi],
+            "n_prompts": int(spreads.size), "n_prompts_one_variant": int(cell["prompt_id"].nunique() - spreads.size)}
 
 
 def audit_counts(audit: pd.DataFrame) -> list[dict[str, Any]]:
@@ -149,7 +166,8 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
 
     memo = memo or Memo(None)
     # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
-    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs)], lambda: (cell_stats(pairs), cluster_stats(pairs)),
+    # "spread": cells memoized before the spread existed must not be served without it.
+    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread"], lambda: (cell_stats(pairs), cluster_stats(pairs)),
                                encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
     return {

@@ -1,0 +1,148 @@
+"""What every seeded edit shares: the stable seed, the spans of words, and the spans no edit may touch.
+
+Protected spans hold text whose exact characters carry meaning the edit must
+not change: URLs and e-mail addresses, every whitespace-separated token with a
+digit in it (numbers, "3rd", "v1.2", "10,000"), code in backticks and quoted
+text (the material a prompt asks to translate or correct is its content, not
+its wording). The word-level edits (casing, typos, contractions, fillers) act
+only outside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def seed_for(*key: str) -> int:
+    """64-bit seed from a key; sha256 so it is stable across processes (``hash()`` is salted)."""
+    digest = hashlib.sha256("\x1f".join(key).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class NotApplicable(Exception):
+    """The edit has nothing to act on in this prompt (e.g. no comma)."""
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class EditKind:
+    """One seeded edit: its rung, its name (the pair's ``edit_kind``) and the function that makes it."""
+
+    rung: str
+    name: str
+    apply: Callable[[str, random.Random], str]
+    """``(prompt, seeded rng) -> edited prompt``; raises NotApplicable with the reason when it cannot act."""
+    describe: Callable[[str, str], str] | None = field(default=None, compare=False)
+    """``(prompt, edited) -> note`` for the pair (e.g. the misspelt word); None leaves the note empty."""
+
+
+_LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def is_mark(ch: str) -> bool:
+    return unicodedata.category(ch).startswith("M")
+
+
+@lru_cache(maxsize=512)
+def word_spans(text: str) -> tuple[Span, ...]:
+    """Runs of letters, extended over the combining marks that follow them.
+
+    A word ends after its marks, not before them: an insertion between a
+    letter and its accent would split one visible character in two (and block
+    NFC composition).
+    """
+    spans = []
+    for m in _LETTERS.finditer(text):
+        end = m.end()
+        while end < len(text) and is_mark(text[end]):
+            end += 1
+        spans.append(Span(m.start(), end, text[m.start() : end]))
+    return tuple(spans)  # cached: every kind of a prompt reads the same words
+
+
+def pick(rng: random.Random, items: Sequence[T], why: str = "nothing to edit") -> T:
+    if not items:
+        raise NotApplicable(why)
+    return items[rng.randrange(len(items))]
+
+
+# A URL ends before trailing sentence punctuation ("see https://x.org.").
+URL = re.compile(r"(?:[a-zA-Z][a-zA-Z0-9+.-]*://|www\.)[^\s<>\"]*[^\s<>\".,;:!?)\]}'\u2019]|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_DIGIT_TOKEN = re.compile(r"\S*\d\S*")
+_QUOTED = re.compile(r"`[^`]*`?|\"[^\"]*\"?|\u201c[^\u201d]*\u201d?|\u00ab[^\u00bb]*\u00bb?")
+
+
+@lru_cache(maxsize=512)
+def protected_spans(text: str) -> tuple[tuple[int, int], ...]:
+    """Character ranges no word-level edit may touch (URLs, tokens with a digit, code, quotes).
+
+    An opening quote without its closing one protects the rest of the prompt.
+    """
+    spans = [(m.start(), m.end()) for rx in (URL, _DIGIT_TOKEN, _QUOTED) for m in rx.finditer(text)]
+    return tuple(sorted(spans))
+
+
+def _inside(spans: tuple[tuple[int, int], ...], start: int, end: int) -> bool:
+    return any(s < end and start < e for s, e in spans)
+
+
+def free_words(text: str, glued: bool = False) -> list[Span]:
+    """Word spans that overlap no protected span and (unless ``glued``) are not glued to a hyphen or apostrophe.
+
+    "well-known" and "don't" are left alone by default: a typo or a case
+    change in half of a compound is not the edit the rung promises (lowercasing
+    the whole prompt takes them too, ``glued=True``).
+    """
+    guarded = protected_spans(text)
+    out = []
+    for w in word_spans(text):
+        before = text[w.start - 1] if w.start else " "
+        after = text[w.end] if w.end < len(text) else " "
+        if not glued and (before in "-'\u2019_" or after in "-'\u2019_"):
+            continue
+        if not _inside(guarded, w.start, w.end):
+            out.append(w)
+    return out
+
+
+def single_spaces(text: str) -> list[re.Match]:
+    """Single spaces between two visible characters, not carrying a combining mark."""
+    return [m for m in re.finditer(r"(?<=\S) (?=\S)", text) if not is_mark(text[m.end()])]
+
+
+def free_spaces(text: str) -> list[int]:
+    """Positions of single spaces between two free words (insertions there touch nothing protected)."""
+    guarded = protected_spans(text)
+    return [m.start() for m in single_spaces(text) if not _inside(guarded, m.start() - 1, m.end() + 1)
+            and _LETTERS.match(text, m.end()) and _LETTERS.fullmatch(text[m.start() - 1])]
+
+
+def replace_span(text: str, start: int, end: int, new: str) -> str:
+    return text[:start] + new + text[end:]
+
+
+def first_change(a: str, b: str) -> str:
+    """``old -> new`` for the whitespace-separated tokens that differ (a note a reader can check)."""
+    import difflib
+
+    ta, tb = a.split(), b.split()
+    changes = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ta, b=tb, autojunk=False).get_opcodes():
+        old, new = " ".join(ta[i1:i2]), " ".join(tb[j1:j2])
+        if op != "equal":
+            changes.append(f"+ {new}" if not old else f"- {old}" if not new else f"{old} -> {new}")
+    return "; ".join(changes) or "whitespace only"
