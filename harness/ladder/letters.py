@@ -77,7 +77,7 @@ def first_letter_lowercased(text: str, rng: random.Random) -> str:
         raise NotApplicable("the prompt does not start with a word")
     w = words[0]
     first = w.text[0]
-    if not first.isupper() or len(first.lower()) != 1:
+    if not first.isupper() or len(first.lower()) != 1 or first.lower() == first:  # "𝓐" has no lowercase
         raise NotApplicable("the first word does not start with a capital letter")
     if sum(not is_mark(c) for c in w.text) > 1 and w.text.isupper():
         raise NotApplicable("the first word is in capitals (an acronym)")

@@ -203,7 +203,7 @@ neighbourhoods:
         (BASE.replace("    thresholds: {max_mean_emb_dist: 1.0}\n", ""), "neighbourhoods[0].thresholds", "missing"),
         (BASE.replace("{max_mean_emb_dist: 1.0}", "{relative_to_noise_floor: true}"),
          "neighbourhoods[0].thresholds", "no threshold"),
-        (BASE.replace("[punctuation]", "[punctuation, typo]"), "neighbourhoods[0].rungs", "unknown rung 'typo'"),
+        (BASE.replace("[punctuation]", "[punctuation, typos]"), "neighbourhoods[0].rungs", "unknown rung 'typos'"),
         (BASE.replace("    rungs:", "    prompt: again\n    rungs:"), "prompt", "duplicate key at line 7"),
         (BASE.replace("{max_mean_emb_dist: 1.0}", "{max_early_divergence_share: 0.5}"),
          "neighbourhoods[0].thresholds.early_step", "go together"),

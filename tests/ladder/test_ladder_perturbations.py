@@ -54,7 +54,7 @@ def test_letter_edits_leave_urls_numbers_quotes_and_compounds_alone():
 def test_first_letter_lowercased_skips_acronyms_and_non_words():
     assert first_letter_lowercased("Explain it.", random.Random(0)) == "explain it."
     assert first_letter_lowercased(" Explain it.", random.Random(0)) == " explain it."
-    for text in ("NASA launched it.", "explain it.", "42 Explain", '"Explain" it'):
+    for text in ("NASA launched it.", "explain it.", "42 Explain", '"Explain" it', "\U0001d4d0 is a letter"):
         with pytest.raises(NotApplicable):
             first_letter_lowercased(text, random.Random(0))
 
