@@ -24,6 +24,8 @@ class RenderPolicy:
     """A template that replaces the tokenizer's own (used by audits of published templates)."""
     template_date: str = DEFAULT_TEMPLATE_DATE
     """What ``strftime_now`` answers inside the template: YYYY-MM-DD, or ``today`` (harness.audit.template_clock)."""
+    template_source: str = "tokenizer"
+    """Where the template comes from: 'tokenizer', or the .jinja file the registry entry names."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,21 @@ class MissingChatTemplate(Exception):
     """The policy asks for the model's template and the tokenizer has none."""
 
 
+class TemplateRenderError(Exception):
+    """The chat template raised while rendering; the message names the template line and its source."""
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """Line of the template where a render error arose (jinja2 maps its frames to ``<template>`` lines)."""
+    line = getattr(exc, "lineno", None)  # TemplateSyntaxError carries it
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
 def render_prompt(tokenizer, prompt: str, policy: RenderPolicy) -> RenderedPrompt:
     if policy.use_chat_template:
         template = policy.template_override or getattr(tokenizer, "chat_template", None)
@@ -48,13 +65,23 @@ def render_prompt(tokenizer, prompt: str, policy: RenderPolicy) -> RenderedPromp
                 "to send the raw prompt (recorded per model)"
             )
         with template_clock(policy.template_date) as reads:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}],
-                chat_template=template,
-                add_generation_prompt=True,
-                tokenize=False,
-                **policy.template_kwargs,
-            )
+            try:
+                text = tokenizer.apply_chat_template(
+                    [{"role": "user", "content": prompt}],
+                    chat_template=template,
+                    add_generation_prompt=True,
+                    tokenize=False,
+                    **policy.template_kwargs,
+                )
+            except Exception as exc:  # noqa: BLE001 - any error raised by the template's own code
+                # e.g. a published template that iterates `tools` whenever it is defined, while
+                # transformers passes tools=None: a bare TypeError would not say it is the template.
+                line = _template_line(exc)
+                where = f" at template line {line}" if line is not None else ""
+                raise TemplateRenderError(
+                    f"chat template failed to render: {type(exc).__name__}: {exc}{where} "
+                    f"(template from {policy.template_source})"
+                ) from exc
         # Rendered templates carry their own special tokens (BOS included);
         # letting the tokenizer add them again would double a BOS.
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-DECODER_VERSION = "2"  # 2: exact-length buckets, no one-row batches
+DECODER_VERSION = "3"  # 2: exact-length buckets, no one-row batches; 3: head check, head top-1 in the traces
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ class Generation:
     """Per step: smallest L2 move of h that lets another token overtake the chosen one."""
     trace_flip_rival: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     """Per step: the token that the flip radius is measured to (nearest rival, not always the top-2)."""
+    trace_head_top1_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    """Per step: the top-1 of the fp32 closed-form head the traces are computed on (-1 when unavailable).
+    Where it differs from trace_top1_id (a near-tie), the TCB and flip radius describe another token."""
 
     @property
     def trace_margin(self) -> np.ndarray:
@@ -122,6 +125,7 @@ class _StepRecorder:
         self.top_vals: list = []
         self.top_ids: list = []
         self.first_logprobs = None
+        self.first_scores = None
 
     def __call__(self, input_ids, scores):
         import torch
@@ -133,6 +137,7 @@ class _StepRecorder:
         if self.first_logprobs is None:
             # log_softmax, not log(softmax): tail probabilities underflow in float32.
             self.first_logprobs = torch.log_softmax(s, dim=-1).cpu()
+            self.first_scores = s.cpu()  # what the closed-form head is checked against (once per cell)
         return scores
 
 
@@ -192,7 +197,7 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
     top_ids = torch.stack(rec.top_ids, 1).numpy()
     hidden_t = torch.stack(states, 1)  # [B, steps, d]
     hidden = hidden_t.numpy()
-    stab = _step_stability(loaded, hidden_t)
+    stab = _step_stability(loaded, hidden_t, rec.first_scores)
     eos = set(info.eos_token_ids)
     gens = []
     for b, r in enumerate(requests):
@@ -234,6 +239,7 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
                 trace_delta_tcb=stab["delta_tcb"][b, :steps],
                 trace_flip_radius=stab["flip_radius"][b, :steps],
                 trace_flip_rival=stab["rival_id"][b, :steps],
+                trace_head_top1_id=stab["top1_id"][b, :steps],
             )
         )
     return gens
@@ -242,23 +248,67 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
 BATCHING_MODES = ("bucket", "padded")
 
 
-def _step_stability(loaded, hidden) -> dict[str, np.ndarray]:
+def _step_stability(loaded, hidden, first_scores=None) -> dict[str, np.ndarray]:
     """Closed-form local stability of every captured state (harness.stability), [B, steps] each.
 
     One call over all steps of the batch: a few mat-vecs with the unembedding
     per state, about the cost of the lm_head itself. A head the closed forms do
-    not support leaves the traces nan, and the reason is recorded by the cell.
+    not support, or one that fails the check against the model's own logits
+    (:func:`check_trace_head`), leaves the traces nan; the reason is recorded by the cell.
     """
     B, T = hidden.shape[0], hidden.shape[1]
     head = loaded.stability_head()
+    if head is not None and first_scores is not None and getattr(loaded, "head_check", None) is None:
+        head = check_trace_head(loaded, head, hidden[:, 0, :], first_scores)
     if head is None:
         nan = np.full((B, T), np.nan, np.float32)
-        return {"delta_tcb": nan, "flip_radius": nan, "rival_id": np.full((B, T), -1, np.int64)}
+        none = np.full((B, T), -1, np.int64)
+        return {"delta_tcb": nan, "flip_radius": nan, "rival_id": none, "top1_id": none}
     from harness.stability import step_stability
 
     spec, norms = head
     out = step_stability(hidden.reshape(B * T, -1).to(spec.device), spec, norms)
-    return {k: out[k].reshape(B, T) for k in ("delta_tcb", "flip_radius", "rival_id")}
+    return {k: out[k].reshape(B, T) for k in ("delta_tcb", "flip_radius", "rival_id", "top1_id")}
+
+
+def trace_tolerance(model) -> float:
+    """Relative tolerance of the head check: 1e-3 (as ``geometry``), or one ulp of the model's compute dtype.
+
+    A bf16 model rounds its logits to 8 significant bits (ulp 7.8e-3 relative);
+    the fp32 closed-form head cannot agree better than that with what greedy saw.
+    """
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    eps = float(torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-3
+    return max(1e-3, eps)
+
+
+def check_trace_head(loaded, head, h0, scores0):
+    """Check the closed-form head once per cell against the logits greedy took its argmax over.
+
+    Records ``loaded.head_check`` (max row-relative deviation, tolerance, ok);
+    returns the head, or None when it fails so every trace of the cell is nan
+    with the reason in ``loaded.stability_note``.
+    """
+    import torch
+
+    spec, _ = head
+    with torch.no_grad():
+        got = spec.logits(h0.to(device=spec.device, dtype=spec.dtype)).float().cpu()
+    ref = scores0.float()
+    finite = torch.isfinite(ref).all(dim=1) & torch.isfinite(got).all(dim=1)
+    err = (got - ref).abs().amax(dim=1) / ref.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+    dev = float(err[finite].max()) if bool(finite.any()) else float("nan")
+    tol = trace_tolerance(loaded.model)
+    ok = dev <= tol  # nan (no finite row to compare) fails
+    loaded.head_check = {"max_rel_dev": dev, "tolerance": tol, "rows": int(ref.shape[0]), "ok": bool(ok)}
+    if ok:
+        return head
+    loaded._stability = None
+    loaded.stability_note = (f"head check failed: g(W h + b) misses the model's logits by {dev:.3g} relative "
+                             f"(tolerance {tol:.3g}); traces are nan")
+    return None
 
 
 def plan_batches(requests: Sequence[DecodeRequest], batch_size: int, mode: str = "bucket") -> list[list[DecodeRequest]]:

@@ -19,7 +19,7 @@ class ScaffoldSplit(Protocol):
     answer_start: int
 
 
-_ARRAYS_INT = ("trace_top1_id", "trace_top2_id", "trace_flip_rival")
+_ARRAYS_INT = ("trace_top1_id", "trace_top2_id", "trace_flip_rival", "trace_head_top1_id")
 _ARRAYS_FLOAT = ("trace_top1_logit", "trace_top2_logit", "prompt_end_logprobs", "trace_delta_tcb", "trace_flip_radius")
 
 
@@ -65,6 +65,7 @@ def generation_from_row(row: Any, lengths: Sequence[int]) -> Generation:
         trace_delta_tcb=np.asarray(_opt(get, "trace_delta_tcb"), dtype=np.float32),
         trace_flip_radius=np.asarray(_opt(get, "trace_flip_radius"), dtype=np.float32),
         trace_flip_rival=np.asarray(_opt(get, "trace_flip_rival"), dtype=np.int64),
+        trace_head_top1_id=np.asarray(_opt(get, "trace_head_top1_id"), dtype=np.int64),
     )
 
 

@@ -42,6 +42,8 @@ class ModelInfo:
     pad_token_id: int
     pad_token_note: str
     load_seconds: float
+    chat_template_source: str | None = None
+    """'tokenizer', the registry entry's .jinja file, or None (raw prompts)."""
 
 
 @dataclass
@@ -87,6 +89,12 @@ def render_policy(entry: ModelEntry, variant: str = "bf16") -> RenderPolicy:
     from harness.models.variants import parse_variant
 
     kwargs = {**entry.chat_template_kwargs, **parse_variant(variant).template_overrides}
+    file = entry.template_file
+    if file is not None:
+        from harness.audit.render import load_template_file
+
+        return RenderPolicy(True, kwargs, template_override=load_template_file(str(file)), template_date=entry.template_date,
+                            template_source=str(file))
     return RenderPolicy(entry.chat_template == "model", kwargs, template_date=entry.template_date)
 
 
@@ -185,7 +193,9 @@ def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> 
 
     eos = _eos_ids(tokenizer, gen_config)
     pad, pad_note = _pad_id(tokenizer, eos)
-    template = getattr(tokenizer, "chat_template", None) if entry.chat_template == "model" else None
+    policy = render_policy(entry, variant)
+    # The template actually rendered: the entry's .jinja file when it names one, else the tokenizer's.
+    template = (policy.template_override or getattr(tokenizer, "chat_template", None)) if policy.use_chat_template else None
     snap = _snapshot_dir(entry, resolved)
     info = ModelInfo(
         name=entry.name,
@@ -210,6 +220,7 @@ def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> 
         pad_token_id=pad,
         pad_token_note=pad_note,
         load_seconds=round(time.perf_counter() - t0, 3),
+        chat_template_source=policy.template_source if policy.use_chat_template else None,
     )
 
     def load_weights():
@@ -225,7 +236,7 @@ def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> 
             raise RuntimeError(f"asked for attn_implementation={entry.attn_implementation!r}, transformers used {used!r}")
         return model
 
-    loaded = LoadedModel(entry, tokenizer, None, info, render_policy(entry, variant), load_weights)
+    loaded = LoadedModel(entry, tokenizer, None, info, policy, load_weights)
     if not lazy:
         _ = loaded.model
     return loaded

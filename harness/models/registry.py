@@ -34,7 +34,10 @@ class Scaffold(_Strict):
     """Delimiters of a reasoning preamble the scorer strips to get the answer span."""
 
     open: str | None = Field(None, description="Text that opens the scaffold; None when only a close marker exists.")
-    close: str = Field(..., description="Text that ends the scaffold; the answer starts after it.")
+    close: str | None = Field(
+        ..., description="Text that ends the scaffold; the answer starts after it. null: the end is not known "
+        "(no published marker): an opened scaffold ends only at an answer marker, else it is unclosed."
+    )
     opened_by_template: bool = Field(
         False, description="The chat template already opens the scaffold, so outputs hold only the close."
     )
@@ -58,8 +61,10 @@ class ModelEntry(_Strict):
     attn_implementation: Literal["eager", "sdpa"] = Field(
         "eager", description="eager is batch-invariant in bf16 on CPU; sdpa is faster but may not be."
     )
-    chat_template: Literal["model", "none"] = Field(
-        "model", description="model: render through the tokenizer's own template; none: raw prompt text."
+    chat_template: str = Field(
+        "model", description="model: render through the tokenizer's own template; none: raw prompt text; "
+        "path/to/file.jinja (relative to the registry file): that template instead (hashed and recorded), e.g. a "
+        "fixed copy of a published template that does not render."
     )
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     template_date: str = Field(
@@ -80,6 +85,18 @@ class ModelEntry(_Strict):
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", v):
             raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
         return v
+
+    @field_validator("chat_template")
+    @classmethod
+    def _chat_template(cls, v: str) -> str:
+        if v not in ("model", "none") and not v.endswith(".jinja"):
+            raise ValueError("expected 'model', 'none' or a path to a .jinja file")
+        return v
+
+    @property
+    def template_file(self) -> Path | None:
+        """The template file the entry names, or None for model / none."""
+        return None if self.chat_template in ("model", "none") else Path(self.chat_template)
 
     @field_validator("template_date")
     @classmethod
@@ -155,6 +172,8 @@ def load_registry(path: Path = DEFAULT_REGISTRY) -> Registry:
             if not src.is_absolute():
                 src = (path.parent / src).resolve()
             entry = entry.model_copy(update={"source": str(src)})
+        if entry.template_file is not None:
+            entry = entry.model_copy(update={"chat_template": _template_path(path, i, entry.template_file)})
         entries.append(entry)
     names = [e.name for e in entries]
     for i, n in enumerate(names):
@@ -176,6 +195,22 @@ def model_dir_problem(path: Path) -> str | None:
     if not (path / "config.json").is_file():
         return f"{path} is not a model directory (no config.json)"
     return None
+
+
+def _template_path(registry: Path, i: int, template: Path) -> str:
+    """A template file named by an entry, relative to the registry file; it must exist and be Jinja."""
+    from harness.audit.render import load_template_file
+
+    full = template.expanduser()
+    if not full.is_absolute():
+        full = (registry.parent / full).resolve()
+    if not full.is_file():
+        raise InputError(str(registry), f"models[{i}].chat_template", f"{template}: no such template file")
+    try:
+        load_template_file(str(full))
+    except InputError as exc:
+        raise InputError(str(registry), f"models[{i}].chat_template", f"{template}: {exc.message}") from None
+    return str(full)
 
 
 def entry_for_local_dir(path: Path) -> ModelEntry:

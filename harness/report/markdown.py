@@ -82,7 +82,7 @@ def _cells_table(summary: dict[str, Any]) -> Table:
     header = ["model", "variant", "rung", "L", "prompts", "pairs", "cluster", "embedding distance [95% CI]",
               "spread over a prompt's variants [95% CI] (prompts)"]
     if answer:
-        header.append("answer-span emb. distance [95% CI]")
+        header += ["answer-span emb. distance [95% CI]", "no answer span"]
     header += ["token edit (norm)", "hidden dist", "prompt-end JS", "top-1 flip rate", "diverged share"]
     rows = []
     for c in cells:
@@ -93,6 +93,8 @@ def _cells_table(summary: dict[str, Any]) -> Table:
         if answer:
             a = c.get("emb_dist_answer")
             row.append(f"{_fmt(a['mean'])} [{_fmt(a['ci95'][0])}, {_fmt(a['ci95'][1])}]" if a else "-")
+            miss = c.get("answer_missing")
+            row.append(f"{miss['count']} ({miss['share']:.0%})" if miss else "-")
         row += [_fmt(c["tok_edit_norm"]["mean"]), _fmt(c["hidden_dist"]["mean"]), f"{c['js']['mean']:.3g}",
                 _fmt(c["top1_flip"]["mean"]), _fmt(c["diverged_share"])]
         rows.append(row)
@@ -104,8 +106,30 @@ def _cells_table(summary: dict[str, Any]) -> Table:
                        "the letters are clusters, not ranks. "
                        "Spread (FormatSpread): per base prompt, the largest minus the smallest embedding distance over "
                        "its pairs on the rung, averaged over the prompts with two pairs or more; on the format rung, how "
-                       "far apart the best and the worst format of one prompt land. '-' when no prompt has two pairs."),
+                       "far apart the best and the worst format of one prompt land. '-' when no prompt has two pairs. "
+                       "No answer span: pairs where a side's scaffold never closed; their answer-span distances are "
+                       "missing (not 0) and the answer-span mean is over the other pairs."),
                  empty="no pairs were scored")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:.0%}"
+
+
+def _unresponsive_table(rows: list[dict[str, Any]]) -> Table:
+    # Next to collapse on purpose: the same trap (a model that stops reacting to its prompt), seen
+    # without a reference variant.
+    return Table("unresponsive", "Unresponsive check (no reference needed; collapse is the same trap against a baseline)",
+                 ["model", "variant", "L", "distinct outputs / base prompts", "positive_control", "noop_format",
+                  "gap per prompt [95% CI]", "unresponsive"],
+                 [[r["model"], str(r["variant"]), str(r["length"]), f"{r['distinct_outputs']} / {r['base_prompts']}",
+                   _fmt(r["positive_control"]), _fmt(r["noop_format"]),
+                   f"{_fmt(r['gap'])} [{_fmt(r['gap_ci95'][0])}, {_fmt(r['gap_ci95'][1])}]",
+                   "-" if r["unresponsive"] is None else ("yes" if r["unresponsive"] else "no")] for r in rows],
+                 note=("Unresponsive when fewer than half the base prompts get distinct outputs, the positive control's "
+                       "mean embedding distance is under 0.3, or its per-prompt excess over no-op formatting has a "
+                       "bootstrap CI that reaches 0."),
+                 bold_rows={i for i, r in enumerate(rows) if r["unresponsive"]}, empty="no pairs were scored")
 
 
 def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
@@ -202,6 +226,8 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                                   "straddles 0 (or fewer than two shared prompts)."),
                             bold_rows={i for i, r in enumerate(drift) if r["collapse"] == "collapse"},
                             empty="no pairs were scored"))
+    if "unresponsive" in summary:
+        tables.append(_unresponsive_table(summary["unresponsive"]))
     if "scaffold" in summary:
         tables.append(Table("scaffold", "Scaffolds (outputs that open with a preamble before the answer)",
                             ["model", "variant", "outputs", "with scaffold", "unclosed", "most common opening"],
@@ -209,8 +235,17 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                               f"{s['unclosed_share']:.0%}", f"{s['common_opening_share']:.0%}"] for s in summary["scaffold"]],
                             note="Raw and answer-span distances sit side by side in the distance table.",
                             empty="no scaffold status recorded (no generations, or generations.parquet predates scaffold detection)"))
+    if "loops" in summary:
+        loops = summary["loops"]
+        tables.append(Table("loops", "Repetition loops (share of each output inside a repeating n-gram cycle)",
+                            ["model", "variant", "outputs", "mean loop share", "outputs looping"],
+                            [[r["model"], str(r["variant"]), str(r["outputs"]), _fmt(r["mean_loop_share"]),
+                              _pct(r["looping_share"])] for r in loops],
+                            note="Looping: at least half of the output's tokens repeat a block of up to 64 tokens three or more times.",
+                            empty="no generations"))
     flags = summary.get("flags") or []
-    tables.append(Table("flags", "Flags (collapse, scaffold, confident-but-unstable, nondeterminism)",
+    tables.append(Table("flags", "Flags (collapse, unresponsive, scaffold, missing answer spans, repetition loops, "
+                        "confident-but-unstable, nondeterminism)",
                         ["flag", "model", "variant", "detail"],
                         [[f["flag"], str(f.get("model")), str(f.get("variant")), str(f.get("detail", ""))] for f in flags],
                         bold_rows=set(range(len(flags))), empty="none raised"))
@@ -220,7 +255,8 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
     return sorted(tables, key=lambda t: order.get(t.key, len(order)))
 
 
-_READING_ORDER = ("flags", "failed", "distances", "clusters", "separated", "checks", "drift", "scaffold",
+_READING_ORDER = ("flags", "failed", "distances", "clusters", "separated", "checks", "drift", "unresponsive", "scaffold",
+                  "loops",
                   "determinism", "models", "audit", "exposure")
 
 

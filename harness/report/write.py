@@ -19,6 +19,7 @@ from harness.report.html import REPORT_HTML, render_html
 from harness.report.markdown import render_markdown
 from harness.core.rundir_read import read_manifest, read_table
 from harness.summary.build import build_summary
+from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
 
 PAIR_COLUMNS = ("model", "variant", "rung", "length", "pair_id", "prompt_id")  # prompt_id: the statistical unit
 AUDIT_COLUMNS = ("model", "variant", "pair_id", "rung", "kept", "reason")
@@ -51,7 +52,11 @@ def write_reports(run_dir: Path) -> dict[str, Any]:
     drift = pd.read_parquet(drift_path) if drift_path.is_file() else pd.DataFrame(columns=pairs.columns)
     summary["drift"] = drift_table(pairs, drift)
     summary["flags"] += collapse_flags(summary["drift"])
+    summary["unresponsive"] = unresponsive_table(pairs, gens)
+    summary["flags"] += unresponsive_flags(summary["unresponsive"])
     summary["scaffold"] = scaffold_table(gens)
+    summary["loops"] = loop_table(gens)
+    summary["flags"] += loop_flags(summary["loops"]) + answer_missing_flags(summary["cells"])
     rundir.atomic_write_json(run_dir / rundir.SUMMARY, summary)
     rundir.atomic_write_text(run_dir / rundir.REPORT_MD, render_markdown(summary, manifest))
     rundir.atomic_write_text(run_dir / REPORT_HTML, render_html(summary, manifest, pairs, gens, memo))

@@ -54,7 +54,7 @@ def run_audit(models: Sequence[ModelEntry], ladder: Ladder, out: Path, argv: lis
             policy = render_policy(entry)
             new, _ = audit_pairs(entry.name, tok, policy, ladder.pairs, context_len=ctx, max_new_tokens=max_new_tokens)
             rows += new
-            template = getattr(tok, "chat_template", None) if policy.use_chat_template else None
+            template = (policy.template_override or getattr(tok, "chat_template", None)) if policy.use_chat_template else None
             rec.update(status="ok", resolved_revision=resolved, chat_template_policy=entry.chat_template,
                        chat_template_sha256=sha256_text(template) if template else None, context_length=ctx)
         except Exception as exc:  # noqa: BLE001 - recorded, the audit goes on with the other models

@@ -145,7 +145,8 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         if embed is None:
             embed = Embedder(settings.embedder, cache_dir=settings.cache_dir).encode
         embedder_sha = getattr(getattr(embed, "__self__", None), "info", None)
-        embedder_sha = embedder_sha.sha256 if embedder_sha is not None else str(settings.embedder)
+        # The long-text method is part of what a distance means (harness.embedder): in the key.
+        embedder_sha = f"{embedder_sha.sha256}|{embedder_sha.method}" if embedder_sha is not None else str(settings.embedder)
         t = time.perf_counter()
         rows, rendered = audit_pairs(entry.name, loaded.tokenizer, loaded.policy, settings.pairs,
                                      context_len=loaded.info.context_length, max_new_tokens=max(settings.lengths),
@@ -180,6 +181,10 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
         record["weights_loaded"] = loaded.weights_loaded  # False when every prompt came from the cache
         record["stability_traces"] = getattr(loaded, "stability_note", "from cache" if not loaded.weights_loaded else "n/a")
+        # The closed-form head checked against the model's logits (harness.decode.check_trace_head), and
+        # how often its top-1 is not greedy's (near-ties: the traces there describe another token).
+        record["trace_head_check"] = getattr(loaded, "head_check", None)
+        record["trace_head_top1_disagreements"] = head_top1_disagreements(gens)
         record["timings_s"]["load_weights"] = loaded.weights_seconds
         record.update(cache_key=key, decoded_prompts=decoded, cached_prompts=cached,
                       generated_tokens=int(sum(len(g.gen_ids) for g in gens)))
@@ -200,8 +205,9 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         scores, texts = score_pairs(pair_sides, settings.lengths, decode_text, embed)
         record["embedded_texts"] = len(texts)
         if owner is not None and texts:
-            # MiniLM reads 256 word pieces; longer texts are cut by the model. Counted, never hidden.
-            record["embedder_truncated_texts"] = owner.count_truncated(texts)
+            # MiniLM reads 256 word pieces; longer texts are embedded whole as overlapping windows. Counted.
+            record["embedder_windowed_texts"] = owner.count_windowed(texts)
+            record["embedder_long_text"] = owner.info.method
         record["timings_s"]["score"] = round(time.perf_counter() - t, 3)
 
         prompt_ids = {}
@@ -222,7 +228,11 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
                       error=f"non-finite {exc.what} at step {exc.step} of {where} (replicate {exc.replicate}); "
                             "nothing of this model x variant is scored")
     except Exception as exc:  # noqa: BLE001 - recorded per cell, the run goes on
-        record.update(status="failed", error=error_line(exc),
+        from harness.audit.render import TemplateRenderError
+
+        # A template error already says what failed and where; its class name would only get in the way.
+        error = " ".join(str(exc).split()) if isinstance(exc, TemplateRenderError) else error_line(exc)
+        record.update(status="failed", error=error,
                       traceback=traceback.format_exc(limit=5))
     finally:
         if loaded.weights_loaded:
@@ -271,7 +281,8 @@ def dropped_reasons(rows: Sequence[AuditRow]) -> str:
     return f"all {len(rows)} pairs dropped by the audit ({detail or 'no pairs in the ladder'})"
 
 
-SCORER_VERSION = "2"  # 2: non-finite decodes fail the cell (a cached "ok" from before may hold them)
+SCORER_VERSION = "3"  # 2: non-finite decodes fail the cell (a cached "ok" from before may hold them);
+#                        3: answer-span metrics nan when a side never closed its scaffold
 _RESULT_FILES = ("audit.parquet", "generations.parquet", "pairs.parquet")
 
 
@@ -324,6 +335,21 @@ def _write_record(out: Path, record: dict[str, Any], before: dict[str, int]) -> 
     if record["cache_write_failures"]:
         record["cache_write_error"] = first_write_error()
     rundir.atomic_write_json(out / CELL_RECORD, record)
+
+
+def head_top1_disagreements(gens) -> dict[str, int]:
+    """Steps whose closed-form head top-1 differs from greedy's, over steps where the head was evaluated."""
+    import numpy as np
+
+    steps = differ = 0
+    for g in gens:
+        head, greedy = np.asarray(g.trace_head_top1_id), np.asarray(g.trace_top1_id)
+        if head.size != greedy.size:
+            continue  # generations cached before the head's top-1 was stored
+        ok = head >= 0
+        steps += int(ok.sum())
+        differ += int((head[ok] != greedy[ok]).sum())
+    return {"steps": steps, "disagree": differ}
 
 
 def _frame(records: Sequence, cls) -> pd.DataFrame:

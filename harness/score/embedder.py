@@ -11,6 +11,8 @@ from harness.errors import InputError
 from harness.core.hashing import content_files, hash_files
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+WINDOW_MARGIN = 8
+"""Word pieces kept free in each window: a window's text re-tokenizes to about, not exactly, its pieces."""
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,19 @@ class EmbedderInfo:
     path: str
     sha256: str
     max_seq_length: int
-    """Word pieces the embedder reads; longer texts are truncated by the model (counted, never hidden)."""
+    """Word pieces the embedder reads at once (special tokens included)."""
+    long_text: str = "windows"
+    """How texts longer than the window are embedded: 'windows' = overlapping windows of at most ``window``
+    word pieces, each embedded and normalized, averaged weighted by their word pieces, renormalized."""
+    window: int = 0
+    """Word pieces per window (max_seq_length minus special tokens and a margin for re-tokenization)."""
+    overlap: int = 0
+    """Word pieces shared by consecutive windows, so no sentence is only ever seen cut in two."""
+
+    @property
+    def method(self) -> str:
+        """One string for cache keys: a change of window or overlap changes every long text's vector."""
+        return f"{self.long_text}:{self.window}/{self.overlap}"
 
 
 def resolve_embedder_path(name_or_path: str | None) -> tuple[str, Path]:
@@ -42,11 +56,15 @@ class Embedder:
         self._model = None  # loaded on the first text that is not cached
         self.batch_size = batch_size
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        max_len = _max_seq_length(path)
+        window = max(8, max_len - 2 - WINDOW_MARGIN)  # [CLS] + window + [SEP]
         self.info = EmbedderInfo(
             name=name,
             path=str(path),
             sha256="sha256:" + hash_files(path, content_files(path)),
-            max_seq_length=_max_seq_length(path),
+            max_seq_length=max_len,
+            window=window,
+            overlap=window // 4,
         )
 
     @property
@@ -98,22 +116,58 @@ class Embedder:
         return emb
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        spans = self.windows(texts)
+        short = [i for i, w in enumerate(spans) if len(w) <= 1]
+        model = self.model
+        dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else model.get_sentence_embedding_dimension()
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        if short:
+            out[short] = self._encode_plain([texts[i] for i in short])
+        for i, w in enumerate(spans):
+            if len(w) > 1:
+                out[i] = self._combine(texts[i], w)
+        return out
+
+    def _encode_plain(self, texts: list[str]) -> np.ndarray:
         emb = self.model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return emb.astype(np.float32)
 
+    def windows(self, texts: list[str]) -> list[list[tuple[int, int, int]]]:
+        """Per text: (start char, end char, word pieces) of each window; one window when the text fits."""
+        tok = self.model.tokenizer
+        enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        W, step = self.info.window, self.info.window - self.info.overlap
+        out = []
+        for text, offsets in zip(texts, enc["offset_mapping"]):
+            n = len(offsets)
+            if n <= W:
+                out.append([(0, len(text), n)])
+                continue
+            starts = list(range(0, n - W, step)) + [n - W]  # the last window ends at the text's end
+            out.append([(offsets[s][0], offsets[s + W - 1][1], W) for s in starts])
+        return out
+
+    def _combine(self, text: str, spans: list[tuple[int, int, int]]) -> np.ndarray:
+        # A text's windows are embedded as one batch of their own, whatever else is
+        # being embedded: the vector of a long text never depends on its neighbours.
+        parts = self._encode_plain([text[a:b] for a, b, _ in spans]).astype(np.float64)
+        weights = np.asarray([n for _, _, n in spans], dtype=np.float64)
+        v = (parts * weights[:, None]).sum(axis=0)
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
     def _memo_dir(self) -> Path:
         from harness.core import gemm
 
         # Keyed by the GEMM route too: the two routes agree to ~1e-7, not bitwise.
-        return self.cache_dir / "embeddings" / f"{self.info.sha256.split(':')[-1][:32]}-{gemm.BACKEND}-b{self.batch_size}"
+        # ...and by the long-text method: a new window size re-embeds every long text.
+        method = self.info.method.replace(":", "-").replace("/", "-")
+        return self.cache_dir / "embeddings" / f"{self.info.sha256.split(':')[-1][:32]}-{gemm.BACKEND}-b{self.batch_size}-{method}"
 
-    def count_truncated(self, texts: list[str]) -> int:
-        """How many texts exceed the embedder's window (their tail is not embedded)."""
-        tok = self.model.tokenizer
-        lens = [len(ids) for ids in tok(texts, add_special_tokens=True)["input_ids"]]
-        return int(sum(n > self.info.max_seq_length for n in lens))
+    def count_windowed(self, texts: list[str]) -> int:
+        """How many texts are longer than one window (embedded whole, as overlapping windows)."""
+        return int(sum(len(w) > 1 for w in self.windows(texts)))
 
 
 def _texts_key(texts: list[str]) -> str:

@@ -38,10 +38,13 @@ class PairScore:
     emb_dist: float
     """1 - cos of MiniLM embeddings of the two decoded prefixes (raw output)."""
     emb_dist_answer: float
-    """The same on the answer span: scaffold removed, first L answer tokens."""
+    """The same on the answer span: scaffold removed, first L answer tokens; nan when answer_missing."""
     tok_edit: int
     tok_edit_norm: float
     tok_edit_norm_answer: float
+    """Normalized token edit distance of the answer spans; nan when answer_missing."""
+    answer_missing: bool
+    """A side has no answer span (its scaffold never closed): the answer-span metrics are missing, not 0."""
     first_div: int
     """1-based first differing step within the first L tokens; 0 = identical prefixes."""
     lev_traj_max: int
@@ -87,6 +90,10 @@ DIVERGENCE_COLUMNS = (
     "emb_dist", "emb_dist_answer", "tok_edit", "tok_edit_norm", "tok_edit_norm_answer", "first_div",
     "lev_traj_max", "steps_above_shift", "hidden_dist", "js", "kl_ab", "kl_ba",
 )
+ANSWER_COLUMNS = ("emb_dist_answer", "tok_edit_norm_answer")
+"""Missing by construction where a side has no answer span (answer_missing)."""
+NO_ANSWER_STATUS = "unclosed"
+"""A scaffold that never closed leaves nothing known to be the answer (harness.scaffold)."""
 
 
 def cosine_distance(u: np.ndarray, v: np.ndarray) -> float:
@@ -162,17 +169,21 @@ def score_pairs(
     for s in sides:
         ga, gb = s.a.gen, s.b.gen
         traj = levenshtein_trajectory(ga.gen_ids[:Lmax], gb.gen_ids[:Lmax])  # prefix-consistent: one pass for all L
+        # An unclosed scaffold has no answer span: scoring two empty spans would
+        # report "identical answers" (distance 0) for outputs that never answered.
+        missing = NO_ANSWER_STATUS in (s.a.scaffold, s.b.scaffold)
         for L in lengths:
             ia, ib = ga.gen_ids[:L], gb.gen_ids[:L]
             aa, ab = s.a.answer_ids(L), s.b.answer_ids(L)
-            plan.append((s, L, ia, ib, aa, ab, traj[:L], text_index(ia), text_index(ib), text_index(aa), text_index(ab)))
+            xa, xb = (-1, -1) if missing else (text_index(aa), text_index(ab))
+            plan.append((s, L, ia, ib, aa, ab, traj[:L], text_index(ia), text_index(ib), xa, xb))
     # Only texts compared with a *different* text need an embedding: a text met
     # only by itself is at distance 0 by definition (identical rung, unchanged
     # outputs), so embedding it would be wasted work.
     needed_set: set[int] = set()
     for *_, ta, tb, xa, xb in plan:
         for left, right in ((ta, tb), (xa, xb)):
-            if left != right:
+            if left != right and left >= 0:
                 needed_set.update((left, right))
     needed = sorted(needed_set)
     text_list = list(texts)
@@ -181,6 +192,8 @@ def score_pairs(
     emb = {i: vectors[k] for k, i in enumerate(needed)}
 
     def edist(i: int, j: int) -> float:
+        if i < 0:  # no answer span on a side (see `missing` above)
+            return float("nan")
         return 0.0 if i == j else cosine_distance(emb[i], emb[j])
 
     rows = []
@@ -205,7 +218,8 @@ def score_pairs(
                 rung=p.rung, edit_kind=p.edit_kind, length=L,
                 emb_dist=edist(ta, tb), emb_dist_answer=edist(t_ans_a, t_ans_b),
                 tok_edit=token_edit_distance(ia, ib), tok_edit_norm=normalized_edit_distance(ia, ib),
-                tok_edit_norm_answer=normalized_edit_distance(aa, ab),
+                tok_edit_norm_answer=float("nan") if t_ans_a < 0 else normalized_edit_distance(aa, ab),
+                answer_missing=t_ans_a < 0,
                 first_div=fd,
                 lev_traj_max=int(traj.max()) if traj.size else 0,
                 lev_traj_mean=float(traj.mean()) if traj.size else 0.0,

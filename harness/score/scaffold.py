@@ -4,8 +4,9 @@ Three forms are handled (registry ``scaffold``):
 - a tag the model opens itself (``<think> ... </think>``);
 - a tag the chat template already opened at the end of the generation prompt
   (``opened_by_template: true``), so the output holds only the closing tag;
-- a textual preamble (``Thinking Process:``) that ends at a marker (``close``,
-  e.g. a blank line) or at a final-answer marker (``answer_markers``).
+- a textual preamble (``Thinking Process:``) that ends at a marker (``close``)
+  or at a final-answer marker (``answer_markers``); ``close: null`` when no
+  published marker says where it ends (it is then never guessed).
 A scaffold that never closes is "unclosed": its answer span is empty, because
 nothing after it is known to be the answer.
 """
@@ -35,7 +36,7 @@ def split_text(text: str, scaffold: Scaffold | None) -> ScaffoldSplit:
         body_start = 0
     else:
         stripped = len(text) - len(text.lstrip())
-        if text[stripped:].startswith(scaffold.close):
+        if scaffold.close and text[stripped:].startswith(scaffold.close):
             # A bare closing tag first: the model emitted an empty scaffold and
             # skipped the opener (the demo think model does this off-domain).
             return ScaffoldSplit("closed", _skip_ws(text, stripped + len(scaffold.close)))
@@ -49,7 +50,9 @@ def split_text(text: str, scaffold: Scaffold | None) -> ScaffoldSplit:
         at = text.rfind(marker, body_start)
         if at >= 0:
             return ScaffoldSplit("closed", _skip_ws(text, at + len(marker)))
-    at = text.find(scaffold.close, body_start)
+    # An end that is not known is not guessed (a blank line is not the end of a
+    # multi-paragraph trace): without a marker the answer span is missing.
+    at = text.find(scaffold.close, body_start) if scaffold.close else -1
     if at < 0:
         return ScaffoldSplit("unclosed", len(text))
     return ScaffoldSplit("closed", _skip_ws(text, at + len(scaffold.close)))

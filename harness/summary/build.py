@@ -51,6 +51,11 @@ def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
                 row[m]["n_missing"] = int(vals.size - finite.size)
         row["diverged_share"] = float((g["first_div"] > 0).mean())
         row["spread"] = prompt_spread(g)
+        if "answer_missing" in g.columns:
+            # Pairs whose answer-span metrics are missing (a side never closed its scaffold): the
+            # answer-span means above are over the other pairs only.
+            miss = g["answer_missing"].astype(bool)
+            row["answer_missing"] = {"count": int(miss.sum()), "share": float(miss.mean())}
         out.append(row)
     order = {r: i for i, r in enumerate(RUNGS)}
     out.sort(key=lambda r: (r["model"], r["variant"], order.get(r["rung"], 99), r["length"]))

@@ -13,14 +13,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.summary.traps import common_preamble_share
+
 SCAFFOLD_SHARE = 0.8
-PREAMBLE_TOKENS = 8
 CONFIDENT_TOP1 = 0.999
 CONFIDENT_JS = 1e-6
 
@@ -33,8 +33,9 @@ def scaffold_table(gens: pd.DataFrame | None) -> list[dict[str, Any]]:
     first = gens[gens["replicate"] == 0]
     for (model, variant), g in first.groupby(["model", "variant"], sort=True):
         status = g["scaffold_status"]
-        openings = Counter(tuple(ids[:PREAMBLE_TOKENS]) for ids in g["gen_ids"] if len(ids) >= PREAMBLE_TOKENS)
-        common = openings.most_common(1)[0][1] / len(g) if openings else 0.0
+        # Only a preamble of real content counts: a degenerate model that opens every
+        # output with the same run of newlines has no scaffold (harness.traps).
+        common = common_preamble_share(g)
         out.append({
             "model": model, "variant": variant, "outputs": int(len(g)),
             "scaffold_share": float(status.isin(["closed", "unclosed"]).mean()),
@@ -86,7 +87,12 @@ def compute_flags(pairs: pd.DataFrame, generations: pd.DataFrame | None, manifes
 
     det = manifest.get("determinism", {})
     for key, verdict in (det.get("per_model") or {}).items():
-        if verdict != "deterministic":
+        if verdict == "unknown":
+            model, variant = key.split("/", 1)
+            flags.append({"flag": "determinism_unknown", "model": model, "variant": variant,
+                          "detail": "identical-rung metrics are NaN (non-finite logits or states): reproducibility is unknown",
+                          "values": {"nan_pairs": [p for p in det.get("nan_pairs", []) if p.startswith(key + "/")][:10]}})
+        elif verdict != "deterministic":
             model, variant = key.split("/", 1)
             flags.append({"flag": "nondeterministic", "model": model, "variant": variant,
                           "detail": "identical-rung pairs scored non-zero: decoding is not reproducible",

@@ -7,6 +7,7 @@ underflow in float32 from turning KL into inf or nan.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logsumexp
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -15,26 +16,53 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
+def finite_distribution(lp: np.ndarray) -> bool:
+    """Whether log-probabilities describe a distribution: no NaN, no +inf, some mass.
+
+    -inf entries are legitimate (tokens a model masks out); NaN and +inf come
+    from overflowed logits and must never be read as a distribution.
+    """
+    a = np.asarray(lp, dtype=np.float64)
+    return bool(a.size) and not np.isnan(a).any() and not np.isposinf(a).any() and bool(np.isfinite(a).any())
+
+
+def _renormalized(lp: np.ndarray) -> np.ndarray:
+    # float32 log-softmax rows sum to 1 only up to float32 rounding of the
+    # normaliser; at V = 150k that shift alone made KL come out -2e-8 (true
+    # value 1e-14). Renormalising in float64 makes both sides exact distributions.
+    a = np.asarray(lp, dtype=np.float64)
+    return a - logsumexp(a)
+
+
 def kl(lp: np.ndarray, lq: np.ndarray) -> float:
-    """KL(p || q) in nats from log-probabilities."""
+    """KL(p || q) in nats from log-probabilities; nan when either side is not a distribution, never negative."""
+    if not (finite_distribution(lp) and finite_distribution(lq)):
+        return float("nan")
     if _same(lp, lq):
         return 0.0
-    lp = np.asarray(lp, dtype=np.float64)
-    lq = np.asarray(lq, dtype=np.float64)
+    return _kl64(_renormalized(lp), _renormalized(lq))
+
+
+def _kl64(lp: np.ndarray, lq: np.ndarray) -> float:
     p = np.exp(lp)
     mask = p > 0
-    return float(np.sum(p[mask] * (lp[mask] - lq[mask])))
+    with np.errstate(invalid="ignore"):
+        val = float(np.sum(p[mask] * (lp[mask] - lq[mask])))
+    # Gibbs' inequality: KL >= 0 for exact distributions; what is left below 0
+    # after renormalising is float64 rounding (~1e-17), not information.
+    return max(0.0, val)
 
 
 def js(lp: np.ndarray, lq: np.ndarray) -> float:
-    """Jensen-Shannon divergence in nats: 0.5 KL(p||m) + 0.5 KL(q||m), m = (p+q)/2."""
+    """Jensen-Shannon divergence in nats: 0.5 KL(p||m) + 0.5 KL(q||m), m = (p+q)/2; nan on non-distributions."""
+    if not (finite_distribution(lp) and finite_distribution(lq)):
+        return float("nan")
     if _same(lp, lq):
         return 0.0
-    lp = np.asarray(lp, dtype=np.float64)
-    lq = np.asarray(lq, dtype=np.float64)
+    lp, lq = _renormalized(lp), _renormalized(lq)
     # log m = log((p + q) / 2); logaddexp is the two-term logsumexp, elementwise.
     lm = np.logaddexp(lp, lq) - np.log(2.0)
-    return max(0.0, 0.5 * kl(lp, lm) + 0.5 * kl(lq, lm))
+    return 0.5 * _kl64(lp, lm) + 0.5 * _kl64(lq, lm)
 
 
 def top1_prob(lp: np.ndarray) -> float:
