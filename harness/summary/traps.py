@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from harness.score.metrics.repetition import loop_mask, loop_share
-from harness.summary.stats import bootstrap_ci
+from harness.summary.stats import cluster_bootstrap_ci
 
 ANSWER_MISSING_SHARE = 0.2
 """Flag a model x variant when more than this share of its pairs at a length have no answer span."""
@@ -108,7 +108,7 @@ def unresponsive_table(pairs: pd.DataFrame, gens: pd.DataFrame | None) -> list[d
                 if n:
                     diff = (both["positive_control"] - both["noop_format"]).to_numpy(dtype=float)
                     gap = float(diff.mean())
-                    lo, hi = bootstrap_ci(diff)
+                    lo, hi = cluster_bootstrap_ci(diff, both.index.astype(str).to_numpy())  # one value per prompt
             reasons = []
             if diversity == diversity and diversity < DIVERSITY_FLOOR:
                 reasons.append(f"{len(set(outputs))} distinct outputs for {len(outputs)} base prompts")
