@@ -62,10 +62,8 @@ def test_variant_grammar():
 
 # --- registry scaffold specs against published templates ----------------------
 
-_ROOT = Path(__file__).resolve().parents[1]
-SHARED = next((p / "shared" / "fixtures" for p in (_ROOT.parent, _ROOT.parent.parent) if (p / "shared" / "fixtures").is_dir()),
-              _ROOT.parent / "shared" / "fixtures")
-"""../shared/fixtures beside the clone (CI has it there; a git worktree one level deeper finds it one up)."""
+TOKENIZERS = Path(__file__).resolve().parents[1] / "fixtures" / "tokenizers"
+"""The published tokenizers (with their chat templates) copied into the repository (tests/fixtures/tokenizers/README.md)."""
 
 
 def _registry():
@@ -90,7 +88,7 @@ def _render(tokenizer, template: str, **kwargs) -> str:
 
 def test_every_scaffold_entry_is_checked_against_a_published_template_or_says_it_is_not(demo_tokenizer):
     reg = _registry()
-    qwen3 = json.loads((SHARED / "tokenizers" / "qwen3" / "tokenizer_config.json").read_text())["chat_template"]
+    qwen3 = json.loads((TOKENIZERS / "qwen3" / "tokenizer_config.json").read_text())["chat_template"]
     checked = set()
     for name, entry in reg.items():
         sc = entry.scaffold
