@@ -19,6 +19,10 @@ prompts:
   - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?", curated: {synonym: ["What is 7 added to 5?"]}}
   - {id: up, topic: demo-uppercase, text: "Write the word house in uppercase."}
   - {id: cap, topic: demo-geography, text: "What is the capital of France?"}
+  - {id: low, topic: demo-lowercase, text: "Write the word GREEN in lowercase."}
+  - {id: first, topic: demo-first-letter, text: "What is the first letter of the word garden?"}
+  - {id: rep, topic: demo-repeat, text: "Repeat the word cat three times."}
+  - {id: sub, topic: demo-arithmetic-2, text: "What is 9 minus 4?"}
 """
 
 
@@ -52,6 +56,9 @@ def test_collapsed_variant_is_flagged(tmp_path, entry):
     collapsed = drift[("int4", 32)]
     assert collapsed["perturbation_distance"] < collapsed["reference_perturbation_distance"]
     assert collapsed["drift"] > collapsed["perturbation_distance"]
+    # Eight base prompts: at four, the prompt-level intervals (issue 15) could not exclude 0 and
+    # the honest verdict was "not determined".
+    assert collapsed["collapse"] == "collapse"
     flags = [f for f in result.summary["flags"] if f["flag"] == "collapse"]
     assert [(f["model"], f["variant"]) for f in flags] == [("tiny-chat", "int4")]
     gens = pd.read_parquet(result.run_dir / "generations.parquet")
