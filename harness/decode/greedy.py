@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -141,7 +142,8 @@ class _StepRecorder:
         return scores
 
 
-def _greedy_config(max_new_tokens: int, eos: tuple[int, ...], pad: int):
+def greedy_config(max_new_tokens: int, eos: tuple[int, ...], pad: int, **extra):
+    """A fresh greedy GenerationConfig: a model's shipped sampling or repetition settings never apply."""
     from transformers import GenerationConfig
 
     return GenerationConfig(
@@ -155,7 +157,26 @@ def _greedy_config(max_new_tokens: int, eos: tuple[int, ...], pad: int):
         no_repeat_ngram_size=0,
         use_cache=True,
         return_dict_in_generate=True,
+        **extra,
     )
+
+
+@contextmanager
+def final_states(model):
+    """Collects, per forward pass, the last position's input to the output embedding (post-final-norm ``h``, float32, CPU)."""
+    states: list = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda mod, inp, out: states.append(inp[0][:, -1, :].float().cpu()))
+    try:
+        yield states
+    finally:
+        hook.remove()
+
+
+def steps_until_eos(row: Sequence[int], eos: set[int]) -> tuple[int, bool]:
+    """(number of generated ids before the first EOS, whether an EOS was chosen); the EOS-choosing step is one more."""
+    n = next((t for t, x in enumerate(row) if x in eos), None)
+    return (n, True) if n is not None else (len(row), False)
 
 
 def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int, lengths: Sequence[int]) -> list[Generation]:
@@ -172,9 +193,6 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
         ids[b, width - len(r.token_ids):] = torch.tensor(r.token_ids, dtype=torch.long)
         mask[b, width - len(r.token_ids):] = 1
 
-    states: list = []
-    head = model.get_output_embeddings()
-    hook = head.register_forward_hook(lambda mod, inp, out: states.append(inp[0][:, -1, :].float().cpu()))
     rec = _StepRecorder()
     # bitsandbytes int8 logs on every matmul that it casts bf16 inputs to fp16;
     # the manifest records that once (ModelInfo.quantization).
@@ -182,15 +200,14 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
     bnb_level = bnb_log.level
     bnb_log.setLevel(logging.ERROR)
     try:
-        with torch.inference_mode():
+        with final_states(model) as states, torch.inference_mode():
             out = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                generation_config=_greedy_config(max_new_tokens, info.eos_token_ids, info.pad_token_id),
+                generation_config=greedy_config(max_new_tokens, info.eos_token_ids, info.pad_token_id),
                 logits_processor=[rec],
             )
     finally:
-        hook.remove()
         bnb_log.setLevel(bnb_level)
     seqs = out.sequences[:, width:].cpu().numpy()  # rows beyond len(requests) are the M=1 guard copy
     top_vals = torch.stack(rec.top_vals, 1).numpy()  # [B, steps, 2]
@@ -202,10 +219,9 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
     gens = []
     for b, r in enumerate(requests):
         row = seqs[b].tolist()
-        n = next((t for t, x in enumerate(row) if x in eos), None)
-        stop = "eos" if n is not None else "length"
-        n_gen = n if n is not None else len(row)
-        steps = n_gen + (1 if stop == "eos" else 0)
+        n_gen, at_eos = steps_until_eos(row, eos)
+        stop = "eos" if at_eos else "length"
+        steps = n_gen + (1 if at_eos else 0)
         chosen = np.asarray(row[:steps], dtype=np.int64)
         # Greedy takes argmax; topk may order exact ties differently, so the
         # rival is "the best of the two top entries that was not chosen".

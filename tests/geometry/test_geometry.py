@@ -14,7 +14,7 @@ import torch
 from harness.stability.calibration import calibrate, grouped_folds, isotonic_fit, per_position_spearman
 from harness.stability.closed_form import fisher_topk, head_state, local_stability
 from harness.stability.directions import DirectionSpec, build_directions, direction_meta, stable_seed
-from harness.geometry.study import median_ci
+from harness.summary.clustered import median_ci
 from harness.stability.head import HeadSpec, row_norms_sq
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_geometry_end_to_end(tmp_path, ladder_json):
         assert text in md
 
 
-def test_geometry_cli_and_bad_flags(tmp_path, ladder_json):
+def test_geometry_cli_and_bad_flags(tmp_path, ladder_json, capsys):
     from harness.cli import main
 
     out = tmp_path / "cli-runs"
@@ -109,6 +109,11 @@ def test_geometry_cli_and_bad_flags(tmp_path, ladder_json):
     for flags in (["--eps", "0,1"], ["--eps", "x"], ["--max-positions", "0"], ["--k", "3"], ["--max-new-tokens", "-1"]):
         assert main(["geometry", "--models", str(_tiny_chat()), "--ladder", str(ladder_json), "--out", str(bad), *flags]) == 2
     assert not bad.exists()
+    capsys.readouterr()
+    # One validation (the library's), one minimum for --k: the sweep's 7 eigenvectors.
+    assert main(["geometry", "--models", str(_tiny_chat()), "--ladder", str(ladder_json), "--k", "6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--k: 6: expected an integer ≥ 7" in err[0], err
 
 
 # -- components -----------------------------------------------------------------
@@ -185,7 +190,7 @@ def test_median_ci_resamples_positions():
 
 
 def test_weighted_bootstrap_medians_match_expanded_resamples():
-    from harness.geometry.study import _weighted_medians
+    from harness.summary.clustered import _weighted_medians
 
     rng = np.random.default_rng(3)
     P = 30

@@ -1,0 +1,79 @@
+"""Collecting post-norm states: greedy decoding with a hook on the output embedding, per prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.ladder.records import Ladder
+from harness.audit.render import render_prompt
+from harness.decode.greedy import DecodeRequest, final_states, greedy_config, plan_batches, prompt_key, steps_until_eos
+from harness.stability.head import check_head
+
+
+@dataclass(frozen=True)
+class PromptTrace:
+    key: str
+    n_prompt_tokens: int
+    gen_ids: tuple[int, ...]
+    h: torch.Tensor
+    """[steps, d] float32: step 0 is the prompt end; the EOS-choosing step is included."""
+
+
+def _rendered_prompts(ladder: Ladder, loaded) -> tuple[dict[str, tuple[int, ...]], list[tuple[str, str, str, str]]]:
+    """Distinct rendered prompts (key -> ids) and the pairs as (pair_id, rung, key_a, key_b)."""
+    prompts: dict[str, tuple[int, ...]] = {}
+    pairs = []
+    cache: dict[str, str] = {}
+    for pair in ladder.pairs:
+        keys = []
+        for text in (pair.prompt_a, pair.prompt_b):
+            if text not in cache:
+                ids = render_prompt(loaded.tokenizer, text, loaded.policy).token_ids
+                cache[text] = prompt_key(ids)
+                prompts.setdefault(cache[text], ids)
+            keys.append(cache[text])
+        pairs.append((pair.pair_id, pair.rung, keys[0], keys[1]))
+    return prompts, pairs
+
+
+def collect_states(loaded, prompts: dict[str, tuple[int, ...]], max_new_tokens: int,
+                   batch_size: int = 16) -> tuple[dict[str, PromptTrace], float]:
+    """Greedy-decode every prompt, capturing h per step; returns traces and the head check's max error.
+
+    Batches hold prompts of one length (no padding), so a state never depends
+    on what it was batched with. The model's own logits of every step are
+    compared with g(W h + b) (:func:`check_head`, 1e-3 relative) and then dropped.
+    """
+    model, info = loaded.model, loaded.info
+    device = next(model.parameters()).device
+    ctx = info.context_length
+    requests = [DecodeRequest(k, prompts[k], 0) for k in prompts
+                if ctx is None or len(prompts[k]) + max(max_new_tokens, 1) <= ctx]
+    traces: dict[str, PromptTrace] = {}
+    worst = 0.0
+    eos = set(info.eos_token_ids)
+    for batch in plan_batches(requests, batch_size, "bucket"):
+        length = len(batch[0].token_ids)
+        ids = torch.tensor([list(r.token_ids) for r in batch], dtype=torch.long, device=device)
+        with final_states(model) as states, torch.inference_mode():
+            if max_new_tokens > 0:
+                config = greedy_config(max_new_tokens, info.eos_token_ids, info.pad_token_id, output_logits=True)
+                res = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+                step_logits = [x.float().cpu() for x in res.logits]
+                seqs = res.sequences[:, length:].cpu().tolist()
+            else:
+                step_logits = [model(input_ids=ids).logits[:, -1, :].float().cpu()]
+                seqs = [[] for _ in batch]
+        if len(states) != len(step_logits):
+            raise RuntimeError(f"captured {len(states)} states for {len(step_logits)} steps")
+        H = torch.stack(states, 1)  # [B, steps, d]
+        L = torch.stack(step_logits, 1)
+        worst = max(worst, check_head(model, H.reshape(-1, H.shape[-1]), L.reshape(-1, L.shape[-1]), strict=False).max_rel_err)
+        for b, r in enumerate(batch):
+            row = seqs[b]
+            n_gen, at_eos = steps_until_eos(row, eos)
+            steps = max(1, n_gen + (1 if at_eos else 0)) if max_new_tokens > 0 else 1
+            traces[r.prompt_key] = PromptTrace(r.prompt_key, length, tuple(int(x) for x in row[:n_gen]), H[b, :steps].clone())
+    return traces, worst
