@@ -36,6 +36,7 @@ from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, InputError
 from harness.ladder.records import RUNGS
 from harness.core.rundir_read import read_manifest, read_table
 from harness.summary.stats import FDR_Q, benjamini_hochberg, cluster_bootstrap_ci, paired_prompt_test
+from harness.report.text import fmt
 
 DEFAULT_THRESHOLD = 0.02
 DEFAULT_METRIC = "emb_dist"
@@ -230,11 +231,6 @@ def family_note(rows: list[CompareRow]) -> str:
             f"(BH cut-off this time: {cut}); the threshold only removes calls")
 
 
-def _f(x: float, signed: bool = False) -> str:
-    if np.isnan(x):
-        return "-"
-    return f"{x:+.4f}" if signed else f"{x:.4f}"
-
 
 def _p(x: float) -> str:
     return "-" if np.isnan(x) else f"{x:.3g}"
@@ -249,10 +245,10 @@ def render_compare(rows: list[CompareRow], metric: str, threshold: float) -> str
              f"the BH-adjusted p < {FDR_Q} and |change| > {threshold}; on {', '.join(sorted(HIGHER_IS_BETTER))} "
              f"a fall is the regression", head, "-" * len(head)]
     for r in rows:
-        ci = "-" if np.isnan(r.ci_low) else f"[{_f(r.ci_low, True)}, {_f(r.ci_high, True)}]"
+        ci = "-" if np.isnan(r.ci_low) else f"[{fmt(r.ci_low, True, nan='-')}, {fmt(r.ci_high, True, nan='-')}]"
         verdict = r.verdict.upper() if r.verdict == REGRESSED else r.verdict
         lines.append(f"{r.model:<{mw}}{r.variant:<{vw}}{r.rung:<18}{r.length:>5}{r.n_a:>6}{r.n_b:>6}{r.n_shared:>7}"
-                     f"{r.n_prompts:>8}  {_f(r.mean_a):>9}{_f(r.mean_b):>9}{_f(r.change, True):>9}  "
+                     f"{r.n_prompts:>8}  {fmt(r.mean_a, nan='-'):>9}{fmt(r.mean_b, nan='-'):>9}{fmt(r.change, True, nan='-'):>9}  "
                      f"{ci:<21}{_p(r.p):>8}{_p(r.p_adj):>8}  {verdict}")
     counts = {v: sum(r.verdict == v for r in rows) for v in (REGRESSED, IMPROVED, UNCHANGED, TOO_FEW, ONLY_A, ONLY_B)}
     lines.append(", ".join(f"{n} {v.replace('_', ' ')}" for v, n in counts.items() if n or v in (REGRESSED, IMPROVED, UNCHANGED)))

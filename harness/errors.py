@@ -39,15 +39,48 @@ def error_line(exc: BaseException, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class FieldError(ValueError):
+    """A cross-field error raised by a pydantic model validator, pointing at the field the user should change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# Short, actionable wording for pydantic's error types; anything else keeps pydantic's message.
+_TYPE_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "missing (required)",
+    "string_type": "expected a string",
+    "int_type": "expected an integer",
+    "bool_type": "expected true or false",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+}
+
+
 def pydantic_error_to_input_error(file: str, exc, prefix: str = "") -> InputError:
-    """First error of a pydantic ValidationError as a one-line InputError."""
+    """The first error of a pydantic ValidationError as ``<file>: <field>: <message>``, the field as the user wrote it.
+
+    The one translator of the project (registry, ladders, prompt files, gate configs).
+    """
     err = exc.errors()[0]
     loc = prefix
     for part in err["loc"]:
         loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif "input" in err and err["type"] not in ("missing",):
-        msg = f"{msg} (got {err['input']!r})"
+    kind = err["type"]
+    if kind == "value_error":
+        cause = err.get("ctx", {}).get("error")
+        msg = str(cause if cause is not None else err["msg"])
+        if isinstance(cause, FieldError):
+            loc += f".{cause.field}" if loc else cause.field
+    else:
+        msg = _TYPE_MESSAGES.get(kind, err["msg"])
+    if kind not in ("missing", "extra_forbidden") and "input" in err and not isinstance(err["input"], (dict, list, tuple)):
+        shown = repr(err["input"])
+        if shown not in msg:
+            msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     return InputError(file, loc or "(top level)", msg)

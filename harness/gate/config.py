@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic import field_validator, model_validator
 
-from harness.errors import InputError
+from harness.errors import FieldError, InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
 from harness.ladder.build import build_pairs
 from harness.ladder.edits import EDIT_KINDS
@@ -58,14 +58,6 @@ def _number(lo: float, hi: float | None):
 # 1 - cos of unit vectors lies in [0, 2]; a share or rate in [0, 1].
 EmbDist = Annotated[float, _number(0.0, 2.0)]
 Share = Annotated[float, _number(0.0, 1.0)]
-
-
-class _FieldError(ValueError):
-    """A cross-field error raised by a model validator, pointing at the field the user should change."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def _check_id(v: str) -> str:
@@ -108,7 +100,7 @@ class Thresholds(_Strict):
     @model_validator(mode="after")
     def _complete(self) -> "Thresholds":
         if (self.max_early_divergence_share is None) != (self.early_step is None):
-            raise _FieldError("early_step" if self.early_step is None else "max_early_divergence_share",
+            raise FieldError("early_step" if self.early_step is None else "max_early_divergence_share",
                               "max_early_divergence_share and early_step go together: give both or neither")
         if self.max_mean_emb_dist is None and self.max_flip_rate is None and self.max_early_divergence_share is None:
             raise ValueError("no threshold: give at least one of max_mean_emb_dist, max_flip_rate, max_early_divergence_share")
@@ -215,30 +207,30 @@ class Neighbourhood(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> "Neighbourhood":
         if self.prompt is None and self.pairs is None:
-            raise _FieldError("prompt", "missing: give `prompt` (with `rungs`) or `pairs`")
+            raise FieldError("prompt", "missing: give `prompt` (with `rungs`) or `pairs`")
         if self.prompt is not None and self.pairs is not None:
-            raise _FieldError("pairs", "give either `prompt` (with `rungs`) or `pairs`, not both")
+            raise FieldError("pairs", "give either `prompt` (with `rungs`) or `pairs`, not both")
         if self.pairs is not None:
             extra = [k for k in ("rungs", "edit_kinds", "curated") if getattr(self, k) is not None]
             if extra:
-                raise _FieldError(extra[0], "only applies to a `prompt` neighbourhood, not to `pairs`")
+                raise FieldError(extra[0], "only applies to a `prompt` neighbourhood, not to `pairs`")
             if not self.pairs:
-                raise _FieldError("pairs", "empty list of pairs")
+                raise FieldError("pairs", "empty list of pairs")
             if all(p.rung == "identical" for p in self.pairs):
-                raise _FieldError("pairs", "only identical pairs: nothing is perturbed, so there is nothing to gate")
+                raise FieldError("pairs", "only identical pairs: nothing is perturbed, so there is nothing to gate")
             return self
         if self.rungs is None:
-            raise _FieldError("rungs", "missing: a `prompt` neighbourhood needs `rungs` (e.g. [noop_format, punctuation])")
+            raise FieldError("rungs", "missing: a `prompt` neighbourhood needs `rungs` (e.g. [noop_format, punctuation])")
         for k in self.edit_kinds or ():
             if _KIND_RUNG[k] not in self.rungs:
-                raise _FieldError("edit_kinds", f"edit kind {k!r} is on rung {_KIND_RUNG[k]}, which is not in rungs")
+                raise FieldError("edit_kinds", f"edit kind {k!r} is on rung {_KIND_RUNG[k]}, which is not in rungs")
         for rung in self.curated or {}:
             if rung not in self.rungs:
-                raise _FieldError("curated", f"curated {rung} given but {rung} is not in rungs")
+                raise FieldError("curated", f"curated {rung} given but {rung} is not in rungs")
         for rung in ("paraphrase", "semantic_small", "positive_control"):
             # Nothing generates these from a single prompt: they need written variants.
             if rung in self.rungs and rung not in (self.curated or {}):
-                raise _FieldError("rungs", f"rung {rung} needs curated texts (curated: {{{rung}: [...]}})")
+                raise FieldError("rungs", f"rung {rung} needs curated texts (curated: {{{rung}: [...]}})")
         return self
 
 
@@ -300,42 +292,6 @@ class GateConfig:
     """None: ``<run dir>/gate-junit.xml``."""
 
 
-# Short, actionable wording for pydantic's error types; anything else keeps pydantic's message.
-_TYPE_MESSAGES = {
-    "extra_forbidden": "unknown key",
-    "missing": "missing (required)",
-    "string_type": "expected a string",
-    "int_type": "expected an integer",
-    "bool_type": "expected true or false",
-    "list_type": "expected a list",
-    "tuple_type": "expected a list",
-    "dict_type": "expected a mapping",
-    "model_type": "expected a mapping",
-    "model_attributes_type": "expected a mapping",
-}
-
-
-def _input_error(path: Path, exc: ValidationError) -> InputError:
-    """The first pydantic error as ``<file>: <field>: <message>``, with the field path as the user wrote it."""
-    err = exc.errors()[0]
-    loc = ""
-    for part in err["loc"]:
-        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
-    kind = err["type"]
-    if kind == "value_error":
-        cause = err.get("ctx", {}).get("error")
-        msg = str(cause if cause is not None else err["msg"])
-        if isinstance(cause, _FieldError):
-            loc += f".{cause.field}" if loc else cause.field
-    else:
-        msg = _TYPE_MESSAGES.get(kind, err["msg"])
-    if kind not in ("missing", "extra_forbidden") and "input" in err and not isinstance(err["input"], (dict, list, tuple)):
-        shown = repr(err["input"])
-        if shown not in msg:
-            msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
-    return InputError(str(path), loc or "(top level)", msg)
-
-
 def _relative_to(base: Path, p: str) -> Path:
     q = Path(p).expanduser()
     return q if q.is_absolute() else base / q
@@ -348,7 +304,7 @@ def read_gate_spec(path: Path) -> GateSpec:
     try:
         return GateSpec.model_validate(raw)
     except ValidationError as exc:
-        raise _input_error(path, exc) from None
+        raise pydantic_error_to_input_error(str(path), exc) from None
 
 
 def _resolve_models(path: Path, spec: GateSpec) -> tuple[ModelEntry, ...]:

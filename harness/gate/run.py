@@ -38,6 +38,7 @@ import pandas as pd
 from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, EnvironmentProblem
 from harness.gate.config import JUNIT_NAME, GateConfig, GateNeighbourhood, Thresholds, load_gate_config
+from harness.report.text import fmt, md_cell
 
 SUMMARY_MD = "gate-summary.md"
 GATE_JSON = "gate.json"
@@ -210,12 +211,8 @@ def evaluate(cfg: GateConfig, pairs: pd.DataFrame, runs: Sequence[ModelRun]) -> 
 
 # ---------------------------------------------------------------- rendering
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else ("nan" if math.isnan(x) else f"{x:.4f}")
-
-
 def _table_rows(checks: Sequence[GateCheck]) -> list[list[str]]:
-    return [[c.neighbourhood, f"{c.model}/{c.variant}", c.metric + (" - floor" if c.relative else ""), _fmt(c.value),
+    return [[c.neighbourhood, f"{c.model}/{c.variant}", c.metric + (" - floor" if c.relative else ""), fmt(c.value),
              f"{c.threshold:g}", f"{c.n_pairs}/{c.n_expected}", c.verdict.upper()] for c in checks]
 
 
@@ -243,10 +240,6 @@ def terminal_table(checks: Sequence[GateCheck]) -> str:
     return "\n".join(out)
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
 def markdown_summary(cfg: GateConfig, run_dir: Path, checks: Sequence[GateCheck], determinism: str) -> str:
     failed = [c for c in checks if not c.passed]
     icon = "❌" if failed else "✅"
@@ -258,10 +251,10 @@ def markdown_summary(cfg: GateConfig, run_dir: Path, checks: Sequence[GateCheck]
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join(["---"] * len(HEADER)) + "|",
     ]
-    lines += ["| " + " | ".join(_md_cell(x) for x in r) + " |" for r in _table_rows(checks)]
+    lines += ["| " + " | ".join(md_cell(x) for x in r) + " |" for r in _table_rows(checks)]
     if failed:
         lines += ["", "**Failed checks**", ""]
-        lines += [f"- `{_md_cell(c.neighbourhood)}` on `{c.model}/{c.variant}`, {_md_cell(c.label)}: {_md_cell(c.message)}"
+        lines += [f"- `{md_cell(c.neighbourhood)}` on `{c.model}/{c.variant}`, {md_cell(c.label)}: {md_cell(c.message)}"
                   for c in failed]
     lines.append("")
     return "\n".join(lines)

@@ -28,10 +28,9 @@ from matplotlib.ticker import MaxNLocator
 from harness.ladder.records import RUNGS
 from harness.score.metrics.edit_distance import levenshtein_trajectory
 from harness.report.markdown import Table, report_tables, run_lines
+from harness.score.pairs import TRIVIAL_SHIFT
 
 REPORT_HTML = "report.html"
-TRIVIAL_SHIFT = 2
-"""One inserted or deleted token keeps Lev(A[:t], B[:t]) at 2: the line a merely shifted output stays on."""
 DIVERGENT_PAIRS = 8
 MARGIN_WINDOW = 8
 """Steps shown either side of the first divergence in the margin traces."""

@@ -12,12 +12,7 @@ from typing import Any
 
 from harness.ladder.records import RUNGS
 from harness.summary.stats import letter_index, split_letters
-
-
-def _fmt(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return "nan" if x != x else f"{x:.4f}"
+from harness.report.text import fmt, md_cell
 
 
 def _diff(x: float | None, ci: list[float] | None) -> str:
@@ -73,7 +68,7 @@ def run_lines(summary: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
 def _spread(s: dict[str, Any] | None) -> str:
     if not s or not s.get("n_prompts"):
         return "-"
-    return f"{_fmt(s['mean'])} [{_fmt(s['ci95'][0])}, {_fmt(s['ci95'][1])}] ({s['n_prompts']})"
+    return f"{fmt(s['mean'])} [{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}] ({s['n_prompts']})"
 
 
 def _cells_table(summary: dict[str, Any]) -> Table:
@@ -89,14 +84,14 @@ def _cells_table(summary: dict[str, Any]) -> Table:
         e = c["emb_dist"]
         row = [c["model"], str(c["variant"]), c["rung"], str(c["length"]), str(c.get("n_prompts", "-")), str(c["n_pairs"]),
                c.get("cluster") or "-",
-               f"{_fmt(e['mean'])} [{_fmt(e['ci95'][0])}, {_fmt(e['ci95'][1])}]", _spread(c.get("spread"))]
+               f"{fmt(e['mean'])} [{fmt(e['ci95'][0])}, {fmt(e['ci95'][1])}]", _spread(c.get("spread"))]
         if answer:
             a = c.get("emb_dist_answer")
-            row.append(f"{_fmt(a['mean'])} [{_fmt(a['ci95'][0])}, {_fmt(a['ci95'][1])}]" if a else "-")
+            row.append(f"{fmt(a['mean'])} [{fmt(a['ci95'][0])}, {fmt(a['ci95'][1])}]" if a else "-")
             miss = c.get("answer_missing")
             row.append(f"{miss['count']} ({miss['share']:.0%})" if miss else "-")
-        row += [_fmt(c["tok_edit_norm"]["mean"]), _fmt(c["hidden_dist"]["mean"]), f"{c['js']['mean']:.3g}",
-                _fmt(c["top1_flip"]["mean"]), _fmt(c["diverged_share"])]
+        row += [fmt(c["tok_edit_norm"]["mean"]), fmt(c["hidden_dist"]["mean"]), f"{c['js']['mean']:.3g}",
+                fmt(c["top1_flip"]["mean"]), fmt(c["diverged_share"])]
         rows.append(row)
     return Table("distances", "Distances per rung (mean [95% bootstrap CI])", header, rows,
                  note=("Means are over pairs; the 95% CI resamples base prompts (a prompt keeps all its pairs, which share "
@@ -123,8 +118,8 @@ def _unresponsive_table(rows: list[dict[str, Any]]) -> Table:
                  ["model", "variant", "L", "distinct outputs / base prompts", "positive_control", "noop_format",
                   "gap per prompt [95% CI]", "unresponsive"],
                  [[r["model"], str(r["variant"]), str(r["length"]), f"{r['distinct_outputs']} / {r['base_prompts']}",
-                   _fmt(r["positive_control"]), _fmt(r["noop_format"]),
-                   f"{_fmt(r['gap'])} [{_fmt(r['gap_ci95'][0])}, {_fmt(r['gap_ci95'][1])}]",
+                   fmt(r["positive_control"]), fmt(r["noop_format"]),
+                   f"{fmt(r['gap'])} [{fmt(r['gap_ci95'][0])}, {fmt(r['gap_ci95'][1])}]",
                    "-" if r["unresponsive"] is None else ("yes" if r["unresponsive"] else "no")] for r in rows],
                  note=("Unresponsive when fewer than half the base prompts get distinct outputs, the positive control's "
                        "mean embedding distance is under 0.3, or its per-prompt excess over no-op formatting has a "
@@ -149,7 +144,7 @@ def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
             if x["separated"]:
                 sep_rows.append([str(c["variant"]), c["rung"], str(c["length"]), x["a"], x["b"], str(x.get("n_prompts", "-")),
                                  str(x["n_shared"]),
-                                 _fmt(x["mean_diff"]), _p(x["p"]), _p(x["p_holm"])])
+                                 fmt(x["mean_diff"]), _p(x["p"]), _p(x["p_holm"])])
     note = (f"{tests.get('kind', 'paired permutation').capitalize()} test, unit: {tests.get('unit', 'pair')}; statistic: "
             f"{tests.get('statistic', 'the mean difference')} ({tests.get('permutations')} sign patterns or all of them, "
             f"seed {tests.get('seed')}). Multiplicity: {tests.get('correction', 'Holm')}, one family = "
@@ -204,7 +199,7 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
     checks = summary["checks"]["positive_control_exceeds_noop"]
     tables.append(Table("checks", "Check: positive control moves more than no-op formatting",
                         ["model", "variant", "L", "positive_control", "noop_format", "prompts / pairs (pc; noop)", "holds"],
-                        [[c["model"], c["variant"], str(c["length"]), _fmt(c["positive_control"]), _fmt(c["noop_format"]),
+                        [[c["model"], c["variant"], str(c["length"]), fmt(c["positive_control"]), fmt(c["noop_format"]),
                           "; ".join(f"{n[0]} / {n[1]}" for n in (c.get("n") or {}).values()) or "-",
                           "yes" if c["holds"] else "no"] for c in checks],
                         bold_rows={i for i, c in enumerate(checks) if not c["holds"]},
@@ -215,9 +210,9 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                             ["model", "variant", "L", "reference", "P", "prompts / pairs", "P (reference)",
                              "P − P(ref) [95% CI]", "D", "D − P [95% CI]", "drift prompts / rows", "collapse"],
                             [[r["model"], str(r["variant"]), str(r["length"]), str(r["reference"]),
-                              _fmt(r["perturbation_distance"]), f"{r.get('n_prompts', '-')} / {r.get('n_pairs', '-')}",
-                              _fmt(r["reference_perturbation_distance"]), _diff(r.get("delta_p"), r.get("delta_p_ci95")),
-                              _fmt(r["drift"]), _diff(r.get("d_minus_p"), r.get("d_minus_p_ci95")),
+                              fmt(r["perturbation_distance"]), f"{r.get('n_prompts', '-')} / {r.get('n_pairs', '-')}",
+                              fmt(r["reference_perturbation_distance"]), _diff(r.get("delta_p"), r.get("delta_p_ci95")),
+                              fmt(r["drift"]), _diff(r.get("d_minus_p"), r.get("d_minus_p_ci95")),
                               f"{r['drift_prompts']} / {r.get('drift_rows', '-')}", _collapse(r["collapse"])] for r in drift],
                             note=("P: mean embedding distance over perturbed pairs (identical rung and positive control left out); "
                                   "D: distance between the variant's and the reference's output on the same prompt. "
@@ -239,7 +234,7 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
         loops = summary["loops"]
         tables.append(Table("loops", "Repetition loops (share of each output inside a repeating n-gram cycle)",
                             ["model", "variant", "outputs", "mean loop share", "outputs looping"],
-                            [[r["model"], str(r["variant"]), str(r["outputs"]), _fmt(r["mean_loop_share"]),
+                            [[r["model"], str(r["variant"]), str(r["outputs"]), fmt(r["mean_loop_share"]),
                               _pct(r["looping_share"])] for r in loops],
                             note="Looping: at least half of the output's tokens repeat a block of up to 64 tokens three or more times.",
                             empty="no generations"))
@@ -260,16 +255,11 @@ _READING_ORDER = ("flags", "failed", "distances", "clusters", "separated", "chec
                   "determinism", "models", "audit", "exposure")
 
 
-def _md_cell(text: str) -> str:
-    # A pipe would end the cell and a newline the row.
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
 def _table(header: list[str], rows: list[list[str]], bold: set[int] | None = None) -> str:
     bold = bold or set()
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for i, r in enumerate(rows):
-        cells = [_md_cell(c) for c in r]
+        cells = [md_cell(c) for c in r]
         if i in bold:
             cells = [f"**{c}**" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
@@ -304,7 +294,7 @@ def terminal_summary(summary: dict[str, Any]) -> str:
             if (model, variant, rung) not in kept:
                 continue
             k, t = kept[(model, variant, rung)]
-            vals = "".join(f"{_fmt(emb.get((model, variant, rung, L), float('nan'))):>11}" for L in lengths)
+            vals = "".join(f"{fmt(emb.get((model, variant, rung, L), float('nan'))):>11}" for L in lengths)
             lines.append(f"{model:<{mw}}{variant:<{vw}}{rung:<18}{f'{k}/{t}':>9}{n_prompts.get((model, variant, rung), '-'):>8}{vals}")
     det = summary["determinism"]
     lines.append(f"determinism: {det['verdict']} ({det['nonzero_rows']}/{det['identical_rows']} identical-rung rows non-zero)")

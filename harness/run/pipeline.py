@@ -115,7 +115,7 @@ def validate_config(cfg: RunConfig) -> None:
     if cfg.executor not in EXECUTORS:
         raise InputError("--executor", cfg.executor, f"expected one of {', '.join(EXECUTORS)}")
     if cfg.shard is not None and not (cfg.shard[1] > 0 and 0 <= cfg.shard[0] < cfg.shard[1]):
-        raise InputError("--shard", f"{cfg.shard[0]}/{cfg.shard[1]}", "expected i/n with 0 <= i < n")
+        raise InputError("--shard", f"{cfg.shard[0]}/{cfg.shard[1]}", "expected I/N with 0 <= I < N")
     for v in cfg.variants or ():
         try:
             parse_variant(v)
