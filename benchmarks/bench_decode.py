@@ -83,7 +83,7 @@ def naive_outputs(loaded, pairs, lengths):
 
 def run(quick: bool = False) -> Outcome:
     from harness.audit.tokens import audit_pairs
-    from harness.run.cell import decode_requests
+    from harness.decode.requests import decode_requests
     from harness.decode.greedy import decode_all, plan_batches
     from harness.ladder.load import load_ladder
     from harness.models.loading import load_model

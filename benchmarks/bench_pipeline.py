@@ -90,6 +90,8 @@ def instrumented(timer: StageTimer):
     import harness.run.cell as cells
     import harness.run.pipeline as pipeline
     import harness.report.write as reports
+    import harness.score.drift as drift
+    import harness.summary.build as summary
     import harness.core.rundir as rundir
     from harness.score.embedder import Embedder
 
@@ -106,11 +108,11 @@ def instrumented(timer: StageTimer):
         (pipeline, "Embedder", TimedEmbedder),
         (pipeline, "run_cell", timer.wrap("cell: other (load, keys, records)", pipeline.run_cell)),
         (pipeline, "finalize", timer.wrap("merge: other (concat, manifest)", pipeline.finalize)),
-        (pipeline, "_drift_frames", timer.wrap("merge: drift", pipeline._drift_frames)),
+        (drift, "drift_frames", timer.wrap("merge: drift", drift.drift_frames)),
         (pipeline, "write_reports", timer.wrap("reports: other (read tables, drift/scaffold tables, writes)",
                                                pipeline.write_reports)),
         (reports, "build_summary", timer.wrap("reports: summary (bootstrap CIs, clusters)", reports.build_summary)),
-        (reports, "compute_flags", timer.wrap("reports: flags", reports.compute_flags)),
+        (summary, "compute_flags", timer.wrap("reports: flags", summary.compute_flags)),
         (reports, "render_markdown", timer.wrap("reports: report.md", reports.render_markdown)),
         (reports, "render_html", timer.wrap("reports: report.html (matplotlib figures)", reports.render_html)),
         (cells, "audit_pairs", timer.wrap("cell: audit (render + tokenize)", cells.audit_pairs)),

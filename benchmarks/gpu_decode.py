@@ -93,7 +93,7 @@ def loaded_for(model, attn: str):
 
 def select_requests(n_pairs: int, max_new_tokens: int, seed: int):
     from harness.audit.tokens import audit_pairs
-    from harness.run.cell import decode_requests
+    from harness.decode.requests import decode_requests
     from harness.ladder.load import load_ladder
     from harness.models.loading import load_model
     from harness.models.registry import DEFAULT_REGISTRY, load_registry

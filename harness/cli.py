@@ -164,7 +164,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
         raise InputError("--shard", text, "expected I/N, e.g. 0/4") from None
-    return i, n  # the range is checked by the library (harness.run.pipeline.validate_config)
+    return i, n  # the range is checked by the library (harness.run.config.validate_config)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -220,7 +220,8 @@ def _resume_conflicts(args) -> list[str]:
 
 
 def cmd_run(args) -> int:
-    from harness.run.pipeline import RunConfig, resume, run
+    from harness.run.pipeline import RunConfig, run
+    from harness.run.resume import resume
     from harness.models.registry import resolve_models
 
     if args.resume:
@@ -246,7 +247,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    from harness.run.pipeline import merge_runs
+    from harness.run.resume import merge_runs
 
     return _print_result(merge_runs([Path(d) for d in args.run_dirs], Path(args.out), argv=sys.argv))
 
@@ -283,7 +284,7 @@ def cmd_registry(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.run.pipeline import rebuild_report
+    from harness.run.resume import rebuild_report
     from harness.report.markdown import terminal_summary
 
     summary = rebuild_report(Path(args.run_dir))

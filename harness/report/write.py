@@ -1,4 +1,4 @@
-"""Writing summary.json and the reports of a run directory from its files alone.
+"""Writing summary.json, exposure.parquet and the reports of a run directory from its files alone.
 
 Both `stabprobe run` (at the end) and `stabprobe report RUN_DIR` call
 :func:`write_reports`, so a rebuilt report is the same as the original.
@@ -13,13 +13,11 @@ import pandas as pd
 
 from harness.core import rundir
 from harness.errors import InputError
-from harness.summary.collapse import collapse_flags, drift_table
-from harness.summary.flags import compute_flags, scaffold_table
+from harness.audit.exposure import EXPOSURE, exposure_table
 from harness.report.html import REPORT_HTML, render_html
 from harness.report.markdown import render_markdown
 from harness.core.rundir_read import read_manifest, read_table
 from harness.summary.build import build_summary
-from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
 
 PAIR_COLUMNS = ("model", "variant", "rung", "length", "pair_id", "prompt_id")  # prompt_id: the statistical unit
 AUDIT_COLUMNS = ("model", "variant", "pair_id", "rung", "kept", "reason")
@@ -40,23 +38,17 @@ def load_run_tables(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.Dat
 
 
 def write_reports(run_dir: Path) -> dict[str, Any]:
-    """summary.json, report.md and report.html from manifest.json and the parquet files; returns the summary."""
+    """summary.json, exposure.parquet, report.md and report.html from manifest.json and the parquet files; returns the summary."""
     run_dir = Path(run_dir)
     from harness.core.memo import Memo
 
     manifest, pairs, audit, gens = load_run_tables(run_dir)
     memo = Memo(manifest.get("config", {}).get("cache_dir"))
-    summary = build_summary(pairs, audit, manifest, memo)
-    summary["flags"] = compute_flags(pairs, gens, manifest)
     drift_path = run_dir / rundir.DRIFT
-    drift = pd.read_parquet(drift_path) if drift_path.is_file() else pd.DataFrame(columns=pairs.columns)
-    summary["drift"] = drift_table(pairs, drift)
-    summary["flags"] += collapse_flags(summary["drift"])
-    summary["unresponsive"] = unresponsive_table(pairs, gens)
-    summary["flags"] += unresponsive_flags(summary["unresponsive"])
-    summary["scaffold"] = scaffold_table(gens)
-    summary["loops"] = loop_table(gens)
-    summary["flags"] += loop_flags(summary["loops"]) + answer_missing_flags(summary["cells"])
+    drift = pd.read_parquet(drift_path) if drift_path.is_file() else None
+    exposure = exposure_table(audit)
+    summary = build_summary(pairs, audit, manifest, memo, generations=gens, drift=drift, exposure=exposure)
+    rundir.atomic_write_parquet(run_dir / EXPOSURE, exposure)
     rundir.atomic_write_json(run_dir / rundir.SUMMARY, summary)
     rundir.atomic_write_text(run_dir / rundir.REPORT_MD, render_markdown(summary, manifest))
     rundir.atomic_write_text(run_dir / REPORT_HTML, render_html(summary, manifest, pairs, gens, memo))

@@ -1,1 +1,1 @@
-"""The run: configuration, the pipeline (the stages in order, per cell), executors, manifest and caches."""
+"""The run: one RunConfig, the pipeline (the stages in order, one cell per model x variant), executors, resume and merge, manifest, cache keys."""

@@ -20,17 +20,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.core import rundir
-from harness.core.checked import counts as cache_counts, first_write_error, read_checked, write_checked
-from harness.errors import error_line
 from harness.audit.tokens import AuditRow, audit_pairs
+from harness.core import rundir
+from harness.core.memo import Memo
+from harness.core.checked import counts as cache_counts, first_write_error
+from harness.errors import error_line
 from harness.decode.greedy import DECODER_VERSION, DecodeRequest, NonFiniteOutput, decode_all, first_non_finite, prompt_key
-from harness.run.gencache import GenerationCache, cell_key, ids_key
+from harness.decode.requests import decode_requests
 from harness.decode.table import generation_from_row, generations_frame
 from harness.ladder.records import PromptPair
 from harness.models.registry import ModelEntry
-from harness.score.scaffold import answer_start_token
-from harness.score.pairs import PairScore, PairSides, ScoredSide, kept_pairs, score_pairs
+from harness.run.keys import GENERATIONS, RESULTS, cell_key, ids_key, results_key
+from harness.score.pairs import PairScore, score_generations
 
 CELL_RECORD = "cell.json"
 CELLS_DIR = "cells"
@@ -69,23 +70,6 @@ def is_finished(run_dir: Path, cell: Cell) -> bool:
     return (cell_dir(run_dir, cell) / CELL_RECORD).is_file()
 
 
-def decode_requests(pairs, audit: Sequence[AuditRow], rendered) -> tuple[list[DecodeRequest], dict[str, tuple[str, str, int]]]:
-    """Distinct (prompt, replicate) requests, and for each kept pair the keys of its two sides."""
-    kept = {a.pair_id for a in audit if a.kept}
-    reqs: dict[tuple[str, int], DecodeRequest] = {}
-    sides: dict[str, tuple[str, str, int]] = {}
-    for p in pairs:
-        if p.pair_id not in kept:
-            continue
-        ra, rb = rendered[p.prompt_a], rendered[p.prompt_b]
-        ka, kb = prompt_key(ra.token_ids), prompt_key(rb.token_ids)
-        rep_b = 1 if p.rung == "identical" else 0  # the noise floor's second side is its own decode
-        reqs.setdefault((ka, 0), DecodeRequest(ka, ra.token_ids, 0, ra.text))
-        reqs.setdefault((kb, rep_b), DecodeRequest(kb, rb.token_ids, rep_b, rb.text))
-        sides[p.pair_id] = (ka, kb, rep_b)
-    return list(reqs.values()), sides
-
-
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -94,29 +78,28 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def _decode_with_cache(loaded, reqs: list[DecodeRequest], settings: CellSettings, key: str, desc: str):
     """Generations for every request: cached ones reused, the rest decoded and added to the cache."""
-    cache = GenerationCache(Path(settings.cache_dir)) if settings.cache_dir else None
+    memo = Memo(settings.cache_dir)
     hits: dict[tuple[str, int], Any] = {}
-    if cache is not None:
-        old = cache.load(key)
-        if not old.empty:
-            by = {(r["cache_ids"], int(r["replicate"])): r for r in old.to_dict("records")}
-            for r in reqs:
-                row = by.get((ids_key(r.token_ids), r.replicate))
-                if row is not None:
-                    hits[(r.prompt_key, r.replicate)] = dataclasses.replace(
-                        generation_from_row(row, settings.lengths), model=loaded.info.name, variant=loaded.info.variant
-                    )
+    old = memo.load_frame(GENERATIONS, key)
+    if not old.empty:
+        by = {(r["cache_ids"], int(r["replicate"])): r for r in old.to_dict("records")}
+        for r in reqs:
+            row = by.get((ids_key(r.token_ids), r.replicate))
+            if row is not None:
+                hits[(r.prompt_key, r.replicate)] = dataclasses.replace(
+                    generation_from_row(row, settings.lengths), model=loaded.info.name, variant=loaded.info.variant
+                )
     todo = [r for r in reqs if (r.prompt_key, r.replicate) not in hits]
     fresh = []
     if todo:
         with _progress(len(todo), desc, settings.progress) as bar:
             fresh = decode_all(loaded, todo, max(settings.lengths), settings.lengths, settings.batch_size, bar.update,
                                settings.batching)
-        if cache is not None:
+        if memo.root is not None:
             frame = generations_frame(fresh, settings.lengths)
             ids_of = {(r.prompt_key, r.replicate): ids_key(r.token_ids) for r in todo}
             frame["cache_ids"] = [ids_of[(g.prompt_key, g.replicate)] for g in fresh]
-            cache.store(key, frame)
+            memo.add_rows(GENERATIONS, key, frame, unique=("cache_ids", "replicate"))
     return list(hits.values()) + fresh, len(todo), len(hits)
 
 
@@ -167,8 +150,9 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
             _write_record(out, record, before)
             return record
         key = cell_key(record, settings.lengths, DECODER_VERSION, settings.batching, settings.libraries, settings.device)
-        rkey = results_key(key, settings, entry, embedder_sha)
-        if _restore_results(settings, rkey, out, rows):
+        rkey = results_key(key, settings.pairs, settings.lengths, entry.scaffold.model_dump() if entry.scaffold else None,
+                           entry.name, embedder_sha)
+        if Memo(settings.cache_dir).restore_files(RESULTS, rkey, _RESULT_FILES, out):
             # Same decodes, same pairs, same scorer and embedder: the scored tables are
             # the ones already computed; nothing is decoded, embedded or re-scored.
             record.update(status="ok", cache_key=key, results_key=rkey, results_from_cache=True,
@@ -190,7 +174,7 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
                       generated_tokens=int(sum(len(g.gen_ids) for g in gens)))
 
         owner = getattr(embed, "__self__", None)
-        if owner is not None and getattr(owner, "_model", True) is None:
+        if owner is not None and getattr(owner, "loaded", True) is False:
             # Like the decode model's load, the embedder's load is not scoring work: timed on its own.
             t = time.perf_counter()
             _ = owner.model
@@ -198,11 +182,8 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         t = time.perf_counter()
         tok = loaded.tokenizer
         decode_text = lambda ids: tok.decode(list(ids), skip_special_tokens=False)  # noqa: E731
-        scored = {(g.prompt_key, g.replicate): ScoredSide(g, *answer_start_token(g.gen_ids, decode_text, entry.scaffold))
-                  for g in gens}
-        pair_sides = [PairSides(p, scored[(sides[p.pair_id][0], 0)], scored[(sides[p.pair_id][1], sides[p.pair_id][2])])
-                      for p in kept_pairs(settings.pairs, rows)]
-        scores, texts = score_pairs(pair_sides, settings.lengths, decode_text, embed)
+        scored, scores, texts = score_generations(settings.pairs, rows, sides, gens, settings.lengths, decode_text,
+                                                  entry.scaffold, embed)
         record["embedded_texts"] = len(texts)
         if owner is not None and texts:
             # MiniLM reads 256 word pieces; longer texts are embedded whole as overlapping windows. Counted.
@@ -211,14 +192,15 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         record["timings_s"]["score"] = round(time.perf_counter() - t, 3)
 
         prompt_ids = {}
-        for p in kept_pairs(settings.pairs, rows):
-            prompt_ids.setdefault(sides[p.pair_id][0], p.prompt_id)
+        for p in settings.pairs:
+            if p.pair_id in sides:  # kept pairs, in ladder order
+                prompt_ids.setdefault(sides[p.pair_id][0], p.prompt_id)
         gframe = generations_frame(gens, settings.lengths, scored)
         gframe["prompt_id"] = [prompt_ids.get(k, "") for k in gframe["prompt_key"]]
         rundir.atomic_write_parquet(out / "audit.parquet", _frame(rows, AuditRow))
         rundir.atomic_write_parquet(out / "generations.parquet", gframe)
         rundir.atomic_write_parquet(out / "pairs.parquet", _frame(scores, PairScore))
-        _store_results(settings, rkey, out)
+        Memo(settings.cache_dir).store_files(RESULTS, rkey, _RESULT_FILES, out)
         record["results_key"] = rkey
         record["status"] = "ok"
     except NonFiniteOutput as exc:
@@ -281,50 +263,7 @@ def dropped_reasons(rows: Sequence[AuditRow]) -> str:
     return f"all {len(rows)} pairs dropped by the audit ({detail or 'no pairs in the ladder'})"
 
 
-SCORER_VERSION = "3"  # 2: non-finite decodes fail the cell (a cached "ok" from before may hold them);
-#                        3: answer-span metrics nan when a side never closed its scaffold
 _RESULT_FILES = ("audit.parquet", "generations.parquet", "pairs.parquet")
-
-
-def results_key(decode_key: str, settings: CellSettings, entry: ModelEntry, embedder_sha: str) -> str:
-    """Everything a cell's scored tables depend on beyond its decodes."""
-    import hashlib
-
-    material = json.dumps({
-        "decode": decode_key, "scorer": SCORER_VERSION, "embedder": embedder_sha,
-        "pairs": [dataclasses.astuple(p) for p in settings.pairs], "lengths": list(settings.lengths),
-        "scaffold": entry.scaffold.model_dump() if entry.scaffold else None, "name": entry.name,
-    }, sort_keys=True, default=str)
-    return hashlib.sha256(material.encode()).hexdigest()
-
-
-def _results_dir(settings: CellSettings, rkey: str) -> Path | None:
-    return None if not settings.cache_dir else Path(settings.cache_dir) / "results" / rkey[:2] / rkey
-
-
-def _restore_results(settings: CellSettings, rkey: str, out: Path, rows) -> bool:
-    """Copy a cached cell's tables into ``out``; False (and a damaged entry rejected) when there is none."""
-    src = _results_dir(settings, rkey)
-    if src is None or not src.is_dir():
-        return False
-    payloads = {f: read_checked(src / f"{f}.checked") for f in _RESULT_FILES}
-    if any(v is None for v in payloads.values()):
-        # Incomplete or damaged: drop the whole entry (read_checked counted the bad file) and recompute.
-        for f in _RESULT_FILES:
-            (src / f"{f}.checked").unlink(missing_ok=True)
-        return False
-    for f, data in payloads.items():
-        rundir.atomic_write_bytes(out / f, data)
-    return True
-
-
-def _store_results(settings: CellSettings, rkey: str, out: Path) -> None:
-    dst = _results_dir(settings, rkey)
-    if dst is None:
-        return
-    for f in _RESULT_FILES:
-        if not write_checked(dst / f"{f}.checked", (out / f).read_bytes()):
-            return  # counted by write_checked; the run goes on without this cache entry
 
 
 def _write_record(out: Path, record: dict[str, Any], before: dict[str, int]) -> None:

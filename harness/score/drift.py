@@ -12,12 +12,15 @@ deterministic decoding and non-zero otherwise.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
 from harness.ladder.records import PromptPair
-from harness.score.pairs import PairSides, ScoredSide
+from harness.models.loading import load_tokenizer
+from harness.models.registry import ModelEntry
+from harness.score.pairs import PairSides, ScoredSide, score_pairs, scored_sides_from_frame
 from harness.models.variants import REFERENCE, parse_variant
 
 DRIFT_RUNG = "drift"
@@ -48,4 +51,33 @@ def drift_sides(
         pid = prompt_of_key.get(k, k)
         pair = PromptPair(f"drift/{k}", pid, DRIFT_RUNG, f"{reference_of(variant)}->{variant}", "", "", "generated")
         out.append(PairSides(pair, ref_side, var_side))
+    return out
+
+
+def drift_frames(gens: pd.DataFrame, models: Sequence[ModelEntry], lengths: Sequence[int],
+                 embed: Callable[[list[str]], Any]) -> list[pd.DataFrame]:
+    """Every variant against its reference on the same prompts, scored like pairs (one frame per model x variant).
+
+    Works from the run's generations table (the cells may have run anywhere);
+    each model's tokenizer is loaded once, only to decode the ids for the text metrics.
+    """
+    out: list[pd.DataFrame] = []
+    if gens.empty:
+        return out
+    by_name = {e.name: e for e in models}
+    for model, g in gens.groupby("model", sort=False):
+        scored = {v: scored_sides_from_frame(f, lengths) for v, f in g.groupby("variant", sort=False)}
+        prompt_of_key = dict(zip(g["prompt_key"], g.get("prompt_id", g["prompt_key"])))
+        tok = None
+        for variant, sides_v in scored.items():
+            ref = reference_of(variant)
+            if ref not in scored:
+                continue
+            sides = drift_sides(variant, sides_v, scored[ref], prompt_of_key)
+            if not sides:
+                continue
+            if tok is None:
+                tok = load_tokenizer(by_name[model])  # all variants of a model share one tokenizer
+            rows, _ = score_pairs(sides, lengths, lambda ids: tok.decode(list(ids), skip_special_tokens=False), embed)
+            out.append(pd.DataFrame([dataclasses.asdict(dataclasses.replace(r, variant=variant)) for r in rows]))
     return out

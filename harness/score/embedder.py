@@ -68,6 +68,11 @@ class Embedder:
         )
 
     @property
+    def loaded(self) -> bool:
+        """Whether MiniLM is in memory yet (it loads on the first text not in the cache)."""
+        return self._model is not None
+
+    @property
     def model(self):
         if self._model is None:
             from sentence_transformers import SentenceTransformer

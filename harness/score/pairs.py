@@ -13,6 +13,7 @@ from harness.decode.greedy import Generation
 from harness.decode.table import generation_from_row
 from harness.ladder.records import PromptPair
 from harness.score.metrics import divergence as dv
+from harness.score.scaffold import answer_start_token
 from harness.stability.traces import first_divergence_margin_percentile
 from harness.score.metrics.edit_distance import (
     first_divergence,
@@ -248,3 +249,20 @@ def scored_sides_from_frame(frame: pd.DataFrame, lengths: Sequence[int]) -> dict
         g = generation_from_row(row, lengths)
         out[(g.prompt_key, g.replicate)] = ScoredSide(g, str(row.get("scaffold_status", "none")), int(row.get("answer_start", 0)))
     return out
+
+
+def score_generations(pairs: Sequence[PromptPair], audit: Sequence[AuditRow], sides: dict[str, tuple[str, str, int]],
+                      gens: Sequence[Generation], lengths: Sequence[int], decode_text: Callable,
+                      scaffold, embed) -> tuple[dict[tuple[str, int], ScoredSide], list[PairScore], list[str]]:
+    """One cell's scoring: each generation's scaffold split, then every kept pair scored.
+
+    ``sides`` maps a pair to the prompt keys of its two sides and side B's replicate
+    (harness.decode.requests); ``scaffold`` is the model's registry entry for it.
+    Returns the scored sides (by prompt key and replicate), the pair scores and the texts embedded.
+    """
+    scored = {(g.prompt_key, g.replicate): ScoredSide(g, *answer_start_token(g.gen_ids, decode_text, scaffold))
+              for g in gens}
+    pair_sides = [PairSides(p, scored[(sides[p.pair_id][0], 0)], scored[(sides[p.pair_id][1], sides[p.pair_id][2])])
+                  for p in kept_pairs(pairs, audit)]
+    scores, texts = score_pairs(pair_sides, lengths, decode_text, embed)
+    return scored, scores, texts

@@ -1,4 +1,10 @@
-"""Run-level aggregates from the parquet tables alone (so `stabprobe report` can rebuild them)."""
+"""summary.json: the one builder of the run's aggregates, from the parquet tables alone.
+
+Statistics, clusters, audit counts, exposure, the determinism verdict (the
+manifest copies it from here), flags, the drift table and scaffold shares:
+`stabprobe run` and `stabprobe report RUN_DIR` both come through
+:func:`build_summary`, so a rebuilt summary is the same as the original.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.summary.determinism import determinism_verdict
 from harness.audit.exposure import exposure_table
 from harness.ladder.records import RUNGS
+from harness.summary.determinism import determinism_verdict
+from harness.summary.collapse import collapse_flags, drift_table
+from harness.summary.flags import compute_flags, scaffold_table
+from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
 from harness.summary.stats import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
@@ -166,10 +175,19 @@ def test_design(clusters: list[dict[str, Any]]) -> dict[str, Any]:
             "clusters": "compact letter display (insert-and-absorb)"}
 
 
-def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, Any], memo=None) -> dict[str, Any]:
+def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, Any], memo=None,
+                  generations: pd.DataFrame | None = None, drift: pd.DataFrame | None = None,
+                  exposure: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The whole summary.json. ``drift`` None: no drift table rows; ``exposure`` None: computed from ``audit``."""
     from harness.core.memo import Memo, frame_digest
 
     memo = memo or Memo(None)
+    exposure = exposure_table(audit) if exposure is None else exposure
+    determinism = determinism_verdict(pairs)
+    scaffold = scaffold_table(generations)
+    drift_rows = drift_table(pairs, drift if drift is not None else pd.DataFrame(columns=pairs.columns))
+    unresponsive = unresponsive_table(pairs, generations)
+    loops = loop_table(generations)
     # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
     # "spread": cells memoized before the spread existed must not be served without it.
     cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread"], lambda: (cell_stats(pairs), cluster_stats(pairs)),
@@ -179,7 +197,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "schema_version": 1,
         "run": {"status": manifest.get("status"), "command": manifest.get("command"),
                 "ladder": manifest.get("config", {}).get("ladder", {}).get("name")},
-        "determinism": determinism_verdict(pairs),
+        "determinism": determinism,
         "models": [{"name": m["name"], "variant": m.get("variant"), "status": m["status"], "error": m.get("error")}
                    for m in manifest.get("models", [])],
         "audit": audit_counts(audit),
@@ -188,7 +206,13 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "unit": "base prompt",
                       "statistic": "mean over the pairs of the resampled prompts",
                       "method": f"percentile at a level expanded for n_prompts (nominal {CONFIDENCE:.0%})"},
-        "exposure": exposure_table(audit).to_dict(orient="records"),
+        "exposure": exposure.to_dict(orient="records"),
         "clusters": clusters,
         "tests": test_design(clusters),
+        "flags": (compute_flags(pairs, scaffold, determinism) + collapse_flags(drift_rows)
+                  + unresponsive_flags(unresponsive) + loop_flags(loops) + answer_missing_flags(cells)),
+        "drift": drift_rows,
+        "unresponsive": unresponsive,
+        "scaffold": scaffold,
+        "loops": loops,
     }

@@ -49,15 +49,18 @@ def _perturbed(pairs: pd.DataFrame) -> pd.DataFrame:
     return pairs[pairs["rung"] != "identical"]
 
 
-def compute_flags(pairs: pd.DataFrame, generations: pd.DataFrame | None, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each flag: {"flag", "model", "variant", "detail", "values"}; only flags that fired."""
+def compute_flags(pairs: pd.DataFrame, scaffold: list[dict[str, Any]], determinism: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each flag: {"flag", "model", "variant", "detail", "values"}; only flags that fired.
+
+    ``scaffold`` is :func:`scaffold_table`'s, ``determinism`` the verdict of harness.summary.determinism.
+    """
     flags: list[dict[str, Any]] = []
     if pairs.empty:
         return flags
     lengths = sorted(pairs["length"].unique())
     short, long = int(lengths[0]), int(lengths[-1])
     pert = _perturbed(pairs)
-    scaffolds = {(s["model"], s["variant"]): s for s in scaffold_table(generations)}
+    scaffolds = {(s["model"], s["variant"]): s for s in scaffold}
 
     confidence = confidence_table(pairs)
     long_means = pd.Series({k: v["long_divergence"] for k, v in confidence.items()}, dtype=float)
@@ -85,7 +88,7 @@ def compute_flags(pairs: pd.DataFrame, generations: pd.DataFrame | None, manifes
             if flag is not None:
                 flags.append(flag)
 
-    det = manifest.get("determinism", {})
+    det = determinism
     for key, verdict in (det.get("per_model") or {}).items():
         if verdict == "unknown":
             model, variant = key.split("/", 1)

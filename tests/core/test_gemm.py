@@ -106,7 +106,7 @@ def test_embedder_routes_minilm_and_agrees_with_plain_sentence_transformers():
 
 
 def test_generation_cache_key_depends_on_the_gemm_route():
-    from harness.run.gencache import cell_key
+    from harness.run.keys import cell_key
 
     info = {"resolved_revision": "sha256:" + "0" * 64, "variant": "bf16", "dtype": "bf16"}
     keys = {cell_key(info, (64,), "2", "bucket", {}, {"kernels": {"fp32_cpu_gemm": route}})

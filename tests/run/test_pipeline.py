@@ -8,7 +8,8 @@ import pytest
 
 from harness.cli import main
 from harness.ladder.load import load_ladder
-from harness.run.pipeline import RunConfig, rebuild_report, run
+from harness.run.pipeline import RunConfig, run
+from harness.run.resume import rebuild_report
 from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models
 from tests.conftest import write
 
