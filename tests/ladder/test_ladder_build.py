@@ -151,7 +151,7 @@ def _yaml(obj) -> str:
         ("p.json", "[{\"id\": \"a\", \"id\": \"b\", \"text\": \"x\"}]", "id", "duplicate key"),
         ("p.json", "[{]", "line 1", "invalid JSON"),
         ("p.json", "[{\"id\": \"a\", \"text\": \"x\", \"curated\": {\"sarcasm\": [\"y\"]}}]", "[0].curated.sarcasm", "unknown key"),
-        ("p.yaml", "- id: a\n  text: x\n  topic: [1]\n", "[0].topic", "valid string"),
+        ("p.yaml", "- id: a\n  text: x\n  topic: [1]\n", "[0].topic", "expected a string"),
         ("p.yaml", "ladder: x\nprompts: []\n", "(top level)", "pass it with --ladder"),
         ("p.yaml", "- id: a\n  text: x\n  text: y\n", "text", "duplicate key"),
         ("p.csv", "a,b\n", "file", "expected a prompts file"),

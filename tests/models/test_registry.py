@@ -34,7 +34,7 @@ def test_shipped_registry_validates_and_has_the_panel():
         ("models:\n  - name: a\n    source: ./a\n    colour: red\n", "models[0].colour", "unknown key"),
         ("models:\n  - name: a\n    name: b\n    source: ./a\n", "name", "duplicate key at line 3"),
         ("models:\n  - name: a\n    source: ./a\n    dtype: bf8\n", "models[0].dtype", "bf8"),
-        ("models:\n  - name: a\n", "models[0].source", "Field required"),
+        ("models:\n  - name: a\n", "models[0].source", "missing (required)"),
         ("models:\n  - name: a\n    source: ./a\n    revision: main\n", "models[0]", "40-hex"),
         ("models:\n  - name: a\n    source: ./a\n  - name: a\n    source: ./b\n", "models[1].name", "duplicate name"),
         ("models:\n  - name: a\n    source: ./a\n    template_date: 2026-13-01\n", "models[0].template_date", "month"),
