@@ -43,22 +43,26 @@ def test_values_tables_and_files_share_one_layout(tmp_path):
     assert not memo.restore_files("results", rkey, ["a.parquet"], dst)
     memo.store_files("results", rkey, ["a.parquet"], src)
     assert memo.restore_files("results", rkey, ["a.parquet"], dst) and (dst / "a.parquet").read_bytes() == b"A"
-    assert not memo.restore_files("results", rkey, ["a.parquet", "b.parquet"], dst)  # all or nothing
 
     stored = sorted(p.relative_to(tmp_path / "cache").parts[0] for p in (tmp_path / "cache").rglob("*") if p.is_file())
     assert set(stored) == {"stats", "generations", "results"}
+    assert all(p.name.endswith(".checked") for p in (tmp_path / "cache").rglob("*") if p.is_file())  # checksummed
     for p in (tmp_path / "cache").rglob("*"):
         if p.is_file():
             namespace, shard, name = p.relative_to(tmp_path / "cache").parts[:3]
             assert name.startswith(shard) and len(shard) == 2
+    # All or nothing: an incomplete entry is dropped (recomputed by the caller), never half restored.
+    assert not memo.restore_files("results", rkey, ["a.parquet", "b.parquet"], dst)
+    assert not memo.restore_files("results", rkey, ["a.parquet"], dst)
 
 
 def test_an_unreadable_entry_is_a_miss_and_is_rewritten(tmp_path):
     memo = Memo(tmp_path)
     key = memo_key("generations", 1)
-    path = memo.path("generations", key, ".parquet")
+    path = memo.path("generations", key, ".parquet.checked")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not parquet")
     assert memo.load_frame("generations", key).empty
+    assert not path.exists()  # rejected (checksum) and removed
     memo.add_rows("generations", key, pd.DataFrame({"cache_ids": ["1"], "replicate": [0]}), unique=("cache_ids", "replicate"))
     assert len(memo.load_frame("generations", key)) == 1
