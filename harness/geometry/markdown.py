@@ -9,21 +9,10 @@ import numpy as np
 
 from harness.geometry.config import CLASS_ORDER, N_COMPETITORS, TWO_TOKEN_MASS, TWO_TOKEN_P1
 from harness.geometry.summarize import _eps_key
+from harness.report.text import fmt_study
 
 
-def _f(x: Any, nd: int = 3) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    x = float(x)
-    if not math.isfinite(x):
-        return "–"
-    if x != 0 and (abs(x) >= 1e4 or abs(x) < 10 ** (-nd)):
-        return f"{x:.{max(nd - 1, 1)}e}"
-    return f"{x:.{nd}f}"
+_f = fmt_study  # the study tables' one number format (harness.report.text)
 
 
 def _cell(c: dict | None) -> str:

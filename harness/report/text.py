@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import numpy as np
 
 
 def fmt(x: float | None, signed: bool = False, nan: str = "nan") -> str:
@@ -17,3 +20,20 @@ def fmt(x: float | None, signed: bool = False, nan: str = "nan") -> str:
 def md_cell(text: object) -> str:
     """One Markdown table cell: whitespace collapsed (a newline would end the row), ``\\`` and ``|`` escaped."""
     return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def fmt_study(x: Any, nd: int = 3) -> str:
+    """A study table value (geometry, stretch, floor): ``–`` when missing or non-finite, yes/no for a
+    flag, integers as they are, ``nd`` decimals, scientific notation when that would print 0 or overflow."""
+    if x is None:
+        return "–"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    x = float(x)
+    if not math.isfinite(x):
+        return "–"
+    if x != 0 and (abs(x) >= 1e4 or abs(x) < 10 ** (-nd)):
+        return f"{x:.{max(nd - 1, 1)}e}"
+    return f"{x:.{nd}f}"

@@ -12,9 +12,8 @@ import numpy as np
 from harness.audit.render import render_prompt
 from harness.errors import InputError
 from harness.ladder.records import Ladder, PromptPair
-
-# Perturbation distance P leaves out the noise floor and the positive control (as harness.drift does).
-EXCLUDED_FROM_P = ("identical", "positive_control")
+# P leaves out the noise floor and the positive control, as the drift table does.
+from harness.score.drift import EXCLUDED_FROM_P  # noqa: F401 - re-exported for the studies
 
 
 @dataclass(frozen=True)
@@ -90,18 +89,3 @@ def json_safe(o: Any) -> Any:
     if isinstance(o, (float, np.floating)):
         return float(o) if math.isfinite(float(o)) else None
     return o
-
-
-def fmt(x: Any, nd: int = 3) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    x = float(x)
-    if not math.isfinite(x):
-        return "–"
-    if x != 0 and (abs(x) >= 1e4 or abs(x) < 10 ** (-nd)):
-        return f"{x:.{max(nd - 1, 1)}e}"
-    return f"{x:.{nd}f}"

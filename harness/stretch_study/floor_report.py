@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.stretch_study.common import fmt
+from harness.report.text import fmt_study as fmt
 from harness.stretch_study.report import _plt, _png
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from harness.ladder.records import RUNGS
-from harness.stretch_study.common import fmt
+from harness.report.text import fmt_study as fmt
 
 
 def _png(fig) -> bytes:
