@@ -56,7 +56,7 @@ def _copy_cache(warm, tmp_path):
 
 
 def _generation_entries(cache):
-    return [p for p in cache.rglob("*.parquet.checked") if p.parent.parent == cache]
+    return list((cache / "generations").rglob("*.parquet.checked"))  # harness.run.keys.GENERATIONS
 
 
 def test_checked_entry_round_trip_and_rejections(tmp_path):
