@@ -131,7 +131,7 @@ def test_wrong_typed_config_is_named(finished, tmp_path, capsys):
     m["config"]["lengths"] = ["8"]
     rundir.atomic_write_json(run_dir / rundir.MANIFEST, m)
     assert main(["run", "--resume", str(run_dir)]) == 2
-    assert f"{run_dir / rundir.MANIFEST}: config.lengths[0]: Input should be a valid integer" in _err(capsys)
+    assert f"{run_dir / rundir.MANIFEST}: config.lengths[0]: expected an integer (got '8')" in _err(capsys)
 
 
 def test_garbage_pairs_parquet_is_exit_2_for_report(finished, tmp_path, capsys):

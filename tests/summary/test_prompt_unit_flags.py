@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from harness.summary.collapse import COLLAPSE, NO_COLLAPSE, UNDETERMINED, collapse_flags, drift_table
-from harness.summary.flags import CONFIDENT_JS, CONFIDENT_TOP1, compute_flags
+from harness.summary.flags import CONFIDENT_JS, CONFIDENT_TOP1, compute_flags, scaffold_table
 
 N = 8  # base prompts
 EDITS = ("trailing_space", "final_question", "comma_inserted")  # three pairs per prompt, sharing side A
@@ -98,7 +98,7 @@ def _panel(confident_js: float = 1e-9, confident_top1: float = 0.9, div: float =
 
 
 def _cbu(pairs: pd.DataFrame) -> list[dict]:
-    return [f for f in compute_flags(pairs, None, {}) if f["flag"] == "confident_but_unstable"]
+    return [f for f in compute_flags(pairs, scaffold_table(None), {}) if f["flag"] == "confident_but_unstable"]
 
 
 def test_confident_but_unstable_fires_on_tiny_js_and_large_long_divergence():
