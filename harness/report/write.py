@@ -20,6 +20,7 @@ from harness.report.markdown import render_markdown
 from harness.core.rundir_read import read_manifest, read_table
 from harness.summary.build import build_summary
 from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
+from harness.summary.engines import engine_table
 
 PAIR_COLUMNS = ("model", "variant", "rung", "length", "pair_id", "prompt_id")  # prompt_id: the statistical unit
 AUDIT_COLUMNS = ("model", "variant", "pair_id", "rung", "kept", "reason")
@@ -57,6 +58,7 @@ def write_reports(run_dir: Path) -> dict[str, Any]:
     summary["scaffold"] = scaffold_table(gens)
     summary["loops"] = loop_table(gens)
     summary["flags"] += loop_flags(summary["loops"]) + answer_missing_flags(summary["cells"])
+    summary["engines"] = engine_table(gens, manifest)
     rundir.atomic_write_json(run_dir / rundir.SUMMARY, summary)
     rundir.atomic_write_text(run_dir / rundir.REPORT_MD, render_markdown(summary, manifest))
     rundir.atomic_write_text(run_dir / REPORT_HTML, render_html(summary, manifest, pairs, gens, memo))

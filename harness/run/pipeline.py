@@ -36,7 +36,8 @@ from harness.report.markdown import terminal_summary
 from harness.core.rundir_read import read_ladder_record, read_manifest, read_table
 from harness.report.write import write_reports
 from harness.score.pairs import PairScore, score_pairs, scored_sides_from_frame
-from harness.models.variants import REFERENCE, parse_variant
+from harness.models.variants import REFERENCE, parse_variant, with_engine
+from harness.decode.engines import CAPTURES, ENGINES
 
 DEFAULT_LENGTHS = (64, 512)
 LADDER_FILE = "ladder.json"
@@ -65,6 +66,10 @@ class RunConfig:
     ray_address: str | None = None
     command: str = "run"
     """Recorded in the manifest (the gate runs the same pipeline as `gate`)."""
+    engine: str | None = None
+    """Engine of variants that do not name one (None: each model's registry engine); see harness.decode.engines."""
+    capture: str = "generate"
+    """Per-step readings of the HF engine: 'generate' (in-generation capture) or 'probe' (teacher-forced)."""
     loader: Callable[[ModelEntry, str], Any] = None  # type: ignore[assignment]
     """How a (model, variant) is loaded (default: lazy_load_model); tests inject degraded weights through it."""
 
@@ -116,6 +121,10 @@ def validate_config(cfg: RunConfig) -> None:
         raise InputError("--executor", cfg.executor, f"expected one of {', '.join(EXECUTORS)}")
     if cfg.shard is not None and not (cfg.shard[1] > 0 and 0 <= cfg.shard[0] < cfg.shard[1]):
         raise InputError("--shard", f"{cfg.shard[0]}/{cfg.shard[1]}", "expected i/n with 0 <= i < n")
+    if cfg.engine is not None and cfg.engine not in ENGINES:
+        raise InputError("--engine", cfg.engine, f"expected one of {', '.join(ENGINES)}")
+    if cfg.capture not in CAPTURES:
+        raise InputError("--capture", cfg.capture, f"expected one of {', '.join(CAPTURES)}")
     for v in cfg.variants or ():
         try:
             parse_variant(v)
@@ -145,8 +154,10 @@ def check_environment(cfg: RunConfig) -> None:
 
 
 def variants_for(cfg: RunConfig, entry: ModelEntry) -> tuple[str, ...]:
-    """The variants decoded for one model; the reference (bf16) always comes first when present."""
-    names = tuple(cfg.variants if cfg.variants is not None else entry.variants)
+    """The variants decoded for one model, spelled with their engine (harness.models.variants.with_engine);
+    the reference (bf16) always comes first when present."""
+    engine = cfg.engine or entry.engine
+    names = tuple(with_engine(v, engine) for v in (cfg.variants if cfg.variants is not None else entry.variants))
     return tuple(sorted(dict.fromkeys(names), key=lambda v: (v != REFERENCE, names.index(v))))
 
 
@@ -184,6 +195,8 @@ def config_record(cfg: RunConfig, embedder_info) -> dict[str, Any]:
         "batch_size": cfg.batch_size,
         "batching": cfg.batching,
         "decoder_version": DECODER_VERSION,
+        "engine": cfg.engine,
+        "capture": cfg.capture,
         "cache_dir": None if cfg.cache_dir is None else str(cfg.cache_dir),
         "embedder": dataclasses.asdict(embedder_info),
     }
@@ -193,6 +206,7 @@ def _settings(cfg: RunConfig, manifest: dict[str, Any]) -> CellSettings:
     return CellSettings(
         pairs=tuple(cfg.ladder.pairs), lengths=tuple(cfg.lengths), batch_size=cfg.batch_size, batching=cfg.batching,
         embedder=cfg.embedder, cache_dir=None if cfg.cache_dir is None else str(cfg.cache_dir), progress=cfg.progress,
+        capture=cfg.capture,
         libraries=manifest["libraries"], device=manifest["device"],
     )
 
@@ -333,10 +347,10 @@ def _drift_frames(cfg: RunConfig, gens: pd.DataFrame, embedder: Embedder) -> lis
         prompt_of_key = dict(zip(g["prompt_key"], g.get("prompt_id", g["prompt_key"])))
         tok = None
         for variant, sides_v in scored.items():
-            ref = reference_of(variant)
+            ref = reference_of(variant, scored)
             if ref not in scored:
                 continue
-            sides = drift_sides(variant, sides_v, scored[ref], prompt_of_key)
+            sides = drift_sides(variant, sides_v, scored[ref], prompt_of_key, ref)
             if not sides:
                 continue
             if tok is None:
@@ -391,6 +405,8 @@ def config_from_run_dir(run_dir: Path, **overrides) -> tuple[RunConfig, dict[str
         out=run_dir.parent, lengths=tuple(conf["lengths"]), variants=None, batch_size=conf["batch_size"],
         batching=conf["batching"], embedder=conf["embedder"]["path"], cache_dir=Path(conf["cache_dir"]) if conf.get("cache_dir") else None,
         shard=shard, executor=conf.get("executor", "local"),
+        capture=conf.get("capture", "generate"),
+        engine="hf",  # the recorded variant names already carry a non-HF engine (with_engine)
     )
     return dataclasses.replace(cfg, **overrides), manifest
 
