@@ -25,7 +25,7 @@ VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.stabprobe-installed
 VLLM_TESTS ?= tests/decode/test_vllm_engine.py tests/decode/test_probe.py tests/run/test_engines.py
 
-$(VLLM_STAMP): pyproject.toml constraints.txt setup.py harness/metrics/_levtraj.c
+$(VLLM_STAMP): pyproject.toml constraints.txt setup.py harness/score/metrics/_levtraj.c
 	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q --upgrade pip
 	$(VLLM_PY) -m pip install -q torch==2.13.0

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harness.decode.greedy import Generation, decode_all
+from harness.decode.greedy import Generation, check_trace_head, decode_all
 from harness.decode.records import EngineOutput, EngineRun, ProbeInput
 from harness.decode.probe import PROBE_VERSION, teacher_forced
 
@@ -31,11 +31,16 @@ def effective_capture(engine: str, capture: str) -> str:
 def probe_generations(loaded, outputs: Sequence[EngineOutput], lengths: Sequence[int], engine: str,
                       progress: Callable[[int], None] | None = None) -> list[Generation]:
     """Generation records whose per-step readings are the probe's, one teacher-forced forward per output."""
-    head = loaded.stability_head()
     tok, info = loaded.tokenizer, loaded.info
+
+    def check(head, h0, logits0):
+        # Once per cell, as for generate: the closed-form head against the logits the probe took its argmax over.
+        return check_trace_head(loaded, head, h0, logits0) if getattr(loaded, "head_check", None) is None else head
+
     gens = []
     for o in outputs:
-        r = teacher_forced(loaded.model, ProbeInput(tuple(o.request.token_ids), o.tokens), lengths, head)
+        head = loaded.stability_head()  # None after a failed check: the rest of the cell's traces stay nan
+        r = teacher_forced(loaded.model, ProbeInput(tuple(o.request.token_ids), o.tokens), lengths, head, check)
         a = r.agreement
         gen_ids = o.gen_ids
         gens.append(Generation(
@@ -44,7 +49,7 @@ def probe_generations(loaded, outputs: Sequence[EngineOutput], lengths: Sequence
             gen_text=tok.decode(list(gen_ids), skip_special_tokens=False), stop_reason=o.stop_reason,
             trace_top1_id=r.top1_id, trace_top1_logit=r.top1_logit, trace_top2_id=r.top2_id, trace_top2_logit=r.top2_logit,
             prompt_end_logprobs=r.prompt_end_logprobs, hidden_means=r.hidden_means, trace_delta_tcb=r.delta_tcb,
-            trace_flip_radius=r.flip_radius, trace_flip_rival=r.flip_rival, engine=engine, capture="probe",
+            trace_flip_radius=r.flip_radius, trace_flip_rival=r.flip_rival, trace_head_top1_id=r.head_top1_id, engine=engine, capture="probe",
             probe_agreement=a.share, probe_first_disagreement=a.first_disagreement,
             probe_margin_at_disagreement=a.margin_at_disagreement, probe_engine_token=a.engine_token,
             probe_token=a.probe_token,
@@ -55,6 +60,7 @@ def probe_generations(loaded, outputs: Sequence[EngineOutput], lengths: Sequence
 
 
 def hf_engine_run(loaded, seconds: float, tokens: int, batching: str) -> EngineRun:
+    import torch
     import transformers
 
     bucket = batching == "bucket"
@@ -65,7 +71,8 @@ def hf_engine_run(loaded, seconds: float, tokens: int, batching: str) -> EngineR
                      batch_invariant_note=("bucket batching: exact-length batches, never one row (batch-invariant on CPU "
                                            "as measured, see harness.decode.greedy)" if bucket else
                                            "padded batching: left padding changes bf16 reductions"),
-                     load_seconds=loaded.weights_seconds, decode_seconds=round(seconds, 3), generated_tokens=tokens)
+                     load_seconds=loaded.weights_seconds, decode_seconds=round(seconds, 3), generated_tokens=tokens,
+                     torch_threads=torch.get_num_threads())
 
 
 def decode_with_engine(loaded, requests, max_new_tokens: int, lengths: Sequence[int], batch_size: int = 16,

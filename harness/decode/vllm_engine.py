@@ -15,7 +15,13 @@ Choices, each for determinism or for a clear failure:
   available on CPU). Whether it was on is recorded, and the identical rung,
   not the flag, decides the verdict;
 - the engine is shut down before the HF model is loaded for the probe, so the
-  two never hold device memory at once.
+  two never hold device memory at once;
+- vLLM's CPU worker replaces ``torch.set_num_threads`` by a no-op for the rest
+  of the process ("doesn't allow ... after the thread binding"); the original
+  is put back at shutdown, so a later cell's thread setting (the CLI's
+  one-thread CPU default, ``--threads``) still takes effect. vLLM decodes with
+  the thread count in force when it starts (``VLLM_CPU_OMP_THREADS_BIND=nobind``
+  leaves it alone); the count is recorded.
 """
 
 from __future__ import annotations
@@ -120,13 +126,17 @@ def _attention_backends(llm) -> list[str]:
 
 def vllm_decode(entry, info, requests: Sequence, max_new_tokens: int, batch_size: int) -> tuple[list[EngineOutput], EngineRun]:
     """Greedy token ids for every DecodeRequest (harness.decode.greedy), one generate call per replicate."""
+    import torch
+
     LLM, SamplingParams, TokensPrompt = _import_vllm()
     args = engine_args(entry, info, batch_size)
     invariant, invariant_note = _batch_invariance()
+    set_num_threads = torch.set_num_threads  # vLLM's CPU worker swaps in a no-op (module docstring)
     t0 = time.perf_counter()
     try:
         llm = LLM(**args)
     except Exception as exc:  # noqa: BLE001 - a refused model fails its cell with vLLM's own reason
+        torch.set_num_threads = set_num_threads
         raise EngineUnavailable(f"vLLM refused {entry.name}: {_reason(exc)}") from None
     load_s = time.perf_counter() - t0
     try:
@@ -150,13 +160,16 @@ def vllm_decode(entry, info, requests: Sequence, max_new_tokens: int, batch_size
                 stop = "eos" if tokens and tokens[-1] in eos else "length"
                 outputs.append(EngineOutput(r, tokens, stop))
         decode_s = time.perf_counter() - t1
+        threads = torch.get_num_threads()
     finally:
         _shutdown(llm)
+        torch.set_num_threads = set_num_threads
     run = EngineRun(
         engine="vllm", version=vllm_version() or "unknown", args={k: v for k, v in args.items()},
         env={k: os.environ[k] for k in _RECORDED_ENV if k in os.environ}, attention_backend=",".join(backends),
         batch_invariant=invariant, batch_invariant_note=invariant_note, load_seconds=round(load_s, 3),
         decode_seconds=round(decode_s, 3), generated_tokens=int(sum(len(o.tokens) for o in outputs)),
+        torch_threads=threads,
     )
     return outputs, run
 

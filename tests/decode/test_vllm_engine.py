@@ -28,12 +28,20 @@ from tests.run.test_engines import LADDER  # noqa: E402
 
 @pytest.fixture(scope="module")
 def vllm_run(tmp_path_factory):
+    """bf16@vllm first, then bf16@hf in the same process, at the CLI's one-thread CPU default."""
+    import torch
+
     tmp = tmp_path_factory.mktemp("vllm")
     models = resolve_models("tiny-chat", load_registry(DEFAULT_REGISTRY))
     cfg = RunConfig(models=tuple(models), ladder=load_ladder(write(tmp / "l.yaml", LADDER)), out=tmp / "runs",
                     lengths=(8, 32), variants=("bf16", "bf16@hf"), engine="vllm", capture="probe", progress=False,
                     cache_dir=tmp / "cache")
-    return run(cfg)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield run(cfg)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_vllm_run_is_deterministic_and_recorded(vllm_run):
@@ -50,6 +58,14 @@ def test_vllm_run_is_deterministic_and_recorded(vllm_run):
     assert eng["attention_backend"] and not eng["attention_backend"].startswith("unknown")
     assert eng["env"]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert rec["bf16@vllm"]["capture"] == "probe" and manifest["libraries"]["vllm"]
+    # vLLM's no-op torch.set_num_threads is gone after the engine: the HF cell after it still sets threads.
+    import torch
+
+    assert torch.set_num_threads is torch._C.set_num_threads
+    assert [m["variant"] for m in manifest["models"]] == ["bf16@vllm", "bf16@hf"]
+    assert rec["bf16@vllm"]["engine"]["torch_threads"] == rec["bf16@hf"]["engine"]["torch_threads"] == 1
+    # The closed-form head was checked against the probe's own logits (vLLM gives none to check against).
+    assert rec["bf16@vllm"]["trace_head_check"]["ok"] is True
 
 
 def test_vllm_pairs_have_the_hf_columns_and_meaning(vllm_run):
