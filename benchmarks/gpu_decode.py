@@ -29,6 +29,15 @@ EOS id, so nearly every request runs to the limit). Reported: generated
 tokens per second for both (EOS excluded), the speed-up, whether every
 identical-rung pair stayed bit-exact in the batched decode (tokens, logits,
 traces), and how many outputs the two routes agree on.
+
+``--engine vllm`` (or ``both``, the default when vLLM is importable) adds the
+vLLM engine (``harness.decode.vllm_engine.vllm_decode``) on the same model, saved to
+a temporary directory: once with vLLM's batch-invariant kernels
+(``VLLM_BATCH_INVARIANT=1``) and once without (``--vllm-batch-invariant``),
+each in its own child process (the mode is process-wide once on). For each:
+tokens per second (start-up timed apart), whether the identical rung's two
+separate requests gave the same tokens, and outputs equal to the HF batched
+decode. Results go under ``vllm`` in the same JSON.
 """
 
 from __future__ import annotations
@@ -48,7 +57,8 @@ from benchmarks.common import REPO  # noqa: E402
 EXIT_NO_DEVICE = 4
 SHAPE_0_5B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
                   intermediate_size=4864, vocab_size=151_936, max_position_embeddings=4096, tie_word_embeddings=True)
-SHAPE_SMOKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+# head_dim 32: vLLM's CPU attention refuses 16.
+SHAPE_SMOKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
                    intermediate_size=128, vocab_size=1024, max_position_embeddings=1024, tie_word_embeddings=True)
 
 
@@ -139,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "gpu_results.json"))
     ap.add_argument("--smoke-cpu", action="store_true",
                     help="run the same code on CPU with a tiny model (checks the script; the figures mean nothing)")
+    ap.add_argument("--engine", default="both" if _has_vllm() else "hf", choices=("hf", "vllm", "both"))
+    ap.add_argument("--vllm-batch-invariant", default="both", choices=("on", "off", "both"))
+    ap.add_argument("--vllm-child", default=None, help=argparse.SUPPRESS)  # internal: model dir of a vLLM child run
     args = ap.parse_args(argv)
+    if args.vllm_child:
+        return _vllm_child(args)
 
     import torch
 
@@ -160,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         device, shape = "cuda:0", SHAPE_0_5B
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    vllm_results = _vllm_runs(args, shape) if args.engine in ("vllm", "both") else []
+    if args.engine == "vllm":
+        return _finish(args, {"smoke_cpu": args.smoke_cpu, "device": device_info(), "libraries": library_versions(),
+                              "vllm": vllm_results})
     model = build_model(shape, device, args.attn, args.seed)
     loaded, n_params = loaded_for(model, args.attn)
     pairs, reqs, sides = select_requests(args.pairs, args.max_new_tokens, args.seed)
@@ -199,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": t_single / t_batched,
         "identical_pairs": len(ident), "identical_exact": exact, "identical_all_exact": exact == len(ident),
         "outputs_equal_batched_vs_single": agree, "outputs": len(by_key),
+        "vllm": [{**v, "outputs_equal_vllm_vs_hf_batched": sum(tuple(v["tokens"].get(f"{k[0]}/{k[1]}", ())) ==
+                                                                tuple(g.gen_ids) for k, g in by_key.items())}
+                 for v in vllm_results],
     }
     print(f"batched      : {tok_batched} tokens in {t_batched:.2f} s = {tok_batched / t_batched:.0f} tok/s "
           f"({result['batches']} batches of <= {args.batch_size}, with traces)")
@@ -206,11 +228,80 @@ def main(argv: list[str] | None = None) -> int:
     print(f"speed-up     : {t_single / t_batched:.1f}x")
     print(f"identical rung exact in the batched decode: {exact}/{len(ident)}; "
           f"outputs equal batched vs one-at-a-time: {agree}/{len(by_key)}")
+    return _finish(args, result)
+
+
+def _finish(args, result: dict) -> int:
+    for v in result.get("vllm", []):
+        print(f"vllm (batch-invariant {v['batch_invariant']}): {v['tokens_generated']} tokens in {v['decode_s']:.2f} s = "
+              f"{v['tok_s']:.0f} tok/s (start-up {v['load_s']:.1f} s, attention {v['attention_backend']}); identical "
+              f"rung exact {v['identical_exact']}/{v['identical_pairs']}")
+        v.pop("tokens", None)
     if args.smoke_cpu:
         print("(--smoke-cpu: tiny model on CPU; these figures are not the GPU benchmark and are not written)")
         return 0
     Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"results: {args.out}")
+    return 0
+
+
+def _has_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _vllm_runs(args, shape: dict) -> list[dict]:
+    """One child process per batch-invariance setting, on the same saved model."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    import torch
+
+    settings = ("on", "off") if args.vllm_batch_invariant == "both" else (args.vllm_batch_invariant,)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "random-init"
+        shutil.copytree(REPO / "models" / "tiny-chat", model_dir,
+                        ignore=shutil.ignore_patterns("*.safetensors", "training.json"))
+        build_model(shape, "cpu", args.attn, args.seed).save_pretrained(model_dir)
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        for setting in settings:
+            res = Path(tmp) / f"vllm-{setting}.json"
+            cmd = [sys.executable, "-m", "benchmarks.gpu_decode", "--vllm-child", str(model_dir), "--out", str(res),
+                   "--pairs", str(args.pairs), "--max-new-tokens", str(args.max_new_tokens), "--batch-size",
+                   str(args.batch_size), "--seed", str(args.seed)] + (["--smoke-cpu"] if args.smoke_cpu else [])
+            env = {**os.environ, "VLLM_BATCH_INVARIANT": "1" if setting == "on" else "0"}
+            p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+            if p.returncode != 0 or not res.is_file():
+                out.append({"batch_invariant": setting, "error": (p.stderr.strip().splitlines() or ["?"])[-1][:500]})
+                continue
+            out.append(json.loads(res.read_text(encoding="utf-8")))
+    return out
+
+
+def _vllm_child(args) -> int:
+    from harness.decode.vllm_engine import vllm_decode
+    from harness.models.loading import load_model
+    from harness.models.registry import ModelEntry
+
+    entry = ModelEntry(name="random-init", source=args.vllm_child)
+    info = load_model(entry, "bf16", lazy=True).info
+    pairs, reqs, sides = select_requests(args.pairs, args.max_new_tokens, args.seed)
+    vllm_decode(entry, info, reqs[:2], 4, args.batch_size)  # warm-up engine, untimed (a fresh one is timed)
+    outputs, run = vllm_decode(entry, info, reqs, args.max_new_tokens, args.batch_size)
+    tokens = {f"{o.request.prompt_key}/{o.request.replicate}": list(o.gen_ids) for o in outputs}
+    ident = [p for p in pairs if p.rung == "identical"]
+    exact = sum(tokens[f"{sides[p.pair_id][0]}/0"] == tokens[f"{sides[p.pair_id][1]}/1"] for p in ident)
+    n = sum(len(o.gen_ids) for o in outputs)
+    Path(args.out).write_text(json.dumps({
+        "batch_invariant": run.batch_invariant, "batch_invariant_note": run.batch_invariant_note,
+        "version": run.version, "attention_backend": run.attention_backend, "args": run.args, "env": run.env,
+        "load_s": run.load_seconds, "decode_s": run.decode_seconds, "tokens_generated": n,
+        "tok_s": n / run.decode_seconds, "identical_pairs": len(ident), "identical_exact": exact, "tokens": tokens,
+    }, default=str), encoding="utf-8")
     return 0
 
 

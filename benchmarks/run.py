@@ -36,6 +36,7 @@ BENCHMARKS = {
     "cached_rerun": ("benchmarks.bench_pipeline", "run_cached_rerun"),
     "phase_split": ("benchmarks.bench_pipeline", "run_phase_split"),
     "validity": ("benchmarks.bench_validity", "run"),  # error rates and coverage by simulation, not speed
+    "engines": ("benchmarks.bench_engines", "run"),  # vLLM vs HF tokens/s, run in .venv-vllm (issue 20)
 }
 RESULTS = REPO / "benchmarks" / "results.json"
 

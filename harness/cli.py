@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lengths", default="64,512", help="output lengths to score (one decode at the longest)")
     r.add_argument("--variants", default=None,
                    help="comma-separated: bf16,fp16,fp32,int8,int4, each optionally -nothink (default: each model's registry variants)")
+    r.add_argument("--engine", default=None, choices=("hf", "vllm"),
+                   help="decode engine of variants that do not name one (bf16@vllm does); default: the registry's (hf)")
+    r.add_argument("--capture", default="generate", choices=("generate", "probe"),
+                   help="HF engine's per-step readings: captured while decoding, or from the teacher-forced probe "
+                        "(vLLM always uses the probe)")
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--batching", default="bucket", choices=("bucket", "padded"),
                    help="bucket: exact-length batches (batch-invariant); padded: left-padded, fuller batches")
@@ -241,7 +246,8 @@ def cmd_run(args) -> int:
         models=tuple(models), ladder=ladder, out=Path(args.out), lengths=_ints(args.lengths, "--lengths"),
         variants=_words(args.variants) if args.variants else None, batch_size=args.batch_size, batching=args.batching,
         embedder=args.embedder, argv=tuple(sys.argv), progress=not args.no_progress, cache_dir=_cache_dir(args),
-        shard=_shard(args.shard), executor=args.executor, ray_address=args.ray_address,
+        shard=_shard(args.shard), executor=args.executor, ray_address=args.ray_address, engine=args.engine,
+        capture=args.capture,
     )
     return _print_result(run(cfg))
 

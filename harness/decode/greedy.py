@@ -77,6 +77,21 @@ class Generation:
     trace_head_top1_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     """Per step: the top-1 of the fp32 closed-form head the traces are computed on (-1 when unavailable).
     Where it differs from trace_top1_id (a near-tie), the TCB and flip radius describe another token."""
+    engine: str = "hf"
+    """Engine that chose the tokens: 'hf' (transformers generate) or 'vllm'."""
+    capture: str = "generate"
+    """Where the per-step readings come from: 'generate' (captured while decoding) or 'probe'
+    (teacher-forced HF forward over prompt + tokens, harness.decode.probe; trace_top1_id is then the probe's argmax)."""
+    probe_agreement: float = float("nan")
+    """Share of steps where the probe's argmax is the engine's token (nan: not probed)."""
+    probe_first_disagreement: int = -1
+    """0-based step of the first disagreement (-1: none, or not probed)."""
+    probe_margin_at_disagreement: float = float("nan")
+    """logit(probe argmax) - logit(engine token) there (0: an exact tie; nan: no disagreement)."""
+    probe_engine_token: int = -1
+    """The engine's token at the first disagreement (-1: none)."""
+    probe_token: int = -1
+    """The probe's argmax at the first disagreement (-1: none)."""
 
     @property
     def trace_margin(self) -> np.ndarray:

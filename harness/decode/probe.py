@@ -19,7 +19,7 @@ identical rung stays a test of the engine.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -28,11 +28,15 @@ from harness.decode.records import Agreement, ProbeInput, ProbeResult
 PROBE_VERSION = "1"
 
 
-def teacher_forced(model, item: ProbeInput, lengths: Sequence[int], head=None) -> ProbeResult:
+def teacher_forced(model, item: ProbeInput, lengths: Sequence[int], head=None,
+                   check_head: Callable | None = None) -> ProbeResult:
     """Probe one output with a causal LM (any transformers model with an output embedding).
 
     ``head``: ``(HeadSpec, row norms)`` for the closed-form traces
     (``LoadedModel.stability_head()``), or None to leave them nan.
+    ``check_head(head, h0, logits0)``: checks the closed-form head against this
+    pass's first-step logits (as harness.decode.greedy.check_trace_head does
+    for generate) and returns the head to use, or None when it fails.
     """
     import torch
 
@@ -77,13 +81,16 @@ def teacher_forced(model, item: ProbeInput, lengths: Sequence[int], head=None) -
     )
     states_np = h.cpu().numpy().astype(np.float32)
     means = {int(L): states_np[: max(1, min(int(L), steps))].mean(axis=0, dtype=np.float64).astype(np.float32) for L in lengths}
+    if head is not None and check_head is not None:
+        head = check_head(head, h[:1], logits[:1].cpu())
     stab = _stability(h, head)
     return ProbeResult(
         top1_id=top1_np, top1_logit=top1_val.cpu().numpy().astype(np.float32),
         top2_id=top2.cpu().numpy().astype(np.int64), top2_logit=top2_val.cpu().numpy().astype(np.float32),
         engine_logit=engine_val.cpu().numpy().astype(np.float32),
         prompt_end_logprobs=prompt_end.cpu().numpy().astype(np.float32), states=states_np, hidden_means=means,
-        delta_tcb=stab["delta_tcb"], flip_radius=stab["flip_radius"], flip_rival=stab["rival_id"], agreement=agreement,
+        delta_tcb=stab["delta_tcb"], flip_radius=stab["flip_radius"], flip_rival=stab["rival_id"],
+        head_top1_id=stab["top1_id"], agreement=agreement,
     )
 
 
@@ -91,7 +98,7 @@ def _stability(h, head) -> dict[str, np.ndarray]:
     steps = h.shape[0]
     if head is None:
         return {"delta_tcb": np.full(steps, np.nan, np.float32), "flip_radius": np.full(steps, np.nan, np.float32),
-                "rival_id": np.full(steps, -1, np.int64)}
+                "rival_id": np.full(steps, -1, np.int64), "top1_id": np.full(steps, -1, np.int64)}
     from harness.stability import step_stability
 
     spec, norms = head

@@ -67,6 +67,9 @@ class ProbeResult:
     """Smallest L2 move of each state that lets another token overtake its argmax (nan when unsupported)."""
     flip_rival: np.ndarray = field(repr=False)
     """The token the flip radius is measured to (-1 when unsupported)."""
+    head_top1_id: np.ndarray = field(repr=False)
+    """Top-1 of the fp32 closed-form head the traces are computed on (-1 when unsupported); where it
+    differs from top1_id (a near-tie) the TCB and flip radius describe another token."""
     agreement: Agreement
     """Probe argmax vs the engine's tokens."""
 
@@ -116,3 +119,5 @@ class EngineRun:
     """The generate calls alone."""
     generated_tokens: int
     """Tokens chosen, EOS steps included."""
+    torch_threads: int = -1
+    """torch.get_num_threads() when the engine finished (the CPU thread count batch invariance depends on; -1: not read)."""

@@ -66,7 +66,23 @@ def generation_from_row(row: Any, lengths: Sequence[int]) -> Generation:
         trace_flip_radius=np.asarray(_opt(get, "trace_flip_radius"), dtype=np.float32),
         trace_flip_rival=np.asarray(_opt(get, "trace_flip_rival"), dtype=np.int64),
         trace_head_top1_id=np.asarray(_opt(get, "trace_head_top1_id"), dtype=np.int64),
+        **{k: _scalar(get, k, default) for k, default in _ENGINE_FIELDS.items()},
     )
+
+
+# Columns added with the engines (harness.decode.engines); rows written before them read as HF generate.
+_ENGINE_FIELDS = {"engine": "hf", "capture": "generate", "probe_agreement": float("nan"), "probe_first_disagreement": -1,
+                  "probe_margin_at_disagreement": float("nan"), "probe_engine_token": -1, "probe_token": -1}
+
+
+def _scalar(get, key, default):
+    try:
+        value = get(key)
+    except (KeyError, AttributeError):
+        return default
+    if value is None:
+        return default
+    return type(default)(value)
 
 
 def _opt(get, key):

@@ -72,6 +72,10 @@ class ModelEntry(_Strict):
         description="The date a template that calls strftime_now sees: YYYY-MM-DD (frozen, so prompts do not "
         "change from day to day) or 'today' (the real clock; recorded per run).",
     )
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="Decode engine of variants that do not name one: hf (transformers generate) or vllm "
+        "(token ids from vLLM, readings from the teacher-forced probe); --engine overrides it.",
+    )
     scaffold: Scaffold | None = None
     trust_remote_code: bool = Field(False, description="Only an entry may opt in; never the command line.")
     variants: tuple[str, ...] = Field(

@@ -164,6 +164,27 @@ def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
     ]
 
 
+def _engines_table(rows: list[dict[str, Any]]) -> Table:
+    def n(x):
+        return "-" if x is None else str(x)
+
+    body = [[r["model"], str(r["variant"]), r["engine"], n(r.get("engine_version")), n(r.get("attention_backend")),
+             {True: "on", False: "off", None: "-"}[r.get("batch_invariant")], r["capture"], str(r["outputs"]),
+             f"{r['fully_agreeing']}/{r['probed']}" if r["probed"] else "-",
+             f"{r['agreeing_steps']}/{r['steps']}" if r["probed"] else "-",
+             "-" if r.get("min_margin_at_disagreement") is None else f"{r['min_margin_at_disagreement']:.4g}"]
+            for r in rows]
+    return Table("engines", "Engines and probe agreement",
+                 ["model", "variant", "engine", "version", "attention", "batch-invariant", "readings", "outputs",
+                  "outputs reproduced", "steps reproduced", "min margin at disagreement"], body,
+                 note=("readings 'probe': per-step numbers from one teacher-forced HF forward over prompt + the engine's "
+                       "tokens; 'reproduced' counts outputs (steps) where the probe's argmax is the engine's token. "
+                       "A disagreement is a finding about the two engines' numerics; tokens are never changed. "
+                       "The margin there is logit(probe argmax) - logit(engine token), 0 for an exact tie."),
+                 bold_rows={i for i, r in enumerate(rows) if r["probed"] and r["fully_agreeing"] != r["probed"]},
+                 empty="no generations")
+
+
 def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Table]:
     """Every table of the report, in reading order; both renderers use this list."""
     models = manifest.get("models", [])
@@ -238,6 +259,8 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                               _pct(r["looping_share"])] for r in loops],
                             note="Looping: at least half of the output's tokens repeat a block of up to 64 tokens three or more times.",
                             empty="no generations"))
+    if "engines" in summary:
+        tables.append(_engines_table(summary["engines"]))
     flags = summary.get("flags") or []
     tables.append(Table("flags", "Flags (collapse, unresponsive, scaffold, missing answer spans, repetition loops, "
                         "confident-but-unstable, nondeterminism)",
@@ -250,8 +273,8 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
     return sorted(tables, key=lambda t: order.get(t.key, len(order)))
 
 
-_READING_ORDER = ("flags", "failed", "distances", "clusters", "separated", "checks", "drift", "unresponsive", "scaffold",
-                  "loops",
+_READING_ORDER = ("flags", "failed", "distances", "clusters", "separated", "checks", "drift", "engines", "unresponsive",
+                  "scaffold", "loops",
                   "determinism", "models", "audit", "exposure")
 
 

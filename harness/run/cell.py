@@ -25,13 +25,15 @@ from harness.core import rundir
 from harness.core.memo import Memo
 from harness.core.checked import counts as cache_counts, first_write_error
 from harness.errors import error_line
-from harness.decode.greedy import DECODER_VERSION, DecodeRequest, NonFiniteOutput, decode_all, first_non_finite, prompt_key
+from harness.decode.greedy import DECODER_VERSION, DecodeRequest, NonFiniteOutput, first_non_finite, prompt_key
 from harness.decode.requests import decode_requests
 from harness.decode.table import generation_from_row, generations_frame
 from harness.ladder.records import PromptPair
 from harness.models.registry import ModelEntry
 from harness.run.keys import GENERATIONS, RESULTS, cell_key, ids_key, results_key
 from harness.score.pairs import PairScore, score_generations
+from harness.decode.engines import agreement_summary, decode_with_engine, effective_capture
+from harness.models.variants import engine_of
 
 CELL_RECORD = "cell.json"
 CELLS_DIR = "cells"
@@ -60,6 +62,8 @@ class CellSettings:
     progress: bool
     libraries: dict[str, Any]
     device: dict[str, Any]
+    capture: str = "generate"
+    """HF engine's readings: 'generate' or 'probe' (harness.decode.engines)."""
 
 
 def cell_dir(run_dir: Path, cell: Cell) -> Path:
@@ -90,17 +94,18 @@ def _decode_with_cache(loaded, reqs: list[DecodeRequest], settings: CellSettings
                     generation_from_row(row, settings.lengths), model=loaded.info.name, variant=loaded.info.variant
                 )
     todo = [r for r in reqs if (r.prompt_key, r.replicate) not in hits]
-    fresh = []
+    fresh, engine_run = [], None
     if todo:
         with _progress(len(todo), desc, settings.progress) as bar:
-            fresh = decode_all(loaded, todo, max(settings.lengths), settings.lengths, settings.batch_size, bar.update,
-                               settings.batching)
+            fresh, engine_run = decode_with_engine(
+                loaded, todo, max(settings.lengths), settings.lengths, settings.batch_size, bar.update, settings.batching,
+                engine_of(loaded.info.variant), settings.capture)
         if memo.root is not None:
             frame = generations_frame(fresh, settings.lengths)
             ids_of = {(r.prompt_key, r.replicate): ids_key(r.token_ids) for r in todo}
             frame["cache_ids"] = [ids_of[(g.prompt_key, g.replicate)] for g in fresh]
             memo.add_rows(GENERATIONS, key, frame, unique=("cache_ids", "replicate"))
-    return list(hits.values()) + fresh, len(todo), len(hits)
+    return list(hits.values()) + fresh, len(todo), len(hits), engine_run
 
 
 def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable, embed: Callable | None = None) -> dict[str, Any]:
@@ -149,6 +154,8 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
                           decoded_prompts=0, cached_prompts=0)
             _write_record(out, record, before)
             return record
+        engine = engine_of(variant)
+        record["engine_name"], record["capture"] = engine, effective_capture(engine, settings.capture)
         key = cell_key(record, settings.lengths, DECODER_VERSION, settings.batching, settings.libraries, settings.device)
         rkey = results_key(key, settings.pairs, settings.lengths, entry.scaffold.model_dump() if entry.scaffold else None,
                            entry.name, embedder_sha)
@@ -160,9 +167,12 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
             record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
             _write_record(out, record, before)
             return record
-        gens, decoded, cached = _decode_with_cache(loaded, reqs, settings, key, f"decode {cell.name}")
+        gens, decoded, cached, engine_run = _decode_with_cache(loaded, reqs, settings, key, f"decode {cell.name}")
         _check_finite(gens)  # cached decodes too: a cache written before this check may hold them
         record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
+        # How the tokens were chosen and read; None when every prompt came from the cache.
+        record["engine"] = None if engine_run is None else dataclasses.asdict(engine_run)
+        record["probe"] = agreement_summary(gens)
         record["weights_loaded"] = loaded.weights_loaded  # False when every prompt came from the cache
         record["stability_traces"] = getattr(loaded, "stability_note", "from cache" if not loaded.weights_loaded else "n/a")
         # The closed-form head checked against the model's logits (harness.decode.check_trace_head), and

@@ -21,7 +21,8 @@ from harness.errors import EnvironmentProblem, InputError, pydantic_error_to_inp
 from harness.ladder.records import Ladder, PromptPair
 from harness.models.loading import load_model
 from harness.models.registry import ModelEntry
-from harness.models.variants import REFERENCE, parse_variant
+from harness.models.variants import REFERENCE, parse_variant, with_engine
+from harness.decode.engines import CAPTURES, ENGINES
 from harness.core import rundir
 from harness.core.rundir_read import read_ladder_record, read_manifest
 
@@ -67,6 +68,10 @@ class RunConfig:
     """Ray cluster address (None: a local Ray)."""
     command: str = "run"
     """Recorded in the manifest (the gate runs the same pipeline as `gate`)."""
+    engine: str | None = None
+    """Engine of variants that do not name one (None: each model's registry engine); see harness.decode.engines."""
+    capture: str = "generate"
+    """Per-step readings of the HF engine: 'generate' (in-generation capture) or 'probe' (teacher-forced)."""
     loader: Callable[[ModelEntry, str], Any] = None  # type: ignore[assignment]
     """How a (model, variant) is loaded (default: lazy_load_model); tests inject degraded weights through it."""
 
@@ -97,7 +102,11 @@ def validate_config(cfg: RunConfig) -> None:
     if cfg.executor not in EXECUTORS:
         raise InputError("--executor", cfg.executor, f"expected one of {', '.join(EXECUTORS)}")
     if cfg.shard is not None and not (cfg.shard[1] > 0 and 0 <= cfg.shard[0] < cfg.shard[1]):
-        raise InputError("--shard", f"{cfg.shard[0]}/{cfg.shard[1]}", "expected I/N with 0 <= I < N")
+        raise InputError("--shard", f"{cfg.shard[0]}/{cfg.shard[1]}", "expected i/n with 0 <= i < n")
+    if cfg.engine is not None and cfg.engine not in ENGINES:
+        raise InputError("--engine", cfg.engine, f"expected one of {', '.join(ENGINES)}")
+    if cfg.capture not in CAPTURES:
+        raise InputError("--capture", cfg.capture, f"expected one of {', '.join(CAPTURES)}")
     for v in cfg.variants or ():
         try:
             parse_variant(v)
@@ -127,8 +136,10 @@ def check_environment(cfg: RunConfig) -> None:
 
 
 def variants_for(cfg: RunConfig, entry: ModelEntry) -> tuple[str, ...]:
-    """The variants decoded for one model; the reference (bf16) always comes first when present."""
-    names = tuple(cfg.variants if cfg.variants is not None else entry.variants)
+    """The variants decoded for one model, spelled with their engine (harness.models.variants.with_engine);
+    the reference (bf16) always comes first when present."""
+    engine = cfg.engine or entry.engine
+    names = tuple(with_engine(v, engine) for v in (cfg.variants if cfg.variants is not None else entry.variants))
     return tuple(sorted(dict.fromkeys(names), key=lambda v: (v != REFERENCE, names.index(v))))
 
 
@@ -162,6 +173,8 @@ def config_record(cfg: RunConfig, embedder_info) -> dict[str, Any]:
         "batch_size": cfg.batch_size,
         "batching": cfg.batching,
         "decoder_version": DECODER_VERSION,
+        "engine": cfg.engine,
+        "capture": cfg.capture,
         "cache_dir": None if cfg.cache_dir is None else str(cfg.cache_dir),
         "embedder": dataclasses.asdict(embedder_info),
     }
@@ -193,6 +206,9 @@ def config_from_record(conf: dict[str, Any], ladder: Ladder, out: Path, source: 
         batch_size=conf["batch_size"], batching=conf["batching"], embedder=conf["embedder"]["path"],
         cache_dir=Path(conf["cache_dir"]) if conf.get("cache_dir") else None,
         shard=shard, executor=conf.get("executor", "local"),
+        capture=conf.get("capture", "generate"),
+        # The recorded variant names already carry a non-HF engine, and with_engine keeps what is written.
+        engine=conf.get("engine"),
     )
 
 

@@ -39,8 +39,11 @@ def cell_key(info: dict[str, Any], lengths: Sequence[int], decoder_version: str,
         "attn_implementation": info.get("attn_implementation"),
         "lengths": sorted(int(L) for L in lengths),
         "decoder_version": decoder_version,
+        # Which engine chose the tokens and where the readings come from (harness.decode.engines).
+        "engine": info.get("engine_name", "hf"),
+        "capture": info.get("capture", "generate"),
         "batching": batching,
-        "libraries": {k: libraries.get(k) for k in ("torch", "transformers", "bitsandbytes")},
+        "libraries": {k: libraries.get(k) for k in ("torch", "transformers", "bitsandbytes", "vllm")},
         "device": device.get("cuda_device") or "cpu",
         # fp32 CPU products (stability traces) differ in the last bits between GEMM routes (harness.core.gemm).
         "kernels": device.get("kernels"),

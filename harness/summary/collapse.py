@@ -66,8 +66,11 @@ def drift_table(pairs: pd.DataFrame, drift: pd.DataFrame, metric: str = "emb_dis
     base_of = _base_prompt_of_keys(pairs)
     dgroups = {k: g for k, g in drift.groupby(["model", "variant", "length"], sort=True)} if not drift.empty else {}
     nan2 = (float("nan"), float("nan"))
+    present: dict[str, set[str]] = {}  # variants per model: bf16@hf is the reference where bf16 is not spelled
+    for model, variant, _ in groups:
+        present.setdefault(model, set()).add(variant)
     for (model, variant, length), g in groups.items():
-        ref = reference_of(variant)
+        ref = reference_of(variant, present[model])
         gr, gd = groups.get((model, ref, length)), dgroups.get((model, variant, length))
         p = float(g[metric].mean())
         prompts = g["prompt_id"].astype(str)

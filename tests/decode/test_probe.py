@@ -57,6 +57,7 @@ def test_probe_reproduces_the_in_generation_capture(which, request):
         for L in LENGTHS:
             np.testing.assert_allclose(r.hidden_means[L], g.hidden_means[L], atol=1e-2)
         np.testing.assert_allclose(r.flip_radius, g.trace_flip_radius, atol=5e-2)
+        assert np.array_equal(r.head_top1_id, g.trace_head_top1_id)  # the closed-form head's own top-1, as generate stores it
         assert r.states.shape == (a.steps, loaded.model.config.hidden_size)
 
 

