@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
+from harness.ladder.answers import AnswerSpec
 from harness.ladder.edits import EDIT_KINDS, EditKind, NotApplicable, apply_edit, seed_for, word_spans
+from harness.ladder.options import reorder_options
 from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, SkippedEdit
 from harness.ladder.synonyms import LEXICON_EDIT_KIND, Lexicon, apply_synonym
 
@@ -72,7 +75,7 @@ def build_pairs(
 ) -> tuple[list[PromptPair], list[SkippedEdit]]:
     """All pairs of a ladder.
 
-    ``curated[prompt_id][rung]`` is a list of (text, edit_kind, note). A prompt
+    ``curated[prompt_id][rung]`` is a list of (text, edit_kind, note[, answer]). A prompt
     without a curated synonym gets one from the lexicon; one without a curated
     positive control is paired with the least related base prompt of another
     topic. Each seeded kind (and the lexicon) makes up to ``pairs_per_kind``
@@ -92,19 +95,49 @@ def build_pairs(
         for rung in CURATED_RUNGS:
             variants = mine.get(rung, [])
             taken = {q.pair_id for q in pairs[first:]}
-            for n, (text, edit_kind, note) in enumerate(variants):
+            for n, (text, edit_kind, note, *answer) in enumerate(variants):
                 suffix = edit_kind if len(variants) == 1 else f"{edit_kind}-{n + 1}"
                 pair_id = f"{p.id}/{rung}/{suffix}"
                 if pair_id in taken:  # a curated label that is also a generated kind's name
                     pair_id += "-curated"
-                pairs.append(PromptPair(pair_id, p.id, rung, edit_kind, p.text, text, "curated", note))
+                pair = PromptPair(pair_id, p.id, rung, edit_kind, p.text, text, "curated", note)
+                pairs.append(_with_answers(pair, p.expected, answer[0] if answer and answer[0] is not None else None))
             if variants:
                 continue
             if rung == "synonym" and LEXICON_EDIT_KIND in wanted:
                 pairs += _lexicon_pairs(ladder, p, lexicon, pairs_per_kind, skipped)
             elif rung == "positive_control":
                 pairs += _paired_control(ladder, p, prompts, skipped)
+        if p.expected is not None:
+            pairs[first:] = [q if q.origin == "curated" else _with_answers(q, p.expected, _moved_answer(ladder, p, q))
+                             for q in pairs[first:]]
     return pairs, skipped
+
+
+# Rungs whose side b asks another question: its expected answer is unknown unless a curated variant gives one.
+TASK_CHANGING_RUNGS = ("semantic_small", "positive_control")
+
+
+def _with_answers(pair: PromptPair, expected: AnswerSpec | None, answer_b: str | None) -> PromptPair:
+    """``pair`` with its sides' expected answers: side b's is ``answer_b``, else side a's unless the task changed."""
+    if expected is None:
+        return pair
+    if answer_b is None and pair.rung not in TASK_CHANGING_RUNGS:
+        answer_b = expected.answer
+    return dataclasses.replace(pair, answer_a=expected.answer, answer_b=answer_b, check=expected.check,
+                               tolerance=expected.tolerance)
+
+
+def _moved_answer(ladder: str, p: BasePrompt, pair: PromptPair) -> str | None:
+    """Where an option_order edit moved a choice answer (the same seeded draw as the edit); None otherwise."""
+    if pair.rung != "option_order" or p.expected is None or p.expected.check != "choice":
+        return None
+    draw = pair.pair_id.rsplit("-", 1)[-1] if pair.pair_id.rsplit("/", 1)[-1] != pair.edit_kind else "1"
+    key = (ladder, p.id, pair.rung, pair.edit_kind) + (() if draw == "1" else (draw,))
+    moved = reorder_options(p.text, random.Random(seed_for(*key)), answer=p.expected.answer)
+    # The edit and this call draw the same permutation from the same seed: the texts must agree.
+    assert moved.text == pair.prompt_b, f"option_order answer out of step with the edit of {pair.pair_id}"
+    return moved.answer
 
 
 def _draws(make, n: int, where: tuple[str, str, str], skipped: list[SkippedEdit]) -> list[tuple[int, str, str]]:
@@ -163,7 +196,7 @@ def _paired_control(ladder: str, p: BasePrompt, prompts: list[BasePrompt], skipp
 def build_ladder(prompt_set: PromptSet, lexicon: Lexicon | None = None) -> Ladder:
     """The ladder of a prompt set: a pure function of the set (and the lexicon)."""
     curated = {
-        pid: {rung: [(v.text, v.edit_kind, v.note) for v in variants] for rung, variants in rungs.items()}
+        pid: {rung: [(v.text, v.edit_kind, v.note, v.answer) for v in variants] for rung, variants in rungs.items()}
         for pid, rungs in prompt_set.curated.items()
     }
     pairs, skipped = build_pairs(prompt_set.name, list(prompt_set.prompts), curated, prompt_set.edit_kinds, lexicon,

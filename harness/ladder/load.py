@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
-from harness.ladder.build import MAX_PAIRS_PER_KIND, build_ladder, resolve_kinds
+from harness.ladder.answers import AnswerError, AnswerSpec, answer_spec
+from harness.ladder.options import option_labels
+from harness.ladder.build import MAX_PAIRS_PER_KIND, TASK_CHANGING_RUNGS, build_ladder, resolve_kinds
 from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant
 from harness.core.yaml_strict import MAX_DEPTH, check_nesting, load_yaml_strict, read_text_strict
 
@@ -37,6 +40,8 @@ class CuratedVariant(_Strict):
     text: str
     edit_kind: str = "curated"
     note: str = ""
+    answer: str | int | float | None = None
+    """The variant's own expected answer (checked like its base prompt's)."""
 
     @field_validator("text")
     @classmethod
@@ -58,6 +63,10 @@ class PromptSpec(_Strict):
     text: str
     topic: str = "general"
     in_domain: bool = False
+    answer: Any = None
+    """Expected answer; checked at load by harness.ladder.answers.answer_spec (with check and tolerance)."""
+    check: Any = None
+    tolerance: Any = None
     curated: CuratedSet = Field(default_factory=CuratedSet)
 
     @field_validator("id")
@@ -145,14 +154,17 @@ def prompt_set_from_specs(
                              f"duplicate prompt: same text as {where}[{texts[p.text]}] (id {specs[texts[p.text]].id!r}); "
                              "remove one")
         texts[p.text] = i
-    prompts = tuple(BasePrompt(p.id, p.text, p.topic, p.in_domain) for p in specs)
+    expected = [_expected(source, f"{where}[{i}]", p) for i, p in enumerate(specs)]
+    prompts = tuple(BasePrompt(p.id, p.text, p.topic, p.in_domain, e) for p, e in zip(specs, expected))
     curated = {
         p.id: {
-            rung: tuple(Variant(v) if isinstance(v, str) else Variant(v.text, v.edit_kind, v.note) for v in getattr(p.curated, rung))
+            rung: tuple(Variant(v) if isinstance(v, str) else
+                        Variant(v.text, v.edit_kind, v.note, _variant_answer(source, f"{where}[{i}].curated.{rung}[{j}]", e, v))
+                        for j, v in enumerate(getattr(p.curated, rung)))
             for rung in CURATED_RUNGS
             if getattr(p.curated, rung)
         }
-        for p in specs
+        for i, (p, e) in enumerate(zip(specs, expected))
     }
     for i, p in enumerate(specs):
         for rung in CURATED_RUNGS:
@@ -160,6 +172,51 @@ def prompt_set_from_specs(
                 if isinstance(v, str) and not v.strip():
                     raise InputError(source, f"{where}[{i}].curated.{rung}[{j}]", "empty prompt")
     return PromptSet(name, source, source_sha256, prompts, curated, edit_kinds, description, pairs_per_kind)
+
+
+def _expected(source: str, where: str, spec: Any) -> AnswerSpec | None:
+    """A prompt's answer keys validated (``answer``, ``check``, ``tolerance``); InputError naming the key."""
+    try:
+        expected = answer_spec(spec.answer, spec.check, spec.tolerance)
+    except AnswerError as exc:
+        raise InputError(source, f"{where}.{exc.field}", str(exc)) from None
+    if expected is not None and expected.check == "choice":
+        labels = option_labels(spec.text)
+        if labels and expected.answer not in labels:
+            raise InputError(source, f"{where}.answer",
+                             f"choice {expected.answer!r} is not one of the prompt's option labels {', '.join(labels)}")
+    return expected
+
+
+def _variant_answer(source: str, where: str, expected: AnswerSpec | None, v: CuratedVariant) -> str | None:
+    if v.answer is None:
+        return None
+    if expected is None:
+        raise InputError(source, f"{where}.answer", "the base prompt has no `answer` (and so no check) to compare it with")
+    try:
+        return answer_spec(v.answer, expected.check, expected.tolerance).answer  # type: ignore[union-attr]
+    except AnswerError as exc:
+        raise InputError(source, f"{where}.answer", str(exc)) from None
+
+
+def _imported_answers(path: Path, where: str, item: dict, pair: PromptPair) -> PromptPair:
+    """A pair file's optional ``answer`` (both sides; side b's own as ``answer_b``), ``check`` and ``tolerance``."""
+    try:
+        expected = answer_spec(item.get("answer"), item.get("check"), item.get("tolerance"))
+    except AnswerError as exc:
+        raise InputError(str(path), f"{where}.{exc.field}", str(exc)) from None
+    if expected is None:
+        if "answer_b" in item:
+            raise InputError(str(path), f"{where}.answer_b", "given without an `answer` (and so without a check)")
+        return pair
+    answer_b = expected.answer if pair.rung not in TASK_CHANGING_RUNGS else None
+    if item.get("answer_b") is not None:
+        try:
+            answer_b = answer_spec(item["answer_b"], expected.check, expected.tolerance).answer  # type: ignore[union-attr]
+        except AnswerError as exc:
+            raise InputError(str(path), f"{where}.answer_b", str(exc)) from None
+    return dataclasses.replace(pair, answer_a=expected.answer, answer_b=answer_b, check=expected.check,
+                               tolerance=expected.tolerance)
 
 
 def _reject_duplicate_keys(path: Path):
@@ -195,7 +252,7 @@ def import_pairs_json(path: Path) -> Ladder:
     pairs: list[PromptPair] = []
     seen: set[str] = set()
     seen_pairs: dict[tuple[str, str, str], str] = {}
-    allowed = {"id", "category", "prompt_a", "prompt_b", "notes"}
+    allowed = {"id", "category", "prompt_a", "prompt_b", "notes", "answer", "answer_b", "check", "tolerance"}
     for i, item in enumerate(raw):
         where = f"[{i}]"
         if not isinstance(item, dict):
@@ -227,8 +284,7 @@ def import_pairs_json(path: Path) -> Ladder:
                              f"duplicate pair: same category and prompts as {seen_pairs[same]!r}; remove one")
         seen_pairs[same] = pid
         rung = CATEGORY_TO_RUNG[item["category"]]
-        pairs.append(
-            PromptPair(pid, pid, rung, item["category"], item["prompt_a"], item["prompt_b"], "imported", str(item.get("notes") or ""))
-        )
+        pair = PromptPair(pid, pid, rung, item["category"], item["prompt_a"], item["prompt_b"], "imported", str(item.get("notes") or ""))
+        pairs.append(_imported_answers(path, where, item, pair))
     prompts = tuple(BasePrompt(p.pair_id, p.prompt_a) for p in pairs)
     return Ladder(path.stem, str(path), sha256_text(text), prompts, tuple(pairs), ())

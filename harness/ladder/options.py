@@ -80,6 +80,15 @@ def reorder_options(text: str, rng: random.Random, answer: str | None = None) ->
     return OptionReorder("\n".join(lines), new_answer, tuple(labels[i] for i in order))
 
 
+def option_labels(text: str) -> list[str]:
+    """The labels of the prompt's answer options (A, B, ...), or [] when it has none this rung would reorder."""
+    try:
+        options, _ = _options(text)
+    except NotApplicable:
+        return []
+    return [it.label for it in options.items]
+
+
 def option_order(text: str, rng: random.Random) -> str:
     return reorder_options(text, rng).text
 

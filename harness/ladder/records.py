@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
+from harness.ladder.answers import AnswerSpec
+
 # Tightest control to loosest; the order is used in every table.
 # casing, format and typo change the surface of the words; filler adds words
 # that carry no task content; option_order keeps the question but moves the
@@ -55,6 +57,8 @@ class BasePrompt:
     """Topic label; the positive control pairs a prompt with one of another topic."""
     in_domain: bool = False
     """True for prompts inside the demo models' training tasks."""
+    expected: AnswerSpec | None = None
+    """Expected answer and its check (harness.ladder.answers); None: correctness is not measured."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ class Variant:
     text: str
     edit_kind: str = "curated"
     note: str = ""
+    answer: str | None = None
+    """The variant's own expected answer (same check as its base prompt); None: the base prompt's, except on
+    rungs that change the task (semantic_small, positive_control), where it is then unknown."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,19 @@ class PromptPair:
     prompt_b: str
     origin: Literal["generated", "curated", "imported", "paired"]
     note: str = ""
+    answer_a: str | None = None
+    """Expected answer of side a (None: not known, correctness is missing)."""
+    answer_b: str | None = None
+    """Expected answer of side b: side a's, or where the edit moved it (option_order), or None where the task changed."""
+    check: str | None = None
+    """How both sides are checked (harness.ladder.answers.ANSWER_CHECKS); None when neither side has an answer."""
+    tolerance: float | None = None
+    """Tolerance of a ``number`` check."""
+
+    def expected(self, side: str) -> AnswerSpec | None:
+        """The AnswerSpec of side ``a`` or ``b`` (None when that side's answer is unknown)."""
+        answer = self.answer_a if side == "a" else self.answer_b
+        return None if answer is None or self.check is None else AnswerSpec(answer, self.check, self.tolerance)
 
 
 @dataclass(frozen=True)

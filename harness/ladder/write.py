@@ -35,11 +35,13 @@ _Dumper.add_representer(_Quoted, lambda d, v: d.represent_scalar("tag:yaml.org,2
 
 
 def _variant(v: Variant) -> Any:
-    if v.edit_kind == "curated" and not v.note:
+    if v.edit_kind == "curated" and not v.note and v.answer is None:
         return _Quoted(v.text)
     out: dict[str, Any] = {"text": _Quoted(v.text), "edit_kind": v.edit_kind}
     if v.note:
         out["note"] = v.note
+    if v.answer is not None:
+        out["answer"] = v.answer
     return out
 
 
@@ -57,6 +59,11 @@ def _document(prompt_set: PromptSet) -> dict[str, Any]:
         if p.in_domain:
             entry["in_domain"] = True
         entry["text"] = _Quoted(p.text)
+        if p.expected is not None:
+            entry["answer"] = p.expected.answer
+            entry["check"] = p.expected.check
+            if p.expected.tolerance is not None:
+                entry["tolerance"] = p.expected.tolerance
         rungs = prompt_set.curated.get(p.id, {})
         curated = {r: [_variant(v) for v in rungs[r]] for r in CURATED_RUNGS if rungs.get(r)}
         if curated:

@@ -242,6 +242,8 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                                   "straddles 0 (or fewer than two shared prompts)."),
                             bold_rows={i for i, r in enumerate(drift) if r["collapse"] == "collapse"},
                             empty="no pairs were scored"))
+    if "answers" in summary:
+        tables += answer_tables(summary)
     if "unresponsive" in summary:
         tables.append(_unresponsive_table(summary["unresponsive"]))
     if "scaffold" in summary:
@@ -273,9 +275,59 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
     return sorted(tables, key=lambda t: order.get(t.key, len(order)))
 
 
-_READING_ORDER = ("flags", "failed", "distances", "clusters", "separated", "checks", "drift", "engines", "unresponsive",
-                  "scaffold", "loops",
+_READING_ORDER = ("flags", "failed", "distances", "answers", "answer_flips", "clusters", "separated", "checks", "drift",
+                  "engines", "unresponsive", "scaffold", "loops",
                   "determinism", "models", "audit", "exposure")
+
+
+def _ci_cell(s: dict[str, Any] | None, pct: bool = True) -> str:
+    if not s:
+        return "-"
+    show = _pct if pct else _fmt
+    lo, hi = (s.get("ci95") or [None, None])[:2]
+    ci = "" if lo is None or hi is None or lo != lo else f" [{show(lo)}, {show(hi)}]"
+    return f"{show(s.get('mean'))}{ci}"
+
+
+def answer_tables(summary: dict[str, Any]) -> list[Table]:
+    """Accuracy and correctness flips per rung (summary["answers"]), and flips of each variant vs its reference."""
+    rows = summary.get("answers") or []
+    flips = summary.get("answer_flips") or []
+
+    def pdr(r: dict[str, Any]) -> str:
+        d = r["pdr"]
+        if d.get("reason"):
+            return "undefined (no correct side a)"
+        lo, hi = d["ci95"]
+        return f"{fmt(d['value'])}" + ("" if lo != lo else f" [{fmt(lo)}, {fmt(hi)}]")
+
+    return [
+        Table("answers", "Answers: accuracy and correctness flips per rung",
+              ["model", "variant", "rung", "L", "prompts / pairs", "accuracy a", "accuracy b", "flip rate [95% CI]",
+               "PSS", "spread", "PDR", "right→wrong / wrong→right"],
+              [[r["model"], str(r["variant"]), r["rung"], str(r["length"]), f"{r['n_prompts']} / {r['n_pairs']}",
+                _ci_cell(r["accuracy_a"]), _ci_cell(r["accuracy_b"]), _ci_cell(r["flip_rate"]), fmt(r["pss"]["mean"]),
+                fmt(r["spread"]["mean"]), pdr(r),
+                f"{r['flips_a_to_b']['right_to_wrong']} / {r['flips_a_to_b']['wrong_to_right']}"]
+               if r["n_pairs"] else
+               [r["model"], str(r["variant"]), r["rung"], str(r["length"]), "0 / 0", "-", "-", "-", "-", "-", "-",
+                f"({r['n_pairs_one_side_missing']} pairs: {r['note']})"] for r in rows],
+              note=("Y = 1 when a side's answer span passes its prompt's check (exact, contains, regex, number, choice). "
+                    "Flip rate: share of pairs with Y(a) ≠ Y(b); PSS (ProSA): per base prompt the mean |Y(a) − Y(b)|, "
+                    "averaged over prompts; spread (FormatSpread): per prompt max − min of Y over its variants; "
+                    "PDR (PromptBench): 1 − ΣY(b)/ΣY(a). CIs resample base prompts. Pairs without an expected answer "
+                    "or an answer span on a side are left out (counted in summary.json: n_pairs_one_side_missing)."),
+              empty="no prompt carries an expected answer (add `answer` and `check` to the ladder's base prompts)"),
+        Table("answer_flips", "Answers: flips of each variant against its reference (Dutta et al. 2024)",
+              ["model", "variant", "reference", "L", "prompts", "flips [95% CI]", "right→wrong", "wrong→right",
+               "accuracy (ref → variant)"],
+              [[r["model"], str(r["variant"]), r["reference"], str(r["length"]), str(r["n_prompts"]), _ci_cell(r["flips"]),
+                str(r["right_to_wrong"]), str(r["wrong_to_right"]),
+                f"{_pct(r['accuracy_reference'])} → {_pct(r['accuracy'])}"] for r in flips],
+              note="Per base prompt (its own output): does the variant's answer pass the check where the reference's "
+                   "does, and vice versa? Flips can be high while accuracy is unchanged.",
+              empty="no variant with answers next to its reference"),
+    ]
 
 
 def _table(header: list[str], rows: list[list[str]], bold: set[int] | None = None) -> str:

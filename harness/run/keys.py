@@ -20,8 +20,8 @@ GENERATIONS = "generations"
 """Memo namespace of decoded generations (rows keyed by ``cache_ids`` and ``replicate``)."""
 RESULTS = "results"
 """Memo namespace of a cell's scored tables."""
-SCORER_VERSION = "3"  # 2: non-finite decodes fail the cell (a cached "ok" from before may hold them);
-#                        3: answer-span metrics nan when a side never closed its scaffold
+SCORER_VERSION = "4"  # 2: non-finite decodes fail the cell (a cached "ok" from before may hold them);
+#                        3: answer-span metrics nan when a side never closed its scaffold; 4: answer correctness
 
 
 def cell_key(info: dict[str, Any], lengths: Sequence[int], decoder_version: str, batching: str,

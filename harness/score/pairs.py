@@ -12,6 +12,7 @@ from harness.audit.tokens import AuditRow
 from harness.decode.greedy import Generation
 from harness.decode.table import generation_from_row
 from harness.ladder.records import PromptPair
+from harness.score.answers import correctness
 from harness.score.metrics import divergence as dv
 from harness.score.scaffold import answer_start_token
 from harness.stability.traces import first_divergence_margin_percentile
@@ -84,6 +85,13 @@ class PairScore:
     margin_b: float
     prompt_key_a: str
     prompt_key_b: str
+    correct_a: float
+    """1 / 0: side a's answer span passes its expected answer's check (harness.score.answers); nan: no expected
+    answer, or no answer span."""
+    correct_b: float
+    """The same for side b, against side b's expected answer."""
+    answer_flip: float
+    """|correct_a - correct_b|: the pair's correctness flipped (either direction); nan when a side is nan."""
 
 
 # Columns that must be exactly 0 on the identical rung of a deterministic run.
@@ -197,6 +205,14 @@ def score_pairs(
             return float("nan")
         return 0.0 if i == j else cosine_distance(emb[i], emb[j])
 
+    def span(side: ScoredSide, ids: tuple[int, ...]) -> str | None:
+        if side.scaffold == NO_ANSWER_STATUS:
+            return None  # no answer span: correctness is missing, not "wrong"
+        t = decoded.get(ids)
+        if t is None:
+            t = decoded[ids] = decode_text(ids)
+        return t
+
     rows = []
     prompt_end: dict[int, tuple] = {}
     for s, L, ia, ib, aa, ab, traj, ta, tb, t_ans_a, t_ans_b in plan:
@@ -213,6 +229,8 @@ def score_pairs(
         tcb_a = _at_step(ga.trace_delta_tcb, fd, L)
         flip_a = _at_step(ga.trace_flip_radius, fd, L)
         p = s.pair
+        ya = correctness(span(s.a, aa), p.expected("a")) if p.answer_a is not None else float("nan")
+        yb = correctness(span(s.b, ab), p.expected("b")) if p.answer_b is not None else float("nan")
         rows.append(
             PairScore(
                 model=ga.model, variant=ga.variant, pair_id=p.pair_id, prompt_id=p.prompt_id,
@@ -233,6 +251,7 @@ def score_pairs(
                 js=js, kl_ab=kab, kl_ba=kba, top1_flip=bool(flip),
                 top1_prob_a=pa, top1_prob_b=pb, margin_a=ma, margin_b=mb,
                 prompt_key_a=ga.prompt_key, prompt_key_b=gb.prompt_key,
+                correct_a=ya, correct_b=yb, answer_flip=abs(ya - yb),
             )
         )
     return rows, embedded

@@ -20,6 +20,7 @@ from harness.summary.collapse import collapse_flags, drift_table
 from harness.summary.engines import engine_table
 from harness.summary.flags import compute_flags, scaffold_table
 from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
+from harness.summary.answers import answer_table, dutta_flips
 from harness.summary.stats import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
@@ -194,6 +195,9 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread"], lambda: (cell_stats(pairs), cluster_stats(pairs)),
                                encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
+    # Answer statistics read the pairs table alone too (their bootstraps memoized the same way).
+    answers, answer_flips = memo.get("answers", [frame_digest(pairs)], lambda: (answer_table(pairs), dutta_flips(pairs)),
+                                     encode=list, decode=tuple)
     return {
         "schema_version": 1,
         "run": {"status": manifest.get("status"), "command": manifest.get("command"),
@@ -213,6 +217,8 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "flags": (compute_flags(pairs, scaffold, determinism) + collapse_flags(drift_rows)
                   + unresponsive_flags(unresponsive) + loop_flags(loops) + answer_missing_flags(cells)),
         "drift": drift_rows,
+        "answers": answers,
+        "answer_flips": answer_flips,
         "unresponsive": unresponsive,
         "scaffold": scaffold,
         "loops": loops,
