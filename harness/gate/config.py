@@ -12,6 +12,7 @@ every working directory; command-line overrides are relative to the cwd.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from pydantic import field_validator, model_validator
 
 from harness.errors import FieldError, InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
-from harness.ladder.build import build_pairs
+from harness.ladder.answers import AnswerError, AnswerSpec, answer_spec
+from harness.ladder.build import TASK_CHANGING_RUNGS, build_pairs
 from harness.ladder.edits import EDIT_KINDS
 from harness.ladder.records import CURATED_RUNGS, MECHANICAL_RUNGS, RUNGS, SEEDED_RUNGS, BasePrompt, Ladder, PromptPair, SkippedEdit
 from harness.ladder.synonyms import LEXICON_EDIT_KIND
@@ -86,6 +88,10 @@ class Thresholds(_Strict):
         None, description="Share of perturbed pairs whose outputs first differ within the first `early_step` tokens."
     )
     early_step: StrictInt | None = Field(None, description="k of max_early_divergence_share (1-based, <= the gated length).")
+    max_answer_flip_rate: Share | None = Field(
+        None, description="Share of perturbed pairs whose answer correctness differs between the sides (needs `answer`).")
+    max_accuracy_drop: Share | None = Field(
+        None, description="Accuracy of the prompt minus accuracy of its perturbations, over the perturbed pairs (needs `answer`).")
     relative_to_noise_floor: StrictBool = Field(
         False, description="Compare (metric - the same metric on the identical pair) instead of the metric itself."
     )
@@ -102,8 +108,10 @@ class Thresholds(_Strict):
         if (self.max_early_divergence_share is None) != (self.early_step is None):
             raise FieldError("early_step" if self.early_step is None else "max_early_divergence_share",
                               "max_early_divergence_share and early_step go together: give both or neither")
-        if self.max_mean_emb_dist is None and self.max_flip_rate is None and self.max_early_divergence_share is None:
-            raise ValueError("no threshold: give at least one of max_mean_emb_dist, max_flip_rate, max_early_divergence_share")
+        if all(v is None for v in (self.max_mean_emb_dist, self.max_flip_rate, self.max_early_divergence_share,
+                                   self.max_answer_flip_rate, self.max_accuracy_drop)):
+            raise ValueError("no threshold: give at least one of max_mean_emb_dist, max_flip_rate, "
+                             "max_early_divergence_share, max_answer_flip_rate, max_accuracy_drop")
         return self
 
 
@@ -146,6 +154,9 @@ class Neighbourhood(_Strict):
     pairs: tuple[ExplicitPair, ...] | None = None
     thresholds: Thresholds
     length: StrictInt | None = Field(None, description="Decoded length the thresholds use (default: the first of `lengths`).")
+    answer: StrictStr | int | float | None = Field(None, description="Expected answer of the prompt (and of explicit pairs).")
+    check: StrictStr | None = Field(None, description="exact, contains, regex, number or choice (default exact).")
+    tolerance: float | int | None = Field(None, description="Tolerance of a `number` check.")
 
     @field_validator("id")
     @classmethod
@@ -203,6 +214,21 @@ class Neighbourhood(_Strict):
         if v is not None and v < 1:
             raise ValueError("expected a positive integer")
         return v
+
+    @property
+    def expected(self) -> AnswerSpec | None:
+        return answer_spec(self.answer, self.check, self.tolerance)
+
+    @model_validator(mode="after")
+    def _answer(self) -> "Neighbourhood":
+        try:
+            expected = self.expected
+        except AnswerError as exc:
+            raise _FieldError(exc.field, str(exc)) from None
+        for name in ("max_answer_flip_rate", "max_accuracy_drop"):
+            if getattr(self.thresholds, name) is not None and expected is None:
+                raise _FieldError(f"thresholds.{name}", "needs the neighbourhood's expected `answer` (and `check`)")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> "Neighbourhood":
@@ -343,7 +369,7 @@ def _prompt_pairs(path: Path, i: int, nb: Neighbourhood) -> tuple[list[PromptPai
     curated = {rung: [(t, "curated", "") for t in texts] for rung, texts in (nb.curated or {}).items()}
     # One prompt per call: edits are seeded by (ladder, neighbourhood id, rung, kind), so adding a
     # neighbourhood never changes another's pairs.
-    pairs, skipped = build_pairs(GATE_LADDER, [BasePrompt(nb.id, nb.prompt)], {nb.id: curated}, kinds)
+    pairs, skipped = build_pairs(GATE_LADDER, [BasePrompt(nb.id, nb.prompt, expected=nb.expected)], {nb.id: curated}, kinds)
     wanted = {"identical", *nb.rungs}
     pairs = [p for p in pairs if p.rung in wanted]
     for rung in nb.rungs:
@@ -364,7 +390,11 @@ def _explicit_pairs(nb: Neighbourhood) -> list[PromptPair]:
                               "added by the gate: noise floor"))
     for j, p in enumerate(nb.pairs):
         out.append(PromptPair(f"{nb.id}/{p.rung}/pair-{j + 1}", nb.id, p.rung, "explicit", p.a, p.b, "imported"))  # type: ignore[arg-type]
-    return out
+    expected = nb.expected
+    if expected is None:
+        return out
+    return [dataclasses.replace(p, answer_a=expected.answer, check=expected.check, tolerance=expected.tolerance,
+                                answer_b=None if p.rung in TASK_CHANGING_RUNGS else expected.answer) for p in out]
 
 
 def build_gate_ladder(path: Path, spec: GateSpec) -> tuple[Ladder, tuple[GateNeighbourhood, ...]]:

@@ -8,7 +8,11 @@ limits on the run's pairs.parquet:
 - ``mean_emb_dist``: mean output embedding distance over the perturbed pairs;
 - ``flip_rate``: share of perturbed pairs whose prompt-end top-1 token differs;
 - ``early_divergence_share@k``: share of perturbed pairs whose outputs first
-  differ within the first k generated tokens (1 <= first_div <= k).
+  differ within the first k generated tokens (1 <= first_div <= k);
+- ``answer_flip_rate``: share of perturbed pairs whose answer correctness
+  differs between the sides (the neighbourhood's ``answer`` and ``check``);
+- ``accuracy_drop``: accuracy of the prompts minus accuracy of their
+  perturbations, over the perturbed pairs.
 
 Identical pairs never enter these means; they are the noise floor, and with
 ``relative_to_noise_floor`` the compared value is (metric - the same metric on
@@ -129,6 +133,12 @@ def _metrics(t: Thresholds) -> list[_Metric]:
         # first_div is 1-based and 0 when the prefixes agree: 0 is "never diverged", not "at step 0".
         out.append(_Metric(f"early_divergence_share@{k}", t.max_early_divergence_share,
                            lambda d, k=k: ((d["first_div"] >= 1) & (d["first_div"] <= k)).astype(float)))
+    if t.max_answer_flip_rate is not None:
+        # nan where a side has no correctness (no answer span, or a task-changing pair without one): the check fails.
+        out.append(_Metric("answer_flip_rate", t.max_answer_flip_rate, lambda d: d["answer_flip"].astype(float)))
+    if t.max_accuracy_drop is not None:
+        out.append(_Metric("accuracy_drop", t.max_accuracy_drop,
+                           lambda d: d["correct_a"].astype(float) - d["correct_b"].astype(float)))
     return out
 
 
