@@ -109,3 +109,27 @@ def probe_outputs(loaded, items: Sequence[ProbeInput], lengths: Sequence[int]) -
     """Probe several outputs of one loaded model (harness.models.loading.LoadedModel), one forward each."""
     head = loaded.stability_head()
     return [teacher_forced(loaded.model, item, lengths, head) for item in items]
+
+
+def step_logits(model, prompt_ids: Sequence[int], tokens: Sequence[int]):
+    """Logits (float32 torch tensor [steps, V]) of every decoding step of ``tokens`` after ``prompt_ids``, teacher-forced.
+
+    Row t is the distribution the model gives at step t when fed the prompt and
+    ``tokens[:t]``: the same rows :func:`teacher_forced` reads, without its
+    per-step traces. Only those rows are computed (``logits_to_keep``), so the
+    output is steps x V, never (prompt + steps) x V; callers reduce it in chunks
+    (harness.score.tf_drift). The model's own output maps (soft-capping, scaling)
+    are applied, because these are the logits its forward returns.
+    """
+    import torch
+
+    steps = len(tokens)
+    if steps == 0 or not prompt_ids:
+        raise ValueError("nothing to probe: empty prompt or no token")
+    ids = torch.tensor([list(prompt_ids) + list(tokens[:-1])], dtype=torch.long, device=next(model.parameters()).device)
+    with torch.inference_mode():
+        try:
+            out = model(input_ids=ids, use_cache=False, logits_to_keep=steps)
+        except TypeError:  # a model class without logits_to_keep: every row, then the last `steps`
+            out = model(input_ids=ids, use_cache=False)
+    return out.logits[0, -steps:].float()

@@ -301,6 +301,8 @@ def fig_drift(summary: dict[str, Any]) -> Figure:
     top = max(max(r["perturbation_distance"] for r in drawn), max(r["drift"] for r in drawn), 1e-3) * 1.15
     ax.plot([0, top], [0, top], ls="--", color="grey", lw=1, label="D = P")
     models = sorted({r["model"] for r in drawn})
+    # The teacher-forced reading beside each variant's point: D saturates once outputs part, the KLD does not.
+    tf = {(r["model"], r["variant"]): r for r in summary.get("tf_drift") or [] if r["length"] == L}
     for k, model in enumerate(models):
         color = f"C{k % 10}"
         mine = sorted((r for r in drawn if r["model"] == model), key=lambda r: (r["variant"] != r["reference"], r["variant"]))
@@ -309,7 +311,10 @@ def fig_drift(summary: dict[str, Any]) -> Figure:
             xy = (r["drift"], r["perturbation_distance"])
             ax.scatter(*xy, color=color, s=40, zorder=3, label=model if j == 0 else None)
             # Stacked labels: variants of one model often sit on the same point (identical outputs).
-            ax.annotate(r["variant"], xy, textcoords="offset points", xytext=(6, 4 + 11 * j), fontsize=8, color=color)
+            t = tf.get((model, r["variant"]))
+            label = r["variant"] + ("" if t is None else
+                                    f"  (KLD {t['kl_mean']['mean']:.2g}, same top-1 {t['same_top1']['mean']:.0%})")
+            ax.annotate(label, xy, textcoords="offset points", xytext=(6, 4 + 11 * j), fontsize=8, color=color)
             if r["variant"] != r["reference"] and r["reference"] in at:
                 ax.annotate("", xy, at[r["reference"]], arrowprops={"arrowstyle": "->", "color": color, "lw": 1})
             if r["collapse"] is True or r["collapse"] == "collapse":  # True: a summary.json from before the CIs
@@ -324,7 +329,9 @@ def fig_drift(summary: dict[str, Any]) -> Figure:
     caption = (f"At L = {L}. Arrows go from each model's reference (bf16) to its variants. A variant that moves down "
                "(smaller P) while landing right of the diagonal (D > P) looks more stable only because it no longer "
                "tracks the reference: collapse (red rings: both shown by 95% prompt-level CIs, see the table). The reference's own D is its two independent decodes of "
-               "the same prompts (0 when deterministic). P leaves out the identical rung and the positive control.")
+               "the same prompts (0 when deterministic). P leaves out the identical rung and the positive control. "
+               "In brackets: the variant's teacher-forced mean KL(reference ‖ variant) per position and same-top-1 "
+               "share on the reference's tokens (see the teacher-forced table).")
     if notes:
         caption += " Not drawn: " + "; ".join(notes) + "."
     return Figure(key, title, caption, _png(fig))
@@ -389,7 +396,7 @@ def build_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFra
     from harness.core.memo import Memo, b64, frame_digest, unb64
 
     memo = memo or Memo(None)
-    parts = [json.dumps({k: summary.get(k) for k in ("cells", "drift")}, sort_keys=True, default=str),
+    parts = [json.dumps({k: summary.get(k) for k in ("cells", "drift", "tf_drift")}, sort_keys=True, default=str),
              frame_digest(pairs), frame_digest(gens)]
     return memo.get(
         "figures", parts, lambda: _draw_figures(summary, pairs, gens),

@@ -242,6 +242,8 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                                   "straddles 0 (or fewer than two shared prompts)."),
                             bold_rows={i for i, r in enumerate(drift) if r["collapse"] == "collapse"},
                             empty="no pairs were scored"))
+    if "tf_drift" in summary:
+        tables.append(tf_drift_report_table(summary))
     if "answers" in summary:
         tables += answer_tables(summary)
     if "unresponsive" in summary:
@@ -276,7 +278,7 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
 
 
 _READING_ORDER = ("flags", "failed", "distances", "answers", "answer_flips", "clusters", "separated", "checks", "drift",
-                  "engines", "unresponsive", "scaffold", "loops",
+                  "tf_drift", "engines", "unresponsive", "scaffold", "loops",
                   "determinism", "models", "audit", "exposure")
 
 
@@ -287,6 +289,39 @@ def _ci_cell(s: dict[str, Any] | None, pct: bool = True) -> str:
     lo, hi = (s.get("ci95") or [None, None])[:2]
     ci = "" if lo is None or hi is None or lo != lo else f" [{show(lo)}, {show(hi)}]"
     return f"{show(s.get('mean'))}{ci}"
+
+
+def _sci(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:.3g}"
+
+
+def tf_drift_report_table(summary: dict[str, Any]) -> Table:
+    """Teacher-forced drift (summary["tf_drift"]) beside the free-running D and the Dutta flips."""
+    free = {(r["model"], r["variant"], r["length"]): r.get("drift") for r in summary.get("drift") or []}
+    flips = {(r["model"], r["variant"], r["length"]): r for r in summary.get("answer_flips") or []}
+    rows = []
+    for r in summary.get("tf_drift") or []:
+        k = (r["model"], r["variant"], r["length"])
+        lo, hi = r["kl_mean"]["ci95"]
+        f = flips.get(k)
+        rows.append([r["model"], str(r["variant"]), r["reference"], str(r["length"]), f"{r['n_prompts']} / {r['positions']}",
+                     _sci(r["kl_mean"]["mean"]) + ("" if lo != lo else f" [{_sci(lo)}, {_sci(hi)}]"),
+                     _sci(r["kl_median"]), _sci(r["kl_p99"]), _sci(r["kl_max"]), _ci_cell(r["same_top1"], pct=True),
+                     f"{r['dp_mean']['mean']:+.4f}",
+                     f"{_fmt(r['first_top1_diff_median'])} ({r['prompts_top1_changed']}/{r['n_prompts']})",
+                     _fmt(free.get(k)), "-" if f is None else _ci_cell(f["flips"])])
+    return Table("tf_drift", "Teacher-forced drift: each variant read on its reference's greedy tokens",
+                 ["model", "variant", "reference", "L", "prompts / positions", "mean KLD [95% CI]", "median KLD",
+                  "p99 KLD", "max KLD", "same top-1", "mean Δp(ref token)", "first top-1 change: median step (prompts)",
+                  "free-running D", "answer flips"],
+                 rows,
+                 note=("KLD = KL(p_reference ‖ p_variant) per generated position, nats, both models fed the prompt and "
+                       "the reference's greedy output (llama.cpp --kl-divergence); statistics pool every position of "
+                       "every prompt, CIs resample base prompts. Same top-1: share of positions where both models' "
+                       "argmax agree. Δp: p_variant − p_reference of the reference's token. First top-1 change: 1-based "
+                       "step, over prompts where it happens. Free-running D saturates after the first changed token; "
+                       "this does not. Answer flips: share of base prompts whose correctness differs (Dutta)."),
+                 empty="no variant next to its reference (run with --variants bf16,int8,int4)")
 
 
 def answer_tables(summary: dict[str, Any]) -> list[Table]:

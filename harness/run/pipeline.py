@@ -140,6 +140,13 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: 
     pairs_df = _concat(pairs, [f.name for f in dataclasses.fields(PairScore)])
     drift_df = _concat(drift.drift_frames(gens_df, cfg.models, cfg.lengths, embedder.encode),
                        [f.name for f in dataclasses.fields(PairScore)])
+    # Teacher-forced drift next to the free-running one: the variant read on the reference's tokens.
+    from harness.run.tf_drift import teacher_forced_frame, with_tf_columns
+
+    texts = list(dict.fromkeys(t for p in cfg.ladder.pairs for t in (p.prompt_a, p.prompt_b)))
+    tf_df, manifest["teacher_forced_drift"] = teacher_forced_frame(cfg.models, texts, cfg.lengths, gens_df, records,
+                                                                   cfg.loader, cfg.cache_dir)
+    drift_df = with_tf_columns(drift_df, tf_df)
     for name, frame in ((rundir.AUDIT, audit_df), (rundir.GENERATIONS, gens_df), (rundir.PAIRS, pairs_df),
                         (rundir.DRIFT, drift_df)):
         rundir.atomic_write_parquet(run_dir / name, frame)

@@ -21,6 +21,7 @@ from harness.summary.engines import engine_table
 from harness.summary.flags import compute_flags, scaffold_table
 from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
 from harness.summary.answers import answer_table, dutta_flips
+from harness.summary.tf_drift import tf_drift_table
 from harness.summary.stats import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
@@ -217,6 +218,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "flags": (compute_flags(pairs, scaffold, determinism) + collapse_flags(drift_rows)
                   + unresponsive_flags(unresponsive) + loop_flags(loops) + answer_missing_flags(cells)),
         "drift": drift_rows,
+        "tf_drift": tf_drift_table(drift if drift is not None else pd.DataFrame(), pairs),
         "answers": answers,
         "answer_flips": answer_flips,
         "unresponsive": unresponsive,

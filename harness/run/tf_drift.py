@@ -1,0 +1,115 @@
+"""Teacher-forced drift of every variant against its reference, at merge time (harness.score.tf_drift).
+
+Cells never see each other, so a variant's cell cannot read the reference's
+tokens; the merge has every cell's generations. Per model it loads the
+reference once and each variant in turn (both at once: one output's logits
+of each are compared position by position), feeds both the reference's greedy
+tokens after each prompt both decoded, and returns one row per variant x
+prompt x length. Results are memoized under the run's cache directory, keyed
+by both cells' decode keys and the reference's tokens, so a cached re-run
+loads no weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from harness.core.memo import Memo, b64, unb64
+from harness.errors import error_line
+from harness.score.drift import reference_of
+from harness.score.tf_drift import TF_COLUMNS, TF_VERSION, teacher_forced_rows
+
+KEYS = ("model", "variant", "length", "prompt_key")
+
+
+def _encode(frame: pd.DataFrame) -> str | None:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return b64(buf.getvalue())
+
+
+def _decode(text: str | None) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(unb64(text)))  # type: ignore[arg-type]
+
+
+def _prompt_ids(loaded, texts: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """prompt key -> token ids of every ladder prompt, rendered as the cells rendered them (the same policy)."""
+    from harness.audit.render import render_prompt
+    from harness.decode.greedy import prompt_key
+
+    out: dict[str, tuple[int, ...]] = {}
+    for t in texts:
+        try:
+            r = render_prompt(loaded.tokenizer, t, loaded.policy)
+        except Exception:  # noqa: BLE001 - a prompt the template refuses was never decoded either
+            continue
+        out.setdefault(prompt_key(r.token_ids), tuple(int(i) for i in r.token_ids))
+    return out
+
+
+def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], gens: pd.DataFrame,
+                         records: Sequence[dict[str, Any]], loader: Callable, cache_dir=None
+                         ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Rows (model, variant, length, prompt_key, tf_*) for every non-reference variant; and per cell "ok" or why not."""
+    notes: dict[str, str] = {}
+    frames: list[pd.DataFrame] = []
+    if gens.empty:
+        return pd.DataFrame(columns=[*KEYS, *TF_COLUMNS]), notes
+    memo = Memo(cache_dir)
+    by_name = {e.name: e for e in models}
+    decode_key = {(r["name"], r["variant"]): r.get("cache_key", "") for r in records if r.get("status") == "ok"}
+    for model, g in gens.groupby("model", sort=True):
+        variants = list(dict.fromkeys(g["variant"]))
+        loaded_ref: dict[str, Any] = {}
+        for variant in variants:
+            ref = reference_of(variant)
+            if ref == variant or ref not in variants:
+                continue
+            name = f"{model}--{variant}"
+            first = g[g["replicate"] == 0]
+            mine = set(first.loc[first["variant"] == variant, "prompt_key"])
+            refs = first[(first["variant"] == ref) & first["prompt_key"].isin(mine)].sort_values("prompt_key")
+            if refs.empty:
+                notes[name] = f"no prompt decoded by both {ref} and {variant}"
+                continue
+            tokens = {k: tuple(int(t) for t in ids) for k, ids in zip(refs["prompt_key"], refs["trace_top1_id"])}
+            digest = hashlib.sha256(json.dumps(sorted(tokens.items())).encode()).hexdigest()
+            parts = [TF_VERSION, decode_key.get((model, ref), ""), decode_key.get((model, variant), ""), digest,
+                     ",".join(str(L) for L in lengths)]
+
+            def compute(model=model, ref=ref, variant=variant, tokens=tokens) -> pd.DataFrame:
+                entry = by_name[model]
+                if ref not in loaded_ref:
+                    loaded_ref[ref] = loader(entry, ref)
+                r, q = loaded_ref[ref], loader(entry, variant)
+                ids = _prompt_ids(r, texts)
+                items = [(k, ids[k], toks) for k, toks in tokens.items() if k in ids and toks]
+                rows = teacher_forced_rows(r.model, q.model, items, lengths)
+                del q
+                return pd.DataFrame(rows, columns=["prompt_key", "length", *TF_COLUMNS])
+
+            try:
+                frame = memo.get("tf-drift", parts, compute, encode=_encode, decode=_decode)
+            except Exception as exc:  # noqa: BLE001 - recorded in the manifest; free-running drift stands
+                notes[name] = f"failed: {error_line(exc)}"
+                continue
+            missing = len(tokens) - frame["prompt_key"].nunique()
+            notes[name] = "ok" + (f" ({missing} prompts could not be re-rendered)" if missing else "")
+            frames.append(frame.assign(model=model, variant=variant))
+    if not frames:
+        return pd.DataFrame(columns=[*KEYS, *TF_COLUMNS]), notes
+    return pd.concat(frames, ignore_index=True)[[*KEYS, *TF_COLUMNS]], notes
+
+
+def with_tf_columns(drift: pd.DataFrame, tf: pd.DataFrame) -> pd.DataFrame:
+    """drift.parquet rows with the teacher-forced columns of their (model, variant, length, variant's prompt)."""
+    if drift.empty:
+        return drift.assign(**{c: pd.Series(dtype=float) for c in TF_COLUMNS})
+    right = tf.rename(columns={"prompt_key": "prompt_key_b"})
+    out = drift.merge(right, on=["model", "variant", "length", "prompt_key_b"], how="left")
+    return out

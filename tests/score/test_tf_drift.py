@@ -1,0 +1,91 @@
+"""Teacher-forced drift against a direct computation on the demo model's own logits (tiny-chat, bf16 vs int8)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.audit.render import render_prompt
+from harness.decode.greedy import DecodeRequest, decode_all, prompt_key
+from harness.models.loading import load_model
+from harness.models.registry import DEFAULT_REGISTRY, load_registry
+from harness.score.metrics import divergence as dv
+from harness.score.tf_drift import step_divergence, summarize, teacher_forced_rows
+from harness.decode.probe import step_logits
+
+PROMPTS = ["Reverse the word apple.", "What is 7 plus 5?", "Explain how small changes can affect a complex system over time."]
+LENGTHS = (4, 64)
+
+
+@pytest.fixture(scope="module")
+def models():
+    entry = load_registry(DEFAULT_REGISTRY).by_name()["tiny-chat"]
+    ref, q = load_model(entry, "bf16"), load_model(entry, "int8")
+    reqs = []
+    for p in PROMPTS:
+        r = render_prompt(ref.tokenizer, p, ref.policy)
+        reqs.append(DecodeRequest(prompt_key(r.token_ids), r.token_ids, 0, r.text))
+    gens = decode_all(ref, reqs, max(LENGTHS), LENGTHS)
+    ids = {r.prompt_key: r.token_ids for r in reqs}
+    items = [(g.prompt_key, ids[g.prompt_key], tuple(int(t) for t in g.trace_top1_id)) for g in gens]
+    return ref, q, items
+
+
+def _direct(model, prompt_ids, tokens) -> np.ndarray:
+    """The model's plain forward over prompt + tokens, every row, then the rows that predict each token."""
+    ids = torch.tensor([list(prompt_ids) + list(tokens[:-1])])
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0].float()
+    n = len(prompt_ids)
+    return torch.log_softmax(logits[n - 1:n - 1 + len(tokens)], dim=-1).numpy()
+
+
+def test_kld_matches_a_direct_computation_on_the_logits(models):
+    ref, q, items = models
+    rows = {(r["prompt_key"], r["length"]): r for r in teacher_forced_rows(ref.model, q.model, items, LENGTHS)}
+    some_drift = False
+    for key, prompt_ids, tokens in items:
+        lr, lq = _direct(ref.model, prompt_ids, tokens), _direct(q.model, prompt_ids, tokens)
+        kl = np.array([dv.kl(a, b) for a, b in zip(lr, lq)])
+        same = lr.argmax(-1) == lq.argmax(-1)
+        dp = np.exp(lq[np.arange(len(tokens)), tokens].astype(np.float64)) - np.exp(lr[np.arange(len(tokens)), tokens].astype(np.float64))
+        for L in LENGTHS:
+            r, n = rows[(key, L)], min(L, len(tokens))
+            assert r["tf_positions"] == n
+            np.testing.assert_allclose(r["tf_kl_steps"], kl[:n], rtol=1e-4, atol=1e-9)
+            assert r["tf_kl_mean"] == pytest.approx(kl[:n].mean(), rel=1e-4, abs=1e-9)
+            assert r["tf_kl_median"] == pytest.approx(np.median(kl[:n]), rel=1e-4, abs=1e-9)
+            assert r["tf_kl_p99"] == pytest.approx(np.percentile(kl[:n], 99), rel=1e-4, abs=1e-9)
+            assert r["tf_kl_max"] == pytest.approx(kl[:n].max(), rel=1e-4, abs=1e-9)
+            assert r["tf_same_top1"] == pytest.approx(same[:n].mean())
+            assert r["tf_dp_mean"] == pytest.approx(dp[:n].mean(), rel=1e-3, abs=1e-6)
+            differ = np.flatnonzero(~same[:n])
+            if differ.size:
+                assert r["tf_first_top1_diff"] == differ[0] + 1
+            else:
+                assert math.isnan(r["tf_first_top1_diff"])  # never changed: missing, not step 0
+        some_drift |= bool(kl.max() > 0)
+    assert some_drift, "int8 must move the distribution somewhere, or this test compares zeros"
+
+
+def test_same_model_is_exactly_zero_and_chunks_do_not_matter(models):
+    ref, _, items = models
+    key, prompt_ids, tokens = items[2]
+    z = step_logits(ref.model, prompt_ids, tokens)
+    d = step_divergence(z, z.clone(), tokens)
+    assert (d.kl == 0).all() and d.same_top1.all() and (d.dp == 0).all()
+    s = summarize(d, 64)
+    assert s["tf_kl_max"] == 0 and s["tf_same_top1"] == 1 and math.isnan(s["tf_first_top1_diff"])
+    noisy = z + torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+    whole, chunked = step_divergence(z, noisy, tokens, chunk=1024), step_divergence(z, noisy, tokens, chunk=3)
+    assert np.array_equal(whole.kl, chunked.kl) and np.array_equal(whole.dp, chunked.dp)
+    assert (whole.kl > 0).all()
+
+
+def test_step_logits_are_the_rows_of_the_full_forward(models):
+    ref, _, items = models
+    _, prompt_ids, tokens = items[0]
+    got = torch.log_softmax(step_logits(ref.model, prompt_ids, tokens), dim=-1).numpy()
+    np.testing.assert_allclose(got, _direct(ref.model, prompt_ids, tokens), atol=2e-2)  # bf16 rounding of fewer rows
+    assert (got.argmax(-1) == np.asarray(tokens)).all()  # greedy's own tokens: the probe reproduces them
