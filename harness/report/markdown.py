@@ -406,6 +406,7 @@ def terminal_summary(summary: dict[str, Any]) -> str:
             k, t = kept[(model, variant, rung)]
             vals = "".join(f"{fmt(emb.get((model, variant, rung, L), float('nan'))):>11}" for L in lengths)
             lines.append(f"{model:<{mw}}{variant:<{vw}}{rung:<18}{f'{k}/{t}':>9}{n_prompts.get((model, variant, rung), '-'):>8}{vals}")
+    lines += _terminal_answers(summary)
     det = summary["determinism"]
     lines.append(f"determinism: {det['verdict']} ({det['nonzero_rows']}/{det['identical_rows']} identical-rung rows non-zero)")
     for f in summary.get("flags") or []:
@@ -414,3 +415,24 @@ def terminal_summary(summary: dict[str, Any]) -> str:
         if m["status"] != "ok":
             lines.append(f"FAILED {m['name']} ({m['variant']}): {m['error']}")
     return "\n".join(lines)
+
+
+def _terminal_answers(summary: dict[str, Any]) -> list[str]:
+    """Accuracy and correctness flip rate per rung at the longest length; teacher-forced KLD and Dutta flips per variant."""
+    rows = [r for r in summary.get("answers") or [] if r.get("n_pairs")]
+    out: list[str] = []
+    if rows:
+        L = max(r["length"] for r in rows)
+        out += [f"answers at L={L}: accuracy of side a -> side b, correctness flip rate (pairs)"]
+        for r in rows:
+            if r["length"] == L:
+                out.append(f"  {r['model']:<16}{r['variant']:<8}{r['rung']:<18}{_pct(r['accuracy_a']['mean']):>5} -> "
+                           f"{_pct(r['accuracy_b']['mean']):<5} flips {_pct(r['flip_rate']['mean']):>4} ({r['n_pairs']})")
+    flips = {(r["model"], r["variant"], r["length"]): r for r in summary.get("answer_flips") or []}
+    for t in summary.get("tf_drift") or []:
+        f = flips.get((t["model"], t["variant"], t["length"]))
+        out.append(f"teacher-forced {t['model']} {t['variant']} vs {t['reference']} L={t['length']}: mean KLD "
+                   f"{t['kl_mean']['mean']:.3g} (median {t['kl_median']:.3g}, p99 {t['kl_p99']:.3g}, max {t['kl_max']:.3g}), "
+                   f"same top-1 {t['same_top1']['mean']:.1%}"
+                   + ("" if f is None else f", answer flips {_pct(f['flips']['mean'])} of {f['n_prompts']} prompts"))
+    return out
