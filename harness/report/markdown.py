@@ -304,22 +304,23 @@ def tf_drift_report_table(summary: dict[str, Any]) -> Table:
         k = (r["model"], r["variant"], r["length"])
         lo, hi = r["kl_mean"]["ci95"]
         f = flips.get(k)
-        rows.append([r["model"], str(r["variant"]), r["reference"], str(r["length"]), f"{r['n_prompts']} / {r['positions']}",
+        rows.append([r["model"], str(r["variant"]), r["reference"], str(r["length"]),
+                     f"{r['n_prompts']} / {r['n_outputs']} / {r['positions']}",
                      _sci(r["kl_mean"]["mean"]) + ("" if lo != lo else f" [{_sci(lo)}, {_sci(hi)}]"),
                      _sci(r["kl_median"]), _sci(r["kl_p99"]), _sci(r["kl_max"]), _ci_cell(r["same_top1"], pct=True),
                      f"{r['dp_mean']['mean']:+.4f}",
-                     f"{_fmt(r['first_top1_diff_median'])} ({r['prompts_top1_changed']}/{r['n_prompts']})",
+                     f"{_sci(r['first_top1_diff_median'])} ({r['outputs_top1_changed']}/{r['n_outputs']})",
                      _fmt(free.get(k)), "-" if f is None else _ci_cell(f["flips"])])
     return Table("tf_drift", "Teacher-forced drift: each variant read on its reference's greedy tokens",
-                 ["model", "variant", "reference", "L", "prompts / positions", "mean KLD [95% CI]", "median KLD",
-                  "p99 KLD", "max KLD", "same top-1", "mean Δp(ref token)", "first top-1 change: median step (prompts)",
+                 ["model", "variant", "reference", "L", "base prompts / outputs / positions", "mean KLD [95% CI]", "median KLD",
+                  "p99 KLD", "max KLD", "same top-1", "mean Δp(ref token)", "first top-1 change: median step (outputs)",
                   "free-running D", "answer flips"],
                  rows,
                  note=("KLD = KL(p_reference ‖ p_variant) per generated position, nats, both models fed the prompt and "
                        "the reference's greedy output (llama.cpp --kl-divergence); statistics pool every position of "
                        "every prompt, CIs resample base prompts. Same top-1: share of positions where both models' "
                        "argmax agree. Δp: p_variant − p_reference of the reference's token. First top-1 change: 1-based "
-                       "step, over prompts where it happens. Free-running D saturates after the first changed token; "
+                       "step, over the outputs (base and edited prompts) where it happens. Free-running D saturates after the first changed token; "
                        "this does not. Answer flips: share of base prompts whose correctness differs (Dutta)."),
                  empty="no variant next to its reference (run with --variants bf16,int8,int4)")
 

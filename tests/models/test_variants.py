@@ -1,6 +1,7 @@
 """Quantized variants (real bitsandbytes on CPU), baseline drift and the collapse flag."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -15,14 +16,16 @@ from tests.conftest import write
 LADDER = """ladder: variants
 edit_kinds: [trailing_space, parenthesized_word, newline_in_sentence, final_question, comma_inserted]
 prompts:
-  - {id: rev, topic: demo-reverse, text: "Reverse the word apple.", curated: {paraphrase: ["Spell apple backwards."]}}
-  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?", curated: {synonym: ["What is 7 added to 5?"]}}
-  - {id: up, topic: demo-uppercase, text: "Write the word house in uppercase."}
-  - {id: cap, topic: demo-geography, text: "What is the capital of France?"}
-  - {id: low, topic: demo-lowercase, text: "Write the word GREEN in lowercase."}
-  - {id: first, topic: demo-first-letter, text: "What is the first letter of the word garden?"}
-  - {id: rep, topic: demo-repeat, text: "Repeat the word cat three times."}
-  - {id: sub, topic: demo-arithmetic-2, text: "What is 9 minus 4?"}
+  - {id: rev, topic: demo-reverse, text: "Reverse the word apple.", answer: elppa, check: contains,
+     curated: {paraphrase: ["Spell apple backwards."]}}
+  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?", answer: 12, check: number,
+     curated: {synonym: ["What is 7 added to 5?"]}}
+  - {id: up, topic: demo-uppercase, text: "Write the word house in uppercase.", answer: HOUSE, check: contains}
+  - {id: cap, topic: demo-geography, text: "What is the capital of France?", answer: Paris, check: contains}
+  - {id: low, topic: demo-lowercase, text: "Write the word GREEN in lowercase.", answer: green, check: contains}
+  - {id: first, topic: demo-first-letter, text: "What is the first letter of the word garden?", answer: g}
+  - {id: rep, topic: demo-repeat, text: "Repeat the word cat three times.", answer: cat cat cat}
+  - {id: sub, topic: demo-arithmetic-2, text: "What is 9 minus 4?", answer: 5, check: number}
 """
 
 
@@ -63,6 +66,14 @@ def test_collapsed_variant_is_flagged(tmp_path, entry):
     assert [(f["model"], f["variant"]) for f in flags] == [("tiny-chat", "int4")]
     gens = pd.read_parquet(result.run_dir / "generations.parquet")
     assert gens[gens.variant == "int4"].gen_text.nunique() == 1  # really the same text for every prompt
+    # Teacher-forced: h = 0 gives equal logits, a uniform distribution, so KL(ref || uniform) = log V - H(ref) <= log V.
+    tf = {(r["variant"], r["length"]): r for r in result.summary["tf_drift"]}
+    assert set(tf) == {("int4", 8), ("int4", 32)}
+    assert 0 < tf[("int4", 32)]["kl_mean"]["mean"] and tf[("int4", 32)]["kl_max"] <= math.log(512) + 1e-9
+    # Dutta flips: the collapsed variant answers nothing right, so every prompt the reference got right flipped.
+    (flips,) = [r for r in result.summary["answer_flips"] if r["length"] == 32]
+    assert flips["accuracy"] == 0 and flips["accuracy_reference"] > 0
+    assert flips["flips"]["mean"] == flips["accuracy_reference"] and flips["wrong_to_right"] == 0
 
 
 def test_real_quantized_variants(tmp_path, entry):
@@ -79,3 +90,11 @@ def test_real_quantized_variants(tmp_path, entry):
     drift_rows = pd.read_parquet(result.run_dir / "drift.parquet")
     assert set(drift_rows.variant) == {"bf16", "int8", "int4"}
     assert (drift_rows[drift_rows.variant == "bf16"].emb_dist == 0).all()
+    # Teacher-forced drift: every quantized row read on bf16's tokens; the reference's own rows have none (NaN).
+    assert manifest["teacher_forced_drift"] == {"tiny-chat--int8": "ok", "tiny-chat--int4": "ok"}
+    assert drift_rows[drift_rows.variant == "bf16"].tf_positions.isna().all()
+    q = drift_rows[drift_rows.variant != "bf16"]
+    assert (q.tf_positions > 0).all() and (q.tf_kl_mean >= 0).all() and (q.tf_kl_max >= q.tf_kl_p99).all()
+    assert q.tf_same_top1.between(0, 1).all()
+    tf = {(r["variant"], r["length"]): r for r in result.summary["tf_drift"]}
+    assert tf[("int4", 32)]["kl_mean"]["mean"] > tf[("int8", 32)]["kl_mean"]["mean"] > 0  # fewer bits, more drift
