@@ -324,7 +324,7 @@ def fig_drift(summary: dict[str, Any]) -> Figure:
     ax.set_xlabel("D: embedding distance from the reference's output on the same prompt")
     ax.set_ylabel("P: mean embedding distance over perturbed pairs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")  # the variant labels sit above their points, at the top left
     fig.tight_layout()
     caption = (f"At L = {L}. Arrows go from each model's reference (bf16) to its variants. A variant that moves down "
                "(smaller P) while landing right of the diagonal (D > P) looks more stable only because it no longer "
