@@ -21,6 +21,7 @@ import pandas as pd
 
 from harness.core.memo import Memo, b64, unb64
 from harness.errors import error_line
+from harness.models.variants import engine_of
 from harness.score.drift import reference_of
 from harness.score.tf_drift import TF_COLUMNS, TF_VERSION, teacher_forced_rows
 
@@ -67,10 +68,15 @@ def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], g
         variants = list(dict.fromkeys(g["variant"]))
         loaded_ref: dict[str, Any] = {}
         for variant in variants:
-            ref = reference_of(variant)
+            ref = reference_of(variant, variants)
             if ref == variant or ref not in variants:
                 continue
             name = f"{model}--{variant}"
+            if engine_of(variant) != "hf":
+                # The same weights on another engine: read teacher-forced they are the reference itself; the
+                # engine's own reading is the probe's agreement with its tokens (manifest `probe`).
+                notes[name] = f"skipped: engine {engine_of(variant)} (teacher-forced drift compares weights, read by HF)"
+                continue
             first = g[g["replicate"] == 0]
             mine = set(first.loc[first["variant"] == variant, "prompt_key"])
             refs = first[(first["variant"] == ref) & first["prompt_key"].isin(mine)].sort_values("prompt_key")

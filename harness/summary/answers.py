@@ -129,8 +129,9 @@ def dutta_flips(pairs: pd.DataFrame) -> list[dict[str, Any]]:
     if pairs.empty or "correct_a" not in pairs.columns:
         return out
     base = _base_correctness(pairs)
+    present = {m: set(g["variant"].astype(str)) for m, g in base.groupby("model")}
     for (model, variant, length), g in base.groupby(["model", "variant", "length"], sort=True):
-        ref = reference_of(str(variant))
+        ref = reference_of(str(variant), present[model])
         if ref == variant:
             continue
         r = base[(base["model"] == model) & (base["variant"] == ref) & (base["length"] == length)]

@@ -35,6 +35,7 @@ def tf_drift_table(drift: pd.DataFrame, pairs: pd.DataFrame) -> list[dict[str, A
     if drift.empty or "tf_positions" not in drift.columns:
         return out
     base_of = _base_prompt_of_keys(pairs)
+    present = {m: set(g["variant"].astype(str)) for m, g in drift.groupby("model")}
     rows = drift[drift["tf_positions"].fillna(0) > 0]
     for (model, variant, length), g in rows.groupby(["model", "variant", "length"], sort=True):
         pos = g["tf_positions"].astype(int).to_numpy()
@@ -48,7 +49,7 @@ def tf_drift_table(drift: pd.DataFrame, pairs: pd.DataFrame) -> list[dict[str, A
         first = g["tf_first_top1_diff"].to_numpy(float)
         changed = ~np.isnan(first)
         out.append({
-            "model": model, "variant": variant, "reference": reference_of(str(variant)), "length": int(length),
+            "model": model, "variant": variant, "reference": reference_of(str(variant), present[model]), "length": int(length),
             "n_prompts": int(len(set(prompt))), "n_outputs": int(len(g)), "positions": int(pos.sum()),
             "kl_mean": _pooled(kl, per_pos_prompt), "kl_median": float(np.median(kl)),
             "kl_p99": float(np.percentile(kl, 99)), "kl_max": float(kl.max()),
