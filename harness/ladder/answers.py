@@ -9,7 +9,8 @@ compared with it (harness.score.answers runs the check):
 - ``contains``: the answer occurs in the span;
 - ``regex``: the answer is a Python regular expression found in the span (``re.search``);
 - ``number``: the first number in the span is within ``tolerance`` (default 0) of the answer;
-- ``choice``: the first stand-alone capital letter in the span (``B``, ``(B)``, ``B.``) is the answer's letter.
+- ``choice``: the first stand-alone letter in the span (``B``, ``(B)``, ``b.``) is the answer's letter (either case;
+  an edit that relabels the options moves it to the label at the same position).
 
 Everything a user can get wrong is found here, before anything runs: an
 unknown check, a regex that does not compile, a number that is not one, a

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
+import unicodedata
 
 from harness.ladder.answers import AnswerSpec
 from harness.ladder.edits import EDIT_KINDS, EditKind, NotApplicable, apply_edit, seed_for, word_spans
-from harness.ladder.options import reorder_options
+from harness.ladder.options import option_labels, reorder_options
 from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, SkippedEdit
 from harness.ladder.synonyms import LEXICON_EDIT_KIND, Lexicon, apply_synonym
 
@@ -124,20 +126,44 @@ def _with_answers(pair: PromptPair, expected: AnswerSpec | None, answer_b: str |
         return pair
     if answer_b is None and pair.rung not in TASK_CHANGING_RUNGS:
         answer_b = expected.answer
+    elif answer_b == UNKNOWN_CHOICE:
+        answer_b = None
     return dataclasses.replace(pair, answer_a=expected.answer, answer_b=answer_b, check=expected.check,
                                tolerance=expected.tolerance)
 
 
 def _moved_answer(ladder: str, p: BasePrompt, pair: PromptPair) -> str | None:
-    """Where an option_order edit moved a choice answer (the same seeded draw as the edit); None otherwise."""
-    if pair.rung != "option_order" or p.expected is None or p.expected.check != "choice":
+    """Where an edit moved a choice answer: option_order (the same seeded draw as the edit), or an edit that
+    relabels the options (``A.`` -> ``I.``: the label at the same position); None when nothing moved it."""
+    if p.expected is None or p.expected.check != "choice":
         return None
+    if pair.rung != "option_order":
+        return _relabelled(p.text, pair, p.expected.answer)
     draw = pair.pair_id.rsplit("-", 1)[-1] if pair.pair_id.rsplit("/", 1)[-1] != pair.edit_kind else "1"
     key = (ladder, p.id, pair.rung, pair.edit_kind) + (() if draw == "1" else (draw,))
     moved = reorder_options(p.text, random.Random(seed_for(*key)), answer=p.expected.answer)
     # The edit and this call draw the same permutation from the same seed: the texts must agree.
     assert moved.text == pair.prompt_b, f"option_order answer out of step with the edit of {pair.pair_id}"
     return moved.answer
+
+
+UNKNOWN_CHOICE = "?"
+"""Side b's choice answer when an edit relabelled the options with something not a letter (I, II, ...): no
+letter names the option, so side b's expected answer is unknown (None: its correctness is missing, never 0)."""
+
+
+def _relabelled(text: str, pair: PromptPair, answer: str) -> str | None:
+    before, after = option_labels(text), option_labels(pair.prompt_b)
+    if not before or before == after:
+        return None
+    if len(after) != len(before):
+        # The options are no longer recognised as such (i. ii. iii. without an Options: header): the answer
+        # stands only if every old label still opens a line ("B." / "(B)"); otherwise it is unknown.
+        visible = re.sub("[\u200b\u200c\u200d\u2060\ufeff]", "", unicodedata.normalize("NFKC", pair.prompt_b))
+        starts = {ln.strip().lstrip("(").split(".")[0].split(")")[0] for ln in visible.split("\n")}
+        return None if all(b in starts for b in before) else UNKNOWN_CHOICE
+    new = after[[b.upper() for b in before].index(answer)]
+    return new.upper() if len(new) == 1 and new.isalpha() else UNKNOWN_CHOICE
 
 
 def _draws(make, n: int, where: tuple[str, str, str], skipped: list[SkippedEdit]) -> list[tuple[int, str, str]]:

@@ -13,9 +13,10 @@ import re
 from harness.ladder.answers import AnswerSpec
 
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
-# A capital letter standing alone, optionally in parentheses -- "(B)", "B.", "B" -- not a letter inside a
-# word ("Berlin"); "A" and "I" followed by a lowercase word are the article and the pronoun ("A cat", "I think").
-_CHOICE = re.compile(r"(?<![A-Za-z0-9'])\(?([A-Z])\)?(?![A-Za-z0-9'])")
+# A letter standing alone, optionally in parentheses -- "(B)", "B.", "b" -- not a letter inside a word
+# ("Berlin"); "A"/"a" and "I" followed by a lowercase word are the article and the pronoun ("A cat", "I think").
+# Either case: a lower-cased prompt (casing rung) labels its options a. b. c.
+_CHOICE = re.compile(r"(?<![A-Za-z0-9'])\(?([A-Za-z])\)?(?![A-Za-z0-9'])")
 _WORD_USE = re.compile(r"\s+[a-z]")
 _TRAILING = ".!"
 
@@ -30,9 +31,9 @@ def first_choice(span: str) -> str | None:
     """The first stand-alone option letter in ``span`` (``(B)``, ``B.``, ``B``), or None."""
     for m in _CHOICE.finditer(span):
         letter = m.group(1)
-        if letter in "AI" and m.group(0) == letter and _WORD_USE.match(span, m.end()):
+        if letter in "AaI" and m.group(0) == letter and _WORD_USE.match(span, m.end()):
             continue
-        return letter
+        return letter.upper()
     return None
 
 

@@ -35,6 +35,15 @@ def test_option_order_moves_the_expected_letter_with_its_option(tmp_path):
     assert same and all(p.answer_b == "B" for p in same)
 
 
+def test_relabelled_options_move_a_choice_answer_or_make_it_unknown(tmp_path):
+    path = write(tmp_path / "l.yaml", "ladder: x\nedit_kinds: [lowercase_all, format_enumeration]\nprompts:\n"
+                 f"  - id: q1\n    text: {json.dumps(CHOICE)}\n    answer: B\n    check: choice\n")
+    pairs = {p.edit_kind: p for p in load_ladder(path).pairs}
+    assert "ii. Jupiter" in pairs["format_enumeration"].prompt_b
+    assert pairs["format_enumeration"].answer_b is None  # relabelled i, ii, ...: no letter names it, unknown
+    assert "b. jupiter" in pairs["lowercase_all"].prompt_b and pairs["lowercase_all"].answer_b == "B"
+
+
 def test_task_changing_rungs_have_no_side_b_answer_unless_curated(tmp_path):
     path = write(tmp_path / "l.yaml", "ladder: x\nedit_kinds: [noop_format]\nprompts:\n"
                  "  - id: add\n    text: What is 2 plus 2?\n    answer: 4\n    check: number\n    topic: m\n"

@@ -43,7 +43,8 @@ from harness.score.answers import correctness, is_correct
     ("choice", "B", None, "I think B", True),
     ("choice", "B", None, "Because of C", False),  # the B of "Because" is inside a word
     ("choice", "B", None, "C. Venus", False),
-    ("choice", "B", None, "b", False),
+    ("choice", "B", None, "b.", True),  # a lower-cased prompt labels its options a. b. c.
+    ("choice", "B", None, "a cat says c", False),
     ("choice", "A", None, "A.", True),
 ])
 def test_checks_on_hand_made_spans(check, answer, tol, span, ok):
