@@ -425,9 +425,11 @@ def _terminal_answers(summary: dict[str, Any]) -> list[str]:
     if rows:
         L = max(r["length"] for r in rows)
         out += [f"answers at L={L}: accuracy of side a -> side b, correctness flip rate (pairs)"]
+        mw = max(len(r["model"]) for r in rows) + 2
+        vw = max(len(str(r["variant"])) for r in rows) + 2
         for r in rows:
             if r["length"] == L:
-                out.append(f"  {r['model']:<16}{r['variant']:<8}{r['rung']:<18}{_pct(r['accuracy_a']['mean']):>5} -> "
+                out.append(f"  {r['model']:<{mw}}{r['variant']:<{vw}}{r['rung']:<18}{_pct(r['accuracy_a']['mean']):>5} -> "
                            f"{_pct(r['accuracy_b']['mean']):<5} flips {_pct(r['flip_rate']['mean']):>4} ({r['n_pairs']})")
     flips = {(r["model"], r["variant"], r["length"]): r for r in summary.get("answer_flips") or []}
     for t in summary.get("tf_drift") or []:
