@@ -285,7 +285,7 @@ _READING_ORDER = ("flags", "failed", "distances", "answers", "answer_flips", "cl
 def _ci_cell(s: dict[str, Any] | None, pct: bool = True) -> str:
     if not s:
         return "-"
-    show = _pct if pct else _fmt
+    show = _pct if pct else fmt
     lo, hi = (s.get("ci95") or [None, None])[:2]
     ci = "" if lo is None or hi is None or lo != lo else f" [{show(lo)}, {show(hi)}]"
     return f"{show(s.get('mean'))}{ci}"
@@ -310,7 +310,7 @@ def tf_drift_report_table(summary: dict[str, Any]) -> Table:
                      _sci(r["kl_median"]), _sci(r["kl_p99"]), _sci(r["kl_max"]), _ci_cell(r["same_top1"], pct=True),
                      f"{r['dp_mean']['mean']:+.4f}",
                      f"{_sci(r['first_top1_diff_median'])} ({r['outputs_top1_changed']}/{r['n_outputs']})",
-                     _fmt(free.get(k)), "-" if f is None else _ci_cell(f["flips"])])
+                     fmt(free.get(k)), "-" if f is None else _ci_cell(f["flips"])])
     return Table("tf_drift", "Teacher-forced drift: each variant read on its reference's greedy tokens",
                  ["model", "variant", "reference", "L", "base prompts / outputs / positions", "mean KLD [95% CI]", "median KLD",
                   "p99 KLD", "max KLD", "same top-1", "mean Δp(ref token)", "first top-1 change: median step (outputs)",
