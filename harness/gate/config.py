@@ -224,10 +224,10 @@ class Neighbourhood(_Strict):
         try:
             expected = self.expected
         except AnswerError as exc:
-            raise _FieldError(exc.field, str(exc)) from None
+            raise FieldError(exc.field, str(exc)) from None
         for name in ("max_answer_flip_rate", "max_accuracy_drop"):
             if getattr(self.thresholds, name) is not None and expected is None:
-                raise _FieldError(f"thresholds.{name}", "needs the neighbourhood's expected `answer` (and `check`)")
+                raise FieldError(f"thresholds.{name}", "needs the neighbourhood's expected `answer` (and `check`)")
         return self
 
     @model_validator(mode="after")
