@@ -1,4 +1,4 @@
-"""The gate's configuration file (`stabprobe gate --config gate.yaml`): schema, loading, ladder.
+"""The gate's configuration file (`stabprobe gate --config gate.yaml`): loading, models, ladder (schema: harness.gate.schema).
 
 Everything a user can get wrong in the file is found here, before the
 pipeline runs and before any run directory exists: every error is an
@@ -13,284 +13,27 @@ every working directory; command-line overrides are relative to the cwd.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
-from pydantic import field_validator, model_validator
+from pydantic import ValidationError
 
-from harness.errors import FieldError, InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
-from harness.ladder.answers import AnswerError, AnswerSpec, answer_spec
-from harness.ladder.build import TASK_CHANGING_RUNGS, build_pairs
-from harness.ladder.edits import EDIT_KINDS
-from harness.ladder.records import CURATED_RUNGS, MECHANICAL_RUNGS, RUNGS, SEEDED_RUNGS, BasePrompt, Ladder, PromptPair, SkippedEdit
-from harness.ladder.synonyms import LEXICON_EDIT_KIND
-from harness.models.registry import DEFAULT_REGISTRY, ModelEntry, Registry, load_registry, resolve_models
 from harness.core.yaml_strict import load_yaml_strict, read_text_strict
+from harness.errors import InputError, pydantic_error_to_input_error
+from harness.gate.schema import (  # noqa: F401 - JUNIT_NAME: imported from here by harness.gate.run
+    JUNIT_NAME,
+    KIND_RUNG,
+    GateSpec,
+    Neighbourhood,
+    Thresholds,
+)
+from harness.ladder.build import TASK_CHANGING_RUNGS, build_pairs
+from harness.ladder.records import BasePrompt, Ladder, PromptPair, SkippedEdit
+from harness.models.registry import DEFAULT_REGISTRY, ModelEntry, Registry, load_registry, resolve_models
 
 GATE_LADDER = "gate"
 """Ladder name of every gate run: the first part of each generated edit's seed key."""
-DEFAULT_LENGTHS = (64,)
-DEFAULT_OUT = "runs"
-JUNIT_NAME = "gate-junit.xml"
-GENERATED_RUNGS = MECHANICAL_RUNGS + SEEDED_RUNGS + CURATED_RUNGS
-"""Rungs a prompt neighbourhood may ask for; ``identical`` is always added (it is the noise floor)."""
-EXPLICIT_PAIR_DEFAULT_RUNG = "paraphrase"
-"""Rung label of an explicit pair that names none: a hand-written pair is most often a rewording."""
-_KIND_RUNG = {k.name: k.rung for k in EDIT_KINDS} | {LEXICON_EDIT_KIND: "synonym"}
-
-
-def _number(lo: float, hi: float | None):
-    """A finite real number in [lo, hi]; bools and numeric strings are refused, not coerced."""
-    expected = f"expected a number in [{lo:g}, {hi:g}]" if hi is not None else f"expected a number >= {lo:g}"
-
-    def check(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(expected)
-        if v < lo or (hi is not None and v > hi):
-            raise ValueError(expected)
-        return float(v)
-
-    return BeforeValidator(check)
-
-
-# 1 - cos of unit vectors lies in [0, 2]; a share or rate in [0, 1].
-EmbDist = Annotated[float, _number(0.0, 2.0)]
-Share = Annotated[float, _number(0.0, 1.0)]
-
-
-def _check_id(v: str) -> str:
-    # ids become the first part of pair ids ("<id>/<rung>/<kind>"), seeds, JUnit names and one-line reports
-    if not v or "/" in v or any(ch.isspace() or not ch.isprintable() for ch in v):
-        raise ValueError("must be non-empty and contain no '/', whitespace or control character")
-    return v
-
-
-def _nonempty_text(v: str) -> str:
-    if not v.strip():
-        raise ValueError("empty prompt")
-    return v
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Thresholds(_Strict):
-    """Upper limits one neighbourhood must stay under; each is optional, at least one is required."""
-
-    max_mean_emb_dist: EmbDist | None = Field(None, description="Mean output embedding distance (1 - cos) over the perturbed pairs.")
-    max_flip_rate: Share | None = Field(None, description="Share of perturbed pairs whose prompt-end top-1 token differs.")
-    max_early_divergence_share: Share | None = Field(
-        None, description="Share of perturbed pairs whose outputs first differ within the first `early_step` tokens."
-    )
-    early_step: StrictInt | None = Field(None, description="k of max_early_divergence_share (1-based, <= the gated length).")
-    max_answer_flip_rate: Share | None = Field(
-        None, description="Share of perturbed pairs whose answer correctness differs between the sides (needs `answer`).")
-    max_accuracy_drop: Share | None = Field(
-        None, description="Accuracy of the prompt minus accuracy of its perturbations, over the perturbed pairs (needs `answer`).")
-    relative_to_noise_floor: StrictBool = Field(
-        False, description="Compare (metric - the same metric on the identical pair) instead of the metric itself."
-    )
-
-    @field_validator("early_step")
-    @classmethod
-    def _k(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError("expected a positive integer")
-        return v
-
-    @model_validator(mode="after")
-    def _complete(self) -> "Thresholds":
-        if (self.max_early_divergence_share is None) != (self.early_step is None):
-            raise FieldError("early_step" if self.early_step is None else "max_early_divergence_share",
-                              "max_early_divergence_share and early_step go together: give both or neither")
-        if all(v is None for v in (self.max_mean_emb_dist, self.max_flip_rate, self.max_early_divergence_share,
-                                   self.max_answer_flip_rate, self.max_accuracy_drop)):
-            raise ValueError("no threshold: give at least one of max_mean_emb_dist, max_flip_rate, "
-                             "max_early_divergence_share, max_answer_flip_rate, max_accuracy_drop")
-        return self
-
-
-class ExplicitPair(_Strict):
-    a: StrictStr
-    b: StrictStr
-    rung: StrictStr = Field(EXPLICIT_PAIR_DEFAULT_RUNG, description="Rung label; default paraphrase.")
-
-    @field_validator("a", "b")
-    @classmethod
-    def _text(cls, v: str) -> str:
-        return _nonempty_text(v)
-
-    @field_validator("rung")
-    @classmethod
-    def _rung(cls, v: str) -> str:
-        if v not in RUNGS:
-            raise ValueError(f"unknown rung {v!r} (expected one of {', '.join(RUNGS)})")
-        return v
-
-    @model_validator(mode="after")
-    def _identical_iff_equal(self) -> "ExplicitPair":
-        # The audit drops a non-identical pair with equal inputs; an "identical" pair with different
-        # inputs would poison the noise floor. Both are typos worth stopping for.
-        if self.rung == "identical" and self.a != self.b:
-            raise ValueError("rung identical needs a == b")
-        if self.rung != "identical" and self.a == self.b:
-            raise ValueError(f"a and b are the same text on rung {self.rung} (use rung: identical)")
-        return self
-
-
-class Neighbourhood(_Strict):
-    """A prompt and the perturbations around it (generated), or explicit pairs; and the limits they must meet."""
-
-    id: StrictStr
-    prompt: StrictStr | None = None
-    rungs: tuple[StrictStr, ...] | None = Field(None, description="Rungs to generate around `prompt`.")
-    edit_kinds: tuple[StrictStr, ...] | None = Field(None, description="Only these generated edit kinds (default: all of `rungs`).")
-    curated: dict[StrictStr, tuple[StrictStr, ...]] | None = Field(None, description="Curated variants per curated rung.")
-    pairs: tuple[ExplicitPair, ...] | None = None
-    thresholds: Thresholds
-    length: StrictInt | None = Field(None, description="Decoded length the thresholds use (default: the first of `lengths`).")
-    answer: StrictStr | int | float | None = Field(None, description="Expected answer of the prompt (and of explicit pairs).")
-    check: StrictStr | None = Field(None, description="exact, contains, regex, number or choice (default exact).")
-    tolerance: float | int | None = Field(None, description="Tolerance of a `number` check.")
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return _check_id(v)
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt(cls, v: str | None) -> str | None:
-        return None if v is None else _nonempty_text(v)
-
-    @field_validator("rungs")
-    @classmethod
-    def _rungs(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("empty list of rungs")
-        for r in v:
-            if r == "identical":
-                raise ValueError("identical is always included (it is the noise floor); do not list it")
-            if r not in GENERATED_RUNGS:
-                raise ValueError(f"unknown rung {r!r} (expected some of {', '.join(GENERATED_RUNGS)})")
-        if len(set(v)) != len(v):
-            raise ValueError("a rung is listed twice")
-        return v
-
-    @field_validator("edit_kinds")
-    @classmethod
-    def _kinds(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("empty list of edit kinds (omit the key for all kinds of the rungs)")
-        for k in v:
-            if k not in _KIND_RUNG:
-                raise ValueError(f"unknown edit kind {k!r} (expected one of {', '.join(_KIND_RUNG)})")
-        return v
-
-    @field_validator("curated")
-    @classmethod
-    def _curated(cls, v: dict[str, tuple[str, ...]] | None) -> dict[str, tuple[str, ...]] | None:
-        for rung, texts in (v or {}).items():
-            if rung not in CURATED_RUNGS:
-                raise ValueError(f"unknown curated rung {rung!r} (expected one of {', '.join(CURATED_RUNGS)})")
-            if not texts:
-                raise ValueError(f"{rung}: empty list")
-            for t in texts:
-                _nonempty_text(t)
-        return v
-
-    @field_validator("length")
-    @classmethod
-    def _length(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError("expected a positive integer")
-        return v
-
-    @property
-    def expected(self) -> AnswerSpec | None:
-        return answer_spec(self.answer, self.check, self.tolerance)
-
-    @model_validator(mode="after")
-    def _answer(self) -> "Neighbourhood":
-        try:
-            expected = self.expected
-        except AnswerError as exc:
-            raise FieldError(exc.field, str(exc)) from None
-        for name in ("max_answer_flip_rate", "max_accuracy_drop"):
-            if getattr(self.thresholds, name) is not None and expected is None:
-                raise FieldError(f"thresholds.{name}", "needs the neighbourhood's expected `answer` (and `check`)")
-        return self
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "Neighbourhood":
-        if self.prompt is None and self.pairs is None:
-            raise FieldError("prompt", "missing: give `prompt` (with `rungs`) or `pairs`")
-        if self.prompt is not None and self.pairs is not None:
-            raise FieldError("pairs", "give either `prompt` (with `rungs`) or `pairs`, not both")
-        if self.pairs is not None:
-            extra = [k for k in ("rungs", "edit_kinds", "curated") if getattr(self, k) is not None]
-            if extra:
-                raise FieldError(extra[0], "only applies to a `prompt` neighbourhood, not to `pairs`")
-            if not self.pairs:
-                raise FieldError("pairs", "empty list of pairs")
-            if all(p.rung == "identical" for p in self.pairs):
-                raise FieldError("pairs", "only identical pairs: nothing is perturbed, so there is nothing to gate")
-            return self
-        if self.rungs is None:
-            raise FieldError("rungs", "missing: a `prompt` neighbourhood needs `rungs` (e.g. [noop_format, punctuation])")
-        for k in self.edit_kinds or ():
-            if _KIND_RUNG[k] not in self.rungs:
-                raise FieldError("edit_kinds", f"edit kind {k!r} is on rung {_KIND_RUNG[k]}, which is not in rungs")
-        for rung in self.curated or {}:
-            if rung not in self.rungs:
-                raise FieldError("curated", f"curated {rung} given but {rung} is not in rungs")
-        for rung in ("paraphrase", "semantic_small", "positive_control"):
-            # Nothing generates these from a single prompt: they need written variants.
-            if rung in self.rungs and rung not in (self.curated or {}):
-                raise FieldError("rungs", f"rung {rung} needs curated texts (curated: {{{rung}: [...]}})")
-        return self
-
-
-class GateSpec(_Strict):
-    models: tuple[StrictStr, ...] = Field(..., description="Registry names or model directories.")
-    registry: StrictStr | None = Field(None, description="Model registry YAML (default: the project's model_registry.yaml).")
-    allow_unpinned: StrictBool = Field(False, description="Load hub models without a pinned revision.")
-    lengths: tuple[StrictInt, ...] = Field(DEFAULT_LENGTHS, description="Decoded lengths to score (one decode at the longest).")
-    out: StrictStr = Field(DEFAULT_OUT, description="Directory that receives the run directory.")
-    junit: StrictStr | None = Field(None, description=f"JUnit XML path (default: <run dir>/{JUNIT_NAME}).")
-    neighbourhoods: tuple[Neighbourhood, ...]
-
-    @field_validator("models")
-    @classmethod
-    def _models(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v or any(not m.strip() for m in v):
-            raise ValueError("expected a non-empty list of registry names or model directories")
-        return v
-
-    @field_validator("lengths")
-    @classmethod
-    def _lengths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(L < 1 for L in v):
-            raise ValueError("expected a non-empty list of positive integers")
-        if len(set(v)) != len(v):
-            raise ValueError("a length is listed twice")
-        return v
-
-    @field_validator("neighbourhoods")
-    @classmethod
-    def _nonempty(cls, v: tuple[Neighbourhood, ...]) -> tuple[Neighbourhood, ...]:
-        if not v:
-            raise ValueError("expected at least one neighbourhood")
-        return v
 
 
 @dataclass(frozen=True)
@@ -365,7 +108,7 @@ def _resolve_models(path: Path, spec: GateSpec) -> tuple[ModelEntry, ...]:
 def _prompt_pairs(path: Path, i: int, nb: Neighbourhood) -> tuple[list[PromptPair], list[SkippedEdit]]:
     """The generated neighbourhood of one prompt: identical + the requested rungs, through build_pairs."""
     assert nb.prompt is not None and nb.rungs is not None
-    kinds = nb.edit_kinds if nb.edit_kinds is not None else tuple(k for k, r in _KIND_RUNG.items() if r in nb.rungs)
+    kinds = nb.edit_kinds if nb.edit_kinds is not None else tuple(k for k, r in KIND_RUNG.items() if r in nb.rungs)
     curated = {rung: [(t, "curated", "") for t in texts] for rung, texts in (nb.curated or {}).items()}
     # One prompt per call: edits are seeded by (ladder, neighbourhood id, rung, kind), so adding a
     # neighbourhood never changes another's pairs.
