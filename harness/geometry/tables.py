@@ -11,16 +11,8 @@ import torch
 from scipy import stats
 
 from harness.score.metrics.edit_distance import first_divergence
-from harness.stability.closed_form import (
-    empirical_boundary,
-    fisher_topk,
-    head_state,
-    jacobian_fro_sq_moved_rows,
-    local_stability,
-    quad_form,
-    rho,
-    t_star,
-)
+from harness.stability.closed_form import head_state, jacobian_fro_sq_moved_rows, local_stability
+from harness.stability.fisher import empirical_boundary, fisher_topk, quad_form, rho, t_star
 from harness.stability.directions import build_directions, stable_seed
 from harness.stability.head import HeadSpec, row_norms_sq
 from harness.stability.traces import first_divergence_margin_percentile, step_stability

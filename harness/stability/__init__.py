@@ -7,16 +7,8 @@ Fisher pullback and its KL boundary, and the study that validates them
 matrix; tests do, to check the closed forms against brute force.
 """
 
-from harness.stability.closed_form import (
-    FisherTopK,
-    LocalStability,
-    empirical_boundary,
-    fisher_topk,
-    local_stability,
-    quad_form,
-    rho,
-    t_star,
-)
+from harness.stability.closed_form import LocalStability, local_stability
+from harness.stability.fisher import FisherTopK, empirical_boundary, fisher_topk, quad_form, rho, t_star
 from harness.stability.head import HeadSpec, check_head, head_from_model, row_norms_sq
 from harness.stability.traces import first_divergence_margin_percentile, step_stability
 

@@ -30,7 +30,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from harness.stability.closed_form import FisherTopK, HeadState, LocalStability
+from harness.stability.closed_form import HeadState, LocalStability
+from harness.stability.fisher import FisherTopK
 from harness.stability.head import HeadSpec
 
 CLASSES: tuple[str, ...] = ("eig", "structured", "random", "tangent", "negative")

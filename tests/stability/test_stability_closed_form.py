@@ -15,15 +15,8 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
-from harness.stability.closed_form import (
-    empirical_boundary,
-    fisher_topk,
-    head_state,
-    local_stability,
-    quad_form,
-    rho,
-    t_star,
-)
+from harness.stability.closed_form import head_state, local_stability
+from harness.stability.fisher import empirical_boundary, fisher_topk, quad_form, rho, t_star
 from harness.stability.head import HeadSpec, row_norms_sq
 from harness.stability.traces import first_divergence_margin_percentile, step_stability
 
