@@ -6,9 +6,11 @@ Two models: the demo model tiny-chat (head_dim 32, vocabulary 512) and a
 random-initialised Llama with a real vocabulary (151,936 rows, tied) and
 head_dim 64 (hidden 128, 2 heads, 2 layers), saved to a temporary directory
 with tiny-chat's tokenizer (prompt ids stay valid; the outputs are never
-detokenized). Requests: the default ladder's distinct prompts rendered for
-tiny-chat (identical-rung second sides are their own requests), greedy to
-``max_new_tokens``.
+detokenized). Requests: the default ladder's prompts rendered for tiny-chat:
+the identical rung's 16 prompts twice (second sides are their own requests)
+plus the first 48 other distinct prompts (16 with ``--quick``), 80 requests
+(48) in all, greedy to ``max_new_tokens`` (64; 32 on the real-vocabulary
+model with ``--quick``).
 
 Timed, per model: the HF engine (``harness.decode.decode_all``, bucket
 batches of 16, with its in-generation capture), the vLLM engine
@@ -50,11 +52,11 @@ def _requests(quick: bool):
     rows, rendered = audit_pairs("tiny-chat", chat.tokenizer, chat.policy, ladder.pairs, max_new_tokens=64)
     reqs, _ = decode_requests(ladder.pairs, rows, rendered)
     reqs = sorted(reqs, key=lambda r: (r.replicate, r.prompt_key))
-    if quick:
-        keep = {r.prompt_key for r in reqs if r.replicate == 1}
-        reqs = [r for r in reqs if r.replicate == 1 or r.prompt_key in keep] + \
-               [r for r in reqs if r.replicate == 0 and r.prompt_key not in keep][:48]
-    return reqs
+    # The identical rung's requests (both replicates) and a fixed share of the rest: the full ladder
+    # (351 requests) would keep HF at 64 tokens on the 151,936-row head for about an hour on one thread.
+    keep = {r.prompt_key for r in reqs if r.replicate == 1}
+    others = [r for r in reqs if r.replicate == 0 and r.prompt_key not in keep]
+    return [r for r in reqs if r.replicate == 1 or r.prompt_key in keep] + others[: 16 if quick else 48]
 
 
 def _random_model_dir(root: Path) -> Path:
