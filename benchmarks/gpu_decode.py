@@ -93,7 +93,8 @@ def loaded_for(model, attn: str):
     info = ModelInfo(
         name="random-init", source="(in memory)", variant="bf16", requested_revision=None, resolved_revision=None,
         weights_sha256=None, tokenizer_sha256=None, chat_template_sha256=None, chat_template_policy="model",
-        chat_template_kwargs={}, dtype="bf16", quantization=None, attn_implementation=attn, trust_remote_code=False,
+        chat_template_kwargs={}, template_date=entry.template_date, dtype="bf16", quantization=None,
+        attn_implementation=attn, trust_remote_code=False,
         architecture=type(model).__name__, num_parameters=n_params,
         context_length=model.config.max_position_embeddings, eos_token_ids=(2,), pad_token_id=0,
         pad_token_note="pad id 0", load_seconds=0.0,
@@ -218,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": t_single / t_batched,
         "identical_pairs": len(ident), "identical_exact": exact, "identical_all_exact": exact == len(ident),
         "outputs_equal_batched_vs_single": agree, "outputs": len(by_key),
-        "vllm": [{**v, "outputs_equal_vllm_vs_hf_batched": sum(tuple(v["tokens"].get(f"{k[0]}/{k[1]}", ())) ==
+        "vllm": [v if "error" in v else
+                 {**v, "outputs_equal_vllm_vs_hf_batched": sum(tuple(v["tokens"].get(f"{k[0]}/{k[1]}", ())) ==
                                                                 tuple(g.gen_ids) for k, g in by_key.items())}
                  for v in vllm_results],
     }
@@ -233,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _finish(args, result: dict) -> int:
     for v in result.get("vllm", []):
+        if "error" in v:  # a failed child: its reason, never a figure
+            print(f"vllm (batch-invariant {v['batch_invariant']}): no figure: {v['error']}")
+            continue
         print(f"vllm (batch-invariant {v['batch_invariant']}): {v['tokens_generated']} tokens in {v['decode_s']:.2f} s = "
               f"{v['tok_s']:.0f} tok/s (start-up {v['load_s']:.1f} s, attention {v['attention_backend']}); identical "
               f"rung exact {v['identical_exact']}/{v['identical_pairs']}")
@@ -262,6 +267,10 @@ def _vllm_runs(args, shape: dict) -> list[dict]:
 
     settings = ("on", "off") if args.vllm_batch_invariant == "both" else (args.vllm_batch_invariant,)
     out = []
+    if "on" in settings and not torch.cuda.is_available():
+        # vLLM 0.32's CPU build fails at the first step with VLLM_BATCH_INVARIANT=1 ("'function' object is not subscriptable").
+        settings = tuple(s for s in settings if s != "on")
+        out.append({"batch_invariant": "on", "error": "not run: vLLM's batch-invariant kernels are CUDA only"})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "random-init"
         shutil.copytree(REPO / "models" / "tiny-chat", model_dir,

@@ -104,6 +104,8 @@ def _batch_invariance() -> tuple[bool, str]:
     if os.environ.get("VLLM_BATCH_INVARIANT") == "0":
         return False, "off (VLLM_BATCH_INVARIANT=0 set by the user)"
     if not torch.cuda.is_available():
+        if os.environ.get("VLLM_BATCH_INVARIANT") == "1":  # the user's setting stays; vLLM's CPU build then fails the cell
+            return True, "requested by the user (VLLM_BATCH_INVARIANT=1) on CPU, where vLLM's kernels for it are CUDA only"
         return False, "not available on CPU (vLLM's batch-invariant kernels are CUDA only)"
     os.environ["VLLM_BATCH_INVARIANT"] = "1"
     return True, "on (VLLM_BATCH_INVARIANT=1)"

@@ -117,3 +117,21 @@ def test_bad_engine_input_exits_2(argv, needle, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_batch_invariance_records_what_was_asked_on_cpu(monkeypatch):
+    """vLLM's batch-invariant kernels are CUDA only: off by default on CPU, and a user's VLLM_BATCH_INVARIANT is kept
+    and recorded as asked (vLLM's CPU build then fails the cell with its reason), never quietly dropped."""
+    import torch
+
+    from harness.decode.vllm_engine import _batch_invariance
+
+    assert not torch.cuda.is_available()
+    monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
+    on, note = _batch_invariance()
+    assert not on and "CPU" in note and "VLLM_BATCH_INVARIANT" not in __import__("os").environ
+    monkeypatch.setenv("VLLM_BATCH_INVARIANT", "1")
+    on, note = _batch_invariance()
+    assert on and note.startswith("requested by the user")
+    monkeypatch.setenv("VLLM_BATCH_INVARIANT", "0")
+    assert _batch_invariance() == (False, "off (VLLM_BATCH_INVARIANT=0 set by the user)")
