@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("stretch", "floor"):
         from harness.stretch_study.commands import HANDLERS
 
-        handlers[args.command] = lambda a: HANDLERS[a.command](a, _registry, _ladder, _set_threads)
+        handlers[args.command] = lambda a: HANDLERS[a.command](a, registry_from_args, ladder_from_args, _set_threads)
     try:
         return handlers[args.command](args)
     except InputError as exc:
