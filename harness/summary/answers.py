@@ -19,6 +19,7 @@ accuracy of each.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -54,9 +55,13 @@ def _pdr(ya: np.ndarray, yb: np.ndarray, prompts: np.ndarray) -> dict[str, Any]:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(den > 0, 1.0 - sb[k].sum(axis=-1) / np.where(den > 0, den, 1.0), np.nan)
 
-    res = _ss.bootstrap((np.arange(ids.size),), statistic, n_resamples=BOOTSTRAP_RESAMPLES, vectorized=True,
-                        method="percentile", confidence_level=expanded_level(CONFIDENCE, ids.size),
-                        rng=np.random.default_rng(BOOTSTRAP_SEED))
+    with warnings.catch_warnings():
+        # A resample without a correct side a has no drop rate (NaN): scipy then warns and returns no interval,
+        # which the row says (ci_note) instead of dropping those resamples and narrowing the interval.
+        warnings.simplefilter("ignore", _ss.DegenerateDataWarning)
+        res = _ss.bootstrap((np.arange(ids.size),), statistic, n_resamples=BOOTSTRAP_RESAMPLES, vectorized=True,
+                            method="percentile", confidence_level=expanded_level(CONFIDENCE, ids.size),
+                            rng=np.random.default_rng(BOOTSTRAP_SEED))
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     out: dict[str, Any] = {"value": value, "ci95": [lo, hi]}
     if np.isnan(lo):
