@@ -356,12 +356,16 @@ def answer_tables(summary: dict[str, Any]) -> list[Table]:
               empty="no prompt carries an expected answer (add `answer` and `check` to the ladder's base prompts)"),
         Table("answer_flips", "Answers: flips of each variant against its reference (Dutta et al. 2024)",
               ["model", "variant", "reference", "L", "prompts", "flips [95% CI]", "right→wrong", "wrong→right",
-               "accuracy (ref → variant)"],
+               "accuracy (ref → variant)", "all answered outputs: flips (right→wrong / wrong→right)"],
               [[r["model"], str(r["variant"]), r["reference"], str(r["length"]), str(r["n_prompts"]), _ci_cell(r["flips"]),
                 str(r["right_to_wrong"]), str(r["wrong_to_right"]),
-                f"{_pct(r['accuracy_reference'])} → {_pct(r['accuracy'])}"] for r in flips],
+                f"{_pct(r['accuracy_reference'])} → {_pct(r['accuracy'])}",
+                "-" if not r.get("outputs") else
+                f"{_ci_cell(r['outputs']['flips'])} of {r['outputs']['n_outputs']} "
+                f"({r['outputs']['right_to_wrong']} / {r['outputs']['wrong_to_right']})"] for r in flips],
               note="Per base prompt (its own output): does the variant's answer pass the check where the reference's "
-                   "does, and vice versa? Flips can be high while accuracy is unchanged.",
+                   "does, and vice versa? Flips can be high while accuracy is unchanged. The last column counts every "
+                   "decoded prompt with an expected answer (edited prompts too, each once; CI over base prompts).",
               empty="no variant with answers next to its reference"),
     ]
 
@@ -437,5 +441,7 @@ def _terminal_answers(summary: dict[str, Any]) -> list[str]:
         out.append(f"teacher-forced {t['model']} {t['variant']} vs {t['reference']} L={t['length']}: mean KLD "
                    f"{t['kl_mean']['mean']:.3g} (median {t['kl_median']:.3g}, p99 {t['kl_p99']:.3g}, max {t['kl_max']:.3g}), "
                    f"same top-1 {t['same_top1']['mean']:.1%}"
-                   + ("" if f is None else f", answer flips {_pct(f['flips']['mean'])} of {f['n_prompts']} prompts"))
+                   + ("" if f is None else f", answer flips {_pct(f['flips']['mean'])} of {f['n_prompts']} prompts")
+                   + ("" if f is None or not f.get("outputs") else
+                      f" ({f['outputs']['flips']['mean']:.1%} of {f['outputs']['n_outputs']} answered outputs)"))
     return out

@@ -14,7 +14,8 @@ whose two sides both have a correctness (``../shared/METRICS.md``):
 Every interval resamples base prompts (harness.summary.stats). Per variant
 against its reference (``dutta_flips``): the share of base prompts whose
 correctness differs between the two weights (Dutta et al. 2024), with the
-accuracy of each.
+accuracy of each; and the same over every decoded prompt with an expected
+answer (``outputs``: the edited prompts too, each once).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from harness.score.drift import reference_of
 from harness.summary.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, cluster_bootstrap_ci, expanded_level
 
 ANSWER_COLUMNS = ("correct_a", "correct_b")
+ANSWERS_VERSION = "2"
+"""Part of the statistics memo key: bump when these tables change (2: Dutta flips over every answered output)."""
 NO_PDR_REASON = "no correct answer on side a (sum Y(a) = 0): the drop rate is undefined"
 
 
@@ -128,12 +131,31 @@ def _base_correctness(pairs: pd.DataFrame) -> pd.DataFrame:
         subset=["model", "variant", "length", "prompt_id"])
 
 
+def _output_correctness(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Correctness of every decoded prompt (base and edited, each once) per model x variant x length.
+
+    A prompt key takes its value from a pair where it is side a (its own base prompt) when there is one,
+    else from the first pair where it is side b; ``prompt_id`` is that pair's base prompt (the CI's unit).
+    """
+    cols = ["model", "variant", "length", "prompt_id"]
+    a = pairs[cols + ["prompt_key_a", "correct_a"]].rename(columns={"prompt_key_a": "key", "correct_a": "y"})
+    b = pairs[cols + ["prompt_key_b", "correct_b"]].rename(columns={"prompt_key_b": "key", "correct_b": "y"})
+    both = pd.concat([a, b], ignore_index=True).dropna(subset=["y"])
+    return both.drop_duplicates(subset=["model", "variant", "length", "key"], keep="first")
+
+
+def _flip_counts(y: np.ndarray, y_ref: np.ndarray, prompts: np.ndarray) -> dict[str, Any]:
+    return {"flips": _mean_ci(np.abs(y - y_ref), prompts),
+            "right_to_wrong": int(((y_ref == 1) & (y == 0)).sum()), "wrong_to_right": int(((y_ref == 0) & (y == 1)).sum())}
+
+
 def dutta_flips(pairs: pd.DataFrame) -> list[dict[str, Any]]:
     """Per model x variant x length: share of base prompts whose correctness differs from the reference's (Dutta)."""
     out: list[dict[str, Any]] = []
     if pairs.empty or "correct_a" not in pairs.columns:
         return out
     base = _base_correctness(pairs)
+    outputs = _output_correctness(pairs) if {"prompt_key_a", "prompt_key_b"} <= set(pairs.columns) else None
     present = {m: set(g["variant"].astype(str)) for m, g in base.groupby("model")}
     for (model, variant, length), g in base.groupby(["model", "variant", "length"], sort=True):
         ref = reference_of(str(variant), present[model])
@@ -147,11 +169,16 @@ def dutta_flips(pairs: pd.DataFrame) -> list[dict[str, Any]]:
             continue
         y, y_ref = m["correct_a"].to_numpy(float), m["correct_a_ref"].to_numpy(float)
         prompts = m["prompt_id"].astype(str).to_numpy()
-        out.append({
-            "model": model, "variant": variant, "reference": ref, "length": int(length), "n_prompts": int(len(m)),
-            "flips": _mean_ci(np.abs(y - y_ref), prompts),
-            "right_to_wrong": int(((y_ref == 1) & (y == 0)).sum()), "wrong_to_right": int(((y_ref == 0) & (y == 1)).sum()),
-            "accuracy": float(y.mean()), "accuracy_reference": float(y_ref.mean()),
-            "accuracy_change": float(y.mean() - y_ref.mean()),
-        })
+        row = {"model": model, "variant": variant, "reference": ref, "length": int(length), "n_prompts": int(len(m)),
+               **_flip_counts(y, y_ref, prompts),
+               "accuracy": float(y.mean()), "accuracy_reference": float(y_ref.mean()),
+               "accuracy_change": float(y.mean() - y_ref.mean())}
+        if outputs is not None:
+            # Every decoded prompt with an expected answer (edited prompts too), each once; the unit of the
+            # interval is still its base prompt.
+            mine = outputs[(outputs["model"] == model) & (outputs["length"] == length)]
+            mo = mine[mine["variant"] == variant].merge(mine[mine["variant"] == ref], on="key", suffixes=("", "_ref"))
+            yo, yo_ref = mo["y"].to_numpy(float), mo["y_ref"].to_numpy(float)
+            row["outputs"] = {"n_outputs": int(len(mo)), **_flip_counts(yo, yo_ref, mo["prompt_id"].astype(str).to_numpy())}
+        out.append(row)
     return out

@@ -20,7 +20,7 @@ from harness.summary.collapse import collapse_flags, drift_table
 from harness.summary.engines import engine_table
 from harness.summary.flags import compute_flags, scaffold_table
 from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
-from harness.summary.answers import answer_table, dutta_flips
+from harness.summary.answers import ANSWERS_VERSION, answer_table, dutta_flips
 from harness.summary.tf_drift import tf_drift_table
 from harness.summary.stats import (
     ALPHA,
@@ -197,7 +197,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
                                encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
     # Answer statistics read the pairs table alone too (their bootstraps memoized the same way).
-    answers, answer_flips = memo.get("answers", [frame_digest(pairs)], lambda: (answer_table(pairs), dutta_flips(pairs)),
+    answers, answer_flips = memo.get("answers", [frame_digest(pairs), ANSWERS_VERSION], lambda: (answer_table(pairs), dutta_flips(pairs)),
                                      encode=list, decode=tuple)
     return {
         "schema_version": 1,

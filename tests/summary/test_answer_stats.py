@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from harness.summary.answers import NO_PDR_REASON, answer_table, dutta_flips
 
@@ -59,3 +60,24 @@ def test_dutta_flips_count_base_prompts_whose_correctness_changed():
     assert (row["variant"], row["reference"], row["n_prompts"]) == ("int4", "bf16", 4)
     assert row["flips"]["mean"] == 0.5 and row["right_to_wrong"] == 1 and row["wrong_to_right"] == 1
     assert row["accuracy"] == row["accuracy_reference"] == 0.75 and row["accuracy_change"] == 0.0  # flips, same accuracy
+
+
+def test_dutta_flips_over_every_answered_output_count_each_prompt_once():
+    def rows(variant, ys):
+        # Base prompt p1 (key k1) with two edited prompts (k2, k3); k2 appears in two pairs (counted once).
+        (y1, y2, y3) = ys
+        return pd.DataFrame([
+            {"model": "m", "variant": variant, "rung": "identical", "length": 8, "prompt_id": "p1", "pair_id": "p1/i",
+             "prompt_key_a": "k1", "prompt_key_b": "k1", "correct_a": y1, "correct_b": y1},
+            {"model": "m", "variant": variant, "rung": "typo", "length": 8, "prompt_id": "p1", "pair_id": "p1/t",
+             "prompt_key_a": "k1", "prompt_key_b": "k2", "correct_a": y1, "correct_b": y2},
+            {"model": "m", "variant": variant, "rung": "casing", "length": 8, "prompt_id": "p1", "pair_id": "p1/c",
+             "prompt_key_a": "k1", "prompt_key_b": "k2", "correct_a": y1, "correct_b": y2},
+            {"model": "m", "variant": variant, "rung": "filler", "length": 8, "prompt_id": "p1", "pair_id": "p1/f",
+             "prompt_key_a": "k1", "prompt_key_b": "k3", "correct_a": y1, "correct_b": y3},
+        ])
+    (row,) = dutta_flips(pd.concat([rows("bf16", (1, 1, 0)), rows("int8", (1, 0, 0))]))
+    assert row["flips"]["mean"] == 0.0 and row["n_prompts"] == 1  # the base prompt did not flip...
+    out = row["outputs"]
+    assert out["n_outputs"] == 3 and out["right_to_wrong"] == 1 and out["wrong_to_right"] == 0  # ...an edited one did
+    assert out["flips"]["mean"] == pytest.approx(1 / 3)
