@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batching", default="bucket", choices=("bucket", "padded"),
                    help="bucket: exact-length batches (batch-invariant); padded: left-padded, fuller batches")
     r.add_argument("--embedder", default=None, help="sentence-transformers directory (default: all-MiniLM-L6-v2)")
+    r.add_argument("--store-full-dist", action="store_true",
+                   help="also write each prompt's full prompt-end log-probabilities (V float32: ~0.6 MB per prompt at "
+                        "Qwen3's vocabulary); by default the top-64 and the tail mass are kept")
     r.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default on CPU: 1, the only count measured batch-invariant; "
                         "more threads trade the identical rung's exactness for speed, and the verdict says so)")
@@ -196,6 +199,7 @@ def _resume_conflicts(args) -> list[str]:
         "lengths": lambda v: _ints(v, "--lengths") == tuple(sorted(conf["lengths"])),
         "batch_size": lambda v: v == conf["batch_size"],
         "batching": lambda v: v == conf["batching"],
+        "store_full_dist": lambda v: v == bool(conf.get("store_full_dist", False)),
         "executor": lambda v: v == conf.get("executor", "local"),
         "shard": lambda v: v == conf.get("shard"),
         "out": lambda v: Path(v).resolve() == Path(args.resume).resolve().parent,
@@ -228,6 +232,7 @@ def cmd_run(args) -> int:
         embedder=args.embedder, argv=tuple(sys.argv), progress=not args.no_progress, cache_dir=_cache_dir(args),
         shard=_shard(args.shard), executor=args.executor, ray_address=args.ray_address, engine=args.engine,
         capture=args.capture,
+        store_full_dist=args.store_full_dist,
     )
     return _print_result(run(cfg))
 

@@ -49,7 +49,8 @@ def probe_generations(loaded, outputs: Sequence[EngineOutput], lengths: Sequence
             gen_text=tok.decode(list(gen_ids), skip_special_tokens=False), stop_reason=o.stop_reason,
             trace_top1_id=r.top1_id, trace_top1_logit=r.top1_logit, trace_top2_id=r.top2_id, trace_top2_logit=r.top2_logit,
             prompt_end_logprobs=r.prompt_end_logprobs, hidden_means=r.hidden_means, trace_delta_tcb=r.delta_tcb,
-            trace_flip_radius=r.flip_radius, trace_flip_rival=r.flip_rival, trace_head_top1_id=r.head_top1_id, engine=engine, capture="probe",
+            trace_flip_radius=r.flip_radius, trace_flip_rival=r.flip_rival, trace_head_top1_id=r.head_top1_id,
+            trace_steps=tuple(range(len(r.top1_id))), engine=engine, capture="probe",  # the probe evaluates every step
             probe_agreement=a.share, probe_first_disagreement=a.first_disagreement,
             probe_margin_at_disagreement=a.margin_at_disagreement, probe_engine_token=a.engine_token,
             probe_token=a.probe_token,
@@ -77,8 +78,12 @@ def hf_engine_run(loaded, seconds: float, tokens: int, batching: str) -> EngineR
 
 def decode_with_engine(loaded, requests, max_new_tokens: int, lengths: Sequence[int], batch_size: int = 16,
                        progress: Callable[[int], None] | None = None, batching: str = "bucket", engine: str = "hf",
-                       capture: str = "generate") -> tuple[list[Generation], EngineRun]:
-    """Every request decoded by ``engine``, read by ``capture``; returns the records and how the engine ran."""
+                       capture: str = "generate", traces: str = "all") -> tuple[list[Generation], EngineRun]:
+    """Every request decoded by ``engine``, read by ``capture``; returns the records and how the engine ran.
+
+    ``traces``: passed to :func:`~harness.decode.greedy.decode_all` for the generate capture (``"deferred"``:
+    filled later at the steps read, harness.decode.traces); the probe evaluates every step.
+    """
     import time
 
     if engine not in ENGINES:
@@ -92,7 +97,8 @@ def decode_with_engine(loaded, requests, max_new_tokens: int, lengths: Sequence[
 
         outputs, run = vllm_decode(loaded.entry, loaded.info, requests, max_new_tokens, batch_size)
         return probe_generations(loaded, outputs, lengths, engine, progress), run
-    gens = decode_all(loaded, requests, max_new_tokens, lengths, batch_size, None if capture == "probe" else progress, batching)
+    gens = decode_all(loaded, requests, max_new_tokens, lengths, batch_size, None if capture == "probe" else progress, batching,
+                      traces if capture == "generate" else "deferred")
     run = hf_engine_run(loaded, time.perf_counter() - t0, int(sum(len(g.trace_top1_id) for g in gens)), batching)
     if capture == "generate":
         return gens, run

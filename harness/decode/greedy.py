@@ -32,7 +32,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-DECODER_VERSION = "3"  # 2: exact-length buckets, no one-row batches; 3: head check, head top-1 in the traces
+from harness.decode.prompt_end import PromptEnd, compact
+
+# 2: exact-length buckets, no one-row batches; 3: head check, head top-1 in the traces;
+# 4: traces at the steps the scorer reads (trace_steps), compact prompt-end record
+DECODER_VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,14 @@ class Generation:
     trace_top2_id: np.ndarray
     """Best token other than the chosen one."""
     trace_top2_logit: np.ndarray
-    prompt_end_logprobs: np.ndarray = field(repr=False)
-    """Full next-token log-softmax (float32) after the generation prompt."""
     hidden_means: dict[int, np.ndarray] = field(repr=False)
     """Per requested length L: mean of the post-norm states over the first L steps."""
+    prompt_end_logprobs: np.ndarray | None = field(default=None, repr=False)
+    """Full next-token log-softmax (float32) after the generation prompt: present after a decode, gone once read
+    from a table written without ``--store-full-dist`` (see harness.decode.prompt_end)."""
+    prompt_end: PromptEnd | None = field(default=None, repr=False)
+    """The compact prompt-end record (top-64 log-probabilities, tail mass, statistics); built from the full row
+    when not given."""
     trace_delta_tcb: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
     """Per step: Token Constraint Bound (eps = 1) of the state that chose the token (nan when unavailable)."""
     trace_flip_radius: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
@@ -92,6 +100,16 @@ class Generation:
     """The engine's token at the first disagreement (-1: none)."""
     probe_token: int = -1
     """The probe's argmax at the first disagreement (-1: none)."""
+    trace_steps: tuple[int, ...] = ()
+    """0-based steps where the closed-form traces were evaluated (harness.decode.traces); nan / -1 elsewhere."""
+    states: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """[steps, d] float32 post-norm states, kept in memory only until the traces are filled (never stored)."""
+
+    def __post_init__(self) -> None:
+        if self.prompt_end is None:
+            if self.prompt_end_logprobs is None:
+                raise ValueError("a Generation needs the full prompt-end log-probabilities or their compact record")
+            object.__setattr__(self, "prompt_end", compact(self.prompt_end_logprobs))
 
     @property
     def trace_margin(self) -> np.ndarray:
@@ -112,16 +130,20 @@ class NonFiniteOutput(Exception):
 
 
 def first_non_finite(top1: np.ndarray, top2: np.ndarray, hidden: np.ndarray | None,
-                     prompt_end_logprobs: np.ndarray) -> tuple[str, int] | None:
+                     prompt_end_logprobs: np.ndarray | PromptEnd) -> tuple[str, int] | None:
     """(what, first step) of the first non-finite value of one decode, or None.
 
     The chosen token's logit and every hidden state must be finite; a rival at
     -inf (a token masked out) and -inf log-probabilities are legitimate, NaN and
-    +inf never are.
+    +inf never are. The prompt-end row is the full one or its compact record.
     """
     bad_logit = ~np.isfinite(top1) | np.isnan(top2) | np.isposinf(top2)
     bad_hidden = np.zeros_like(bad_logit) if hidden is None else ~np.isfinite(hidden).all(axis=-1)
-    if bad_logit.size and (np.isnan(prompt_end_logprobs).any() or np.isposinf(prompt_end_logprobs).any()):
+    if isinstance(prompt_end_logprobs, PromptEnd):
+        bad_end = prompt_end_logprobs.non_finite
+    else:
+        bad_end = bool(np.isnan(prompt_end_logprobs).any() or np.isposinf(prompt_end_logprobs).any())
+    if bad_logit.size and bad_end:
         bad_logit[0] = True  # step 0's full distribution
     steps = np.flatnonzero(bad_logit | bad_hidden)
     if steps.size == 0:
@@ -147,7 +169,10 @@ class _StepRecorder:
         import torch
 
         s = scores.float()
-        v, i = torch.topk(s, 2, dim=-1)
+        if s.device.type == "cpu" and s.is_contiguous():
+            v, i = _top2_cpu(s)
+        else:
+            v, i = torch.topk(s, 2, dim=-1)
         self.top_vals.append(v.cpu())
         self.top_ids.append(i.cpu())
         if self.first_logprobs is None:
@@ -155,6 +180,30 @@ class _StepRecorder:
             self.first_logprobs = torch.log_softmax(s, dim=-1).cpu()
             self.first_scores = s.cpu()  # what the closed-form head is checked against (once per cell)
         return scores
+
+
+def _top2_cpu(s):
+    """Top-2 values and ids per row of a CPU float32 [B, V] tensor, as two argmax passes (numpy's SIMD reductions).
+
+    ``torch.topk(k=2)`` took 28 ms per step for 16 rows at V = 151,936 on one
+    thread (numpy: 3.7 ms), more than the bf16 lm_head of a small model. The
+    first id is the first maximal index, as greedy's ``torch.argmax`` takes it;
+    the second is the best entry after masking the first (the next index of an
+    exact tie). ``s`` is restored before returning.
+    """
+    import torch
+
+    a = s.numpy()
+    rows = np.arange(a.shape[0])
+    i1 = a.argmax(axis=1)
+    v1 = a[rows, i1].copy()
+    a[rows, i1] = -np.inf
+    try:
+        i2 = a.argmax(axis=1)
+        v2 = a[rows, i2].copy()
+    finally:
+        a[rows, i1] = v1
+    return torch.from_numpy(np.stack([v1, v2], 1)), torch.from_numpy(np.stack([i1, i2], 1).astype(np.int64))
 
 
 def greedy_config(max_new_tokens: int, eos: tuple[int, ...], pad: int, **extra):
@@ -165,7 +214,8 @@ def greedy_config(max_new_tokens: int, eos: tuple[int, ...], pad: int, **extra):
         do_sample=False,
         num_beams=1,
         max_new_tokens=max_new_tokens,
-        min_new_tokens=0,
+        # no min_new_tokens: even at 0 it adds a MinLengthLogitsProcessor that clones the scores and runs
+        # isin every step (a no-op on the tokens; ~10% of a step at V = 151,936)
         eos_token_id=list(eos) if eos else None,
         pad_token_id=pad,
         repetition_penalty=1.0,
@@ -229,7 +279,7 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
     top_ids = torch.stack(rec.top_ids, 1).numpy()
     hidden_t = torch.stack(states, 1)  # [B, steps, d]
     hidden = hidden_t.numpy()
-    stab = _step_stability(loaded, hidden_t, rec.first_scores)
+    _check_head_once(loaded, hidden_t[:, 0, :], rec.first_scores)
     eos = set(info.eos_token_ids)
     gens = []
     for b, r in enumerate(requests):
@@ -267,10 +317,12 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
                 trace_top2_logit=rival_val.astype(np.float32),
                 prompt_end_logprobs=rec.first_logprobs[b].numpy().astype(np.float32),
                 hidden_means=hmeans,
-                trace_delta_tcb=stab["delta_tcb"][b, :steps],
-                trace_flip_radius=stab["flip_radius"][b, :steps],
-                trace_flip_rival=stab["rival_id"][b, :steps],
-                trace_head_top1_id=stab["top1_id"][b, :steps],
+                # Filled at the steps that are read (harness.decode.traces.fill_traces), from these states.
+                trace_delta_tcb=np.full(steps, np.nan, np.float32),
+                trace_flip_radius=np.full(steps, np.nan, np.float32),
+                trace_flip_rival=np.full(steps, -1, np.int64),
+                trace_head_top1_id=np.full(steps, -1, np.int64),
+                states=np.ascontiguousarray(hidden[b, :steps]),
             )
         )
     return gens
@@ -279,27 +331,17 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
 BATCHING_MODES = ("bucket", "padded")
 
 
-def _step_stability(loaded, hidden, first_scores=None) -> dict[str, np.ndarray]:
-    """Closed-form local stability of every captured state (harness.stability), [B, steps] each.
+def _check_head_once(loaded, h0, first_scores) -> None:
+    """Check the closed-form head against the logits greedy used, once per cell (:func:`check_trace_head`).
 
-    One call over all steps of the batch: a few mat-vecs with the unembedding
-    per state, about the cost of the lm_head itself. A head the closed forms do
-    not support, or one that fails the check against the model's own logits
-    (:func:`check_trace_head`), leaves the traces nan; the reason is recorded by the cell.
+    A head the closed forms do not support, or one that fails the check, leaves
+    every trace nan; the reason is recorded by the cell.
     """
-    B, T = hidden.shape[0], hidden.shape[1]
+    if first_scores is None or getattr(loaded, "head_check", None) is not None:
+        return
     head = loaded.stability_head()
-    if head is not None and first_scores is not None and getattr(loaded, "head_check", None) is None:
-        head = check_trace_head(loaded, head, hidden[:, 0, :], first_scores)
-    if head is None:
-        nan = np.full((B, T), np.nan, np.float32)
-        none = np.full((B, T), -1, np.int64)
-        return {"delta_tcb": nan, "flip_radius": nan, "rival_id": none, "top1_id": none}
-    from harness.stability import step_stability
-
-    spec, norms = head
-    out = step_stability(hidden.reshape(B * T, -1).to(spec.device), spec, norms)
-    return {k: out[k].reshape(B, T) for k in ("delta_tcb", "flip_radius", "rival_id", "top1_id")}
+    if head is not None:
+        check_trace_head(loaded, head, h0, first_scores)
 
 
 def trace_tolerance(model) -> float:
@@ -374,10 +416,23 @@ def decode_all(
     batch_size: int = 16,
     progress: Callable[[int], None] | None = None,
     batching: str = "bucket",
+    traces: str = "all",
 ) -> list[Generation]:
+    """Decode every request in planned batches.
+
+    ``traces``: ``"all"`` fills the closed-form traces at every step of every
+    output; ``"deferred"`` leaves them nan and keeps each output's states, so the
+    caller fills only the steps it reads (harness.decode.traces.fill_traces: the
+    run fills side A's first divergence of every pair, at a fraction of the cost).
+    """
+    from harness.decode.traces import drop_states, fill_traces
+
+    if traces not in ("all", "deferred"):
+        raise ValueError(f"unknown traces mode {traces!r}")
     out: list[Generation] = []
     for batch in plan_batches(requests, batch_size, batching):
-        out += decode_batch(loaded, batch, max_new_tokens, lengths)
+        gens = decode_batch(loaded, batch, max_new_tokens, lengths)
+        out += drop_states(fill_traces(loaded, gens)) if traces == "all" else gens
         if progress:
             progress(len(batch))
     return out

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from harness.decode.greedy import Generation
+from harness.decode.prompt_end import from_columns
 
 
 
@@ -20,23 +21,35 @@ class ScaffoldSplit(Protocol):
 
 
 _ARRAYS_INT = ("trace_top1_id", "trace_top2_id", "trace_flip_rival", "trace_head_top1_id")
-_ARRAYS_FLOAT = ("trace_top1_logit", "trace_top2_logit", "prompt_end_logprobs", "trace_delta_tcb", "trace_flip_radius")
+_ARRAYS_FLOAT = ("trace_top1_logit", "trace_top2_logit", "trace_delta_tcb", "trace_flip_radius")
+_NOT_STORED = ("hidden_means", "prompt_end", "prompt_end_logprobs", "states")
 
 
-def generation_row(g: Generation, lengths: Sequence[int], side: ScaffoldSplit | None = None) -> dict[str, Any]:
-    d = {f.name: getattr(g, f.name) for f in dataclasses.fields(g) if f.name != "hidden_means"}
+def generation_row(g: Generation, lengths: Sequence[int], side: ScaffoldSplit | None = None,
+                   full_dist: bool = False) -> dict[str, Any]:
+    """One table row. ``full_dist``: also the full prompt-end log-probabilities (``--store-full-dist``)."""
+    d = {f.name: getattr(g, f.name) for f in dataclasses.fields(g) if f.name not in _NOT_STORED}
     d["gen_ids"] = list(g.gen_ids)
+    d["trace_steps"] = list(g.trace_steps)
     for k in _ARRAYS_INT:
         d[k] = np.asarray(getattr(g, k)).astype(np.int64).tolist()
     for k in _ARRAYS_FLOAT:
         d[k] = np.asarray(getattr(g, k)).astype(np.float32)
-    lp = g.prompt_end_logprobs.astype(np.float64)
-    p = np.exp(lp)
-    d["prompt_end_top1_id"] = int(np.argmax(lp))
-    d["prompt_end_top1_prob"] = float(p.max())
+    pe = g.prompt_end
+    d["prompt_end_top_ids"] = pe.top_ids.tolist()
+    d["prompt_end_top_logprobs"] = pe.top_logprobs.astype(np.float32)
+    d["prompt_end_tail_mass"] = pe.tail_mass
+    d["prompt_end_vocab"] = pe.vocab_size
+    d["prompt_end_non_finite"] = pe.non_finite
+    d["prompt_end_top1_id"] = pe.top1_id
+    d["prompt_end_top1_prob"] = pe.top1_prob
     d["prompt_end_margin"] = float(g.trace_margin[0]) if len(g.trace_margin) else float("nan")
-    d["prompt_end_entropy"] = float(-(p[p > 0] * lp[p > 0]).sum())
-    d["prompt_end_veff"] = float(1.0 / (p * p).sum())
+    d["prompt_end_entropy"] = pe.entropy
+    d["prompt_end_veff"] = pe.veff
+    if full_dist:
+        if g.prompt_end_logprobs is None:
+            raise ValueError(f"full prompt-end distribution of {g.prompt_key} requested but not in memory")
+        d["prompt_end_logprobs"] = np.asarray(g.prompt_end_logprobs, dtype=np.float32)
     for L in lengths:
         d[f"hidden_mean_{L}"] = np.asarray(g.hidden_means[L], dtype=np.float32)
     if side is not None:
@@ -45,13 +58,22 @@ def generation_row(g: Generation, lengths: Sequence[int], side: ScaffoldSplit | 
     return d
 
 
-def generations_frame(gens: Sequence[Generation], lengths: Sequence[int], sides: dict | None = None) -> pd.DataFrame:
-    rows = [generation_row(g, lengths, None if sides is None else sides[(g.prompt_key, g.replicate)]) for g in gens]
+def generations_frame(gens: Sequence[Generation], lengths: Sequence[int], sides: dict | None = None,
+                      full_dist: bool = False) -> pd.DataFrame:
+    rows = [generation_row(g, lengths, None if sides is None else sides[(g.prompt_key, g.replicate)], full_dist)
+            for g in gens]
     return pd.DataFrame(rows)
 
 
 def generation_from_row(row: Any, lengths: Sequence[int]) -> Generation:
     get = row.__getitem__ if isinstance(row, (dict, pd.Series)) else lambda k: getattr(row, k)
+    full = _opt(get, "prompt_end_logprobs")
+    full = np.asarray(full, dtype=np.float32) if len(full) else None
+    compact_end = None
+    if len(_opt(get, "prompt_end_top_ids")):
+        compact_end = from_columns(get("prompt_end_top_ids"), get("prompt_end_top_logprobs"), get("prompt_end_tail_mass"),
+                                   get("prompt_end_vocab"), get("prompt_end_entropy"), get("prompt_end_veff"),
+                                   get("prompt_end_non_finite"))
     return Generation(
         model=get("model"), variant=get("variant"), prompt_key=get("prompt_key"), replicate=int(get("replicate")),
         rendered_text=get("rendered_text"), n_prompt_tokens=int(get("n_prompt_tokens")),
@@ -60,8 +82,9 @@ def generation_from_row(row: Any, lengths: Sequence[int]) -> Generation:
         trace_top1_logit=np.asarray(get("trace_top1_logit"), dtype=np.float32),
         trace_top2_id=np.asarray(get("trace_top2_id"), dtype=np.int64),
         trace_top2_logit=np.asarray(get("trace_top2_logit"), dtype=np.float32),
-        prompt_end_logprobs=np.asarray(get("prompt_end_logprobs"), dtype=np.float32),
+        prompt_end_logprobs=full, prompt_end=compact_end,
         hidden_means={int(L): np.asarray(get(f"hidden_mean_{L}"), dtype=np.float32) for L in lengths},
+        trace_steps=tuple(int(t) for t in _opt(get, "trace_steps")),
         trace_delta_tcb=np.asarray(_opt(get, "trace_delta_tcb"), dtype=np.float32),
         trace_flip_radius=np.asarray(_opt(get, "trace_flip_radius"), dtype=np.float32),
         trace_flip_rival=np.asarray(_opt(get, "trace_flip_rival"), dtype=np.int64),
@@ -90,4 +113,6 @@ def _opt(get, key):
         value = get(key)
     except (KeyError, AttributeError):
         return []
-    return [] if value is None else value
+    if value is None or (isinstance(value, float) and np.isnan(value)):  # absent in a concatenated frame
+        return []
+    return value

@@ -31,7 +31,8 @@ from harness.decode.table import generation_from_row, generations_frame
 from harness.ladder.records import PromptPair
 from harness.models.registry import ModelEntry
 from harness.run.keys import GENERATIONS, RESULTS, cell_key, ids_key, results_key
-from harness.score.pairs import PairScore, score_generations
+from harness.run.complete import complete, one_token_prompt_ends
+from harness.score.pairs import PairScore, kept_pairs, score_generations
 from harness.decode.engines import agreement_summary, decode_with_engine, effective_capture
 from harness.models.variants import engine_of
 
@@ -64,6 +65,8 @@ class CellSettings:
     device: dict[str, Any]
     capture: str = "generate"
     """HF engine's readings: 'generate' or 'probe' (harness.decode.engines)."""
+    store_full_dist: bool = False
+    """Also write every full prompt-end log-softmax row into generations.parquet (``--store-full-dist``)."""
 
 
 def cell_dir(run_dir: Path, cell: Cell) -> Path:
@@ -81,7 +84,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _decode_with_cache(loaded, reqs: list[DecodeRequest], settings: CellSettings, key: str, desc: str):
-    """Generations for every request: cached ones reused, the rest decoded and added to the cache."""
+    """Generations for every request: cached ones reused (compact rows), the rest decoded (traces deferred)."""
     memo = Memo(settings.cache_dir)
     hits: dict[tuple[str, int], Any] = {}
     old = memo.load_frame(GENERATIONS, key)
@@ -99,13 +102,20 @@ def _decode_with_cache(loaded, reqs: list[DecodeRequest], settings: CellSettings
         with _progress(len(todo), desc, settings.progress) as bar:
             fresh, engine_run = decode_with_engine(
                 loaded, todo, max(settings.lengths), settings.lengths, settings.batch_size, bar.update, settings.batching,
-                engine_of(loaded.info.variant), settings.capture)
-        if memo.root is not None:
-            frame = generations_frame(fresh, settings.lengths)
-            ids_of = {(r.prompt_key, r.replicate): ids_key(r.token_ids) for r in todo}
-            frame["cache_ids"] = [ids_of[(g.prompt_key, g.replicate)] for g in fresh]
-            memo.add_rows(GENERATIONS, key, frame, unique=("cache_ids", "replicate"))
-    return list(hits.values()) + fresh, len(todo), len(hits), engine_run
+                engine_of(loaded.info.variant), settings.capture, traces="deferred")
+    return list(hits.values()) + fresh, len(todo), len(hits), engine_run, {(r.prompt_key, r.replicate) for r in todo}
+
+
+def _store_generations(settings: CellSettings, key: str, gens, reqs: list[DecodeRequest], keys: set) -> None:
+    """Add the outputs decoded in this cell to the generation cache, in compact form (no full prompt-end rows)."""
+    memo = Memo(settings.cache_dir)
+    if memo.root is None or not keys:
+        return
+    mine = [g for g in gens if (g.prompt_key, g.replicate) in keys]
+    frame = generations_frame(mine, settings.lengths)
+    ids_of = {(r.prompt_key, r.replicate): ids_key(r.token_ids) for r in reqs}
+    frame["cache_ids"] = [ids_of[(g.prompt_key, g.replicate)] for g in mine]
+    memo.add_rows(GENERATIONS, key, frame, unique=("cache_ids", "replicate"))
 
 
 def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable, embed: Callable | None = None) -> dict[str, Any]:
@@ -158,7 +168,7 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         record["engine_name"], record["capture"] = engine, effective_capture(engine, settings.capture)
         key = cell_key(record, settings.lengths, DECODER_VERSION, settings.batching, settings.libraries, settings.device)
         rkey = results_key(key, settings.pairs, settings.lengths, entry.scaffold.model_dump() if entry.scaffold else None,
-                           entry.name, embedder_sha)
+                           entry.name, embedder_sha, settings.store_full_dist)
         if Memo(settings.cache_dir).restore_files(RESULTS, rkey, _RESULT_FILES, out):
             # Same decodes, same pairs, same scorer and embedder: the scored tables are
             # the ones already computed; nothing is decoded, embedded or re-scored.
@@ -167,8 +177,20 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
             record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
             _write_record(out, record, before)
             return record
-        gens, decoded, cached, engine_run = _decode_with_cache(loaded, reqs, settings, key, f"decode {cell.name}")
+        gens, decoded, cached, engine_run, fresh_keys = _decode_with_cache(loaded, reqs, settings, key, f"decode {cell.name}")
         _check_finite(gens)  # cached decodes too: a cache written before this check may hold them
+
+        def redecode(subset):
+            return decode_with_engine(loaded, subset, max(settings.lengths), settings.lengths, settings.batch_size, None,
+                                      settings.batching, engine, settings.capture, traces="deferred")[0]
+
+        # Traces at the steps the pairs read, full prompt-end rows for the pair divergences (harness.run.complete).
+        in_generation = record["capture"] == "generate"
+        ends = one_token_prompt_ends(loaded, settings.batch_size, settings.batching) if in_generation else redecode
+        gens, counts, again = complete(loaded, gens, reqs, kept_pairs(settings.pairs, rows), sides, settings.lengths,
+                                       redecode, ends)
+        record["decode_completion"] = counts
+        _store_generations(settings, key, gens, reqs, fresh_keys | again)
         record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
         # How the tokens were chosen and read; None when every prompt came from the cache.
         record["engine"] = None if engine_run is None else dataclasses.asdict(engine_run)
@@ -205,7 +227,7 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         for p in settings.pairs:
             if p.pair_id in sides:  # kept pairs, in ladder order
                 prompt_ids.setdefault(sides[p.pair_id][0], p.prompt_id)
-        gframe = generations_frame(gens, settings.lengths, scored)
+        gframe = generations_frame(gens, settings.lengths, scored, full_dist=settings.store_full_dist)
         gframe["prompt_id"] = [prompt_ids.get(k, "") for k in gframe["prompt_key"]]
         rundir.atomic_write_parquet(out / "audit.parquet", _frame(rows, AuditRow))
         rundir.atomic_write_parquet(out / "generations.parquet", gframe)
@@ -242,7 +264,7 @@ FAILED_NUMERICS = "failed-numerics"
 
 def _check_finite(gens) -> None:
     for g in gens:
-        bad = first_non_finite(g.trace_top1_logit, g.trace_top2_logit, None, g.prompt_end_logprobs)
+        bad = first_non_finite(g.trace_top1_logit, g.trace_top2_logit, None, g.prompt_end)
         if bad is None and not all(np.isfinite(v).all() for v in g.hidden_means.values()):
             bad = ("hidden states (mean over the first steps)", 0)
         if bad is not None:

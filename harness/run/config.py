@@ -72,6 +72,8 @@ class RunConfig:
     """Engine of variants that do not name one (None: each model's registry engine); see harness.decode.engines."""
     capture: str = "generate"
     """Per-step readings of the HF engine: 'generate' (in-generation capture) or 'probe' (teacher-forced)."""
+    store_full_dist: bool = False
+    """Also keep every full prompt-end log-softmax row in generations.parquet (harness.decode.prompt_end)."""
     loader: Callable[[ModelEntry, str], Any] = None  # type: ignore[assignment]
     """How a (model, variant) is loaded (default: lazy_load_model); tests inject degraded weights through it."""
 
@@ -175,6 +177,7 @@ def config_record(cfg: RunConfig, embedder_info) -> dict[str, Any]:
         "decoder_version": DECODER_VERSION,
         "engine": cfg.engine,
         "capture": cfg.capture,
+        "store_full_dist": cfg.store_full_dist,
         "cache_dir": None if cfg.cache_dir is None else str(cfg.cache_dir),
         "embedder": dataclasses.asdict(embedder_info),
     }
@@ -206,7 +209,7 @@ def config_from_record(conf: dict[str, Any], ladder: Ladder, out: Path, source: 
         batch_size=conf["batch_size"], batching=conf["batching"], embedder=conf["embedder"]["path"],
         cache_dir=Path(conf["cache_dir"]) if conf.get("cache_dir") else None,
         shard=shard, executor=conf.get("executor", "local"),
-        capture=conf.get("capture", "generate"),
+        capture=conf.get("capture", "generate"), store_full_dist=bool(conf.get("store_full_dist", False)),
         # The recorded variant names already carry a non-HF engine, and with_engine keeps what is written.
         engine=conf.get("engine"),
     )

@@ -52,12 +52,13 @@ def cell_key(info: dict[str, Any], lengths: Sequence[int], decoder_version: str,
 
 
 def results_key(decode_key: str, pairs: Sequence, lengths: Sequence[int], scaffold: dict | None, name: str,
-                embedder_sha: str) -> str:
-    """Everything a cell's scored tables depend on beyond its decodes."""
+                embedder_sha: str, store_full_dist: bool = False) -> str:
+    """Everything a cell's scored tables depend on beyond its decodes (``store_full_dist``: generations.parquet
+    holds the full prompt-end rows)."""
     return memo_key(RESULTS, {
         "decode": decode_key, "scorer": SCORER_VERSION, "embedder": embedder_sha,
         "pairs": [dataclasses.astuple(p) for p in pairs], "lengths": list(lengths),
-        "scaffold": scaffold, "name": name,
+        "scaffold": scaffold, "name": name, "store_full_dist": store_full_dist,
     })
 
 

@@ -218,11 +218,7 @@ def score_pairs(
     for s, L, ia, ib, aa, ab, traj, ta, tb, t_ans_a, t_ans_b in plan:
         ga, gb = s.a.gen, s.b.gen
         if id(s) not in prompt_end:
-            la, lb = ga.prompt_end_logprobs, gb.prompt_end_logprobs
-            prompt_end[id(s)] = (
-                dv.js(la, lb), dv.kl(la, lb), dv.kl(lb, la), dv.top1_flip(la, lb),
-                dv.top1_prob(la), dv.top1_prob(lb), dv.logprob_margin(la), dv.logprob_margin(lb),
-            )
+            prompt_end[id(s)] = prompt_end_scores(ga, gb)
         js, kab, kba, flip, pa, pb, ma, mb = prompt_end[id(s)]
         fd = first_divergence(ia, ib)
         min_a, min_b, da, db, pct = _margin_stats(ga, gb, L, fd)
@@ -255,6 +251,37 @@ def score_pairs(
             )
         )
     return rows, embedded
+
+
+def prompt_end_scores(ga: Generation, gb: Generation) -> tuple[float, float, float, bool, float, float, float, float]:
+    """(JS, KL(a||b), KL(b||a), top-1 flip, top-1 prob a, b, margin a, b) of two prompt-end distributions.
+
+    The divergences need both full distributions: a run scores its pairs inside
+    the cell, where every side's full row is in memory (harness.decode.prompt_end).
+    A side read back without it (``--store-full-dist`` off) gives NaN divergences,
+    never an estimate from the top-k. The rest comes from the compact records.
+    """
+    a, b = ga.prompt_end, gb.prompt_end
+    la, lb = ga.prompt_end_logprobs, gb.prompt_end_logprobs
+    if la is not None and lb is not None:
+        js, kab, kba = dv.divergences(_prepared(la), _prepared(lb))
+    else:
+        js = kab = kba = float("nan")
+    return js, kab, kba, a.top1_id != b.top1_id, a.top1_prob, b.top1_prob, a.margin, b.margin
+
+
+_PREPARED: list[tuple[np.ndarray, dv.Prepared]] = []
+
+
+def _prepared(lp: np.ndarray) -> dv.Prepared:
+    """Side A repeats across a base prompt's pairs: the last few prepared rows are kept (by identity, 2.4 MB each)."""
+    for raw, prep in _PREPARED:
+        if raw is lp:
+            return prep
+    prep = dv.Prepared(lp)
+    _PREPARED.insert(0, (lp, prep))
+    del _PREPARED[4:]
+    return prep
 
 
 def kept_pairs(pairs: Sequence[PromptPair], audit: Sequence[AuditRow]) -> list[PromptPair]:

@@ -1,8 +1,9 @@
 """Per-step stability traces for the decoder, and the "boundary beats bulk" statistic.
 
-The decoder calls :func:`step_stability` once per generation step on the
-batch of captured post-norm states (its output-embedding hook already holds
-them); the cost is four O(BVd) mat-vecs per step, no Jacobian.
+The decoder calls :func:`step_stability` on the captured post-norm states of
+the steps it evaluates (harness.decode.traces: by default in a run, side A's
+first divergence of every pair); the cost is four O(Vd) mat-vecs per state,
+no Jacobian, in chunks of :data:`CHUNK_ROWS` states.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from harness.stability.closed_form import head_state, local_stability
 from harness.stability.head import HeadSpec
 
 
-def step_stability(h: torch.Tensor, head: HeadSpec, row_norms_sq: torch.Tensor) -> dict[str, np.ndarray]:
+CHUNK_ROWS = 32
+"""States per evaluation: every intermediate is [rows, V] float32 (19 MB per tensor at V = 151,936 for 32
+rows); one call over a whole batch x steps (1,024 rows) held ~6 GB and spent most of its time in page faults."""
+
+
+def step_stability(h: torch.Tensor, head: HeadSpec, row_norms_sq: torch.Tensor,
+                   chunk: int = CHUNK_ROWS) -> dict[str, np.ndarray]:
     """Per-row stability of one decode step.
 
     ``h`` [B, d] float32 (the output-embedding input at the last position),
@@ -30,9 +37,20 @@ def step_stability(h: torch.Tensor, head: HeadSpec, row_norms_sq: torch.Tensor) 
     """
     if h.ndim != 2 or h.shape[1] != head.hidden_size:
         raise ValueError(f"h must be [B, {head.hidden_size}], got {tuple(h.shape)}")
+    norms = row_norms_sq.to(device=head.device, dtype=head.dtype)
+    parts = [_step_chunk(h[i : i + chunk], head, norms) for i in range(0, int(h.shape[0]), max(1, int(chunk)))]
+    if not parts:
+        return {k: np.zeros(0, np.int64 if k in ("top1_id", "rival_id") else np.float32) for k in _KEYS}
+    return {k: np.concatenate([p[k] for p in parts]) for k in _KEYS}
+
+
+_KEYS = ("top1_id", "top1_prob", "margin", "v_eff", "entropy", "delta_tcb", "flip_radius", "rival_id")
+
+
+def _step_chunk(h: torch.Tensor, head: HeadSpec, norms: torch.Tensor) -> dict[str, np.ndarray]:
     with torch.no_grad():
         state = head_state(h, head)
-        st = local_stability(state, head, row_norms_sq.to(device=head.device, dtype=head.dtype))
+        st = local_stability(state, head, norms)
     f32 = lambda t: t.detach().float().cpu().numpy()  # noqa: E731
     return {
         "top1_id": st.top1_id.cpu().numpy().astype(np.int64),

@@ -125,3 +125,46 @@ def test_ray_executor_equals_local(tmp_path, reference, monkeypatch):
     assert rc == 0
     pd.testing.assert_frame_equal(_table(run_dir), _table(reference))
     pd.testing.assert_frame_equal(_table(run_dir, "drift.parquet"), _table(reference, "drift.parquet"))
+
+
+SUBSET = """ladder: cells-subset
+edit_kinds: [trailing_space]
+prompts:
+  - {id: rev, topic: demo-reverse, text: "Reverse the word apple.", curated: {paraphrase: ["Spell apple backwards."]}}
+  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?"}
+"""
+TRACE_COLUMNS = ["div_delta_tcb_a", "div_flip_radius_a"]
+
+
+def test_compact_cache_rows_score_like_a_fresh_run(tmp_path, reference):
+    """The cache holds compact prompt ends: a run over another ladder that reuses them gets the prompt ends again
+    (one-step decodes) and the trace steps it lacks (re-decodes), and scores exactly what an uncached run does.
+    ``--store-full-dist`` writes the full rows into generations.parquet, never into the cache."""
+    import json
+
+    import numpy as np
+
+    from harness.run.gencache import GenerationCache
+
+    cache = tmp_path / "cache"
+    subset = write(tmp_path / "subset.yaml", SUBSET)
+    assert main(["run", "--models", MODELS, "--ladder", str(subset), "--lengths", "8,24", "--out", str(tmp_path / "sub"),
+                 "--no-progress", "--cache", str(cache), "--store-full-dist"]) == 0
+    sub = _only_run(tmp_path / "sub")
+    gens = pd.read_parquet(sub / "generations.parquet")
+    assert gens.prompt_end_logprobs.map(len).eq(gens.prompt_end_vocab).all()
+    cell = json.loads(next((sub / "cells").glob("tiny-chat--*/cell.json")).read_text())
+    cached = GenerationCache(cache).load(cell["cache_key"])
+    assert len(cached) and "prompt_end_logprobs" not in cached.columns and cached.prompt_end_top_ids.map(len).gt(0).all()
+
+    rc, full = _run(tmp_path, "full", "--cache", str(cache))
+    assert rc == 0
+    records = json.loads((full / "manifest.json").read_text())["models"]
+    assert sum(r["cached_prompts"] for r in records) > 0
+    assert sum(r["decode_completion"]["prompt_ends_redecoded"] for r in records) > 0
+    got, ref = _table(full), _table(reference)
+    pd.testing.assert_frame_equal(got.drop(columns=TRACE_COLUMNS), ref.drop(columns=TRACE_COLUMNS))
+    # fp32 products are not row-invariant (harness.core.gemm): traces evaluated next to other states agree to rounding
+    for col in TRACE_COLUMNS:
+        np.testing.assert_allclose(got[col], ref[col], rtol=1e-5)
+        assert got[col].notna().sum() == ref[col].notna().sum() > 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -54,7 +55,14 @@ def test_full_run_on_a_real_vocabulary_identical_rung_exactly_zero(qwen3_run):
     assert manifest["determinism"]["verdict"] == "deterministic"
     gens = pd.read_parquet(d / "generations.parquet")
     assert (gens.gen_ids.map(len) == 8).all()
-    assert gens.prompt_end_logprobs.map(len).eq(151_669).all()  # the full real-vocabulary distribution
+    # Compact prompt ends: the top-64 and the tail mass, not 151,669 floats per prompt (--store-full-dist keeps those);
+    # the identical rung's JS/KL above were computed in the cell from the full rows, exactly 0.
+    assert "prompt_end_logprobs" not in gens.columns
+    assert gens.prompt_end_top_ids.map(len).eq(64).all() and gens.prompt_end_vocab.eq(151_669).all()
+    top = gens.prompt_end_top_logprobs.map(lambda v: float(np.exp(np.asarray(v, np.float64)).sum()))
+    np.testing.assert_allclose(top + gens.prompt_end_tail_mass, 1.0, rtol=1e-5)
+    assert (gens.prompt_end_top_ids.map(lambda v: int(v[0])) == gens.prompt_end_top1_id).all()
+    assert (d / "generations.parquet").stat().st_size / len(gens) < 10_000
     # the metrics can move: another prompt gives another prompt-end distribution and other hidden states
     # (random weights tend to repeat one token whatever the prompt, so the token metrics may stay at 0)
     control = pairs[pairs.rung == "positive_control"]

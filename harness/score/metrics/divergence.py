@@ -31,7 +31,11 @@ def _renormalized(lp: np.ndarray) -> np.ndarray:
     # normaliser; at V = 150k that shift alone made KL come out -2e-8 (true
     # value 1e-14). Renormalising in float64 makes both sides exact distributions.
     a = np.asarray(lp, dtype=np.float64)
-    return a - logsumexp(a)
+    # logsumexp by hand (max, exp, sum, log: what scipy's does) without scipy's per-call overhead (~8 ms at V = 150k).
+    m = a.max()
+    if not np.isfinite(m):
+        return a - logsumexp(a)
+    return a - (m + np.log(np.sum(np.exp(a - m))))
 
 
 def kl(lp: np.ndarray, lq: np.ndarray) -> float:
@@ -90,3 +94,36 @@ def logprob_margin(lp: np.ndarray) -> float:
 
 def top1_flip(lp: np.ndarray, lq: np.ndarray) -> bool:
     return int(np.argmax(lp)) != int(np.argmax(lq))
+
+
+class Prepared:
+    """One distribution made ready for :func:`divergences`: renormalised float64 log-probabilities and probabilities.
+
+    A base prompt's prompt end is side A of ~20 pairs: preparing it once saves
+    two of the passes over V each of those pairs would make.
+    """
+
+    __slots__ = ("raw", "lp", "p", "ok")
+
+    def __init__(self, lp: np.ndarray) -> None:
+        self.raw = lp
+        self.ok = finite_distribution(lp)
+        self.lp = _renormalized(lp) if self.ok else None
+        self.p = np.exp(self.lp) if self.ok else None
+
+
+def divergences(a: Prepared, b: Prepared) -> tuple[float, float, float]:
+    """(JS, KL(a||b), KL(b||a)) in nats, the values :func:`js` and :func:`kl` give, from one pass set over V."""
+    if not (a.ok and b.ok):
+        return float("nan"), float("nan"), float("nan")
+    if _same(a.raw, b.raw):
+        return 0.0, 0.0, 0.0
+    ma, mb = a.p > 0, b.p > 0
+    with np.errstate(invalid="ignore"):
+        d = a.lp - b.lp
+        kab = max(0.0, float(np.sum(a.p * d, where=ma)))
+        kba = max(0.0, float(-np.sum(b.p * d, where=mb)))
+        lm = np.logaddexp(a.lp, b.lp)
+        lm -= np.log(2.0)
+        js = 0.5 * max(0.0, float(np.sum(a.p * (a.lp - lm), where=ma))) + 0.5 * max(0.0, float(np.sum(b.p * (b.lp - lm), where=mb)))
+    return js, kab, kba

@@ -1,0 +1,95 @@
+"""The prompt-end distribution in the compact form a run keeps: top-k log-probabilities and the tail mass.
+
+Why compact: at a real vocabulary the full next-token log-softmax is 151,936
+float32 for Qwen3 (262k for Gemma 3), about 0.6-1 MB per prompt, written once
+per prompt into the run directory and again into the generation cache. The
+pair divergences (JS, both KLs) need the full distributions, and every pair of
+a cell is known before decoding: the cell computes them while both
+distributions are still in memory (:func:`harness.score.pairs.score_pairs`),
+and only this record is stored. ``--store-full-dist`` keeps the full rows too.
+
+Everything the report reads per prompt (top-1 id and probability, margin,
+entropy, effective vocabulary, non-finite entries) is exact here: the
+statistics that need the whole distribution are computed from it before it
+is dropped. What a compact row cannot give is a divergence to another
+distribution; those are NaN where the full rows are gone (and counted).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TOP_K = 64
+"""Log-probabilities kept per prompt (the Fisher study's default k)."""
+
+
+@dataclass(frozen=True, eq=False)
+class PromptEnd:
+    """One prompt's next-token distribution after the generation prompt, in compact form."""
+
+    top_ids: np.ndarray = field(repr=False)
+    """Token ids of the k most probable tokens (int64), by log-probability descending; among exact ties the lower
+    id first, so ``top_ids[0]`` is ``argmax`` of the full row (the first index, as numpy and greedy take it)."""
+    top_logprobs: np.ndarray = field(repr=False)
+    """Their log-probabilities (float32, the values of the full log-softmax row)."""
+    tail_mass: float
+    """Probability of every token outside ``top_ids`` (a float64 sum of their probabilities; 0.0 when k >= V)."""
+    vocab_size: int
+    """Length of the full row."""
+    entropy: float
+    """nats, from the full row (float64)."""
+    veff: float
+    """Effective vocabulary 1 / sum p_i^2, from the full row."""
+    non_finite: bool
+    """The full row had a NaN or +inf entry (overflowed logits; the cell fails with failed-numerics)."""
+
+    @property
+    def top1_id(self) -> int:
+        return int(self.top_ids[0]) if self.top_ids.size else -1
+
+    @property
+    def top1_prob(self) -> float:
+        return float(np.exp(np.float64(self.top_logprobs[0]))) if self.top_logprobs.size else math.nan
+
+    @property
+    def margin(self) -> float:
+        """Log-probability margin of the top two tokens (= their logit margin; log-softmax keeps differences)."""
+        if self.top_logprobs.size < 2:
+            return math.nan
+        return float(np.float64(self.top_logprobs[0]) - np.float64(self.top_logprobs[1]))
+
+
+def compact(logprobs: np.ndarray, k: int = TOP_K) -> PromptEnd:
+    """The compact record of one full log-softmax row (float32 or float64)."""
+    lp = np.asarray(logprobs)
+    n = int(lp.size)
+    bad = bool(np.isnan(lp).any() or np.isposinf(lp).any())
+    k = min(int(k), n)
+    safe = np.where(np.isnan(lp), -np.inf, lp) if bad else lp
+    if k < n:
+        part = np.argpartition(safe, n - k)[n - k:]
+        # Ties at the k-th value may leave out a lower id than one kept: widen to every id at that value.
+        cand = np.flatnonzero(safe >= safe[part].min())
+    else:
+        cand = np.arange(n)
+    # Order by (-logprob, id): a total order, so exact ties resolve to the lower id, as argmax does.
+    top = cand[np.lexsort((cand, -safe[cand].astype(np.float64)))[:k]].astype(np.int64)
+    # float32 probabilities, float64 accumulators: no full-size float64 temporaries (each fresh 1.2 MB array
+    # cost page faults, ~15 ms per prompt here); exp of a float32 log-probability is exact to 1 ulp.
+    p = np.exp(safe.astype(np.float32, copy=False))
+    rest = np.ones(n, dtype=bool)
+    rest[top] = False
+    tail = float(np.sum(p, where=rest, dtype=np.float64))  # the small terms themselves: no 1 - sum(top) cancellation
+    entropy = float(-np.sum(p * safe, where=p > 0, dtype=np.float64))
+    sq = float(np.sum(p * p, dtype=np.float64))
+    veff = 1.0 / sq if sq > 0 else math.nan
+    return PromptEnd(top, lp[top].astype(np.float32), tail, n, entropy, veff, bad)
+
+
+def from_columns(top_ids, top_logprobs, tail_mass, vocab_size, entropy, veff, non_finite) -> PromptEnd:
+    """Rebuild the record from a generations.parquet / cache row."""
+    return PromptEnd(np.asarray(top_ids, dtype=np.int64), np.asarray(top_logprobs, dtype=np.float32), float(tail_mass),
+                     int(vocab_size), float(entropy), float(veff), bool(non_finite))
