@@ -22,7 +22,7 @@ def test_compact_keeps_the_top_k_the_tail_and_the_statistics_of_the_full_row():
     assert np.array_equal(c.top_ids, order[:64]) and np.array_equal(c.top_logprobs, lp[order[:64]])
     p = np.exp(lp64)
     assert c.tail_mass == pytest.approx(p[order[64:]].sum(), rel=1e-6)
-    assert c.tail_mass + np.exp(c.top_logprobs.astype(np.float64)).sum() == pytest.approx(p.sum(), rel=1e-12)
+    assert c.tail_mass + np.exp(c.top_logprobs.astype(np.float64)).sum() == pytest.approx(p.sum(), rel=1e-7)
     assert c.entropy == pytest.approx(dv.entropy(lp), rel=1e-6) and c.veff == pytest.approx(dv.effective_vocab(lp), rel=1e-6)
     assert c.top1_id == int(np.argmax(lp)) and c.top1_prob == dv.top1_prob(lp)
     assert c.margin == dv.logprob_margin(lp) and not c.non_finite and c.vocab_size == lp.size
