@@ -144,7 +144,8 @@ def test_compact_cache_rows_score_like_a_fresh_run(tmp_path, reference):
 
     import numpy as np
 
-    from harness.run.gencache import GenerationCache
+    from harness.core.memo import Memo
+    from harness.run.keys import GENERATIONS
 
     cache = tmp_path / "cache"
     subset = write(tmp_path / "subset.yaml", SUBSET)
@@ -154,7 +155,7 @@ def test_compact_cache_rows_score_like_a_fresh_run(tmp_path, reference):
     gens = pd.read_parquet(sub / "generations.parquet")
     assert gens.prompt_end_logprobs.map(len).eq(gens.prompt_end_vocab).all()
     cell = json.loads(next((sub / "cells").glob("tiny-chat--*/cell.json")).read_text())
-    cached = GenerationCache(cache).load(cell["cache_key"])
+    cached = Memo(cache).load_frame(GENERATIONS, cell["cache_key"])
     assert len(cached) and "prompt_end_logprobs" not in cached.columns and cached.prompt_end_top_ids.map(len).gt(0).all()
 
     rc, full = _run(tmp_path, "full", "--cache", str(cache))
