@@ -91,7 +91,7 @@ class Memo:
         merged = pd.concat([old, frame], ignore_index=True) if not old.empty else frame
         merged = merged.drop_duplicates(subset=list(unique), keep="last")
         buf = io.BytesIO()
-        merged.to_parquet(buf, index=False)
+        merged.to_parquet(buf, index=False, compression="zstd")
         write_checked(path, buf.getvalue())
 
     # -- sets of files (a cell's scored tables) --------------------------------------

@@ -65,7 +65,8 @@ def atomic_write_parquet(path: Path, frame) -> None:
     import io
 
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
+    # zstd: 11% smaller than the default snappy on generations.parquet (measured; 1% on pairs.parquet).
+    frame.to_parquet(buf, index=False, compression="zstd")
     atomic_write_bytes(path, buf.getvalue())
 
 

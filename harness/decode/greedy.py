@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from harness.decode.prompt_end import PromptEnd, compact
+from harness.decode.recorder import StepRecorder
 
 # 2: exact-length buckets, no one-row batches; 3: head check, head top-1 in the traces;
 # 4: traces at the steps the scorer reads (trace_steps), compact prompt-end record
@@ -156,56 +157,6 @@ def prompt_key(token_ids: Sequence[int]) -> str:
     return hashlib.sha256(np.asarray(token_ids, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-class _StepRecorder:
-    """Logits processor: keeps top-2 per step and the full distribution of step 0."""
-
-    def __init__(self) -> None:
-        self.top_vals: list = []
-        self.top_ids: list = []
-        self.first_logprobs = None
-        self.first_scores = None
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        s = scores.float()
-        if s.device.type == "cpu" and s.is_contiguous():
-            v, i = _top2_cpu(s)
-        else:
-            v, i = torch.topk(s, 2, dim=-1)
-        self.top_vals.append(v.cpu())
-        self.top_ids.append(i.cpu())
-        if self.first_logprobs is None:
-            # log_softmax, not log(softmax): tail probabilities underflow in float32.
-            self.first_logprobs = torch.log_softmax(s, dim=-1).cpu()
-            self.first_scores = s.cpu()  # what the closed-form head is checked against (once per cell)
-        return scores
-
-
-def _top2_cpu(s):
-    """Top-2 values and ids per row of a CPU float32 [B, V] tensor, as two argmax passes (numpy's SIMD reductions).
-
-    ``torch.topk(k=2)`` took 28 ms per step for 16 rows at V = 151,936 on one
-    thread (numpy: 3.7 ms), more than the bf16 lm_head of a small model. The
-    first id is the first maximal index, as greedy's ``torch.argmax`` takes it;
-    the second is the best entry after masking the first (the next index of an
-    exact tie). ``s`` is restored before returning.
-    """
-    import torch
-
-    a = s.numpy()
-    rows = np.arange(a.shape[0])
-    i1 = a.argmax(axis=1)
-    v1 = a[rows, i1].copy()
-    a[rows, i1] = -np.inf
-    try:
-        i2 = a.argmax(axis=1)
-        v2 = a[rows, i2].copy()
-    finally:
-        a[rows, i1] = v1
-    return torch.from_numpy(np.stack([v1, v2], 1)), torch.from_numpy(np.stack([i1, i2], 1).astype(np.int64))
-
-
 def greedy_config(max_new_tokens: int, eos: tuple[int, ...], pad: int, **extra):
     """A fresh greedy GenerationConfig: a model's shipped sampling or repetition settings never apply."""
     from transformers import GenerationConfig
@@ -258,7 +209,7 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
         ids[b, width - len(r.token_ids):] = torch.tensor(r.token_ids, dtype=torch.long)
         mask[b, width - len(r.token_ids):] = 1
 
-    rec = _StepRecorder()
+    rec = StepRecorder()
     # bitsandbytes int8 logs on every matmul that it casts bf16 inputs to fp16;
     # the manifest records that once (ModelInfo.quantization).
     bnb_log = logging.getLogger("bitsandbytes.autograd._functions")

@@ -29,14 +29,15 @@ def generation_row(g: Generation, lengths: Sequence[int], side: ScaffoldSplit | 
                    full_dist: bool = False) -> dict[str, Any]:
     """One table row. ``full_dist``: also the full prompt-end log-probabilities (``--store-full-dist``)."""
     d = {f.name: getattr(g, f.name) for f in dataclasses.fields(g) if f.name not in _NOT_STORED}
-    d["gen_ids"] = list(g.gen_ids)
-    d["trace_steps"] = list(g.trace_steps)
+    # Token ids fit int32 (vocabularies are < 2^31): half the bytes of int64 lists; read back as int64.
+    d["gen_ids"] = np.asarray(g.gen_ids, dtype=np.int32)
+    d["trace_steps"] = np.asarray(g.trace_steps, dtype=np.int32)
     for k in _ARRAYS_INT:
-        d[k] = np.asarray(getattr(g, k)).astype(np.int64).tolist()
+        d[k] = np.asarray(getattr(g, k)).astype(np.int32)
     for k in _ARRAYS_FLOAT:
         d[k] = np.asarray(getattr(g, k)).astype(np.float32)
     pe = g.prompt_end
-    d["prompt_end_top_ids"] = pe.top_ids.tolist()
+    d["prompt_end_top_ids"] = pe.top_ids.astype(np.int32)
     d["prompt_end_top_logprobs"] = pe.top_logprobs.astype(np.float32)
     d["prompt_end_tail_mass"] = pe.tail_mass
     d["prompt_end_vocab"] = pe.vocab_size
