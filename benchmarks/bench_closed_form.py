@@ -7,8 +7,8 @@ J = (diag(p) − ppᵀ)W is the Jacobian of the probabilities:
 - closed form (the δ_TCB path the decoder runs): ``head_state`` (logits,
   log-softmax), top token, ``jacobian_fro_sq`` with row norms (no W w_top)
   precomputed once per model (``row_norms_sq``, untimed, as in the decoder).
-  It is evaluated as the decoder evaluates it: one call over a batch of states
-  (``_step_stability`` passes every step of a decode batch at once), and the
+  It is evaluated on a batch of states in one call (the decoder's traces pass
+  the states they evaluate in chunks of 32, harness.stability.traces), and the
   figure is time per position.
 - explicit: per position, z = W h, p = softmax(z), μ = Wᵀp, J = p ⊙ (W − 1μᵀ)
   as one fresh V×d fp32 tensor (131 MB; the row-wise form of (diag(p) − ppᵀ)W,
