@@ -83,16 +83,19 @@ def pick(rng: random.Random, items: Sequence[T], why: str = "nothing to edit") -
 # A URL ends before trailing sentence punctuation ("see https://x.org.").
 URL = re.compile(r"(?:[a-zA-Z][a-zA-Z0-9+.-]*://|www\.)[^\s<>\"]*[^\s<>\".,;:!?)\]}'\u2019]|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _DIGIT_TOKEN = re.compile(r"\S*\d\S*")
+# Address-like runs glued to other text ("a@b.cowww.x.org"): the URL and e-mail patterns above can end inside
+# them, leaving a tail ("b.co") a word edit would touch; the whole run without spaces is protected.
+_ADDRESS_TOKEN = re.compile(r"\S*(?:@|://|www\.)\S*")
 _QUOTED = re.compile(r"`[^`]*`?|\"[^\"]*\"?|\u201c[^\u201d]*\u201d?|\u00ab[^\u00bb]*\u00bb?")
 
 
 @lru_cache(maxsize=512)
 def protected_spans(text: str) -> tuple[tuple[int, int], ...]:
-    """Character ranges no word-level edit may touch (URLs, tokens with a digit, code, quotes).
+    """Character ranges no word-level edit may touch (URLs, address-like tokens, tokens with a digit, code, quotes).
 
     An opening quote without its closing one protects the rest of the prompt.
     """
-    spans = [(m.start(), m.end()) for rx in (URL, _DIGIT_TOKEN, _QUOTED) for m in rx.finditer(text)]
+    spans = [(m.start(), m.end()) for rx in (URL, _ADDRESS_TOKEN, _DIGIT_TOKEN, _QUOTED) for m in rx.finditer(text)]
     return tuple(sorted(spans))
 
 

@@ -250,3 +250,19 @@ def test_ladder_build_options_round_trip_and_bad_values_exit_2(tmp_path, capsys)
     bad = write(tmp_path / "k.yaml", "ladder: x\npairs_per_kind: 0\nprompts:\n  - id: a\n    text: hi\n")
     with pytest.raises(InputError, match="pairs_per_kind"):
         load_ladder(bad)
+
+
+def test_address_like_runs_glued_to_text_are_protected_whole():
+    # Hypothesis found it: the e-mail pattern ended at "orga", leaving "@b.co" to word_uppercased ("b.CO"),
+    # inside what reads as www.Test.orga@b.co.
+    from harness.ladder.edits import EDIT_KINDS, NotApplicable, apply_edit
+
+    text = "Question: a@b.cowww.Test.orga@b.co\nQuestion: "
+    kind = next(k for k in EDIT_KINDS if k.name == "word_uppercased")
+    outs = []
+    for i in range(60):
+        try:
+            outs.append(apply_edit(kind, text, ladder="l", prompt_id=f"p{i}"))
+        except NotApplicable:
+            pass
+    assert outs and all("a@b.cowww.Test.orga@b.co" in out for out in outs)
