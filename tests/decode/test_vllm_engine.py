@@ -35,7 +35,8 @@ def vllm_run(tmp_path_factory):
     models = resolve_models("tiny-chat", load_registry(DEFAULT_REGISTRY))
     cfg = RunConfig(models=tuple(models), ladder=load_ladder(write(tmp / "l.yaml", LADDER)), out=tmp / "runs",
                     lengths=(8, 32), variants=("bf16", "bf16@hf"), engine="vllm", capture="probe", progress=False,
-                    cache_dir=tmp / "cache")
+                    # Full prompt-end rows: the drift between engines then has its JS/KL (without them it is NaN).
+                    cache_dir=tmp / "cache", store_full_dist=True)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
