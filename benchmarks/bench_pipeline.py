@@ -89,6 +89,7 @@ def instrumented(timer: StageTimer):
 
     import harness.run.cell as cells
     import harness.run.pipeline as pipeline
+    import harness.run.tf_drift as tf_drift
     import harness.report.write as reports
     import harness.score.drift as drift
     import harness.summary.build as summary
@@ -109,6 +110,7 @@ def instrumented(timer: StageTimer):
         (pipeline, "run_cell", timer.wrap("cell: other (load, keys, records)", pipeline.run_cell)),
         (pipeline, "finalize", timer.wrap("merge: other (concat, manifest)", pipeline.finalize)),
         (drift, "drift_frames", timer.wrap("merge: drift", drift.drift_frames)),
+        (tf_drift, "teacher_forced_frame", timer.wrap("merge: teacher-forced drift", tf_drift.teacher_forced_frame)),
         (pipeline, "write_reports", timer.wrap("reports: other (read tables, drift/scaffold tables, writes)",
                                                pipeline.write_reports)),
         (reports, "build_summary", timer.wrap("reports: summary (bootstrap CIs, clusters)", reports.build_summary)),
@@ -117,7 +119,7 @@ def instrumented(timer: StageTimer):
         (reports, "render_html", timer.wrap("reports: report.html (matplotlib figures)", reports.render_html)),
         (cells, "audit_pairs", timer.wrap("cell: audit (render + tokenize)", cells.audit_pairs)),
         (cells, "_decode_with_cache", timer.wrap("cell: decode (cache lookup + decode_all)", cells._decode_with_cache)),
-        (cells, "score_pairs", timer.wrap("cell: score_pairs (metrics)", cells.score_pairs)),
+        (cells, "score_generations", timer.wrap("cell: score_generations (scaffolds + metrics)", cells.score_generations)),
         (cells, "generations_frame", timer.wrap("cell: generations frame", cells.generations_frame)),
         (cells, "_frame", timer.wrap("cell: audit/pairs frames (dataclasses.asdict)", cells._frame)),
         (cells, "gc", types.SimpleNamespace(collect=timer.wrap("cell: gc.collect() at cell end", gc.collect))),
@@ -225,13 +227,13 @@ def run_phase_split(quick: bool = False) -> Outcome:
               f"<= {SPLIT_TARGET:.2f}", frac, f"{frac:.3f}", bool(frac <= SPLIT_TARGET))
     st = cold["stages"]
     emb = st.get("embedding compute (MiniLM)", 0.0)
-    metrics = st.get("cell: score_pairs (metrics)", 0.0)
+    metrics = st.get("cell: score_generations (scaffolds + metrics)", 0.0)
     per_cell = "; ".join(f"{c['name']}/{c['variant']} {c['timings_s'].get('score', 0):.2f}/{c['timings_s'].get('decode', 0):.2f}"
                          for c in m["models"])
     row.info.append(f"phase_split: per cell score/decode s: {per_cell}")
     row.info.append(
-        f"phase_split: the cold score phase is MiniLM embedding {emb:.2f} s + pair metrics {metrics:.2f} s "
-        f"(+ {max(score - emb - metrics, 0):.2f} s answer-span detection and bookkeeping); without the embedding "
+        f"phase_split: the cold score phase is MiniLM embedding {emb:.2f} s + scaffold split + pair metrics {metrics:.2f} s "
+        f"(+ {max(score - emb - metrics, 0):.2f} s bookkeeping); without the embedding "
         f"the ratio would be {(score - emb) / decode:.3f}"
     )
     figures = {"decode_s": decode, "score_s": score, "ratio": frac, "embedding_s": emb, "metrics_s": metrics,
