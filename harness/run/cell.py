@@ -32,7 +32,8 @@ from harness.ladder.records import PromptPair
 from harness.models.registry import ModelEntry
 from harness.run.keys import GENERATIONS, RESULTS, cell_key, ids_key, results_key
 from harness.run.complete import complete, one_token_prompt_ends
-from harness.score.pairs import PairScore, kept_pairs, score_generations
+from harness.score.pairs import kept_pairs, score_generations
+from harness.score.records import PairScore
 from harness.decode.engines import agreement_summary, decode_with_engine, effective_capture
 from harness.models.variants import engine_of
 

@@ -36,7 +36,7 @@ from harness.run.config import (  # noqa: F401 - RunConfig, RunResult: the libra
 from harness.run.manifest import base_manifest
 from harness.score import drift
 from harness.score.embedder import Embedder
-from harness.score.pairs import PairScore
+from harness.score.records import PairScore
 
 
 def plan_cells(cfg: RunConfig) -> list[Cell]:

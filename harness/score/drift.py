@@ -20,7 +20,8 @@ import pandas as pd
 from harness.ladder.records import PromptPair
 from harness.models.loading import load_tokenizer
 from harness.models.registry import ModelEntry
-from harness.score.pairs import PairSides, ScoredSide, score_pairs, scored_sides_from_frame
+from harness.score.pairs import score_pairs, scored_sides_from_frame
+from harness.score.records import PairSides, ScoredSide
 from harness.models.variants import REFERENCE, parse_variant
 
 DRIFT_RUNG = "drift"

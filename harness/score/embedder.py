@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from harness.errors import InputError
 from harness.core.hashing import content_files, hash_files
+from harness.score.records import EmbedderInfo
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 WINDOW_MARGIN = 8
 """Word pieces kept free in each window: a window's text re-tokenizes to about, not exactly, its pieces."""
-
-
-@dataclass(frozen=True)
-class EmbedderInfo:
-    name: str
-    path: str
-    sha256: str
-    max_seq_length: int
-    """Word pieces the embedder reads at once (special tokens included)."""
-    long_text: str = "windows"
-    """How texts longer than the window are embedded: 'windows' = overlapping windows of at most ``window``
-    word pieces, each embedded and normalized, averaged weighted by their word pieces, renormalized."""
-    window: int = 0
-    """Word pieces per window (max_seq_length minus special tokens and a margin for re-tokenization)."""
-    overlap: int = 0
-    """Word pieces shared by consecutive windows, so no sentence is only ever seen cut in two."""
-
-    @property
-    def method(self) -> str:
-        """One string for cache keys: a change of window or overlap changes every long text's vector."""
-        return f"{self.long_text}:{self.window}/{self.overlap}"
 
 
 def resolve_embedder_path(name_or_path: str | None) -> tuple[str, Path]:

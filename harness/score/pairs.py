@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -14,6 +13,7 @@ from harness.decode.table import generation_from_row
 from harness.ladder.records import PromptPair
 from harness.score.answers import correctness
 from harness.score.metrics import divergence as dv
+from harness.score.records import PairScore, PairSides, ScoredSide  # noqa: F401 - public here too
 from harness.score.scaffold import answer_start_token
 from harness.stability.traces import first_divergence_margin_percentile
 from harness.score.metrics.edit_distance import (
@@ -25,73 +25,6 @@ from harness.score.metrics.edit_distance import (
 
 TRIVIAL_SHIFT = 2
 """A single inserted or deleted token keeps d(t) <= 2: the trajectory's reference line."""
-
-
-@dataclass(frozen=True)
-class PairScore:
-    model: str
-    variant: str
-    pair_id: str
-    prompt_id: str
-    rung: str
-    edit_kind: str
-    length: int
-    """Output length L: metrics use the first L generated tokens."""
-    emb_dist: float
-    """1 - cos of MiniLM embeddings of the two decoded prefixes (raw output)."""
-    emb_dist_answer: float
-    """The same on the answer span: scaffold removed, first L answer tokens; nan when answer_missing."""
-    tok_edit: int
-    tok_edit_norm: float
-    tok_edit_norm_answer: float
-    """Normalized token edit distance of the answer spans; nan when answer_missing."""
-    answer_missing: bool
-    """A side has no answer span (its scaffold never closed): the answer-span metrics are missing, not 0."""
-    first_div: int
-    """1-based first differing step within the first L tokens; 0 = identical prefixes."""
-    lev_traj_max: int
-    """max_t Lev(A[:t], B[:t]) for t <= L."""
-    lev_traj_mean: float
-    steps_above_shift: int
-    """Steps t <= L whose trajectory exceeds the trivial-shift line (d(t) > 2)."""
-    hidden_dist: float
-    """Cosine distance of the mean post-norm hidden states over the first L steps."""
-    len_a: int
-    len_b: int
-    answer_len_a: int
-    answer_len_b: int
-    scaffold_a: str
-    """none / absent / closed / unclosed (see harness.score.scaffold)."""
-    scaffold_b: str
-    min_margin_a: float
-    """Smallest top-1 minus top-2 logit over side A's first L steps."""
-    min_margin_b: float
-    div_margin_a: float
-    """Side A's margin at the first-divergence step; nan when the prefixes agree."""
-    div_margin_b: float
-    div_margin_pct_a: float
-    """Percentile (0-100) of div_margin_a within side A's first L margins: low = the split came at a low-margin step."""
-    div_delta_tcb_a: float
-    """Side A's Token Constraint Bound at the first-divergence step (nan when none or unavailable)."""
-    div_flip_radius_a: float
-    """Side A's argmax-flip radius at the first-divergence step."""
-    js: float
-    kl_ab: float
-    kl_ba: float
-    top1_flip: bool
-    top1_prob_a: float
-    top1_prob_b: float
-    margin_a: float
-    margin_b: float
-    prompt_key_a: str
-    prompt_key_b: str
-    correct_a: float
-    """1 / 0: side a's answer span passes its expected answer's check (harness.score.answers); nan: no expected
-    answer, or no answer span."""
-    correct_b: float
-    """The same for side b, against side b's expected answer."""
-    answer_flip: float
-    """|correct_a - correct_b|: the pair's correctness flipped (either direction); nan when a side is nan."""
 
 
 # Columns that must be exactly 0 on the identical rung of a deterministic run.
@@ -115,25 +48,6 @@ def cosine_distance(u: np.ndarray, v: np.ndarray) -> float:
     if nu == 0.0 or nv == 0.0:
         return float("nan")
     return float(1.0 - np.dot(u64, v64) / (nu * nv))
-
-
-@dataclass(frozen=True)
-class ScoredSide:
-    """A generation with its scaffold split (index of the first answer token)."""
-
-    gen: Generation
-    scaffold: str
-    answer_start: int
-
-    def answer_ids(self, L: int) -> tuple[int, ...]:
-        return self.gen.gen_ids[self.answer_start :][:L]
-
-
-@dataclass(frozen=True)
-class PairSides:
-    pair: PromptPair
-    a: ScoredSide
-    b: ScoredSide
 
 
 def _margin_stats(a: Generation, b: Generation, L: int, fd: int) -> tuple[float, float, float, float, float]:

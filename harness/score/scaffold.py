@@ -13,20 +13,10 @@ nothing after it is known to be the answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 from harness.models.registry import Scaffold
-
-Status = Literal["none", "absent", "closed", "unclosed"]
-"""none: the model has no scaffold configured; absent: configured but not opened in this output."""
-
-
-@dataclass(frozen=True)
-class ScaffoldSplit:
-    status: Status
-    answer_char: int
-    """Character offset where the answer starts; len(text) when the answer is empty."""
+from harness.score.records import ScaffoldSplit, Status  # noqa: F401 - public here too
 
 
 def split_text(text: str, scaffold: Scaffold | None) -> ScaffoldSplit:

@@ -20,10 +20,11 @@ chunks of ``CHUNK`` positions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from harness.score.records import StepDivergence
 
 TF_VERSION = "1"
 CHUNK = 64
@@ -31,18 +32,6 @@ CHUNK = 64
 TF_COLUMNS = ("tf_positions", "tf_kl_mean", "tf_kl_median", "tf_kl_p99", "tf_kl_max", "tf_same_top1", "tf_dp_mean",
               "tf_first_top1_diff", "tf_kl_steps")
 """Columns added to drift.parquet (NaN / empty on rows without a teacher-forced reading, e.g. the reference's own)."""
-
-
-@dataclass(frozen=True)
-class StepDivergence:
-    """Per generated position of one output: the reference and the variant on the same tokens."""
-
-    kl: np.ndarray
-    """KL(p_ref || p_q) per step, nats (float64, >= 0)."""
-    same_top1: np.ndarray
-    """argmax p_q == argmax p_ref per step (bool)."""
-    dp: np.ndarray
-    """p_q(y_t) - p_ref(y_t) for the reference token y_t (float64)."""
 
 
 def step_divergence(ref_logits, var_logits, tokens: Sequence[int], chunk: int = CHUNK) -> StepDivergence:

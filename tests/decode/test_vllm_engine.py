@@ -21,7 +21,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed here; `make test` runs
 from harness.ladder.load import load_ladder  # noqa: E402
 from harness.run.pipeline import RunConfig, run  # noqa: E402
 from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models  # noqa: E402
-from harness.score.pairs import PairScore  # noqa: E402
+from harness.score.records import PairScore  # noqa: E402
 from tests.conftest import MODELS, ROOT, write  # noqa: E402
 from tests.run.test_engines import LADDER  # noqa: E402
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from harness.ladder.load import load_ladder
 from harness.models.registry import DEFAULT_REGISTRY, load_registry
 from harness.run.config import RunConfig, config_from_record, config_record
-from harness.score.embedder import EmbedderInfo
+from harness.score.records import EmbedderInfo
 from tests.conftest import ROOT
 
 # The fields the record does not keep: they belong to one invocation, not to the run's results.

@@ -14,7 +14,8 @@ from harness.score.metrics import divergence as dv
 from harness.score.metrics.repetition import loop_mask, loop_share
 from harness.models.registry import Scaffold
 from harness.score.scaffold import answer_start_token
-from harness.score.pairs import ANSWER_COLUMNS, DIVERGENCE_COLUMNS, PairSides, ScoredSide, score_pairs
+from harness.score.pairs import ANSWER_COLUMNS, DIVERGENCE_COLUMNS, score_pairs
+from harness.score.records import PairSides, ScoredSide
 from harness.summary.build import cell_stats
 from harness.summary.traps import answer_missing_flags
 from harness.decode.greedy import Generation
