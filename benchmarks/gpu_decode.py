@@ -86,7 +86,7 @@ def loaded_for(model, attn: str):
     """A harness LoadedModel around an in-memory model (what decode_all needs)."""
     from harness.models.loading import LoadedModel, ModelInfo
     from harness.models.registry import ModelEntry
-    from harness.audit.render import RenderPolicy
+    from harness.audit.records import RenderPolicy
 
     n_params = sum(p.numel() for p in model.parameters())
     entry = ModelEntry(name="random-init", source="./random-init", attn_implementation=attn)

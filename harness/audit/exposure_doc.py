@@ -23,10 +23,11 @@ from typing import Sequence
 import pandas as pd
 
 from harness.audit.exposure import exposure_table
-from harness.audit.tokens import AuditRow, audit_pairs
+from harness.audit.tokens import audit_pairs
+from harness.audit.records import AuditRow
 from harness.ladder.edits import EDIT_KINDS
 from harness.ladder.records import Ladder
-from harness.audit.render import RenderPolicy
+from harness.audit.records import RenderPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENIZERS = ROOT / "tests" / "fixtures" / "tokenizers"

@@ -7,34 +7,9 @@ the harness is made on the ids produced here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from harness.errors import InputError
-from harness.audit.template_clock import DEFAULT_TEMPLATE_DATE, template_clock
-
-
-@dataclass(frozen=True)
-class RenderPolicy:
-    """How one model turns a user prompt into ids."""
-
-    use_chat_template: bool
-    template_kwargs: dict[str, Any] = field(default_factory=dict)
-    template_override: str | None = None
-    """A template that replaces the tokenizer's own (used by audits of published templates)."""
-    template_date: str = DEFAULT_TEMPLATE_DATE
-    """What ``strftime_now`` answers inside the template: YYYY-MM-DD, or ``today`` (harness.audit.template_clock)."""
-    template_source: str = "tokenizer"
-    """Where the template comes from: 'tokenizer', or the .jinja file the registry entry names."""
-
-
-@dataclass(frozen=True)
-class RenderedPrompt:
-    text: str
-    """The string handed to the tokenizer (template applied)."""
-    token_ids: tuple[int, ...]
-    reads_clock: bool = False
-    """The template asked for the date (the answer was policy.template_date)."""
+from harness.audit.records import RenderedPrompt, RenderPolicy  # noqa: F401 - public here too
+from harness.audit.template_clock import template_clock
 
 
 class MissingChatTemplate(Exception):

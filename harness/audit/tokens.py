@@ -6,33 +6,14 @@ model; it is dropped with its reason instead of being scored as "stable".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from harness.ladder.records import PromptPair
-from harness.audit.render import RenderedPrompt, RenderPolicy, render_prompt
+from harness.audit.records import AuditRow, RenderedPrompt, RenderPolicy  # noqa: F401 - AuditRow: public here too
+from harness.audit.render import render_prompt
 
 KEPT = ""
 IDENTICAL_INPUT = "identical_input"
 IDENTICAL_AFTER_TEMPLATE = "identical_after_template"
 EXCEEDS_CONTEXT = "exceeds_context"
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    model: str
-    variant: str
-    """The variant's template overrides (e.g. -nothink) can change what a model sees."""
-    pair_id: str
-    prompt_id: str
-    rung: str
-    edit_kind: str
-    kept: bool
-    reason: str
-    """'' when kept; otherwise identical_input, identical_after_template or exceeds_context."""
-    n_tokens_a: int
-    n_tokens_b: int
-    first_diff: int
-    """First index where the two id sequences differ; -1 when they are equal."""
 
 
 def first_difference(a: tuple[int, ...], b: tuple[int, ...]) -> int:

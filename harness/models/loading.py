@@ -10,7 +10,7 @@ from typing import Any
 from harness.errors import InputError
 from harness.core.hashing import TOKENIZER_FILES, directory_revision, sha256_text, tokenizer_hash, weights_hash
 from harness.models.registry import ModelEntry, model_dir_problem
-from harness.audit.render import RenderPolicy
+from harness.audit.records import RenderPolicy
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 

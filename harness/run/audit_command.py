@@ -11,7 +11,8 @@ from typing import Sequence
 import pandas as pd
 
 from harness.core import rundir
-from harness.audit.tokens import AuditRow, audit_pairs
+from harness.audit.tokens import audit_pairs
+from harness.audit.records import AuditRow
 from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, error_line
 from harness.audit.exposure import EXPOSURE, exposure_table, exposure_text
 from harness.core.hashing import sha256_text

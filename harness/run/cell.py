@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.audit.tokens import AuditRow, audit_pairs
+from harness.audit.records import AuditRow
+from harness.audit.tokens import audit_pairs
 from harness.core import rundir
 from harness.core.memo import Memo
 from harness.core.checked import counts as cache_counts, first_write_error

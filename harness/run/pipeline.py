@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from harness.audit.tokens import AuditRow
+from harness.audit.records import AuditRow
 from harness.core import rundir
 from harness.core.checked import counts as cache_counts, first_write_error
 from harness.errors import EXIT_ENVIRONMENT, EXIT_MODEL_FAILED, EXIT_OK

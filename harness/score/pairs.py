@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.audit.tokens import AuditRow
+from harness.audit.records import AuditRow
 from harness.decode.greedy import Generation
 from harness.decode.table import generation_from_row
 from harness.ladder.records import PromptPair

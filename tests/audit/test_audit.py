@@ -4,7 +4,8 @@ import pytest
 
 from harness.audit.tokens import IDENTICAL_AFTER_TEMPLATE, IDENTICAL_INPUT, audit_pairs, first_difference
 from harness.ladder.records import PromptPair
-from harness.audit.render import MissingChatTemplate, RenderPolicy, render_prompt
+from harness.audit.render import MissingChatTemplate, render_prompt
+from harness.audit.records import RenderPolicy
 
 BASE = "Write a concise Python function that checks whether a string is a palindrome."
 

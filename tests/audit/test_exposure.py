@@ -10,7 +10,7 @@ import pytest
 from harness.audit.tokens import audit_pairs
 from harness.audit.exposure import EXPOSURE, exposure_table, exposure_text
 from harness.ladder.prompts_file import ladder_from_prompts
-from harness.audit.render import RenderPolicy
+from harness.audit.records import RenderPolicy
 from tests.conftest import MODELS, write
 
 EDGE_WHITESPACE = ("leading_space", "leading_newline", "trailing_space", "trailing_newline")

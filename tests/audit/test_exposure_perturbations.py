@@ -9,7 +9,7 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 from harness.audit.exposure import exposure_table
-from harness.audit.render import RenderPolicy
+from harness.audit.records import RenderPolicy
 from harness.audit.tokens import audit_pairs
 from harness.ladder.edits import EDIT_KINDS
 from harness.ladder.load import load_ladder

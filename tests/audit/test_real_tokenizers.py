@@ -15,7 +15,8 @@ from fixtures.real_models import LLAMA_3_2_DATED
 from harness.audit import exposure_doc
 from harness.audit.tokens import IDENTICAL_AFTER_TEMPLATE, KEPT, audit_pairs
 from harness.ladder.load import load_ladder
-from harness.audit.render import RenderPolicy, render_prompt
+from harness.audit.render import render_prompt
+from harness.audit.records import RenderPolicy
 from harness.audit.template_clock import DEFAULT_TEMPLATE_DATE
 from harness.models.registry import Scaffold
 from harness.models.variants import parse_variant

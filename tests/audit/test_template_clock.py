@@ -16,7 +16,8 @@ import pytest
 from harness.ladder.load import load_ladder
 from harness.run.pipeline import RunConfig, run
 from harness.models.registry import DEFAULT_REGISTRY, load_registry
-from harness.audit.render import RenderPolicy, render_prompt
+from harness.audit.render import render_prompt
+from harness.audit.records import RenderPolicy
 from harness.audit.template_clock import DEFAULT_TEMPLATE_DATE, template_clock
 
 DATED = (

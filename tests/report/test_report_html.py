@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from harness.core import rundir
-from harness.audit.tokens import AuditRow
+from harness.audit.records import AuditRow
 from harness.decode.greedy import Generation, prompt_key
 from harness.score.metrics.edit_distance import first_divergence, normalized_edit_distance, token_edit_distance
 from harness.decode.table import generations_frame
