@@ -10,7 +10,7 @@ from typing import Any, Callable
 from harness.errors import InputError
 from harness.ladder.records import Ladder
 from harness.models.loading import load_model
-from harness.run.config import RunResult
+from harness.run.records import RunResult
 from harness.models.registry import ModelEntry
 from harness.stability.directions import DirectionSpec
 

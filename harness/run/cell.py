@@ -13,7 +13,6 @@ import gc
 import json
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,7 +29,7 @@ from harness.decode.greedy import DECODER_VERSION, DecodeRequest, NonFiniteOutpu
 from harness.decode.requests import decode_requests
 from harness.decode.table import generation_from_row, generations_frame
 from harness.ladder.records import PromptPair
-from harness.models.registry import ModelEntry
+from harness.run.records import Cell, CellSettings  # noqa: F401 - public here too
 from harness.run.keys import GENERATIONS, RESULTS, cell_key, ids_key, results_key
 from harness.run.complete import complete, one_token_prompt_ends
 from harness.score.pairs import kept_pairs, score_generations
@@ -40,35 +39,6 @@ from harness.models.variants import engine_of
 
 CELL_RECORD = "cell.json"
 CELLS_DIR = "cells"
-
-
-@dataclass(frozen=True)
-class Cell:
-    entry: ModelEntry
-    variant: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.entry.name}--{self.variant}"
-
-
-@dataclass(frozen=True)
-class CellSettings:
-    """The part of the run config a cell needs (picklable: it travels to Ray workers)."""
-
-    pairs: tuple[PromptPair, ...]
-    lengths: tuple[int, ...]
-    batch_size: int
-    batching: str
-    embedder: str | None
-    cache_dir: str | None
-    progress: bool
-    libraries: dict[str, Any]
-    device: dict[str, Any]
-    capture: str = "generate"
-    """HF engine's readings: 'generate' or 'probe' (harness.decode.engines)."""
-    store_full_dist: bool = False
-    """Also write every full prompt-end log-softmax row into generations.parquet (``--store-full-dist``)."""
 
 
 def cell_dir(run_dir: Path, cell: Cell) -> Path:

@@ -25,6 +25,7 @@ from harness.models.variants import REFERENCE, parse_variant, with_engine
 from harness.decode.engines import CAPTURES, ENGINES
 from harness.core import rundir
 from harness.core.rundir_read import read_ladder_record, read_manifest
+from harness.run.records import RunResult  # noqa: F401 - public here too
 
 DEFAULT_LENGTHS = (64, 512)
 LADDER_FILE = "ladder.json"
@@ -80,18 +81,6 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.loader is None:
             object.__setattr__(self, "loader", lazy_load_model)
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_dir: Path
-    """The run directory written."""
-    exit_code: int
-    """0, or 3 when a model failed (harness.errors)."""
-    summary: dict[str, Any]
-    """summary.json's content."""
-    terminal: str
-    """The table printed at the end."""
 
 
 def validate_config(cfg: RunConfig) -> None:

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from harness.run.cell import Cell, CellSettings, run_cell
+from harness.run.cell import run_cell
+from harness.run.records import Cell, CellSettings
 
 
 def run_cells_ray(cells: Sequence[Cell], settings: CellSettings, run_dir: Path, loader: Callable,

@@ -23,17 +23,17 @@ from harness.errors import EXIT_ENVIRONMENT, EXIT_MODEL_FAILED, EXIT_OK
 from harness.report.markdown import terminal_summary
 from harness.core.rundir_read import read_table
 from harness.report.write import write_reports
-from harness.run.cell import EMPTY as EMPTY_CELL, Cell, CellSettings, cell_dir, is_finished, read_cell_record, run_cell
-from harness.run.config import (  # noqa: F401 - RunConfig, RunResult: the library API (README) imports them from here
+from harness.run.cell import EMPTY as EMPTY_CELL, cell_dir, is_finished, read_cell_record, run_cell
+from harness.run.config import (  # noqa: F401 - RunConfig: the library API (README) imports it from here
     LADDER_FILE,
     RunConfig,
-    RunResult,
     config_record,
     ladder_record,
     validate_config,
     variants_for,
 )
 from harness.run.manifest import base_manifest
+from harness.run.records import Cell, CellSettings, RunResult
 from harness.score import drift
 from harness.score.embedder import Embedder
 from harness.score.records import PairScore

@@ -12,7 +12,8 @@ from harness.errors import InputError
 from harness.report.write import write_reports
 from harness.core.rundir_read import read_table
 from harness.run.cell import EMPTY as EMPTY_CELL, cell_dir, is_finished, read_cell_record
-from harness.run.config import LADDER_FILE, RunResult, check_environment, config_from_run_dir
+from harness.run.config import LADDER_FILE, check_environment, config_from_run_dir
+from harness.run.records import RunResult
 from harness.run.manifest import device_info, library_versions
 from harness.run.pipeline import finalize, plan_cells, run_in
 from harness.score.embedder import Embedder
