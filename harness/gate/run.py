@@ -42,76 +42,12 @@ import pandas as pd
 from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, EnvironmentProblem
 from harness.gate.config import JUNIT_NAME, GateConfig, GateNeighbourhood, Thresholds, load_gate_config
+from harness.gate.records import FAIL, PASS, GateCheck, GateResult, ModelRun  # noqa: F401 - public here too
 from harness.report.text import fmt, md_cell
 
 SUMMARY_MD = "gate-summary.md"
 GATE_JSON = "gate.json"
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
-
-PASS, FAIL = "pass", "fail"
-
-
-@dataclass(frozen=True)
-class GateCheck:
-    """One neighbourhood x model x variant x threshold."""
-
-    neighbourhood: str
-    model: str
-    variant: str
-    metric: str
-    """mean_emb_dist, flip_rate or early_divergence_share@k."""
-    threshold: float
-    relative: bool
-    """True: ``value`` is metric - noise floor."""
-    length: int
-    value: float | None
-    """The compared value; None when it could not be computed (see ``message``)."""
-    metric_value: float | None
-    """The metric itself over the perturbed pairs."""
-    floor: float | None
-    """The same metric on the neighbourhood's identical pair(s)."""
-    n_pairs: int
-    """Perturbed pairs scored (identical pairs excluded)."""
-    n_expected: int
-    """Perturbed pairs in the neighbourhood; n_expected - n_pairs were not scored (audit drop or model failure)."""
-    verdict: str
-    message: str
-    """Why it failed, or a one-line account of a pass."""
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == PASS
-
-    @property
-    def label(self) -> str:
-        rel = " - floor" if self.relative else ""
-        return f"{self.metric}{rel} <= {self.threshold:g}"
-
-
-@dataclass(frozen=True)
-class GateResult:
-    exit_code: int
-    run_dir: Path
-    checks: tuple[GateCheck, ...]
-    junit: Path
-    summary_md: Path
-    terminal: str
-
-    @property
-    def failed(self) -> tuple[GateCheck, ...]:
-        return tuple(c for c in self.checks if not c.passed)
-
-
-@dataclass(frozen=True)
-class ModelRun:
-    """One model x variant of the run, as the manifest recorded it."""
-
-    model: str
-    variant: str
-    status: str
-    error: str
-    seconds: float
-    revision: str
 
 
 @dataclass(frozen=True)

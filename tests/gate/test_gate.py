@@ -18,7 +18,8 @@ import yaml
 
 from harness.cli import main
 from harness.errors import EnvironmentProblem
-from harness.gate.run import PASS, GateCheck, ModelRun, append_step_summary, check_neighbourhood, junit_xml, run_gate
+from harness.gate.run import append_step_summary, check_neighbourhood, junit_xml, run_gate
+from harness.gate.records import GateCheck, ModelRun, PASS
 from harness.gate.config import GateNeighbourhood, Thresholds, load_gate_config
 from harness.models.registry import DEFAULT_REGISTRY, load_registry
 from tests.conftest import write

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.gate.config import GateNeighbourhood, Thresholds
-from harness.gate.run import FAIL, PASS, ModelRun, check_neighbourhood, run_gate
+from harness.gate.run import check_neighbourhood, run_gate
+from harness.gate.records import FAIL, ModelRun, PASS
 from harness.errors import InputError
 from harness.gate.config import load_gate_config
 from tests.conftest import write
