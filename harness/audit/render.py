@@ -8,7 +8,7 @@ the harness is made on the ids produced here.
 from __future__ import annotations
 
 from harness.errors import InputError
-from harness.audit.records import RenderedPrompt, RenderPolicy  # noqa: F401 - public here too
+from harness.audit.records import RenderedPrompt, RenderPolicy
 from harness.audit.template_clock import template_clock
 
 

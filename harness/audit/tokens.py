@@ -7,7 +7,7 @@ model; it is dropped with its reason instead of being scored as "stable".
 from __future__ import annotations
 
 from harness.ladder.records import PromptPair
-from harness.audit.records import AuditRow, RenderedPrompt, RenderPolicy  # noqa: F401 - AuditRow: public here too
+from harness.audit.records import AuditRow, RenderedPrompt, RenderPolicy
 from harness.audit.render import render_prompt
 
 KEPT = ""

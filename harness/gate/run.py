@@ -42,7 +42,7 @@ import pandas as pd
 from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, EnvironmentProblem
 from harness.gate.config import JUNIT_NAME, GateConfig, GateNeighbourhood, Thresholds, load_gate_config
-from harness.gate.records import FAIL, PASS, GateCheck, GateResult, ModelRun  # noqa: F401 - public here too
+from harness.gate.records import FAIL, PASS, GateCheck, GateResult, ModelRun
 from harness.report.text import fmt, md_cell
 
 SUMMARY_MD = "gate-summary.md"

@@ -29,7 +29,7 @@ from harness.decode.greedy import DECODER_VERSION, DecodeRequest, NonFiniteOutpu
 from harness.decode.requests import decode_requests
 from harness.decode.table import generation_from_row, generations_frame
 from harness.ladder.records import PromptPair
-from harness.run.records import Cell, CellSettings  # noqa: F401 - public here too
+from harness.run.records import Cell, CellSettings
 from harness.run.keys import GENERATIONS, RESULTS, cell_key, ids_key, results_key
 from harness.run.complete import complete, one_token_prompt_ends
 from harness.score.pairs import kept_pairs, score_generations

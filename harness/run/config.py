@@ -25,7 +25,6 @@ from harness.models.variants import REFERENCE, parse_variant, with_engine
 from harness.decode.engines import CAPTURES, ENGINES
 from harness.core import rundir
 from harness.core.rundir_read import read_ladder_record, read_manifest
-from harness.run.records import RunResult  # noqa: F401 - public here too
 
 DEFAULT_LENGTHS = (64, 512)
 LADDER_FILE = "ladder.json"

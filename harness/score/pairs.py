@@ -13,7 +13,7 @@ from harness.decode.table import generation_from_row
 from harness.ladder.records import PromptPair
 from harness.score.answers import correctness
 from harness.score.metrics import divergence as dv
-from harness.score.records import PairScore, PairSides, ScoredSide  # noqa: F401 - public here too
+from harness.score.records import PairScore, PairSides, ScoredSide
 from harness.score.scaffold import answer_start_token
 from harness.stability.traces import first_divergence_margin_percentile
 from harness.score.metrics.edit_distance import (

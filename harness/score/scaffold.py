@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from harness.models.registry import Scaffold
-from harness.score.records import ScaffoldSplit, Status  # noqa: F401 - public here too
+from harness.score.records import ScaffoldSplit, Status
 
 
 def split_text(text: str, scaffold: Scaffold | None) -> ScaffoldSplit:

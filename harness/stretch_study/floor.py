@@ -47,7 +47,8 @@ from harness.run.manifest import base_manifest
 from harness.score.metrics.edit_distance import first_divergence, normalized_edit_distance
 from harness.stretch.growth import drift_growth, prompt_mean_ci, rank_correlation
 from harness.stretch_study import measure
-from harness.stretch_study.common import EXCLUDED_FROM_P, StudyResult, fits, json_safe, render_pairs, select_pairs
+from harness.stretch_study.common import EXCLUDED_FROM_P, fits, json_safe, render_pairs, select_pairs
+from harness.stretch_study.records import StudyResult
 from harness.stretch_study.floor_variants import FLOOR_VARIANTS, REFERENCE, load_floor_variant, parse_floor_variants
 
 SCHEMA = "stabprobe-floor/1"

@@ -44,7 +44,8 @@ from harness.stability.traces import first_divergence_margin_percentile
 from harness.stretch.growth import growth_rate
 from harness.stretch.profile import relative_profile, summarize_profiles
 from harness.stretch_study import measure
-from harness.stretch_study.common import StudyResult, fits, json_safe, render_pairs, select_pairs
+from harness.stretch_study.common import fits, json_safe, render_pairs, select_pairs
+from harness.stretch_study.records import StudyResult
 
 SCHEMA = "stabprobe-stretch/1"
 
