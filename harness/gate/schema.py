@@ -13,7 +13,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from pydantic import field_validator, model_validator
 
 from harness.errors import FieldError
-from harness.ladder.answers import AnswerError, AnswerSpec, answer_spec
+from harness.ladder.answers import AnswerError, answer_spec
+from harness.ladder.records import AnswerSpec
 from harness.ladder.edits import EDIT_KINDS
 from harness.ladder.records import CURATED_RUNGS, MECHANICAL_RUNGS, RUNGS, SEEDED_RUNGS
 from harness.ladder.synonyms import LEXICON_EDIT_KIND

@@ -21,23 +21,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from harness.ladder.records import DEFAULT_CHECK, AnswerSpec
+
 ANSWER_CHECKS: tuple[str, ...] = ("exact", "contains", "regex", "number", "choice")
-DEFAULT_CHECK = "exact"
-
-
-@dataclass(frozen=True)
-class AnswerSpec:
-    """An expected answer and how an answer span is checked against it."""
-
-    answer: str
-    """The expected answer (a pattern for ``regex``, a decimal number for ``number``, one letter for ``choice``)."""
-    check: str = DEFAULT_CHECK
-    """One of ANSWER_CHECKS."""
-    tolerance: float | None = None
-    """Largest accepted |found - answer| of a ``number`` check (None: 0); only ``number`` takes one."""
 
 
 class AnswerError(ValueError):

@@ -7,7 +7,7 @@ import random
 import re
 import unicodedata
 
-from harness.ladder.answers import AnswerSpec
+from harness.ladder.records import AnswerSpec
 from harness.ladder.edits import EDIT_KINDS, EditKind, NotApplicable, apply_edit, seed_for, word_spans
 from harness.ladder.options import option_labels, reorder_options
 from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, SkippedEdit

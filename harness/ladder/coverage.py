@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 from harness.ladder.build import GENERATED_KINDS
 from harness.ladder.edits import EDIT_KINDS
-from harness.ladder.records import MECHANICAL_RUNGS, RUNGS, SEEDED_RUNGS, Ladder
+from harness.ladder.records import MECHANICAL_RUNGS, RUNGS, SEEDED_RUNGS, Ladder, RungCoverage, SkipGroup
 from harness.ladder.synonyms import LEXICON_EDIT_KIND
 
 _CURATED_ONLY = "curated only, and no prompt has a curated {rung} entry"
-
-
-@dataclass(frozen=True)
-class SkipGroup:
-    """Prompts that did not get one edit kind, for one reason."""
-
-    edit_kind: str
-    reason: str
-    prompt_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class RungCoverage:
-    rung: str
-    pairs: int
-    prompts: int
-    """Base prompts with at least one pair on this rung."""
-    empty_reason: str
-    """Why the rung has no pair at all; '' when it has some."""
-    skipped: tuple[SkipGroup, ...]
 
 
 def _selected(ladder: Ladder, rung: str) -> list[str]:

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
-from harness.ladder.answers import AnswerError, AnswerSpec, answer_spec
+from harness.ladder.answers import AnswerError, answer_spec
+from harness.ladder.records import AnswerSpec
 from harness.ladder.options import option_labels
 from harness.ladder.build import MAX_PAIRS_PER_KIND, TASK_CHANGING_RUNGS, build_ladder, resolve_kinds
 from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant

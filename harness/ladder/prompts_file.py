@@ -15,7 +15,6 @@ with any other prompt of the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +24,10 @@ from harness.errors import InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
 from harness.ladder.build import build_ladder
 from harness.ladder.load import PromptSpec, parse_json_strict, prompt_set_from_specs
-from harness.ladder.records import Ladder, PromptSet
+from harness.ladder.records import Ladder, PromptSet, PromptsFile
 from harness.core.yaml_strict import load_yaml_strict, read_text_strict
 
 SUFFIXES = (".txt", ".json", ".yaml", ".yml")
-
-
-@dataclass(frozen=True)
-class PromptsFile:
-    prompt_set: PromptSet
-    blank_lines: int
-    """Blank lines skipped in a ``.txt`` file (0 for the other formats)."""
-    duplicates: tuple[tuple[str, str], ...] = ()
-    """(dropped id, kept id) for each prompt whose text repeats an earlier one (the first is kept)."""
-
-    def duplicates_note(self) -> str | None:
-        """One line for the terminal, or None: duplicates are dropped, never silently doubled."""
-        if not self.duplicates:
-            return None
-        shown = ", ".join(f"{d} = {k}" for d, k in self.duplicates[:5])
-        more = f", and {len(self.duplicates) - 5} more" if len(self.duplicates) > 5 else ""
-        return (f"{self.prompt_set.source}: {len(self.duplicates)} duplicate prompt(s) skipped "
-                f"(same text as an earlier prompt: {shown}{more})")
 
 
 def prompt_ids(n: int) -> list[str]:

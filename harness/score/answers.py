@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from harness.ladder.answers import AnswerSpec
+from harness.ladder.records import AnswerSpec
 
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
 # A letter standing alone, optionally in parentheses -- "(B)", "B.", "b" -- not a letter inside a word

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from harness.ladder.answers import AnswerSpec, answer_spec
+from harness.ladder.answers import answer_spec
+from harness.ladder.records import AnswerSpec
 from harness.score.answers import correctness, is_correct
 
 
