@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats as _ss
+
+from harness.summary.records import Comparison, PermutationResult
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20261121
@@ -147,20 +148,6 @@ def cluster_bootstrap_diff_ci(
         return (c, c, int(shared.size))
     lo, hi = _ratio_interval(sums, counts, resamples, seed, level)
     return (lo, hi, int(shared.size))
-
-
-@dataclass(frozen=True)
-class PermutationResult:
-    statistic: float
-    """Observed mean of the per-prompt mean differences (each prompt once)."""
-    pvalue: float
-    """Two-sided, scipy's convention: min(1, 2 * min(P(T <= t), P(T >= t))); +1-corrected when randomized."""
-    n_prompts: int
-    """Units whose signs were flipped."""
-    n_permutations: int
-    """Sign patterns evaluated (2**n_prompts when exact)."""
-    exact: bool
-    """True when every sign pattern was enumerated."""
 
 
 def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -280,23 +267,6 @@ def compact_letter_display(
         for g in L:
             out[g] += _letter(k)
     return out
-
-
-@dataclass(frozen=True)
-class Comparison:
-    a: str
-    b: str
-    n_shared: int
-    """Pair ids both groups were scored on; the test uses only these."""
-    n_prompts: int
-    """Base prompts among the shared pairs: the units of the test."""
-    mean_diff: float
-    """mean(a - b) over the shared pairs."""
-    pvalue: float | None
-    """Sign-flip test on the per-prompt mean differences; None when no pair is shared (nothing to test)."""
-    pvalue_holm: float | None
-    """Holm-adjusted within the call's family (every tested pair of groups)."""
-    separated: bool
 
 
 def cluster_groups(
