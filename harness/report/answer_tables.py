@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.report.markdown import Table, _pct
+from harness.report.markdown import _pct
+from harness.report.records import Table
 from harness.report.text import fmt
 
 

@@ -7,7 +7,6 @@ was not drawn (too few pairs, no generations table), never nothing.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -19,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from harness.ladder.records import RUNGS
 from harness.score.metrics.edit_distance import levenshtein_trajectory
+from harness.report.records import Figure
 from harness.score.pairs import TRIVIAL_SHIFT
 
 DIVERGENT_PAIRS = 8
@@ -27,16 +27,6 @@ MARGIN_WINDOW = 8
 CONTROL_RUNGS = ("identical", "positive_control")
 """Controls, not perturbations: left out of "most divergent pairs"."""
 _GEN_KEY = ["model", "variant", "prompt_key", "replicate"]
-
-
-@dataclass(frozen=True)
-class Figure:
-    key: str
-    title: str
-    caption: str
-    png: bytes | None
-    missing: str = ""
-    """Why the figure is not drawn; empty when it is."""
 
 
 def not_drawn(key: str, title: str, why: str) -> Figure:

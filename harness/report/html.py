@@ -19,7 +19,6 @@ from typing import Any, Callable
 import pandas as pd
 
 from harness.report.figures import (
-    Figure,
     not_drawn,
     fig_drift,
     fig_heatmap,
@@ -27,7 +26,8 @@ from harness.report.figures import (
     fig_rung_distances,
     fig_trajectories,
 )
-from harness.report.markdown import Table, report_tables, run_lines
+from harness.report.markdown import report_tables, run_lines
+from harness.report.records import Figure, Table
 
 REPORT_HTML = "report.html"
 

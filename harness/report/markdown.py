@@ -7,11 +7,11 @@ reports always carry the same numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from harness.ladder.records import RUNGS
 from harness.summary.stats import letter_index, split_letters
+from harness.report.records import Table
 from harness.report.text import fmt, md_cell
 
 
@@ -31,21 +31,6 @@ def _collapse(verdict: Any) -> str:
 
 def _p(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
-
-
-@dataclass(frozen=True)
-class Table:
-    key: str
-    """Stable anchor: the HTML report places its figures after tables by key."""
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    note: str = ""
-    """Shown under the title (what the numbers are, how they were made)."""
-    empty: str = "none"
-    """Shown instead of the table when there are no rows: an empty table is said, never hidden."""
-    bold_rows: set[int] = field(default_factory=set)
-    """Rows a reader must not miss (a failed check)."""
 
 
 def run_lines(summary: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
