@@ -84,7 +84,8 @@ def build_model(shape: dict, device: str, attn: str, seed: int):
 
 def loaded_for(model, attn: str):
     """A harness LoadedModel around an in-memory model (what decode_all needs)."""
-    from harness.models.loading import LoadedModel, ModelInfo
+    from harness.models.loading import LoadedModel
+    from harness.models.records import ModelInfo
     from harness.models.registry import ModelEntry
     from harness.audit.records import RenderPolicy
 

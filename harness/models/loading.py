@@ -9,41 +9,11 @@ from typing import Any
 
 from harness.errors import InputError
 from harness.core.hashing import TOKENIZER_FILES, directory_revision, sha256_text, tokenizer_hash, weights_hash
+from harness.models.records import ModelInfo
 from harness.models.registry import ModelEntry, model_dir_problem
 from harness.audit.records import RenderPolicy
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What was actually loaded; goes verbatim into the manifest."""
-
-    name: str
-    source: str
-    variant: str
-    requested_revision: str | None
-    resolved_revision: str | None
-    weights_sha256: str | None
-    tokenizer_sha256: str | None
-    chat_template_sha256: str | None
-    chat_template_policy: str
-    chat_template_kwargs: dict[str, Any]
-    template_date: str
-    """What the template's strftime_now answers (YYYY-MM-DD or 'today'); see harness.audit.template_clock."""
-    dtype: str
-    quantization: str | None
-    attn_implementation: str
-    trust_remote_code: bool
-    architecture: str
-    num_parameters: int
-    context_length: int | None
-    eos_token_ids: tuple[int, ...]
-    pad_token_id: int
-    pad_token_note: str
-    load_seconds: float
-    chat_template_source: str | None = None
-    """'tokenizer', the registry entry's .jinja file, or None (raw prompts)."""
 
 
 @dataclass

@@ -12,22 +12,13 @@ against ``bf16`` (or ``bf16@hf``) on the same model is the engine's drift.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+
+from harness.models.records import VariantSpec
 
 WEIGHTS = ("bf16", "fp16", "fp32", "int8", "int4")
 ENGINE_NAMES = ("hf", "vllm")
 REFERENCE = "bf16"
 _PATTERN = re.compile(rf"^({'|'.join(WEIGHTS)})(-nothink)?(@({'|'.join(ENGINE_NAMES)}))?$")
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    name: str
-    weights: str
-    template_overrides: dict[str, Any] = field(default_factory=dict)
-    engine: str | None = None
-    """'hf' or 'vllm' when the name says so (``bf16@vllm``); None: the run's engine."""
 
 
 def parse_variant(name: str) -> VariantSpec:

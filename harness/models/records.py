@@ -1,0 +1,75 @@
+"""Frozen records of the models stage: what a variant name means and what was actually loaded.
+
+LoadedModel (harness.models.loading) is not one of them: it holds the live tokenizer and torch modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A parsed variant name (harness.models.variants.parse_variant)."""
+
+    name: str
+    """The variant as written (``bf16``, ``int4-nothink``, ``bf16@vllm``)."""
+    weights: str
+    """The weights part: bf16, fp16, fp32, int8 or int4 (WEIGHTS)."""
+    template_overrides: dict[str, Any] = field(default_factory=dict)
+    """Chat-template keywords the variant adds (``-nothink``: enable_thinking=False); empty: none."""
+    engine: str | None = None
+    """'hf' or 'vllm' when the name says so (``bf16@vllm``); None: the run's engine."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was actually loaded; goes verbatim into the manifest."""
+
+    name: str
+    """Registry name of the model."""
+    source: str
+    """Hub id or local directory the model was loaded from."""
+    variant: str
+    """The variant loaded (harness.models.variants)."""
+    requested_revision: str | None
+    """The revision the registry entry asks for (a hub revision, or the ``sha256:<hex>`` pin of a local directory); None: not pinned."""
+    resolved_revision: str | None
+    """The revision actually loaded (hub commit hash, or the local directory's content revision); None when unknown."""
+    weights_sha256: str | None
+    """``sha256:<hex>`` of the weight files; None when the snapshot is not on disk."""
+    tokenizer_sha256: str | None
+    """``sha256:<hex>`` of the tokenizer files; None as weights_sha256."""
+    chat_template_sha256: str | None
+    """Hex sha256 of the template rendered; None for raw prompts."""
+    chat_template_policy: str
+    """The registry's ``chat_template``: model, none, or a .jinja path."""
+    chat_template_kwargs: dict[str, Any]
+    """Keywords passed to the template: the registry's plus the variant's overrides."""
+    template_date: str
+    """What the template's strftime_now answers (YYYY-MM-DD or 'today'); see harness.audit.template_clock."""
+    dtype: str
+    """Weight dtype name: bf16, fp16 or fp32 (the registry's dtype for quantized variants)."""
+    quantization: str | None
+    """The bitsandbytes scheme in words for int8/int4; None when not quantized."""
+    attn_implementation: str
+    """Attention kernel asked for (and checked to be the one transformers used)."""
+    trust_remote_code: bool
+    """Whether the model's own code was allowed to run."""
+    architecture: str
+    """First of config.architectures (else the config class name)."""
+    num_parameters: int
+    """Parameter count from the safetensors headers; -1 when not safetensors or not on disk."""
+    context_length: int | None
+    """Maximum positions from the config; None when it names none."""
+    eos_token_ids: tuple[int, ...]
+    """Every EOS id of the tokenizer and generation config, sorted; empty when none."""
+    pad_token_id: int
+    """Id used for (masked) left padding."""
+    pad_token_note: str
+    """Where pad_token_id came from (the tokenizer's pad token, the first EOS id, or 0)."""
+    load_seconds: float
+    """Seconds to describe the model: config, tokenizer and hashes, the weights not included (LoadedModel.weights_seconds)."""
+    chat_template_source: str | None = None
+    """'tokenizer', the registry entry's .jinja file, or None (raw prompts)."""
