@@ -11,11 +11,12 @@ CI that resamples base prompts (``scipy.stats.bootstrap``).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from scipy import stats
+
+from harness.stretch.records import ProfileSummary
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20261201
@@ -31,26 +32,6 @@ def relative_profile(states_a: np.ndarray, states_b: np.ndarray) -> np.ndarray:
     den = np.linalg.norm(a, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / den, np.nan)
-
-
-@dataclass(frozen=True)
-class ProfileSummary:
-    """Median layer profile of one model × rung over base prompts."""
-
-    median: np.ndarray
-    """[K] median over base prompts of each prompt's mean profile."""
-    ci_low: np.ndarray
-    """[K] lower end of the 95% bootstrap CI (base prompts resampled)."""
-    ci_high: np.ndarray
-    """[K] upper end of the 95% bootstrap CI."""
-    n_prompts: np.ndarray
-    """[K] base prompts with a finite value at that layer."""
-    n_pairs: int
-    """Pairs that entered the summary."""
-    growth_layer: int
-    """Layer index l ≥ 1 where the median rises most from layer l − 1 (−1 when nothing is finite)."""
-    growth: float
-    """That rise, median_l − median_{l−1} (NaN when undefined)."""
 
 
 def _ci(values: np.ndarray, seed: int) -> tuple[float, float]:

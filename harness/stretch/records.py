@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class PowerIteration:
@@ -53,3 +55,23 @@ class RankCorrelation:
     """Number of paired units (e.g. models)."""
     note: str
     """Why a value is NaN, or what the interval can and cannot say."""
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    """Median layer profile of one model × rung over base prompts."""
+
+    median: np.ndarray
+    """[K] median over base prompts of each prompt's mean profile."""
+    ci_low: np.ndarray
+    """[K] lower end of the 95% bootstrap CI (base prompts resampled)."""
+    ci_high: np.ndarray
+    """[K] upper end of the 95% bootstrap CI."""
+    n_prompts: np.ndarray
+    """[K] base prompts with a finite value at that layer."""
+    n_pairs: int
+    """Pairs that entered the summary."""
+    growth_layer: int
+    """Layer index l ≥ 1 where the median rises most from layer l − 1 (−1 when nothing is finite)."""
+    growth: float
+    """That rise, median_l − median_{l−1} (NaN when undefined)."""
