@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from harness.ladder.records import Ladder
 from harness.audit.render import render_prompt
 from harness.decode.greedy import DecodeRequest, final_states, greedy_config, plan_batches, prompt_key, steps_until_eos
+from harness.geometry.records import PromptTrace
 from harness.stability.head import check_head
-
-
-@dataclass(frozen=True)
-class PromptTrace:
-    key: str
-    n_prompt_tokens: int
-    gen_ids: tuple[int, ...]
-    h: torch.Tensor
-    """[steps, d] float32: step 0 is the prompt end; the EOS-choosing step is included."""
 
 
 def _rendered_prompts(ladder: Ladder, loaded) -> tuple[dict[str, tuple[int, ...]], list[tuple[str, str, str, str]]]:

@@ -17,7 +17,7 @@ from harness.stability.directions import build_directions, stable_seed
 from harness.stability.head import HeadSpec, row_norms_sq
 from harness.stability.traces import first_divergence_margin_percentile, step_stability
 from harness.geometry.config import GeometryConfig, HIGH_VEFF_MIN, N_COMPETITORS, TWO_TOKEN_MASS, TWO_TOKEN_P1
-from harness.geometry.collect import PromptTrace
+from harness.geometry.records import PromptTrace
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
