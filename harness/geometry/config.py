@@ -12,7 +12,7 @@ from harness.ladder.records import Ladder
 from harness.models.loading import load_model
 from harness.run.records import RunResult
 from harness.models.registry import ModelEntry
-from harness.stability.directions import DirectionSpec
+from harness.stability.records import DirectionSpec
 
 
 GEOMETRY_PARQUET = "geometry.parquet"

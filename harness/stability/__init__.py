@@ -7,9 +7,10 @@ Fisher pullback and its KL boundary, and the study that validates them
 matrix; tests do, to check the closed forms against brute force.
 """
 
-from harness.stability.closed_form import LocalStability, local_stability
-from harness.stability.fisher import FisherTopK, empirical_boundary, fisher_topk, quad_form, rho, t_star
+from harness.stability.closed_form import local_stability
+from harness.stability.fisher import empirical_boundary, fisher_topk, quad_form, rho, t_star
 from harness.stability.head import HeadSpec, check_head, head_from_model, row_norms_sq
+from harness.stability.records import FisherTopK, LocalStability
 from harness.stability.traces import first_divergence_margin_percentile, step_stability
 
 __all__ = [

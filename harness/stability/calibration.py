@@ -9,7 +9,6 @@ scored on. Score: share of held-out predictions with |t_pred/t_emp - 1| ≤ 0.5.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -17,18 +16,7 @@ import pandas as pd
 from scipy.optimize import isotonic_regression
 
 from harness.stability.directions import stable_seed
-
-
-@dataclass(frozen=True)
-class IsotonicFit:
-    x: np.ndarray
-    """Distinct training inputs, increasing."""
-    y: np.ndarray
-    """Fitted nondecreasing values at ``x``."""
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        # Linear between knots, clamped outside the training range (as sklearn's clip).
-        return np.interp(np.asarray(x, dtype=np.float64), self.x, self.y)
+from harness.stability.records import CalibrationScore, IsotonicFit
 
 
 def isotonic_fit(x: np.ndarray, y: np.ndarray) -> IsotonicFit:
@@ -74,21 +62,6 @@ def cross_validated_log_predictions(log_ts: np.ndarray, log_te: np.ndarray, grou
             continue
         pred[test] = isotonic_fit(log_ts[train], log_te[train]).predict(log_ts[test])
     return pred
-
-
-@dataclass(frozen=True)
-class CalibrationScore:
-    n: int
-    n_positions: int
-    share_raw: float
-    """|t*/t_emp - 1| ≤ 0.5, no calibration."""
-    share_calibrated: float
-    """Same for the held-out isotonic prediction."""
-    n_excluded: int
-    """Rows without a finite positive t* and t_emp (e.g. a boundary never reached)."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def calibration_score(t_star: np.ndarray, t_emp: np.ndarray, groups: Sequence[object], n_folds: int = 5,

@@ -19,25 +19,7 @@ import torch
 
 from harness.core import gemm
 from harness.stability.head import HeadSpec
-
-
-@dataclass(frozen=True, eq=False)
-class HeadState:
-    """The head evaluated at ``h`` [N, d]: everything later formulas reuse."""
-
-    h: torch.Tensor
-    z: torch.Tensor
-    """Raw linear logits W h + b, [N, V]."""
-    logits: torch.Tensor
-    """Post-map logits g(z), what the model outputs."""
-    logp: torch.Tensor
-    p: torch.Tensor
-    gprime: torch.Tensor | None
-    """g'(z) [N, V]; None for the identity map."""
-
-    @property
-    def n(self) -> int:
-        return int(self.h.shape[0])
+from harness.stability.records import HeadState, LocalStability
 
 
 def head_state(h: torch.Tensor, head: HeadSpec) -> HeadState:
@@ -54,36 +36,6 @@ def head_state(h: torch.Tensor, head: HeadSpec) -> HeadState:
 def _scaled(state: HeadState, x: torch.Tensor) -> torch.Tensor:
     """x ⊙ g'(z) (identity map: x)."""
     return x if state.gprime is None else x * state.gprime
-
-
-@dataclass(frozen=True, eq=False)
-class LocalStability:
-    """Per-position closed forms (tensors of length N unless noted)."""
-
-    top1_id: torch.Tensor
-    top2_id: torch.Tensor
-    top1_prob: torch.Tensor
-    top2_mass: torch.Tensor
-    """p(1) + p(2)."""
-    entropy: torch.Tensor
-    """nats."""
-    v_eff: torch.Tensor
-    """1 / Σ p_i²."""
-    margin: torch.Tensor
-    """z'(1) - z'(2) on the model's (post-map) logits, as the decoder's trace records it."""
-    jac_fro: torch.Tensor
-    """‖J‖_F of the probability Jacobian; δ_TCB(ε) = ε / ‖J‖_F."""
-    flip_radius: torch.Tensor
-    """Smallest L2 change of h that lets some token overtake the top token (exact for the head)."""
-    rival_id: torch.Tensor
-    """The token that overtakes first (the minimizer)."""
-    flip_direction: torch.Tensor
-    """[N, d] unit (w_rival - w_top)/‖·‖."""
-    mu_minus_top: torch.Tensor
-    """[N, d] μ̃ - w̃_top with μ̃ = (D W)ᵀ p: orients eigenvectors, spans the tangent space."""
-
-    def delta_tcb(self, eps: float = 1.0) -> torch.Tensor:
-        return eps / self.jac_fro
 
 
 def _top2(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

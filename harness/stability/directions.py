@@ -24,15 +24,13 @@ level, two identical rows, an empty complement) is returned as zeros with
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from harness.stability.closed_form import HeadState, LocalStability
-from harness.stability.fisher import FisherTopK
 from harness.stability.head import HeadSpec
+from harness.stability.records import DirectionMeta, DirectionSpec, FisherTopK, HeadState, LocalStability
 
 CLASSES: tuple[str, ...] = ("eig", "structured", "random", "tangent", "negative")
 
@@ -41,37 +39,6 @@ def stable_seed(*parts: object) -> int:
     """64-bit seed from a key: identical across runs, platforms and Python hash seeds."""
     key = "\x1f".join(str(p) for p in parts).encode("utf-8")
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
-
-
-@dataclass(frozen=True)
-class DirectionSpec:
-    n_eig: int = 7
-    n_structured_top: int = 4
-    n_random: int = 8
-    n_tangent: int = 8
-    n_negative: int = 8
-
-    def __post_init__(self) -> None:
-        for name in ("n_eig", "n_random", "n_tangent", "n_negative"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be ≥ 0")
-        if self.n_structured_top < 2 and self.n_structured_top != 0:
-            raise ValueError("n_structured_top must be 0 or ≥ 2")
-
-
-@dataclass(frozen=True)
-class DirectionMeta:
-    """What each of the M directions is (same at every position)."""
-
-    cls: tuple[str, ...]
-    label: tuple[str, ...]
-    rank: tuple[int, ...]
-    """Eigen rank (1-based) for ``eig``, 0 otherwise."""
-    sign: tuple[int, ...]
-    """+1 / -1 for signed classes, 0 for random draws."""
-
-    def __len__(self) -> int:
-        return len(self.cls)
 
 
 def direction_meta(spec: DirectionSpec) -> DirectionMeta:

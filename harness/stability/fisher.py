@@ -8,34 +8,15 @@ boundary found by bisection; same conventions as harness.stability.closed_form.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from harness.core import gemm
-from harness.stability.closed_form import HeadState
 from harness.stability.head import HeadSpec
+from harness.stability.records import FisherTopK, HeadState
 
 
 # -- Fisher pullback ------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class FisherTopK:
-    idx: torch.Tensor
-    """[N, k] token ids of the top-k by probability, descending."""
-    eigvals: torch.Tensor
-    """[N, k] eigenvalues of F_k, descending, clamped at 0."""
-    eigvecs: torch.Tensor
-    """[N, r, d] unit eigenvectors of the top r eigenvalues (NaN where the eigenvalue is 0)."""
-    mass: torch.Tensor
-    """[N] top-k probability mass."""
-
-    @property
-    def eff_rank(self) -> torch.Tensor:
-        """Participation ratio (Σλ)² / Σλ² of F_k's spectrum: 1 for a two-token position."""
-        lam = self.eigvals
-        return lam.sum(1) ** 2 / (lam * lam).sum(1).clamp_min(torch.finfo(lam.dtype).tiny)
 
 
 def fisher_topk(state: HeadState, head: HeadSpec, k: int = 64, n_vectors: int = 7,

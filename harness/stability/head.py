@@ -22,6 +22,8 @@ from typing import Literal
 
 import torch
 
+from harness.stability.records import HeadCheck
+
 PostMap = Literal["none", "softcap", "scale"]
 
 # Config attributes that multiply or divide logits in some transformers model
@@ -193,14 +195,6 @@ def head_from_model(model, dtype: torch.dtype | None = torch.float32) -> HeadSpe
     post, value, source = post_map_from_config(model.config)
     spec = HeadSpec(w, b, post, value, source)
     return spec.to(dtype=dtype) if dtype is not None else spec
-
-
-@dataclass(frozen=True)
-class HeadCheck:
-    max_rel_err: float
-    """max over rows of max|Δ| / max|logits| (row-wise relative error)."""
-    n_rows: int
-    ok: bool
 
 
 def check_head(model, h: torch.Tensor, logits: torch.Tensor, *, rtol: float = 1e-3, strict: bool = True) -> HeadCheck:

@@ -14,7 +14,8 @@ import torch
 from harness.stability.calibration import calibrate, grouped_folds, isotonic_fit, per_position_spearman
 from harness.stability.closed_form import head_state, local_stability
 from harness.stability.fisher import fisher_topk
-from harness.stability.directions import DirectionSpec, build_directions, direction_meta, stable_seed
+from harness.stability.directions import build_directions, direction_meta, stable_seed
+from harness.stability.records import DirectionSpec
 from harness.summary.clustered import median_ci
 from harness.stability.head import HeadSpec, row_norms_sq
 
