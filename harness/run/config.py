@@ -134,7 +134,7 @@ def variants_for(cfg: RunConfig, entry: ModelEntry) -> tuple[str, ...]:
 
 
 def cell_names(cfg: RunConfig) -> list[str]:
-    """``<model>--<variant>`` of every cell, in plan order (harness.run.cell.Cell.name)."""
+    """``<model>--<variant>`` of every cell, in plan order (harness.run.records.Cell.name)."""
     return [f"{e.name}--{v}" for e in cfg.models for v in variants_for(cfg, e)]
 
 
