@@ -1,4 +1,6 @@
-"""Each package keeps its records in records.py: frozen dataclasses with a docstring under every field."""
+"""Each package keeps its records in records.py: frozen dataclasses with a docstring under every field.
+
+A package's validated configuration stays with its validation in config.py, documented the same way."""
 
 import ast
 from pathlib import Path
@@ -6,6 +8,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 RECORDS = sorted((ROOT / "harness").rglob("records.py"))
+CONFIGS = sorted((ROOT / "harness").rglob("config.py"))
 
 
 def _dataclasses(tree: ast.Module) -> list[ast.ClassDef]:
@@ -45,13 +48,14 @@ def test_the_stages_have_records_modules():
             "stability", "stretch", "stretch_study"} <= have, sorted(have)
 
 
-def test_every_field_of_every_record_has_a_docstring():
-    missing = {_rel(p): undocumented_fields(p.read_text(encoding="utf-8")) for p in RECORDS}
+def test_every_field_of_every_record_and_config_has_a_docstring():
+    assert CONFIGS, "no config.py found"
+    missing = {_rel(p): undocumented_fields(p.read_text(encoding="utf-8")) for p in RECORDS + CONFIGS}
     assert not {k: v for k, v in missing.items() if v}
 
 
-def test_every_record_is_frozen():
-    found = {_rel(p): unfrozen(p.read_text(encoding="utf-8")) for p in RECORDS}
+def test_every_record_and_config_is_frozen():
+    found = {_rel(p): unfrozen(p.read_text(encoding="utf-8")) for p in RECORDS + CONFIGS}
     assert not {k: v for k, v in found.items() if v}
 
 

@@ -41,8 +41,11 @@ class GateNeighbourhood:
     """A validated neighbourhood with its resolved length: what the evaluation needs."""
 
     id: str
+    """The neighbourhood's id from the file (unique)."""
     length: int
+    """Output length (tokens) its thresholds are checked at: its own, else the first of ``lengths``."""
     thresholds: Thresholds
+    """Its upper limits, as validated by the schema."""
     pair_ids: tuple[str, ...]
     """Pairs of this neighbourhood in the ladder (identical ones included)."""
 
@@ -50,13 +53,19 @@ class GateNeighbourhood:
 @dataclass(frozen=True)
 class GateConfig:
     path: Path
+    """The gate YAML file."""
     spec: GateSpec
+    """The file as validated by the schema (harness.gate.schema.GateSpec)."""
     models: tuple[ModelEntry, ...]
+    """The models, resolved from the registry (or directories relative to the file)."""
     ladder: Ladder
+    """One ladder holding every neighbourhood's pairs."""
     neighbourhoods: tuple[GateNeighbourhood, ...]
+    """The neighbourhoods in file order."""
     lengths: tuple[int, ...]
     """Sorted, as the pipeline scores them."""
     out: Path
+    """Directory that receives the run directory (``--out``, else the file's ``out`` relative to it)."""
     junit: Path | None
     """None: ``<run dir>/gate-junit.xml``."""
 

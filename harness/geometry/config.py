@@ -37,23 +37,37 @@ HIGH_VEFF_MIN = 2.0
 @dataclass(frozen=True)
 class GeometryConfig:
     models: tuple[ModelEntry, ...]
+    """Models to study."""
     ladder: Ladder
+    """Pairs whose distinct prompts are decoded (every generated step is a position)."""
     out: Path = Path("runs")
+    """Directory that receives the run directory."""
     eps: tuple[float, ...] = (0.01, 0.1, 1.0)
+    """KL thresholds (nats) of the boundary study, each > 0."""
     max_new_tokens: int = 32
+    """Greedy steps per prompt (0: the prompt end only)."""
     max_positions: int | None = None
     """Per model, positions in the direction sweep (deterministic hash order); None = all."""
     k: int = 64
+    """Top-k tokens of the truncated Fisher F_k."""
     variant: str = "fp32"
+    """Weights the study loads (fp32: closed forms at full precision)."""
     batch_size: int = 16
+    """Prompts per decode batch (exact-length batches, no padding)."""
     directions: DirectionSpec = field(default_factory=DirectionSpec)
+    """How many directions of each class the sweep draws per position."""
     n_bootstrap: int = 2000
+    """Bootstrap resamples of the correlation CIs."""
     n_jacobian_checks: int = 5
+    """Positions whose ‖J‖_F closed form is checked against an autograd Jacobian (0: none)."""
     low_veff_max: float = 1.5
     """Positions with V_eff at most this form the low-V_eff (high-confidence) subset."""
     argv: tuple[str, ...] = ()
+    """Command line, for the manifest (empty: sys.argv)."""
     progress: bool = False
+    """Progress bars on stderr."""
     loader: Callable[[ModelEntry, str], Any] = load_model
+    """Loads (entry, variant) -> LoadedModel; tests inject their own."""
 
 
 # The study ends like a run: where it went, its exit code, its summary, the terminal text.
