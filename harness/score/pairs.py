@@ -128,11 +128,10 @@ def score_pairs(
         return t
 
     rows = []
-    prompt_end: dict[int, tuple] = {}
+    ends = PromptEndScorer().many([(s.a.gen, s.b.gen) for s in sides])
+    prompt_end = {id(s): e for s, e in zip(sides, ends)}
     for s, L, ia, ib, aa, ab, traj, ta, tb, t_ans_a, t_ans_b in plan:
         ga, gb = s.a.gen, s.b.gen
-        if id(s) not in prompt_end:
-            prompt_end[id(s)] = prompt_end_scores(ga, gb)
         js, kab, kba, flip, pa, pb, ma, mb = prompt_end[id(s)]
         fd = first_divergence(ia, ib)
         min_a, min_b, da, db, pct = _margin_stats(ga, gb, L, fd)
@@ -167,35 +166,68 @@ def score_pairs(
     return rows, embedded
 
 
-def prompt_end_scores(ga: Generation, gb: Generation) -> tuple[float, float, float, bool, float, float, float, float]:
+PromptEndScores = tuple[float, float, float, bool, float, float, float, float]
+"""(JS, KL(a||b), KL(b||a), top-1 flip, top-1 prob a, b, margin a, b)."""
+
+
+class PromptEndScorer:
+    """Scores pairs' prompt ends, preparing each side-A row once.
+
+    Side A (the base prompt) repeats across its ~23 pairs: its prepared form
+    (float64 probabilities, 1.2 MB at V = 151,936) is kept while consecutive
+    pairs share it, keyed by the identity of the row (a reference is held, so
+    the id cannot be reused). Side B is usually met once: it is prepared into a
+    scratch row. Only one side A is held at a time, so a cell of 900 prompts
+    does not keep 900 prepared rows.
+    """
+
+    def __init__(self) -> None:
+        self._a: dv.Prepared | None = None
+        self._ws = dv.Workspace()
+
+    def __call__(self, ga: Generation, gb: Generation) -> PromptEndScores:
+        """The scores of one pair (see :func:`prompt_end_scores`)."""
+        a, b = ga.prompt_end, gb.prompt_end
+        la, lb = ga.prompt_end_logprobs, gb.prompt_end_logprobs
+        if la is not None and lb is not None:
+            pa = self._side_a(la)
+            pb = pa if lb is la else dv.Prepared(lb, out=self._ws.buf("b", np.size(lb)))
+            js, kab, kba = dv.divergences(pa, pb, self._ws)
+        else:
+            js = kab = kba = float("nan")
+        return js, kab, kba, a.top1_id != b.top1_id, a.top1_prob, b.top1_prob, a.margin, b.margin
+
+    def _side_a(self, la: np.ndarray) -> dv.Prepared:
+        if self._a is None or self._a.raw is not la:
+            self._a = dv.Prepared(la)
+        return self._a
+
+    def many(self, pairs: Sequence[tuple[Generation, Generation]]) -> list[PromptEndScores]:
+        """Scores of every (side A, side B) pair, in order; pairs that share side A are computed together."""
+        groups: dict[int, list[int]] = {}
+        for i, (ga, _) in enumerate(pairs):
+            groups.setdefault(id(ga), []).append(i)
+        out: list[PromptEndScores | None] = [None] * len(pairs)
+        for idx in groups.values():
+            for i in idx:
+                out[i] = self(*pairs[i])
+        self._a = None  # a cell's rows are not kept past its scoring
+        return out  # type: ignore[return-value]
+
+
+_SCORER = PromptEndScorer()
+
+
+def prompt_end_scores(ga: Generation, gb: Generation) -> PromptEndScores:
     """(JS, KL(a||b), KL(b||a), top-1 flip, top-1 prob a, b, margin a, b) of two prompt-end distributions.
 
     The divergences need both full distributions: a run scores its pairs inside
     the cell, where every side's full row is in memory (harness.decode.prompt_end).
     A side read back without it (``--store-full-dist`` off) gives NaN divergences,
     never an estimate from the top-k. The rest comes from the compact records.
+    Consecutive calls with the same side A prepare it once (:class:`PromptEndScorer`).
     """
-    a, b = ga.prompt_end, gb.prompt_end
-    la, lb = ga.prompt_end_logprobs, gb.prompt_end_logprobs
-    if la is not None and lb is not None:
-        js, kab, kba = dv.divergences(_prepared(la), _prepared(lb))
-    else:
-        js = kab = kba = float("nan")
-    return js, kab, kba, a.top1_id != b.top1_id, a.top1_prob, b.top1_prob, a.margin, b.margin
-
-
-_PREPARED: list[tuple[np.ndarray, dv.Prepared]] = []
-
-
-def _prepared(lp: np.ndarray) -> dv.Prepared:
-    """Side A repeats across a base prompt's pairs: the last few prepared rows are kept (by identity, 2.4 MB each)."""
-    for raw, prep in _PREPARED:
-        if raw is lp:
-            return prep
-    prep = dv.Prepared(lp)
-    _PREPARED.insert(0, (lp, prep))
-    del _PREPARED[4:]
-    return prep
+    return _SCORER(ga, gb)
 
 
 def kept_pairs(pairs: Sequence[PromptPair], audit: Sequence[AuditRow]) -> list[PromptPair]:
