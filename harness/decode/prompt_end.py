@@ -72,17 +72,32 @@ def compact(logprobs: np.ndarray, k: int = TOP_K) -> PromptEnd:
     bad = math.isnan(hi) or hi == math.inf
     k = min(int(k), n)
     safe = np.where(np.isnan(lp), -np.inf, lp) if bad else lp
-    if k < n:
-        part = np.argpartition(safe, n - k)[n - k:]
-        # Ties at the k-th value may leave out a lower id than one kept: widen to every id at that value.
-        cand = np.flatnonzero(safe >= safe[part].min())
-    else:
-        cand = np.arange(n)
+    cand = _at_least_kth(safe, k) if k < n else np.arange(n)
     # Order by (-logprob, id): a total order, so exact ties resolve to the lower id, as argmax does.
     top = cand[np.lexsort((cand, -safe[cand].astype(np.float64)))[:k]].astype(np.int64)
     tail, entropy, sq = _statistics(safe, top, bad)
     veff = 1.0 / sq if sq > 0 else math.nan
     return PromptEnd(top, lp[top].astype(np.float32), tail, n, entropy, veff, bad)
+
+
+def _at_least_kth(lp: np.ndarray, k: int) -> np.ndarray:
+    """Ids of every entry >= the k-th largest value (all of the top k, ties at the k-th value included)."""
+    n = lp.size
+    # A cheap lower bound first: the k-th largest of every 16th entry is <= the row's k-th largest (those k entries
+    # are in the row), so the entries at or above it hold the whole top k; about 16 k of them, so the exact
+    # selection runs on ~1,000 values, not 151,936 (argpartition of the full row was the largest cost here).
+    sample = lp[:: _STRIDE]
+    if sample.size >= 4 * k:
+        pre = np.flatnonzero(lp >= np.partition(sample, sample.size - k)[sample.size - k])
+    else:
+        pre = np.arange(n)
+    vals = lp[pre]
+    kth = np.partition(vals, vals.size - k)[vals.size - k]
+    # Ties at the k-th value may leave out a lower id than one kept: keep every id at that value.
+    return pre[vals >= kth]
+
+
+_STRIDE = 16
 
 
 def _statistics(lp: np.ndarray, top: np.ndarray, bad: bool) -> tuple[float, float, float]:

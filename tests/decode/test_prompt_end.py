@@ -38,6 +38,18 @@ def test_compact_ties_resolve_to_the_lower_id_as_argmax_does():
     assert compact(lp, k=4).top_ids.tolist() == [5, 300, 700, 3]
 
 
+def test_compact_top_k_is_the_brute_force_order_on_ties_and_sorted_rows():
+    # The top k is found from a strided sample's bound first: rows where the sample misses the top (sorted rows),
+    # or where most entries tie, must still give exactly the brute-force (-logprob, id) order.
+    rng = np.random.default_rng(5)
+    rows = [rng.integers(0, 3, 4000).astype(np.float32) - 9, np.sort(_row(6, v=4000)), np.sort(_row(7, v=4000))[::-1].copy(),
+            _row(8, v=151_936), np.repeat(_row(9, v=250), 16)]
+    for lp in rows:
+        for k in (1, 64, 300):
+            order = np.lexsort((np.arange(lp.size), -lp.astype(np.float64)))
+            assert compact(lp, k=k).top_ids.tolist() == order[:k].tolist()
+
+
 def test_compact_flags_non_finite_rows_and_keeps_masked_tokens():
     lp = _row(1, v=200)
     lp[7] = -np.inf  # a masked token is legitimate
