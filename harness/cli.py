@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from harness.commands import cmd_audit, cmd_geometry, cmd_ladder, cmd_registry, ladder_from_args, registry_from_args, words
+from harness.decode.greedy import BATCHING_MODES, DEFAULT_BATCH_SIZE
 from harness.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EnvironmentProblem, InputError
 
 DEFAULT_MODELS = "tiny-chat,tiny-think,tiny-base"
@@ -56,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--capture", default="generate", choices=("generate", "probe"),
                    help="HF engine's per-step readings: captured while decoding, or from the teacher-forced probe "
                         "(vLLM always uses the probe)")
-    r.add_argument("--batch-size", type=int, default=16)
-    r.add_argument("--batching", default="bucket", choices=("bucket", "padded"),
-                   help="bucket: exact-length batches (batch-invariant); padded: left-padded, fuller batches")
+    r.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    r.add_argument("--batching", default="rows", choices=BATCHING_MODES,
+                   help="rows: mixed lengths, attention per equal-length group (batch-invariant, full batches); "
+                        "bucket: exact-length batches (batch-invariant); padded: left-padded (not batch-invariant)")
     r.add_argument("--embedder", default=None, help="sentence-transformers directory (default: all-MiniLM-L6-v2)")
     r.add_argument("--store-full-dist", action="store_true",
                    help="also write each prompt's full prompt-end log-probabilities (V float32: ~0.6 MB per prompt at "

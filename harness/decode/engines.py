@@ -64,14 +64,20 @@ def hf_engine_run(loaded, seconds: float, tokens: int, batching: str) -> EngineR
     import torch
     import transformers
 
-    bucket = batching == "bucket"
+    used = getattr(loaded, "batching_used", None) or batching
+    notes = {"rows": "rows batching: mixed lengths, attention per equal-length group on its own positions, never one "
+                     "row (bitwise equal to bucket batching as tested, see harness.decode.rows)",
+             "bucket": "bucket batching: exact-length batches, never one row (batch-invariant on CPU as measured, see "
+                       "harness.decode.greedy)",
+             "padded": "padded batching: left padding changes bf16 reductions"}
+    note = notes[used]
+    if used != batching:
+        note += f"; asked for {batching}: {getattr(loaded, 'rows_unsupported', None)}"
     return EngineRun(engine="hf", version=f"transformers {transformers.__version__}",
                      args={"attn_implementation": loaded.info.attn_implementation, "dtype": loaded.info.dtype,
-                           "batching": batching},
-                     env={}, attention_backend=loaded.info.attn_implementation, batch_invariant=bucket,
-                     batch_invariant_note=("bucket batching: exact-length batches, never one row (batch-invariant on CPU "
-                                           "as measured, see harness.decode.greedy)" if bucket else
-                                           "padded batching: left padding changes bf16 reductions"),
+                           "batching": used},
+                     env={}, attention_backend=loaded.info.attn_implementation, batch_invariant=used != "padded",
+                     batch_invariant_note=note,
                      load_seconds=loaded.weights_seconds, decode_seconds=round(seconds, 3), generated_tokens=tokens,
                      torch_threads=torch.get_num_threads())
 

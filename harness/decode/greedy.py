@@ -34,127 +34,21 @@ import numpy as np
 
 from harness.decode.prompt_end import PromptEnd, compact
 from harness.decode.recorder import StepRecorder
+from harness.decode.records import (  # noqa: F401  (re-exported: the decode API)
+    DecodeRequest,
+    Generation,
+    NonFiniteOutput,
+    first_non_finite,
+    prompt_key,
+)
 
 # 2: exact-length buckets, no one-row batches; 3: head check, head top-1 in the traces;
 # 4: traces at the steps the scorer reads (trace_steps), compact prompt-end record
 DECODER_VERSION = "4"
 
-
-@dataclass(frozen=True)
-class DecodeRequest:
-    prompt_key: str
-    """sha256 (16 hex) of the rendered token ids."""
-    token_ids: tuple[int, ...]
-    replicate: int
-    """0 normally; 1 for the independent second decode of an identical-rung prompt."""
-    rendered_text: str = ""
-
-
-@dataclass(frozen=True)
-class Generation:
-    model: str
-    variant: str
-    prompt_key: str
-    replicate: int
-    rendered_text: str
-    n_prompt_tokens: int
-    gen_ids: tuple[int, ...]
-    """Generated ids, EOS excluded."""
-    gen_text: str
-    stop_reason: str
-    """'eos' or 'length'."""
-    trace_top1_id: np.ndarray
-    """Per step (EOS-choosing step included): chosen token."""
-    trace_top1_logit: np.ndarray
-    trace_top2_id: np.ndarray
-    """Best token other than the chosen one."""
-    trace_top2_logit: np.ndarray
-    hidden_means: dict[int, np.ndarray] = field(repr=False)
-    """Per requested length L: mean of the post-norm states over the first L steps."""
-    prompt_end_logprobs: np.ndarray | None = field(default=None, repr=False)
-    """Full next-token log-softmax (float32) after the generation prompt: present after a decode, gone once read
-    from a table written without ``--store-full-dist`` (see harness.decode.prompt_end)."""
-    prompt_end: PromptEnd | None = field(default=None, repr=False)
-    """The compact prompt-end record (top-64 log-probabilities, tail mass, statistics); built from the full row
-    when not given."""
-    trace_delta_tcb: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
-    """Per step: Token Constraint Bound (eps = 1) of the state that chose the token (nan when unavailable)."""
-    trace_flip_radius: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
-    """Per step: smallest L2 move of h that lets another token overtake the chosen one."""
-    trace_flip_rival: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
-    """Per step: the token that the flip radius is measured to (nearest rival, not always the top-2)."""
-    trace_head_top1_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
-    """Per step: the top-1 of the fp32 closed-form head the traces are computed on (-1 when unavailable).
-    Where it differs from trace_top1_id (a near-tie), the TCB and flip radius describe another token."""
-    engine: str = "hf"
-    """Engine that chose the tokens: 'hf' (transformers generate) or 'vllm'."""
-    capture: str = "generate"
-    """Where the per-step readings come from: 'generate' (captured while decoding) or 'probe'
-    (teacher-forced HF forward over prompt + tokens, harness.decode.probe; trace_top1_id is then the probe's argmax)."""
-    probe_agreement: float = float("nan")
-    """Share of steps where the probe's argmax is the engine's token (nan: not probed)."""
-    probe_first_disagreement: int = -1
-    """0-based step of the first disagreement (-1: none, or not probed)."""
-    probe_margin_at_disagreement: float = float("nan")
-    """logit(probe argmax) - logit(engine token) there (0: an exact tie; nan: no disagreement)."""
-    probe_engine_token: int = -1
-    """The engine's token at the first disagreement (-1: none)."""
-    probe_token: int = -1
-    """The probe's argmax at the first disagreement (-1: none)."""
-    trace_steps: tuple[int, ...] = ()
-    """0-based steps where the closed-form traces were evaluated (harness.decode.traces); nan / -1 elsewhere."""
-    states: np.ndarray | None = field(default=None, repr=False, compare=False)
-    """[steps, d] float32 post-norm states, kept in memory only until the traces are filled (never stored)."""
-
-    def __post_init__(self) -> None:
-        if self.prompt_end is None:
-            if self.prompt_end_logprobs is None:
-                raise ValueError("a Generation needs the full prompt-end log-probabilities or their compact record")
-            object.__setattr__(self, "prompt_end", compact(self.prompt_end_logprobs))
-
-    @property
-    def trace_margin(self) -> np.ndarray:
-        return self.trace_top1_logit - self.trace_top2_logit
-
-
-class NonFiniteOutput(Exception):
-    """A model produced NaN or infinite logits or hidden states (NaN weights, fp16 overflow).
-
-    Greedy argmax over NaN logits still picks a token, so such a model would
-    otherwise decode the same garbage for every prompt and score as perfectly
-    stable; the cell is marked ``failed-numerics`` instead.
-    """
-
-    def __init__(self, what: str, prompt_key: str, replicate: int, step: int) -> None:
-        self.what, self.prompt_key, self.replicate, self.step = what, prompt_key, replicate, step
-        super().__init__(f"non-finite {what} at step {step} of prompt {prompt_key} (replicate {replicate})")
-
-
-def first_non_finite(top1: np.ndarray, top2: np.ndarray, hidden: np.ndarray | None,
-                     prompt_end_logprobs: np.ndarray | PromptEnd) -> tuple[str, int] | None:
-    """(what, first step) of the first non-finite value of one decode, or None.
-
-    The chosen token's logit and every hidden state must be finite; a rival at
-    -inf (a token masked out) and -inf log-probabilities are legitimate, NaN and
-    +inf never are. The prompt-end row is the full one or its compact record.
-    """
-    bad_logit = ~np.isfinite(top1) | np.isnan(top2) | np.isposinf(top2)
-    bad_hidden = np.zeros_like(bad_logit) if hidden is None else ~np.isfinite(hidden).all(axis=-1)
-    if isinstance(prompt_end_logprobs, PromptEnd):
-        bad_end = prompt_end_logprobs.non_finite
-    else:
-        bad_end = bool(np.isnan(prompt_end_logprobs).any() or np.isposinf(prompt_end_logprobs).any())
-    if bad_logit.size and bad_end:
-        bad_logit[0] = True  # step 0's full distribution
-    steps = np.flatnonzero(bad_logit | bad_hidden)
-    if steps.size == 0:
-        return None
-    t = int(steps[0])
-    return ("hidden states" if bad_hidden[t] else "logits"), t  # the hidden state is the cause when both are
-
-
-def prompt_key(token_ids: Sequence[int]) -> str:
-    return hashlib.sha256(np.asarray(token_ids, dtype=np.int64).tobytes()).hexdigest()[:16]
+DEFAULT_BATCH_SIZE = 32
+"""Prompts per batch: on one CPU thread a Qwen3-sized output head (V = 151,936) costs 0.90 ms per row in batches of
+16 and 0.73 ms in batches of 32 (hidden 64; 11.6 and 10.4 ms at hidden 1,024), and rows batching fills them."""
 
 
 def greedy_config(max_new_tokens: int, eos: tuple[int, ...], pad: int, **extra):
@@ -195,11 +89,25 @@ def steps_until_eos(row: Sequence[int], eos: set[int]) -> tuple[int, bool]:
     return (n, True) if n is not None else (len(row), False)
 
 
-def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int, lengths: Sequence[int]) -> list[Generation]:
-    """Decode one batch (left-padded) and split it into per-request records."""
+@contextmanager
+def _quiet_bitsandbytes():
+    # bitsandbytes int8 logs on every matmul that it casts bf16 inputs to fp16;
+    # the manifest records that once (ModelInfo.quantization).
+    bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
+    level = bnb_log.level
+    bnb_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        bnb_log.setLevel(level)
+
+
+def _generate_rows(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int):
+    """``bucket`` / ``padded`` batching: one left-padded ``model.generate`` call; per request (ids, top-2 values
+    [S, 2], top-2 ids, states [S, d], prompt-end row), arrays over every step of the call (cut at the EOS later)."""
     import torch
 
-    model, tok, info = loaded.model, loaded.tokenizer, loaded.info
+    model, info = loaded.model, loaded.info
     device = next(model.parameters()).device
     rows_in = list(requests) if len(requests) > 1 else [requests[0], requests[0]]  # see module docstring (M=1)
     width = max(len(r.token_ids) for r in rows_in)
@@ -208,46 +116,58 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
     for b, r in enumerate(rows_in):
         ids[b, width - len(r.token_ids):] = torch.tensor(r.token_ids, dtype=torch.long)
         mask[b, width - len(r.token_ids):] = 1
-
     rec = StepRecorder()
-    # bitsandbytes int8 logs on every matmul that it casts bf16 inputs to fp16;
-    # the manifest records that once (ModelInfo.quantization).
-    bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
-    bnb_level = bnb_log.level
-    bnb_log.setLevel(logging.ERROR)
-    try:
-        with final_states(model) as states, torch.inference_mode():
-            out = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                generation_config=greedy_config(max_new_tokens, info.eos_token_ids, info.pad_token_id),
-                logits_processor=[rec],
-            )
-    finally:
-        bnb_log.setLevel(bnb_level)
+    with _quiet_bitsandbytes(), final_states(model) as states, torch.inference_mode():
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            generation_config=greedy_config(max_new_tokens, info.eos_token_ids, info.pad_token_id),
+            logits_processor=[rec],
+        )
     seqs = out.sequences[:, width:].cpu().numpy()  # rows beyond len(requests) are the M=1 guard copy
     top_vals = torch.stack(rec.top_vals, 1).numpy()  # [B, steps, 2]
     top_ids = torch.stack(rec.top_ids, 1).numpy()
     hidden_t = torch.stack(states, 1)  # [B, steps, d]
     hidden = hidden_t.numpy()
     _check_head_once(loaded, hidden_t[:, 0, :], rec.first_scores)
+    return [(seqs[b], top_vals[b], top_ids[b], hidden[b], rec.first_logprobs[b].numpy()) for b in range(len(requests))]
+
+
+def _loop_rows(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int):
+    """``rows`` batching (harness.decode.rows): the same per-request readings, each ending at its EOS step."""
+    import torch
+
+    from harness.decode.rows import greedy_rows
+
+    lists = [r.token_ids for r in requests] if len(requests) > 1 else [requests[0].token_ids] * 2  # never M=1
+    with _quiet_bitsandbytes():
+        rows, h0, scores0 = greedy_rows(loaded, lists, max_new_tokens)
+    _check_head_once(loaded, h0, scores0)
+    return [(np.asarray(r.chosen, dtype=np.int64), np.stack(r.top_vals), np.stack(r.top_ids), np.stack(r.states),
+             r.first_logprobs) for r in rows[: len(requests)]]
+
+
+def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int, lengths: Sequence[int],
+                 batching: str = "bucket") -> list[Generation]:
+    """Decode one batch and split it into per-request records (``rows``: mixed lengths; else left-padded generate)."""
+    info, tok = loaded.info, loaded.tokenizer
+    raw = (_loop_rows if batching == "rows" else _generate_rows)(loaded, requests, max_new_tokens)
     eos = set(info.eos_token_ids)
     gens = []
-    for b, r in enumerate(requests):
-        row = seqs[b].tolist()
+    for r, (seq, top_vals, top_ids, hidden, first_logprobs) in zip(requests, raw):
+        row = seq.tolist()
         n_gen, at_eos = steps_until_eos(row, eos)
         stop = "eos" if at_eos else "length"
         steps = n_gen + (1 if at_eos else 0)
         chosen = np.asarray(row[:steps], dtype=np.int64)
         # Greedy takes argmax; topk may order exact ties differently, so the
         # rival is "the best of the two top entries that was not chosen".
-        first_is_chosen = top_ids[b, :steps, 0] == chosen
-        rival_id = np.where(first_is_chosen, top_ids[b, :steps, 1], top_ids[b, :steps, 0])
-        rival_val = np.where(first_is_chosen, top_vals[b, :steps, 1], top_vals[b, :steps, 0])
-        chosen_val = np.maximum(top_vals[b, :steps, 0], top_vals[b, :steps, 1])
-        hmeans = {L: hidden[b, : max(1, min(L, steps))].mean(axis=0, dtype=np.float64).astype(np.float32) for L in lengths}
-        bad = first_non_finite(top_vals[b, :steps, 0], top_vals[b, :steps, 1], hidden[b, :steps],
-                               rec.first_logprobs[b].numpy())
+        first_is_chosen = top_ids[:steps, 0] == chosen
+        rival_id = np.where(first_is_chosen, top_ids[:steps, 1], top_ids[:steps, 0])
+        rival_val = np.where(first_is_chosen, top_vals[:steps, 1], top_vals[:steps, 0])
+        chosen_val = np.maximum(top_vals[:steps, 0], top_vals[:steps, 1])
+        hmeans = {L: hidden[: max(1, min(L, steps))].mean(axis=0, dtype=np.float64).astype(np.float32) for L in lengths}
+        bad = first_non_finite(top_vals[:steps, 0], top_vals[:steps, 1], hidden[:steps], first_logprobs)
         if bad is not None:
             raise NonFiniteOutput(bad[0], r.prompt_key, r.replicate, bad[1])
         gen_ids = tuple(int(x) for x in row[:n_gen])
@@ -266,20 +186,20 @@ def decode_batch(loaded, requests: Sequence[DecodeRequest], max_new_tokens: int,
                 trace_top1_logit=chosen_val.astype(np.float32),
                 trace_top2_id=rival_id.astype(np.int64),
                 trace_top2_logit=rival_val.astype(np.float32),
-                prompt_end_logprobs=rec.first_logprobs[b].numpy().astype(np.float32),
+                prompt_end_logprobs=np.asarray(first_logprobs, dtype=np.float32),
                 hidden_means=hmeans,
                 # Filled at the steps that are read (harness.decode.traces.fill_traces), from these states.
                 trace_delta_tcb=np.full(steps, np.nan, np.float32),
                 trace_flip_radius=np.full(steps, np.nan, np.float32),
                 trace_flip_rival=np.full(steps, -1, np.int64),
                 trace_head_top1_id=np.full(steps, -1, np.int64),
-                states=np.ascontiguousarray(hidden[b, :steps]),
+                states=np.ascontiguousarray(hidden[:steps]),
             )
         )
     return gens
 
 
-BATCHING_MODES = ("bucket", "padded")
+BATCHING_MODES = ("rows", "bucket", "padded")
 
 
 def _check_head_once(loaded, h0, first_scores) -> None:
@@ -336,18 +256,33 @@ def check_trace_head(loaded, head, h0, scores0):
 
 
 def plan_batches(requests: Sequence[DecodeRequest], batch_size: int, mode: str = "bucket") -> list[list[DecodeRequest]]:
-    """Replicate-0 and replicate-1 requests never share a batch.
+    """Batches of at most ``batch_size``; a prompt's replicate-0 and replicate-1 requests never share a batch.
 
-    ``bucket``: one exact prompt length per batch (no padding; batch-invariant
-    on CPU, see the module docstring). ``padded``: similar lengths together with
-    left padding (fewer, fuller batches; the identical rung shows whether the
-    kernels in use are batch-invariant).
+    ``rows``: by length, full batches (no padding enters a reduction,
+    harness.decode.rows, so as batch-invariant as ``bucket``); each replicate-1
+    copy fills a free place in a batch without its original (so the identical
+    rung still compares two decodes in different company), and only the copies
+    that find none make batches of their own. ``bucket``: one exact prompt
+    length per batch (no padding; batch-invariant on CPU, see the module
+    docstring), replicates in separate batches. ``padded``: similar lengths
+    together with left padding (fewer, fuller batches; the identical rung shows
+    whether the kernels in use are batch-invariant).
     """
     if mode not in BATCHING_MODES:
         raise ValueError(f"unknown batching mode {mode!r}")
     batches: list[list[DecodeRequest]] = []
+    by_length = lambda r: (len(r.token_ids), r.prompt_key)  # noqa: E731
+    if mode == "rows":
+        first = sorted((r for r in requests if r.replicate == 0), key=by_length)
+        batches = [first[i : i + batch_size] for i in range(0, len(first), batch_size)]
+        homeless: list[DecodeRequest] = []
+        for r in sorted((r for r in requests if r.replicate != 0), key=by_length):
+            place = next((b for b in reversed(batches)
+                          if len(b) < batch_size and all(o.prompt_key != r.prompt_key for o in b)), None)
+            (place if place is not None else homeless).append(r)
+        return batches + [homeless[i : i + batch_size] for i in range(0, len(homeless), batch_size)]
     for rep in sorted({r.replicate for r in requests}):
-        group = sorted((r for r in requests if r.replicate == rep), key=lambda r: (len(r.token_ids), r.prompt_key))
+        group = sorted((r for r in requests if r.replicate == rep), key=by_length)
         if mode == "padded":
             batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
             continue
@@ -364,9 +299,9 @@ def decode_all(
     requests: Sequence[DecodeRequest],
     max_new_tokens: int,
     lengths: Sequence[int],
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
-    batching: str = "bucket",
+    batching: str = "rows",
     traces: str = "all",
 ) -> list[Generation]:
     """Decode every request in planned batches.
@@ -375,15 +310,32 @@ def decode_all(
     output; ``"deferred"`` leaves them nan and keeps each output's states, so the
     caller fills only the steps it reads (harness.decode.traces.fill_traces: the
     run fills side A's first divergence of every pair, at a fraction of the cost).
+
+    ``rows`` batching on a model it cannot serve (:class:`~harness.decode.rows.RowsUnsupported`,
+    raised by the first batch before any output) decodes with ``bucket`` instead;
+    ``loaded.batching_used`` (this call's mode) and ``loaded.rows_unsupported``
+    (the reason) record it for the manifest.
     """
+    from harness.decode.rows import RowsUnsupported
     from harness.decode.traces import drop_states, fill_traces
 
     if traces not in ("all", "deferred"):
         raise ValueError(f"unknown traces mode {traces!r}")
+    if batching == "rows" and getattr(loaded, "rows_unsupported", None):
+        batching = "bucket"  # this model already showed it cannot (the reason is kept)
     out: list[Generation] = []
-    for batch in plan_batches(requests, batch_size, batching):
-        gens = decode_batch(loaded, batch, max_new_tokens, lengths)
+    todo = plan_batches(requests, batch_size, batching)
+    while todo:
+        batch = todo.pop(0)
+        try:
+            gens = decode_batch(loaded, batch, max_new_tokens, lengths, batching)
+        except RowsUnsupported as exc:
+            loaded.rows_unsupported = str(exc)
+            batching = "bucket"
+            todo = plan_batches([r for b in [batch, *todo] for r in b], batch_size, batching)
+            continue
         out += drop_states(fill_traces(loaded, gens)) if traces == "all" else gens
         if progress:
             progress(len(batch))
+    loaded.batching_used = batching
     return out

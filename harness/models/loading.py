@@ -27,6 +27,10 @@ class LoadedModel:
     policy: RenderPolicy = field(default_factory=lambda: RenderPolicy(True))
     _load_weights: Any = None
     weights_seconds: float = 0.0
+    batching_used: str | None = None
+    """Batching mode of the last decode (harness.decode.greedy.decode_all): 'rows', 'bucket' or 'padded'."""
+    rows_unsupported: str | None = None
+    """Why this model cannot run rows batching (its decodes then use bucket batching); None when it can or was not tried."""
 
     @property
     def model(self):

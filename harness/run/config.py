@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.decode.greedy import BATCHING_MODES, DECODER_VERSION
+from harness.decode.greedy import BATCHING_MODES, DECODER_VERSION, DEFAULT_BATCH_SIZE
 from pydantic import ValidationError
 
 from harness.errors import EnvironmentProblem, InputError, pydantic_error_to_input_error
@@ -48,10 +48,11 @@ class RunConfig:
     """Scored output lengths in tokens (one decode at the longest)."""
     variants: tuple[str, ...] | None = None
     """None: each model's registry variants."""
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH_SIZE
     """Prompts per decode batch."""
-    batching: str = "bucket"
-    """bucket (exact-length batches, batch-invariant on CPU) or padded (see harness.decode.greedy)."""
+    batching: str = "rows"
+    """rows (mixed lengths, attention per equal-length group: batch-invariant, harness.decode.rows), bucket
+    (exact-length batches, batch-invariant on CPU) or padded (left padding; see harness.decode.greedy)."""
     embedder: str | None = None
     """Sentence embedder (name or directory); None: the bundled MiniLM."""
     argv: tuple[str, ...] = ()

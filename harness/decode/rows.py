@@ -1,0 +1,266 @@
+"""Mixed-length batches with no padding inside any reduction ("rows" batching), and the greedy loop that drives them.
+
+Why: exact-length buckets (``bucket`` batching) keep padding out of the
+attention reductions, but a ladder's prompts have many lengths, so its
+batches were small (174 prompts of 11 lengths made 21 batches, 8 rows each)
+and a step's fixed cost (the model's Python, the output head's weight
+packing) was paid once per handful of rows. At a real vocabulary that made
+the harness slower than plain batched ``generate``.
+
+How: prompts of any lengths share a batch, left-aligned to the right edge as
+``generate`` pads them, but the attention of each group of equal-length rows
+runs on that group's own positions only, through the model's own attention
+function (its ``eager_attention_forward``, or transformers' SDPA one) and the
+mask an unpadded batch would get. No padded key or query ever enters a
+softmax sum or a weighted sum of values, so every row computes what it would
+compute alone; everything else in a decoder layer (norms, projections, MLP,
+output head) works row by row already. Measured on Qwen3 and Llama shaped
+random-init models and the demo models: tokens, post-norm states, top-2
+logits and the prompt-end row are bitwise equal to ``bucket`` batching (the
+tests hold this). Rows that choose an end token leave the batch (their cache
+rows are dropped), except that a batch never shrinks to one row (the M = 1
+matmul path rounds differently, see harness.decode.greedy).
+
+The loop calls the model's own forward with the arguments ``generate`` uses
+(cache, position ids, ``logits_to_keep=1``) and takes the argmax as
+``generate`` does (the first maximal index of the float32 scores), once:
+the top-2 pass that records the rival gives the chosen token too.
+
+Architectures whose layers are not all attention layers that pass keyword
+arguments through (hybrid linear-attention models, custom code) raise
+:class:`RowsUnsupported` on their first batch; the caller decodes that cell
+with ``bucket`` batching and records why.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+ROWS_ATTENTION = "stabprobe_rows"
+"""The name the per-group attention is registered under in transformers' AttentionInterface."""
+
+
+class RowsUnsupported(RuntimeError):
+    """The model cannot run mixed-length batches this way (the message says why)."""
+
+
+@dataclass
+class _RowsState:
+    """Passed to every attention call of one forward (as the ``stabprobe_rows`` keyword argument)."""
+
+    lens: list[int]
+    """Per batch row: tokens of that row's sequence including those of this forward (its valid keys)."""
+    inner: str
+    """The model's own attention implementation: 'eager' or 'sdpa'."""
+    seen: set[int] = field(default_factory=set)
+    """ids of the attention modules called during this forward (every layer must be)."""
+    groups: dict = field(default_factory=dict)
+    """(q_len, kv_len) -> [((first query, first key), row index or None for all rows)], built once per forward."""
+
+    def plan(self, q_len: int, kv_len: int):
+        key = (q_len, kv_len)
+        if key not in self.groups:
+            import torch
+
+            by: dict[tuple[int, int], list[int]] = {}
+            for b, n in enumerate(self.lens):
+                # a sliding layer's cache may hold fewer positions than the row has: its valid keys are the newest ones
+                by.setdefault((q_len - min(n, q_len), kv_len - min(n, kv_len)), []).append(b)
+            whole = len(by) == 1
+            self.groups[key] = [(start, None if whole else torch.tensor(rows)) for start, rows in by.items()]
+        return self.groups[key]
+
+
+def _group_mask(inner: str, nq: int, nk: int, window: int | None, dtype):
+    """The mask an unpadded batch of this group would get: causal (queries are the last ``nq`` of ``nk`` positions),
+    within ``window`` when the layer slides; None where every key is allowed, as transformers passes it then."""
+    import torch
+
+    if nq == 1 and (window is None or nk <= window):
+        return None  # a decode step sees every key (transformers passes no mask then either)
+    qpos = torch.arange(nk - nq, nk)[:, None]
+    kpos = torch.arange(nk)[None, :]
+    allowed = kpos <= qpos
+    if window is not None:
+        allowed &= (qpos - kpos) < window
+    if bool(allowed.all()):
+        return None
+    if inner == "sdpa":
+        # SDPA's is_causal covers a square causal block (transformers passes no mask then)
+        return None if nq == nk and (window is None or nk <= window) else allowed[None, None]
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+
+
+def _rows_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                    stabprobe_rows: _RowsState | None = None, **kwargs):
+    """Attention over each equal-length group's own positions (query [B, H, q, D], key/value [B, Hkv, kv, D])."""
+    import torch
+
+    state = stabprobe_rows
+    if state is None:
+        raise RowsUnsupported(f"{type(module).__name__} does not pass keyword arguments to its attention function")
+    state.seen.add(id(module))
+    if state.inner == "eager":
+        inner = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+        if inner is None:
+            raise RowsUnsupported(f"{type(module).__module__} has no eager_attention_forward")
+    else:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward as inner
+    B, _, q_len, _ = query.shape
+    kv_len = key.shape[2]
+    window = kwargs.get("sliding_window")
+    out = None
+    for (q0, k0), rows in state.plan(q_len, kv_len):
+        if rows is None:  # one group: every row has the same length
+            qg, kg, vg = query[:, :, q0:, :], key[:, :, k0:, :], value[:, :, k0:, :]
+        else:
+            qg, kg, vg = query[rows, :, q0:, :], key[rows, :, k0:, :], value[rows, :, k0:, :]
+        mask = _group_mask(state.inner, qg.shape[2], kg.shape[2], window, query.dtype)
+        o, _ = inner(module, qg, kg, vg, mask, dropout=dropout, scaling=scaling, **kwargs)  # [n, q, H, Dv]
+        if rows is None and q0 == 0:
+            return o, None
+        if out is None:
+            # padded query positions read nothing; their outputs are zeros and never reach a kept row
+            out = o.new_zeros((B, q_len) + tuple(o.shape[2:]))
+        out[slice(None) if rows is None else rows, q0:] = o
+    return out, None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ROWS_ATTENTION, _rows_attention)
+
+
+@contextmanager
+def rows_attention(model):
+    """Switch ``model`` to the per-group attention for the duration (restored after, also on error)."""
+    _register()
+    inner = getattr(model.config, "_attn_implementation", None)
+    if inner not in ("eager", "sdpa"):
+        raise RowsUnsupported(f"attention implementation {inner!r} (rows batching wraps 'eager' or 'sdpa')")
+    model.set_attn_implementation(ROWS_ATTENTION)
+    try:
+        yield inner
+    finally:
+        model.set_attn_implementation(inner)
+
+
+@dataclass
+class RawRow:
+    """One request's readings from the greedy loop (arrays over its steps, the end-token step included)."""
+
+    chosen: list[int] = field(default_factory=list)
+    top_vals: list[np.ndarray] = field(default_factory=list)
+    top_ids: list[np.ndarray] = field(default_factory=list)
+    states: list[np.ndarray] = field(default_factory=list)
+    first_logprobs: np.ndarray | None = None
+
+
+def _cache_kwarg(model) -> str:
+    # transformers 5.23 renamed past_key_values to cache (the old name warns); 5.19 (the vLLM environment) has only the old
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _attention_layers(model) -> int:
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return int(getattr(cfg, "num_hidden_layers", 0))
+
+
+def greedy_rows(loaded, token_lists: Sequence[Sequence[int]], max_new_tokens: int):
+    """Greedy decode of mixed-length prompts in one batch; returns (rows, first step's states, first step's scores).
+
+    ``token_lists`` has at least two rows (callers add a discarded copy to a lone
+    request). The first step's states [B, d] and float32 scores [B, V] are what
+    the closed-form head is checked against.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    from harness.decode.greedy import final_states
+    from harness.decode.recorder import top2_cpu
+
+    model, info = loaded.model, loaded.info
+    B = len(token_lists)
+    if B < 2:
+        raise ValueError("greedy_rows needs at least two rows (the M = 1 matmul path rounds differently)")
+    lens = [len(x) for x in token_lists]
+    width = max(lens)
+    ids = torch.full((B, width), info.pad_token_id, dtype=torch.long)
+    for b, x in enumerate(token_lists):
+        ids[b, width - len(x):] = torch.tensor(list(x), dtype=torch.long)
+    # positions count from each row's first real token, as generate derives them from the attention mask
+    pos = (torch.arange(width)[None, :] - torch.tensor([width - n for n in lens])[:, None]).clamp_min(0)
+    eos = set(info.eos_token_ids)
+    cache_kw = _cache_kwarg(model)
+    cache = DynamicCache(config=model.config)
+    rows = [RawRow() for _ in range(B)]
+    active = list(range(B))  # original row of each batch row
+    live = [True] * B  # per batch row: still decoding (False: an ended row kept as the companion of a lone one)
+    h0 = scores0 = buf = None
+    layers = _attention_layers(model)
+    with rows_attention(model) as inner, final_states(model) as states, torch.inference_mode():
+        cur = ids
+        for t in range(max_new_tokens):
+            state = _RowsState(lens=list(lens), inner=inner)
+            out = model(input_ids=cur, position_ids=pos, use_cache=True, logits_to_keep=1, stabprobe_rows=state,
+                        **{cache_kw: cache})
+            if t == 0 and len(state.seen) != layers:
+                raise RowsUnsupported(f"{len(state.seen)} of {layers} layers ran the per-group attention "
+                                      "(a layer without attention, or one that drops keyword arguments)")
+            # generate's cast: a float32 copy of the last position's logits, the scores greedy takes its argmax over
+            # (into one buffer per batch: a fresh [B, V] float32 array per step cost page faults, ~40% of the cast)
+            logits = out.logits[:, -1, :]
+            if buf is None:
+                buf = torch.empty(logits.shape, dtype=torch.float32)
+            scores = buf[: logits.shape[0]]
+            scores.copy_(logits)
+            h = states.pop().numpy()
+            states.clear()
+            vals, tops = top2_cpu(scores)
+            vals_np, tops_np = vals.numpy(), tops.numpy()
+            if t == 0:
+                h0, scores0 = torch.from_numpy(h.copy()), scores.clone()
+                first = torch.log_softmax(scores, dim=-1).numpy()  # log_softmax, not log(softmax): tails underflow
+            ended = []
+            for k, r in enumerate(active):
+                if not live[k]:
+                    continue
+                row = rows[r]
+                tok = int(tops_np[k, 0])
+                row.chosen.append(tok)
+                row.top_vals.append(vals_np[k])
+                row.top_ids.append(tops_np[k])
+                row.states.append(h[k])
+                if t == 0:
+                    row.first_logprobs = first[k]
+                if tok in eos:
+                    ended.append(k)
+            if t == max_new_tokens - 1:
+                break
+            for k in ended:
+                live[k] = False
+            keep = [k for k in range(len(active)) if live[k]]
+            if not keep:
+                break
+            if len(keep) < len(active):
+                if len(keep) == 1:  # never one row: keep an ended row beside it, its readings unrecorded
+                    keep.append(next(k for k in range(len(active)) if not live[k]))
+                    keep.sort()
+                index = torch.tensor(keep)
+                cache.batch_select_indices(index)
+                active = [active[k] for k in keep]
+                live = [live[k] for k in keep]
+                lens = [lens[k] for k in keep]
+                tops_np = tops_np[keep]
+            nxt = torch.from_numpy(np.ascontiguousarray(tops_np[:, 0]))
+            cur = nxt[:, None]
+            pos = torch.tensor(lens)[:, None]  # the new token's position: the row's length before it
+            lens = [n + 1 for n in lens]
+    return rows, h0, scores0
