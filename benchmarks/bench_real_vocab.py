@@ -7,7 +7,8 @@ temporary directory: ``h64`` (hidden 64, 2 layers) and ``h1024`` (hidden 1,024,
 ``ladders/default.yaml`` with all their pairs (23 per prompt), one torch thread.
 
 - harness (timed from the pair list): ``audit_pairs`` + ``decode_requests`` +
-  ``decode_all`` (exact-length buckets of up to 16, every capture: top-2 per
+  ``decode_all`` (a run's default batching and batch size: ``rows``, 32, see
+  harness.decode.rows; every capture: top-2 per
   step, post-norm states, hidden means, prompt-end rows) + ``complete`` (the
   closed-form traces at side A's first divergence of every pair) + JS and both
   KLs of every pair's prompt ends. Everything a cell does before embedding.
@@ -110,18 +111,22 @@ def plain_generate(loaded, id_lists, max_new_tokens: int, batch_size: int = 16) 
 
 def _harness(loaded, entry, pairs, L: int) -> dict:
     from harness.audit.tokens import audit_pairs
+    from harness.run.config import RunConfig
     from harness.decode.greedy import decode_all
     from harness.run.cell import decode_requests
-    from harness.run.complete import complete
+    from harness.run.complete import complete, one_token_prompt_ends
     from harness.score.pairs import kept_pairs, prompt_end_scores
 
     t0 = time.perf_counter()
     rows, rendered = audit_pairs(entry.name, loaded.tokenizer, loaded.policy, pairs,
                                  context_len=loaded.info.context_length, max_new_tokens=L)
     reqs, sides = decode_requests(pairs, rows, rendered)
-    t_dec, gens = timed(lambda: decode_all(loaded, reqs, L, (L,), 16, None, "bucket", traces="deferred"))
+    size, mode = RunConfig.batch_size, RunConfig.batching  # what a run uses unless told otherwise
+    t_dec, gens = timed(lambda: decode_all(loaded, reqs, L, (L,), size, None, mode, traces="deferred"))
     kept = kept_pairs(pairs, rows)
-    t_cmp, (gens, counts, _) = timed(lambda: complete(loaded, gens, reqs, kept, sides, (L,), 16, "bucket"))
+    redecode = lambda subset: decode_all(loaded, subset, L, (L,), size, None, mode, traces="deferred")  # noqa: E731
+    ends = one_token_prompt_ends(loaded, size, mode)  # neither runs here: every state and full row is in memory
+    t_cmp, (gens, counts, _) = timed(lambda: complete(loaded, gens, reqs, kept, sides, (L,), redecode, ends))
     by = {(g.prompt_key, g.replicate): g for g in gens}
     t_pe, scores = timed(lambda: {p.pair_id: prompt_end_scores(by[(sides[p.pair_id][0], 0)],
                                                                by[(sides[p.pair_id][1], sides[p.pair_id][2])])
@@ -132,7 +137,8 @@ def _harness(loaded, entry, pairs, L: int) -> dict:
                 and scores[p.pair_id][:3] == (0.0, 0.0, 0.0) for p in ident)
     return {"seconds": total, "decode_s": t_dec, "traces_s": t_cmp, "prompt_end_pairs_s": t_pe, "kept": kept,
             "rendered": rendered, "reqs": reqs, "steps": sum(len(g.trace_top1_id) for g in gens),
-            "identical": len(ident), "identical_exact": exact, "completion": counts}
+            "identical": len(ident), "identical_exact": exact, "completion": counts,
+            "batching": f"{loaded.batching_used}, batches of {size}"}
 
 
 def _compare(tmp: Path, name: str, quick: bool) -> tuple[list[Row], dict]:
@@ -169,13 +175,14 @@ def _compare(tmp: Path, name: str, quick: bool) -> tuple[list[Row], dict]:
         Row(f"real_vocab/{name}/identical", f"{h['identical_exact']}/{h['identical']} identical pairs: same tokens, "
             "JS = KL = 0", "all exact", None, "-", bool(h["identical"]) and h["identical_exact"] == h["identical"]),
     ]
-    rows[0].info.append(f"{what}; harness phases: decode {fmt_s(h['decode_s'])}, traces {fmt_s(h['traces_s'])}, "
+    rows[0].info.append(f"{what}; harness ({h['batching']}) phases: decode {fmt_s(h['decode_s'])}, traces {fmt_s(h['traces_s'])}, "
                         f"prompt-end JS/KL of every pair {fmt_s(h['prompt_end_pairs_s'])}; completion {h['completion']}; "
                         f"traces at every step of one batch: {n_states} states in {fmt_s(per_state * n_states)} "
                         f"({fmt_s(per_state)} per state; a run evaluates one state per diverging pair)")
     figures = {"pairs": len(h["kept"]), "distinct_prompts": len(distinct), "pair_sides": len(sides), "length": L,
                "harness_s": h["seconds"], "harness_decode_s": h["decode_s"], "harness_traces_s": h["traces_s"],
                "harness_prompt_end_pairs_s": h["prompt_end_pairs_s"], "harness_steps": h["steps"],
+               "harness_batching": h["batching"],
                "generate_pair_sides_s": t_sides, "generate_pair_sides_steps": steps_sides,
                "generate_distinct_s": t_dist, "generate_distinct_steps": steps_dist,
                "speedup_vs_pair_sides": fast, "ratio_vs_distinct": price, "traces_share": share,
