@@ -63,7 +63,7 @@ class _RowsState:
     groups: dict = field(default_factory=dict)
     """(q_len, kv_len) -> [((first query, first key), row index or None for all rows)], built once per forward."""
 
-    def plan(self, q_len: int, kv_len: int):
+    def plan(self, q_len: int, kv_len: int, device):
         key = (q_len, kv_len)
         if key not in self.groups:
             import torch
@@ -73,19 +73,19 @@ class _RowsState:
                 # a sliding layer's cache may hold fewer positions than the row has: its valid keys are the newest ones
                 by.setdefault((q_len - min(n, q_len), kv_len - min(n, kv_len)), []).append(b)
             whole = len(by) == 1
-            self.groups[key] = [(start, None if whole else torch.tensor(rows)) for start, rows in by.items()]
+            self.groups[key] = [(start, None if whole else torch.tensor(rows, device=device)) for start, rows in by.items()]
         return self.groups[key]
 
 
-def _group_mask(inner: str, nq: int, nk: int, window: int | None, dtype):
+def _group_mask(inner: str, nq: int, nk: int, window: int | None, dtype, device):
     """The mask an unpadded batch of this group would get: causal (queries are the last ``nq`` of ``nk`` positions),
     within ``window`` when the layer slides; None where every key is allowed, as transformers passes it then."""
     import torch
 
     if nq == 1 and (window is None or nk <= window):
         return None  # a decode step sees every key (transformers passes no mask then either)
-    qpos = torch.arange(nk - nq, nk)[:, None]
-    kpos = torch.arange(nk)[None, :]
+    qpos = torch.arange(nk - nq, nk, device=device)[:, None]
+    kpos = torch.arange(nk, device=device)[None, :]
     allowed = kpos <= qpos
     if window is not None:
         allowed &= (qpos - kpos) < window
@@ -94,7 +94,7 @@ def _group_mask(inner: str, nq: int, nk: int, window: int | None, dtype):
     if inner == "sdpa":
         # SDPA's is_causal covers a square causal block (transformers passes no mask then)
         return None if nq == nk and (window is None or nk <= window) else allowed[None, None]
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
 
 
 def _rows_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
@@ -116,12 +116,12 @@ def _rows_attention(module, query, key, value, attention_mask, dropout: float = 
     kv_len = key.shape[2]
     window = kwargs.get("sliding_window")
     out = None
-    for (q0, k0), rows in state.plan(q_len, kv_len):
+    for (q0, k0), rows in state.plan(q_len, kv_len, query.device):
         if rows is None:  # one group: every row has the same length
             qg, kg, vg = query[:, :, q0:, :], key[:, :, k0:, :], value[:, :, k0:, :]
         else:
             qg, kg, vg = query[rows, :, q0:, :], key[rows, :, k0:, :], value[rows, :, k0:, :]
-        mask = _group_mask(state.inner, qg.shape[2], kg.shape[2], window, query.dtype)
+        mask = _group_mask(state.inner, qg.shape[2], kg.shape[2], window, query.dtype, query.device)
         o, _ = inner(module, qg, kg, vg, mask, dropout=dropout, scaling=scaling, **kwargs)  # [n, q, H, Dv]
         if rows is None and q0 == 0:
             return o, None
@@ -187,6 +187,7 @@ def greedy_rows(loaded, token_lists: Sequence[Sequence[int]], max_new_tokens: in
     from harness.decode.recorder import top2_cpu
 
     model, info = loaded.model, loaded.info
+    device = next(model.parameters()).device
     B = len(token_lists)
     if B < 2:
         raise ValueError("greedy_rows needs at least two rows (the M = 1 matmul path rounds differently)")
@@ -206,7 +207,7 @@ def greedy_rows(loaded, token_lists: Sequence[Sequence[int]], max_new_tokens: in
     h0 = scores0 = buf = None
     layers = _attention_layers(model)
     with rows_attention(model) as inner, final_states(model) as states, torch.inference_mode():
-        cur = ids
+        cur, pos = ids.to(device), pos.to(device)
         for t in range(max_new_tokens):
             state = _RowsState(lens=list(lens), inner=inner)
             out = model(input_ids=cur, position_ids=pos, use_cache=True, logits_to_keep=1, stabprobe_rows=state,
@@ -253,14 +254,13 @@ def greedy_rows(loaded, token_lists: Sequence[Sequence[int]], max_new_tokens: in
                 if len(keep) == 1:  # never one row: keep an ended row beside it, its readings unrecorded
                     keep.append(next(k for k in range(len(active)) if not live[k]))
                     keep.sort()
-                index = torch.tensor(keep)
-                cache.batch_select_indices(index)
+                cache.batch_select_indices(torch.tensor(keep, device=device))
                 active = [active[k] for k in keep]
                 live = [live[k] for k in keep]
                 lens = [lens[k] for k in keep]
                 tops_np = tops_np[keep]
             nxt = torch.from_numpy(np.ascontiguousarray(tops_np[:, 0]))
-            cur = nxt[:, None]
-            pos = torch.tensor(lens)[:, None]  # the new token's position: the row's length before it
+            cur = nxt[:, None].to(device)
+            pos = torch.tensor(lens, device=device)[:, None]  # the new token's position: the row's length before it
             lens = [n + 1 for n in lens]
     return rows, h0, scores0

@@ -93,9 +93,12 @@ def test_rows_is_bitwise_the_bucket_decoder_on_the_demo_model(tiny_chat, batch_s
     assert len(steps) > 1 and any(g.stop_reason == "eos" for g in gens)  # rows really left mid-decode
 
 
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("family", ["qwen3", "llama3_1", "gemma3"])
-def test_rows_is_bitwise_the_bucket_decoder_on_published_architectures(real_model_dir, family):
-    loaded = load_model(entry_for_local_dir(real_model_dir(family)), "bf16")
+def test_rows_is_bitwise_the_bucket_decoder_on_published_architectures(real_model_dir, family, attn):
+    entry = entry_for_local_dir(real_model_dir(family)).model_copy(update={"attn_implementation": attn})
+    loaded = load_model(entry, "bf16")
+    assert loaded.model.config._attn_implementation == attn
     reqs = _requests(loaded, PROMPTS[:5])
     assert len({len(r.token_ids) for r in reqs}) >= 3
     if family == "gemma3":  # past the 16-token sliding window in prefill and while decoding
