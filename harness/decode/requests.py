@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from harness.audit.tokens import AuditRow
+from harness.audit.records import AuditRow
 from harness.decode.greedy import DecodeRequest, prompt_key
 
 
