@@ -115,8 +115,13 @@ def test_rows_plan_fills_batches_and_keeps_each_copy_away_from_its_original():
                                                                              key=lambda r: (r.prompt_key, r.replicate))
     assert all(len(b) <= 4 for b in batches)
     assert all(len({r.prompt_key for r in b}) == len(b) for b in batches)  # never a prompt with its copy
-    assert len(batches) == 4  # 11 originals in 3 batches of 4, 4, 3; one copy fills the free place, two need a batch
-    assert sum(len(b) for b in batches[:3]) == 12
+    assert len(batches) == 4  # 14 requests: 4 batches, the 11 originals spread 3, 3, 3, 2 and the copies in the gaps
+    assert sorted(len([r for r in b if r.replicate == 0]) for b in batches) == [2, 3, 3, 3]
+    # a cell of 46 prompts and 2 copies in batches of 48: two batches of 24, not 46 + 2
+    many = [DecodeRequest(f"m{i:02d}", (1,) * (5 + i % 7), 0) for i in range(46)]
+    sizes = [len(b) for b in plan_batches(many + [dataclasses.replace(many[0], replicate=1),
+                                                  dataclasses.replace(many[45], replicate=1)], 48, "rows")]
+    assert sizes == [24, 24]
 
 
 def test_a_layer_that_drops_keyword_arguments_falls_back_to_bucket_and_says_so(tiny_chat):
