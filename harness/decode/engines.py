@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harness.decode.greedy import Generation, check_trace_head, decode_all
+from harness.decode.greedy import DEFAULT_BATCH_SIZE, Generation, check_trace_head, decode_all
 from harness.decode.records import EngineOutput, EngineRun, ProbeInput
 from harness.decode.probe import PROBE_VERSION, teacher_forced
 
@@ -73,17 +73,21 @@ def hf_engine_run(loaded, seconds: float, tokens: int, batching: str) -> EngineR
     note = notes[used]
     if used != batching:
         note += f"; asked for {batching}: {getattr(loaded, 'rows_unsupported', None)}"
+    inv = getattr(loaded, "linear_invariance", None)
+    if inv is not None:
+        note += f"; {inv.note()}"
     return EngineRun(engine="hf", version=f"transformers {transformers.__version__}",
                      args={"attn_implementation": loaded.info.attn_implementation, "dtype": loaded.info.dtype,
-                           "batching": used},
+                           "batching": used, "linear_chunk_rows": inv.chunk_rows if inv is not None else None},
                      env={}, attention_backend=loaded.info.attn_implementation, batch_invariant=used != "padded",
                      batch_invariant_note=note,
                      load_seconds=loaded.weights_seconds, decode_seconds=round(seconds, 3), generated_tokens=tokens,
                      torch_threads=torch.get_num_threads())
 
 
-def decode_with_engine(loaded, requests, max_new_tokens: int, lengths: Sequence[int], batch_size: int = 16,
-                       progress: Callable[[int], None] | None = None, batching: str = "bucket", engine: str = "hf",
+def decode_with_engine(loaded, requests, max_new_tokens: int, lengths: Sequence[int],
+                       batch_size: int = DEFAULT_BATCH_SIZE, progress: Callable[[int], None] | None = None,
+                       batching: str = "rows", engine: str = "hf",
                        capture: str = "generate", traces: str = "all") -> tuple[list[Generation], EngineRun]:
     """Every request decoded by ``engine``, read by ``capture``; returns the records and how the engine ran.
 

@@ -31,6 +31,9 @@ class LoadedModel:
     """Batching mode of the last decode (harness.decode.greedy.decode_all): 'rows', 'bucket' or 'padded'."""
     rows_unsupported: str | None = None
     """Why this model cannot run rows batching (its decodes then use bucket batching); None when it can or was not tried."""
+    linear_invariance: Any = None
+    """harness.decode.invariant.LinearInvariance: whether this model's linear layers round the same at every batch
+    size on this machine (probed at its first decode; None before), and the chunking used when not."""
 
     @property
     def model(self):

@@ -61,14 +61,17 @@ def _centred(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: torch.T
     W = head.weight
     ar = torch.arange(state.n, device=W.device)
     p = state.p
-    pm = p.clone()
-    pm[ar, top] = 0.0  # Σ_{i≠top}: the top row is the origin
     g = state.gprime
+    # pm and pm2 written into the halves of one buffer: one product for both mat-vecs, a single pass over W
+    # (V x d) instead of two, without a concatenated copy ([2N, V] floats: 39 MB per 32 rows at V = 151,936).
+    buf = torch.empty((2 * state.n, p.shape[1]), dtype=p.dtype, device=p.device)
+    pm, pm2 = buf[: state.n], buf[state.n :]
+    pm.copy_(p)
+    pm[ar, top] = 0.0  # Σ_{i≠top}: the top row is the origin
     gk = torch.ones_like(top, dtype=W.dtype) if g is None else g[ar, top]
     c = gk[:, None] * W[top]
-    pm2 = pm * pm
-    # One product for both mat-vecs: a single pass over W (V x d) instead of two.
-    both = gemm.matmul(torch.cat([_scaled(state, pm), _scaled(state, pm2)], 0), W)
+    torch.mul(pm, pm, out=pm2)
+    both = gemm.matmul(buf if g is None else torch.cat([_scaled(state, pm), _scaled(state, pm2)], 0), W)
     # Σ p_i = 1, so μ̃ - c = Σ_{i≠top} p_i (w̃_i - c); the weight Σ_{i≠top} p_i is
     # summed directly (1 - p_top would cancel at a confident position).
     delta = both[: state.n] - pm.sum(1, keepdim=True) * c
@@ -142,18 +145,21 @@ def jacobian_fro_sq_moved_rows(state: HeadState, head: HeadSpec, norms: torch.Te
 
 
 def flip_radius(state: HeadState, head: HeadSpec, norms: torch.Tensor, top: torch.Tensor,
-                w_dot_top: torch.Tensor, recheck: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                w_dot_top: torch.Tensor, recheck: int = 8,
+                dist2: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact argmax-flip radius on the raw logits: min_j (z_top - z_j)/‖w_top - w_j‖.
 
     Distances come from ‖w_k‖² + ‖w_j‖² - 2 w_j·w_k, which cancels for nearly
     equal rows; the ``recheck`` smallest candidates are recomputed from the
-    row difference itself before taking the minimum.
+    row difference itself before taking the minimum. ``dist2``: those squared
+    distances when the caller has them (only used to pick the candidates).
     """
     W = head.weight
     ar = torch.arange(state.n, device=W.device)
     z = state.z
     gap = z[ar, top][:, None] - z
-    dist2 = (norms[top][:, None] + norms[None, :] - 2.0 * w_dot_top).clamp_min(0.0)
+    if dist2 is None:
+        dist2 = (norms[top][:, None] + norms[None, :] - 2.0 * w_dot_top).clamp_min(0.0)
     inf = torch.tensor(math.inf, dtype=z.dtype, device=z.device)
     r = torch.where(dist2 > 0, gap / dist2.sqrt(), inf)
     r[ar, top] = inf
@@ -179,8 +185,12 @@ def local_stability(state: HeadState, head: HeadSpec, norms: torch.Tensor) -> Lo
     top = top_i[:, 0]
     ar = torch.arange(state.n, device=W.device)
     w_dot_top = gemm.linear(W[top], W)  # [N, V]: W w_top, shared by TCB centring and flip radius
-    fro2, delta = jacobian_fro_sq(state, head, norms, top, w_dot_top)
-    radius, rival, direction = flip_radius(state, head, norms, top, w_dot_top)
+    parts = _centred(state, head, norms, top, w_dot_top)  # jacobian_fro_sq, keeping the row distances
+    fro2, delta = _combine(parts.Q, parts.T, parts.delta, parts.S2), parts.delta
+    # Without a post-map the centred distances are the raw-row distances the flip radius ranks (one [N, V] pass
+    # fewer); the radius itself is recomputed from row differences for its candidates.
+    radius, rival, direction = flip_radius(state, head, norms, top, w_dot_top,
+                                           dist2=parts.a2 if state.gprime is None else None)
     p = state.p
     p1 = p[ar, top]
     p2 = p[ar, top_i[:, 1]]

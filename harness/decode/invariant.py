@@ -1,0 +1,125 @@
+"""Batch-invariant linear layers on CPUs whose matrix kernels round by batch shape.
+
+Why: the determinism contract (a prompt decodes to the same bits whatever it
+is batched with) needs every row of a linear layer's output to be computed
+the same way whatever the number of rows M. On CPUs without bf16 matrix
+units that held here on one thread. On a Xeon with AMX (measured 2026-12-01,
+torch 2.13, oneDNN's AMX bf16 kernels, one thread) it does not: the kernel
+chooses its blocking from M, so a row's result changes with the batch's size
+at K >= 1,024 (K = 64 was invariant), e.g. ``x @ W.T`` for a 1,024 x 3,072
+layer differed between M = 37 and M = 64 for the same row, and no padding
+rule (multiples of 16, 32 or 64 rows) made it invariant. With M fixed, a row's
+result depended neither on its position nor on the other rows (measured at
+M = 16, 32 and 64 on 1,024 x 3,072, 3,072 x 1,024 and 1,024 x 151,936).
+
+How: :func:`probe_linear_invariance` runs each distinct linear shape of a
+model at several M and compares each row with the same row computed in a
+larger batch. Where any shape differs, :func:`fixed_row_linears` makes every
+linear layer run in chunks of exactly ``CHUNK_ROWS`` rows (the last chunk
+padded with zeros, the padding dropped), so every call has one shape. The
+cost is the padding: a 40-row decode step runs as 48 rows. Attention's
+batched products (``bmm`` over rows x heads) were invariant to the batch count
+here and are left alone. Where the probe finds every shape invariant nothing
+is wrapped. Either way the verdict goes to the manifest (engine note), and
+the identical rung still checks the outcome.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+CHUNK_ROWS = 48
+"""Rows per linear call when chunking: a constant of the harness (not of a run), so an output does not depend on
+``--batch-size`` either. 48 is the default batch size, so a decode step of a full batch is one call; a 1,024 x
+151,936 bf16 head cost 1.12 ms per row at 48 rows, 0.93 at 64, 1.36 at 32 on the AMX Xeon (one thread), and a
+44-row step costs 48 rows here against 64 with chunks of 64. At M = 48 too a row's result depended neither on its
+position nor on the other rows (tested)."""
+
+PROBE_ROWS = (2, 3, 17, 33, 37, 48, 64, 100)
+"""Batch sizes the probe compares against a 160-row reference: below, inside and across the block boundaries
+where the AMX kernels changed their blocking (32, 36, 64) and prefill-sized calls."""
+
+
+@dataclass(frozen=True)
+class LinearInvariance:
+    """What the probe found for one model's linear layers on this machine."""
+
+    invariant: bool
+    """True when every distinct linear shape gave every row the same bits at every probed batch size."""
+    shapes_probed: int
+    """Distinct (in_features, out_features, dtype) linear shapes probed."""
+    variant_shapes: tuple[str, ...]
+    """The shapes that were not invariant, as 'KxN dtype' (empty when invariant)."""
+    chunk_rows: int | None
+    """Rows per linear call while decoding (CHUNK_ROWS) when not invariant; None when calls run unchunked."""
+
+    def note(self) -> str:
+        if self.invariant:
+            return f"linear layers batch-invariant on this machine ({self.shapes_probed} shapes probed)"
+        return (f"linear layers not batch-invariant on this machine ({', '.join(self.variant_shapes)}): run in fixed "
+                f"chunks of {self.chunk_rows} rows (harness.decode.invariant)")
+
+
+def _linears(model):
+    import torch
+
+    return [m for m in model.modules() if type(m) is torch.nn.Linear]  # bitsandbytes layers are subclasses: not ours
+
+
+def probe_linear_invariance(model) -> LinearInvariance:
+    """Compare each row of every distinct linear shape at PROBE_ROWS batch sizes with a 160-row batch (seeded)."""
+    import torch
+
+    shapes: dict[tuple[int, int, torch.dtype], torch.nn.Linear] = {}
+    for m in _linears(model):
+        shapes.setdefault((m.in_features, m.out_features, m.weight.dtype), m)
+    gen = torch.Generator().manual_seed(0)
+    variant = []
+    with torch.inference_mode():
+        for (k, n, dtype), m in shapes.items():
+            x = torch.randn(160, k, generator=gen).to(dtype=dtype, device=m.weight.device)
+            full = torch.nn.functional.linear(x, m.weight, m.bias)
+            if not all(torch.equal(torch.nn.functional.linear(x[:rows], m.weight, m.bias), full[:rows])
+                       for rows in PROBE_ROWS):
+                variant.append(f"{k}x{n} {str(dtype).removeprefix('torch.')}")
+    return LinearInvariance(not variant, len(shapes), tuple(variant), CHUNK_ROWS if variant else None)
+
+
+def _chunked_forward(module, rows: int):
+    import torch
+
+    def forward(x):
+        flat = x.reshape(-1, x.shape[-1])
+        m = flat.shape[0]
+        pad = -m % rows
+        if pad:
+            flat = torch.cat([flat, flat.new_zeros(pad, flat.shape[1])])
+        out = torch.cat([torch.nn.functional.linear(flat[i : i + rows], module.weight, module.bias)
+                         for i in range(0, flat.shape[0], rows)])
+        return out[:m].reshape(*x.shape[:-1], out.shape[-1])
+
+    return forward
+
+
+@contextmanager
+def fixed_row_linears(model, verdict: LinearInvariance | None):
+    """Every plain ``nn.Linear`` of ``model`` runs in chunks of ``verdict.chunk_rows`` rows inside the block.
+
+    Nothing is wrapped when ``verdict`` is None or invariant. The instance's own ``forward`` is restored on exit.
+    """
+    if verdict is None or verdict.chunk_rows is None:
+        yield
+        return
+    wrapped = []
+    try:
+        for m in _linears(model):
+            wrapped.append((m, m.__dict__.get("forward")))
+            m.forward = _chunked_forward(m, verdict.chunk_rows)
+        yield
+    finally:
+        for m, own in wrapped:
+            if own is None:
+                del m.forward
+            else:
+                m.forward = own
