@@ -27,7 +27,8 @@ the identical rung still checks the outcome.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+
+from harness.decode.records import LinearInvariance
 
 CHUNK_ROWS = 48
 """Rows per linear call when chunking: a constant of the harness (not of a run), so an output does not depend on
@@ -39,26 +40,6 @@ position nor on the other rows (tested)."""
 PROBE_ROWS = (2, 3, 17, 33, 37, 48, 64, 100)
 """Batch sizes the probe compares against a 160-row reference: below, inside and across the block boundaries
 where the AMX kernels changed their blocking (32, 36, 64) and prefill-sized calls."""
-
-
-@dataclass(frozen=True)
-class LinearInvariance:
-    """What the probe found for one model's linear layers on this machine."""
-
-    invariant: bool
-    """True when every distinct linear shape gave every row the same bits at every probed batch size."""
-    shapes_probed: int
-    """Distinct (in_features, out_features, dtype) linear shapes probed."""
-    variant_shapes: tuple[str, ...]
-    """The shapes that were not invariant, as 'KxN dtype' (empty when invariant)."""
-    chunk_rows: int | None
-    """Rows per linear call while decoding (CHUNK_ROWS) when not invariant; None when calls run unchunked."""
-
-    def note(self) -> str:
-        if self.invariant:
-            return f"linear layers batch-invariant on this machine ({self.shapes_probed} shapes probed)"
-        return (f"linear layers not batch-invariant on this machine ({', '.join(self.variant_shapes)}): run in fixed "
-                f"chunks of {self.chunk_rows} rows (harness.decode.invariant)")
 
 
 def _linears(model):

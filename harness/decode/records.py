@@ -258,3 +258,23 @@ class EngineRun:
     """Tokens chosen, EOS steps included."""
     torch_threads: int = -1
     """torch.get_num_threads() when the engine finished (the CPU thread count batch invariance depends on; -1: not read)."""
+
+
+@dataclass(frozen=True)
+class LinearInvariance:
+    """What the probe found for one model's linear layers on this machine."""
+
+    invariant: bool
+    """True when every distinct linear shape gave every row the same bits at every probed batch size."""
+    shapes_probed: int
+    """Distinct (in_features, out_features, dtype) linear shapes probed."""
+    variant_shapes: tuple[str, ...]
+    """The shapes that were not invariant, as 'KxN dtype' (empty when invariant)."""
+    chunk_rows: int | None
+    """Rows per linear call while decoding (harness.decode.invariant.CHUNK_ROWS) when not invariant; None when calls run unchunked."""
+
+    def note(self) -> str:
+        if self.invariant:
+            return f"linear layers batch-invariant on this machine ({self.shapes_probed} shapes probed)"
+        return (f"linear layers not batch-invariant on this machine ({', '.join(self.variant_shapes)}): run in fixed "
+                f"chunks of {self.chunk_rows} rows (harness.decode.invariant)")

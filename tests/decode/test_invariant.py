@@ -12,7 +12,8 @@ import torch
 
 from harness.decode.engines import hf_engine_run
 from harness.decode.greedy import decode_all
-from harness.decode.invariant import CHUNK_ROWS, LinearInvariance, fixed_row_linears, probe_linear_invariance
+from harness.decode.invariant import CHUNK_ROWS, fixed_row_linears, probe_linear_invariance
+from harness.decode.records import LinearInvariance
 from harness.models.loading import load_model
 from harness.models.registry import DEFAULT_REGISTRY, load_registry
 
