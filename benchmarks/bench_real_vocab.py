@@ -59,7 +59,7 @@ TOKENIZER = REPO / "tests" / "fixtures" / "tokenizers" / "qwen3"
 SHAPES = {
     # name: (hidden, layers, head_dim, base prompts, quick base prompts, length)
     "h64": (64, 2, 32, 8, 3, 64),
-    "h1024": (1024, 4, 128, 4, 1, 16),
+    "h1024": (1024, 4, 128, 4, 1, 64),
 }
 PAIR_SIDES_TARGET = 2.0
 DISTINCT_TARGET = 1.3
