@@ -46,9 +46,9 @@ test: $(STAMP) $(VLLM_STAMP)
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_PY) -m pytest -q $(VLLM_TESTS) $(ARGS)
 
-# Speed benchmarks against the targets of issues 9 and 19 (about 2 minutes on 2 cores, plus about 10 for the
-# real-vocabulary decode of issue 19 and about 6 for the engines side by side in .venv-vllm; exits 1 if a target
-# is missed).
+# Speed benchmarks against the targets of issues 9 and 19 (about 8 minutes in all on 2 cores, about 4 of them the
+# real-vocabulary decode of issue 19 and about 2 the engines side by side in .venv-vllm; exits 1 if a target is
+# missed).
 .PHONY: bench
 bench: $(STAMP) $(VLLM_STAMP)
 	$(PY) -m benchmarks.run $(ARGS)
