@@ -324,7 +324,7 @@ def decode_all(
     (the reason) record it for the manifest. Linear layers run in fixed-size chunks where this machine's
     kernels round by batch size (``loaded.linear_invariance``, probed once: harness.decode.invariant).
     """
-    from harness.decode.invariant import fixed_row_linears, probe_linear_invariance
+    from harness.decode.invariant import invariant_linears
     from harness.decode.rows import RowsUnsupported
     from harness.decode.traces import drop_states, fill_traces
 
@@ -332,14 +332,12 @@ def decode_all(
         raise ValueError(f"unknown traces mode {traces!r}")
     if batching == "rows" and getattr(loaded, "rows_unsupported", None):
         batching = "bucket"  # this model already showed it cannot (the reason is kept)
-    if getattr(loaded, "linear_invariance", None) is None:
-        loaded.linear_invariance = probe_linear_invariance(loaded.model)  # once per model: see harness.decode.invariant
     out: list[Generation] = []
     todo = plan_batches(requests, batch_size, batching)
     while todo:
         batch = todo.pop(0)
         try:
-            with fixed_row_linears(loaded.model, loaded.linear_invariance):
+            with invariant_linears(loaded):  # see harness.decode.invariant
                 gens = decode_batch(loaded, batch, max_new_tokens, lengths, batching)
         except RowsUnsupported as exc:
             loaded.rows_unsupported = str(exc)

@@ -104,3 +104,13 @@ def fixed_row_linears(model, verdict: LinearInvariance | None):
                 del m.forward
             else:
                 m.forward = own
+
+
+@contextmanager
+def invariant_linears(loaded):
+    """:func:`fixed_row_linears` for a loaded model with its verdict, probed at the first use and kept on
+    ``loaded.linear_invariance`` (for the manifest)."""
+    if getattr(loaded, "linear_invariance", None) is None:
+        loaded.linear_invariance = probe_linear_invariance(loaded.model)
+    with fixed_row_linears(loaded.model, loaded.linear_invariance):
+        yield

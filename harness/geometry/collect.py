@@ -7,6 +7,7 @@ import torch
 from harness.ladder.records import Ladder
 from harness.audit.render import render_prompt
 from harness.decode.greedy import DecodeRequest, final_states, greedy_config, plan_batches, prompt_key, steps_until_eos
+from harness.decode.invariant import invariant_linears
 from harness.geometry.records import PromptTrace
 from harness.stability.head import check_head
 
@@ -32,8 +33,10 @@ def collect_states(loaded, prompts: dict[str, tuple[int, ...]], max_new_tokens: 
                    batch_size: int = 16) -> tuple[dict[str, PromptTrace], float]:
     """Greedy-decode every prompt, capturing h per step; returns traces and the head check's max error.
 
-    Batches hold prompts of one length (no padding), so a state never depends
-    on what it was batched with. The model's own logits of every step are
+    Batches hold prompts of one length (no padding) and linear layers run in
+    fixed-size chunks where this machine's kernels round by batch size
+    (harness.decode.invariant), so a state never depends on what it was
+    batched with. The model's own logits of every step are
     compared with g(W h + b) (:func:`check_head`, 1e-3 relative) and then dropped.
     """
     model, info = loaded.model, loaded.info
@@ -47,7 +50,9 @@ def collect_states(loaded, prompts: dict[str, tuple[int, ...]], max_new_tokens: 
     for batch in plan_batches(requests, batch_size, "bucket"):
         length = len(batch[0].token_ids)
         ids = torch.tensor([list(r.token_ids) for r in batch], dtype=torch.long, device=device)
-        with final_states(model) as states, torch.inference_mode():
+        # invariant_linears: a state must not depend on its batch's size (AMX kernels round by it, see
+        # harness.decode.invariant)
+        with invariant_linears(loaded), final_states(model) as states, torch.inference_mode():
             if max_new_tokens > 0:
                 config = greedy_config(max_new_tokens, info.eos_token_ids, info.pad_token_id, output_logits=True)
                 res = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)

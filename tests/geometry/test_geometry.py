@@ -218,3 +218,34 @@ def test_per_position_spearman_matches_scipy():
     got = per_position_spearman(a, b, g)
     want = [stats.spearmanr(a[g == i], b[g == i]).statistic for i in sorted(range(12), key=str)]  # groups in string order
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_collected_states_use_the_batch_invariant_linears():
+    """collect_states runs under harness.decode.invariant: forcing the fixed-row chunking on the demo model (whose
+    kernels are invariant, so it must change no bit) gives the same traces, and the model's layers are restored."""
+    import numpy as np
+    import torch
+
+    from harness.decode.invariant import CHUNK_ROWS
+    from harness.decode.records import LinearInvariance
+    from harness.geometry.collect import collect_states
+    from harness.models.loading import load_model
+    from harness.models.registry import DEFAULT_REGISTRY, load_registry
+
+    entry = load_registry(DEFAULT_REGISTRY).by_name()["tiny-chat"]
+    plain, forced = load_model(entry), load_model(entry)
+    prompts = {f"p{i}": tuple(plain.tokenizer.encode(t)) for i, t in enumerate(["Hi there", "Name a colour.", "Hi you"])}
+    ref, _ = collect_states(plain, prompts, 6)
+    assert plain.linear_invariance.invariant
+    forced.linear_invariance = LinearInvariance(False, 1, ("forced by the test",), CHUNK_ROWS)
+    got, _ = collect_states(forced, prompts, 6)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        a, b = ref[k], got[k]
+        for f in a.__dataclass_fields__:
+            x, y = getattr(a, f), getattr(b, f)
+            if isinstance(x, torch.Tensor):
+                assert torch.equal(x, y), (k, f)
+            else:
+                assert (np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y), (k, f)
+    assert all("forward" not in m.__dict__ for m in forced.model.modules())
