@@ -82,3 +82,14 @@ def real_model_dir(tmp_path_factory, real_tokenizer):
         return cache[family]
 
     return get
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test, the previous count restored: a CPU run's default (harness.run.config),
+    because with two threads the bf16 GEMMs split work by batch size, so no batching is batch-invariant (README,
+    Determinism); and small models are latency-bound, two OpenMP threads oversubscribe a shared 2-core runner."""
+    from harness.core.threads import torch_threads
+
+    with torch_threads(1):
+        yield

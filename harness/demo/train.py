@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from harness.core.threads import torch_threads
 from harness.demo import corpus
 from harness.demo.tokenizer import PAD, build_tokenizer
 
@@ -299,30 +300,28 @@ def train_model(name: str, out_dir: str | Path, steps: int | None = None, seed: 
                   batch_size=batch_size if batch_size is not None else cfg.batch_size)
     out = Path(out_dir) / name
     prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_threads = torch.get_num_threads()
     # Fixed thread count: CPU kernels may split reductions differently per thread count,
     # which could change low-order bits of the weights. One thread is the default because
     # on a shared 2-core box two OpenMP threads oversubscribe and run ~10x slower (on
     # torch 2.13 CPU, 1 and 2 threads were checked to give bit-identical weights).
-    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        # fork_rng keeps the caller's global torch RNG untouched (init draws from it).
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            tok = build_tokenizer(seed, "base" if name == "tiny-base" else "chat")
-            seqs = build_sequences(name, tok, seed, cfg)
-            model = make_model(tok)
-            t0 = time.perf_counter()
-            losses = train_loop(model, batches(seqs, cfg.batch_size, tok.pad_token_id, random.Random(seed + 2)), cfg)
-            train_s = time.perf_counter() - t0
-        save(model, tok, out)
-        t1 = time.perf_counter()
-        metrics = evaluate(name, out, seed, eval_n, training_prompts(name, seed, cfg.corpus_size)) if eval_n > 0 else {}
-        eval_s = time.perf_counter() - t1
+        with torch_threads(threads):
+            # fork_rng keeps the caller's global torch RNG untouched (init draws from it).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                tok = build_tokenizer(seed, "base" if name == "tiny-base" else "chat")
+                seqs = build_sequences(name, tok, seed, cfg)
+                model = make_model(tok)
+                t0 = time.perf_counter()
+                losses = train_loop(model, batches(seqs, cfg.batch_size, tok.pad_token_id, random.Random(seed + 2)), cfg)
+                train_s = time.perf_counter() - t0
+            save(model, tok, out)
+            t1 = time.perf_counter()
+            metrics = evaluate(name, out, seed, eval_n, training_prompts(name, seed, cfg.corpus_size)) if eval_n > 0 else {}
+            eval_s = time.perf_counter() - t1
     finally:
         torch.use_deterministic_algorithms(prev_det)
-        torch.set_num_threads(prev_threads)
     record = {
         "model": name,
         "seed": seed,

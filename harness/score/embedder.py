@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from harness.errors import InputError
 from harness.core.hashing import content_files, hash_files
+from harness.core.threads import available_cpus, torch_threads
 from harness.score.records import EmbedderInfo
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -183,31 +182,3 @@ def _max_seq_length(path: Path) -> int:
     from sentence_transformers import SentenceTransformer
 
     return int(SentenceTransformer(str(path), device="cpu").max_seq_length)
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: what Slurm or a container grants, else the machine's),
-    at most ``OMP_NUM_THREADS`` when set (a Ray worker's share, harness.run.executor_ray)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
-    omp = os.environ.get("OMP_NUM_THREADS", "")
-    if omp.isdigit() and int(omp) > 0:
-        n = min(n, int(omp))
-    return max(1, n)
-
-
-@contextmanager
-def torch_threads(n: int):
-    """torch's intra-op thread count set to ``n`` inside the block, restored after (the decode runs with its own)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)

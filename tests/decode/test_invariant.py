@@ -19,15 +19,9 @@ from harness.models.registry import DEFAULT_REGISTRY, load_registry
 
 from tests.decode.test_rows import PROMPTS, _requests, _same
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 FORCED = LinearInvariance(False, 1, ("forced by the test",), CHUNK_ROWS)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _layer(k: int, n: int, bias: bool = True) -> torch.nn.Linear:

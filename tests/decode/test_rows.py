@@ -19,6 +19,8 @@ from harness.decode.engines import hf_engine_run
 from harness.models.loading import load_model
 from harness.models.registry import DEFAULT_REGISTRY, entry_for_local_dir, load_registry
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 PROMPTS = ["Reverse the word apple.", "What is 7 plus 5?", "Spell apple backwards.", "Hi",
            "Explain how small changes can affect a complex system over time.", "Name a colour.",
            "List three prime numbers and say which one is the largest of them, with a reason."]
@@ -62,18 +64,6 @@ def _check_equal(loaded, reqs, max_new, lengths, batch_size):
     for g in got:
         assert _same(by[(g.prompt_key, g.replicate)], g) == [], g.prompt_key
     return got
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A CPU run's default (harness.run.config): with two threads the bf16 GEMMs split work by batch size, so no
-    batching is batch-invariant (README, Determinism)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

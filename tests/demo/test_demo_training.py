@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ from harness.demo.train import generate, load, train_model
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    # Greedy decoding of a 0.9M-param model is latency-bound; on a shared 2-core runner two
-    # OpenMP threads oversubscribe and are several times slower than one.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _require(model_dir: Path) -> Path:

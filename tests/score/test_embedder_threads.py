@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.score.embedder import Embedder, available_cpus
+from harness.core.threads import available_cpus
+from harness.score.embedder import Embedder
 
 TEXTS = ["The capital of France is Paris.", "Paris is France's capital city.", "Seven plus five is twelve.",
          "I do not know. " * 40]  # the last is longer than one window
