@@ -63,7 +63,7 @@ class Manifest(Record):
     """manifest.json."""
 
     schema_version: StrictInt = Field(SCHEMA_VERSION, description="Schema version of what the run saves.")
-    harness: HarnessRecord = Field(description="The harness that wrote the run.")
+    harness: HarnessRecord = Field(description="Name, version and git state of the harness that wrote the run.")
     command: StrictStr = Field(description="run, gate or merge.")
     argv: list[StrictStr] = Field(description="Command line.")
     status: RunStatus = Field(description="How the run stands or ended.")
