@@ -100,18 +100,31 @@ class CellContext:
     """
 
     cell: Cell
+    """The model x variant."""
     settings: CellSettings
+    """The part of the run config a cell needs."""
     out: Path
+    """cells/<model>--<variant>/."""
     record: CellRecord
+    """cell.json so far."""
     loaded: Any = None
+    """The LoadedModel (stage 1; weights load lazily on the first cache miss)."""
     embed: Callable | None = None
+    """The sentence embedder's encode (stage 3)."""
     embedder_sha: str = ""
-    rows: list = field(default_factory=list)
+    """The embedder's identity in the results key: sha256 and long-text method (stage 3)."""
+    rows: list[AuditRow] = field(default_factory=list)
+    """Audit rows, one per pair (stage 2)."""
     rendered: dict = field(default_factory=dict)
-    reqs: list = field(default_factory=list)
-    sides: dict = field(default_factory=dict)
+    """Prompt text -> its rendering through the chat template (stage 2)."""
+    reqs: list[DecodeRequest] = field(default_factory=list)
+    """One decode request per distinct kept prompt and replicate (stage 2)."""
+    sides: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    """Kept pair id -> (prompt key of a, of b, replicate of b) (stage 2)."""
     key: str = ""
+    """Decode cache key (stage 3)."""
     rkey: str = ""
+    """Scored-tables cache key (stage 3)."""
 
     def note(self, **fields: Any) -> None:
         self.record = self.record.evolve(**fields)
