@@ -13,7 +13,6 @@ from typing import Any
 import harness
 from harness.schema import SCHEMA_VERSION, Manifest, RunConfigRecord
 
-MANIFEST_SCHEMA_VERSION = SCHEMA_VERSION
 _LIBS = (
     "torch", "transformers", "tokenizers", "safetensors", "sentence-transformers", "huggingface-hub",
     "numpy", "scipy", "pandas", "pyarrow", "pydantic", "python-Levenshtein", "Levenshtein", "bitsandbytes",
