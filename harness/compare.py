@@ -34,7 +34,8 @@ import pandas as pd
 from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, InputError
 from harness.ladder.records import RUNGS
-from harness.core.rundir_read import read_manifest, read_table
+from harness.core.rundir_read import load_manifest, read_table
+from harness.schema import Manifest
 from harness.summary.stats import FDR_Q, benjamini_hochberg, cluster_bootstrap_ci, paired_prompt_test
 from harness.report.text import fmt
 
@@ -91,7 +92,7 @@ def load_pairs(run_dir: Path, metric: str) -> pd.DataFrame:
     return load_run(run_dir, metric)[1]
 
 
-def load_run(run_dir: Path, metric: str) -> tuple[dict, pd.DataFrame]:
+def load_run(run_dir: Path, metric: str) -> tuple[Manifest, pd.DataFrame]:
     """(manifest, pairs) of a finished run, validated; the metric present and finite."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -99,8 +100,8 @@ def load_run(run_dir: Path, metric: str) -> tuple[dict, pd.DataFrame]:
     for name in (rundir.MANIFEST, rundir.PAIRS):
         if not (run_dir / name).is_file():
             raise InputError(str(run_dir), name, "missing: not a finished run directory")
-    manifest = read_manifest(run_dir)
-    status = manifest["status"]
+    manifest = load_manifest(run_dir)
+    status = manifest.status
     if status != "complete":
         raise InputError(str(run_dir / rundir.MANIFEST), "status", f"run is {status!r}, not 'complete'")
     pairs = read_table(run_dir / rundir.PAIRS, (*CELL, "pair_id", "prompt_id", metric))
@@ -111,9 +112,8 @@ def load_run(run_dir: Path, metric: str) -> tuple[dict, pd.DataFrame]:
     return manifest, pairs
 
 
-def _ladder_identity(manifest: dict) -> tuple:
-    lad = manifest["config"]["ladder"]
-    return lad.get("name"), lad.get("sha256")
+def _ladder_identity(manifest: Manifest) -> tuple:
+    return manifest.config.ladder.name, manifest.config.ladder.sha256
 
 
 HIGHER_IS_BETTER = frozenset({"positive_control"})

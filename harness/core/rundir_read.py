@@ -13,65 +13,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from harness.core import rundir
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.core.yaml_strict import read_bytes_limited
+from harness.schema import CellRecord, Manifest, Summary, check_schema_version
 
 MAX_RUN_JSON_BYTES = 512 * 1024 * 1024
 """ladder.json of a large published pair file is tens of MB; a manifest is kilobytes."""
-
-
-class _Open(BaseModel):
-    # Later harness versions add keys; only what is read back is checked here.
-    model_config = ConfigDict(extra="allow")
-
-
-class LadderHead(_Open):
-    name: StrictStr
-    sha256: StrictStr | None = None
-
-
-class EmbedderHead(_Open):
-    path: StrictStr
-
-
-class ReportConfigHead(_Open):
-    """The part of ``manifest.config`` that report and compare read."""
-
-    ladder: LadderHead
-
-
-class ConfigHead(ReportConfigHead):
-    """The part of ``manifest.config`` that resume and merge rebuild a run from."""
-
-    models: list[dict[str, Any]]
-    lengths: list[StrictInt]
-    variants: dict[str, list[StrictStr]]
-    batch_size: StrictInt
-    batching: StrictStr
-    embedder: EmbedderHead
-    cache_dir: StrictStr | None = None
-    shard: StrictStr | None = None
-    executor: StrictStr = "local"
-
-
-class ModelRecordHead(_Open):
-    name: StrictStr
-    status: StrictStr
-
-
-class ManifestHead(_Open):
-    schema_version: StrictInt
-    status: StrictStr
-    command: StrictStr | None = None
-    config: ReportConfigHead
-    models: list[ModelRecordHead] = []
-
-
-class RunManifestHead(ManifestHead):
-    config: ConfigHead
 
 
 def read_json(path: Path, limit: int = MAX_RUN_JSON_BYTES) -> Any:
@@ -84,25 +34,48 @@ def read_json(path: Path, limit: int = MAX_RUN_JSON_BYTES) -> Any:
         raise InputError(str(path), "(nesting)", "nested too deeply") from None
 
 
-def read_manifest(run_dir: Path, rebuild: bool = False) -> dict[str, Any]:
-    """manifest.json of a run directory, with the fields the commands read back checked for presence and type.
+def read_record(path: Path, model: type[BaseModel]):
+    """One saved JSON record of a run directory through its schema model (harness.schema): the version
+    checked first (an older run directory is one line, not a field-by-field complaint), then every key."""
+    raw = read_json(path)
+    check_schema_version(str(path), raw)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise pydantic_error_to_input_error(str(path), exc) from None
 
-    ``rebuild``: also the full run configuration (what resume and merge rebuild the run from).
-    """
+
+def load_manifest(run_dir: Path) -> Manifest:
+    """manifest.json of a run directory, typed (exit 2 naming file and field when it is not one)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(str(run_dir), "", "not a directory (expected a run directory)")
     path = run_dir / rundir.MANIFEST
     if not path.is_file():
         raise InputError(str(run_dir), rundir.MANIFEST, "missing: not a stabprobe run directory")
-    raw = read_json(path)
-    if not isinstance(raw, dict):
-        raise InputError(str(path), "(top level)", f"expected a JSON object, got {type(raw).__name__}")
-    try:
-        (RunManifestHead if rebuild else ManifestHead).model_validate(raw)
-    except ValidationError as exc:
-        raise pydantic_error_to_input_error(str(path), exc) from None
-    return raw
+    return read_record(path, Manifest)
+
+
+def read_manifest(run_dir: Path, rebuild: bool = False) -> dict[str, Any]:
+    """manifest.json as the dict it was written from, validated through :class:`~harness.schema.Manifest`
+    (for code that reads it by key: the report renderers, the resume flags check).
+
+    ``rebuild`` is accepted for old callers: the whole manifest, configuration included, is always checked.
+    """
+    return load_manifest(run_dir).to_json_dict()
+
+
+def load_cell_record(path: Path) -> CellRecord:
+    """A cell.json, typed."""
+    return read_record(Path(path), CellRecord)
+
+
+def load_summary(run_dir: Path) -> Summary:
+    """summary.json of a run directory, typed."""
+    path = Path(run_dir) / rundir.SUMMARY
+    if not path.is_file():
+        raise InputError(str(run_dir), rundir.SUMMARY, "missing: run `stabprobe report` on the run directory")
+    return read_record(path, Summary)
 
 
 def read_ladder_record(run_dir: Path, name: str) -> dict[str, Any]:

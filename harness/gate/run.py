@@ -27,7 +27,6 @@ Exit codes: 0 every check passed, 1 at least one failed, 2 configuration error
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import re
@@ -35,7 +34,7 @@ import socket
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -43,7 +42,9 @@ from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, EnvironmentProblem
 from harness.gate.config import JUNIT_NAME, GateConfig, GateNeighbourhood, Thresholds, load_gate_config
 from harness.gate.records import FAIL, PASS, GateCheck, GateResult, ModelRun
+from harness.core.rundir_read import load_manifest
 from harness.report.text import fmt, md_cell
+from harness.schema import Manifest
 
 SUMMARY_MD = "gate-summary.md"
 GATE_JSON = "gate.json"
@@ -131,14 +132,14 @@ def _largest(perturbed: pd.DataFrame, per_pair: pd.Series, k: int = 3) -> str:
     return "largest: " + ", ".join(f"{perturbed.loc[i, 'pair_id']} ({v:.4g})" for i, v in top.items())
 
 
-def model_runs(manifest: dict[str, Any], expected: Sequence[str]) -> list[ModelRun]:
+def model_runs(manifest: Manifest, expected: Sequence[str]) -> list[ModelRun]:
     """Each model x variant the manifest recorded; a configured model it lacks becomes a failed run, never a gap."""
     out = []
-    for m in manifest.get("models", []):
-        timings = m.get("timings_s") or {}
-        out.append(ModelRun(m["name"], m["variant"], m.get("status", "unknown"), str(m.get("error") or ""),
+    for m in manifest.models:
+        timings = m.timings_s.to_json_dict()
+        out.append(ModelRun(m.name, m.variant, m.status or "unknown", str(m.error or ""),
                             float(sum(v for v in timings.values() if isinstance(v, (int, float)))),
-                            str(m.get("resolved_revision") or m.get("requested_revision") or "")))
+                            str(m.resolved_revision or m.requested_revision or "")))
     seen = {r.model for r in out}
     out += [ModelRun(name, "-", "missing", "not recorded in the run's manifest", 0.0, "") for name in expected
             if name not in seen]
@@ -265,11 +266,11 @@ def run_gate(config_path: Path | str, argv: Sequence[str] = (), *, out: Path | N
     result = run(RunConfig(models=cfg.models, ladder=cfg.ladder, out=cfg.out, lengths=cfg.lengths, argv=tuple(argv), command="gate",
                            progress=progress))
     run_dir = result.run_dir
-    manifest = json.loads((run_dir / rundir.MANIFEST).read_text(encoding="utf-8"))
+    manifest = load_manifest(run_dir)
     runs = model_runs(manifest, [m.name for m in cfg.models])
     pairs = pd.read_parquet(run_dir / rundir.PAIRS)
     checks = tuple(evaluate(cfg, pairs, runs))
-    determinism = str((manifest.get("determinism") or {}).get("verdict", "unknown"))
+    determinism = str((manifest.determinism or {}).get("verdict", "unknown"))
     timestamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
     junit_path = cfg.junit if cfg.junit is not None else run_dir / JUNIT_NAME

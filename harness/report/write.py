@@ -17,6 +17,7 @@ from harness.audit.exposure import EXPOSURE, exposure_table
 from harness.report.html import REPORT_HTML, render_html
 from harness.report.markdown import render_markdown
 from harness.core.rundir_read import read_manifest, read_table
+from harness.schema import Summary
 from harness.summary.build import build_summary
 
 PAIR_COLUMNS = ("model", "variant", "rung", "length", "pair_id", "prompt_id")  # prompt_id: the statistical unit
@@ -47,7 +48,9 @@ def write_reports(run_dir: Path) -> dict[str, Any]:
     drift_path = run_dir / rundir.DRIFT
     drift = pd.read_parquet(drift_path) if drift_path.is_file() else None
     exposure = exposure_table(audit)
-    summary = build_summary(pairs, audit, manifest, memo, generations=gens, drift=drift, exposure=exposure)
+    # Through the schema: a section the builder misspells or leaves out fails here, before anything is written.
+    summary = Summary.model_validate(build_summary(pairs, audit, manifest, memo, generations=gens, drift=drift,
+                                                   exposure=exposure)).to_json_dict()
     rundir.atomic_write_parquet(run_dir / EXPOSURE, exposure)
     rundir.atomic_write_json(run_dir / rundir.SUMMARY, summary)
     rundir.atomic_write_text(run_dir / rundir.REPORT_MD, render_markdown(summary, manifest))

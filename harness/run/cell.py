@@ -1,4 +1,4 @@
-"""One cell = one (model, variant): load, audit, decode (through the cache), score, write.
+"""One cell = one (model, variant): load, audit, decode (through the cache), score, write: one stage function each.
 
 A cell writes its tables into ``cells/<model>--<variant>/`` and ``cell.json``
 last: a cell directory with ``cell.json`` is finished (ok or failed), one
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,6 +36,7 @@ from harness.score.pairs import kept_pairs, score_generations
 from harness.score.records import PairScore
 from harness.decode.engines import agreement_summary, decode_with_engine, effective_capture
 from harness.models.variants import engine_of
+from harness.schema import CellRecord
 
 CELL_RECORD = "cell.json"
 CELLS_DIR = "cells"
@@ -90,144 +91,215 @@ def _store_generations(settings: CellSettings, key: str, gens, reqs: list[Decode
     memo.add_rows(GENERATIONS, key, frame, unique=("cache_ids", "replicate"))
 
 
-def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable, embed: Callable | None = None) -> dict[str, Any]:
+@dataclass
+class CellContext:
+    """One cell on its way through the stages: the live objects each stage hands the next, and the record so far.
+
+    Mutable on purpose (it holds the loaded model and the generations, which are not records); the saved part
+    is ``record``, a frozen harness.schema.CellRecord that each stage evolves (a misspelt field fails there).
+    """
+
+    cell: Cell
+    """The model x variant."""
+    settings: CellSettings
+    """The part of the run config a cell needs."""
+    out: Path
+    """cells/<model>--<variant>/."""
+    record: CellRecord
+    """cell.json so far."""
+    loaded: Any = None
+    """The LoadedModel (stage 1; weights load lazily on the first cache miss)."""
+    embed: Callable | None = None
+    """The sentence embedder's encode (stage 3)."""
+    embedder_sha: str = ""
+    """The embedder's identity in the results key: sha256 and long-text method (stage 3)."""
+    rows: list[AuditRow] = field(default_factory=list)
+    """Audit rows, one per pair (stage 2)."""
+    rendered: dict = field(default_factory=dict)
+    """Prompt text -> its rendering through the chat template (stage 2)."""
+    reqs: list[DecodeRequest] = field(default_factory=list)
+    """One decode request per distinct kept prompt and replicate (stage 2)."""
+    sides: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    """Kept pair id -> (prompt key of a, of b, replicate of b) (stage 2)."""
+    key: str = ""
+    """Decode cache key (stage 3)."""
+    rkey: str = ""
+    """Scored-tables cache key (stage 3)."""
+
+    def note(self, **fields: Any) -> None:
+        self.record = self.record.evolve(**fields)
+
+    def timed(self, phase: str, since: float | None = None, seconds: float | None = None) -> None:
+        """timings_s[phase]: the seconds given, or those since ``since`` (perf_counter), rounded to ms."""
+        value = seconds if seconds is not None else round(time.perf_counter() - since, 3)
+        self.note(timings_s=self.record.timings_s.evolve(**{phase: value}))
+
+
+def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable,
+             embed: Callable | None = None) -> CellRecord:
     """Run one cell and write its files; returns its record (also written as cell.json)."""
     out = cell_dir(run_dir, cell)
     out.mkdir(parents=True, exist_ok=True)
     before = cache_counts()
-    entry, variant = cell.entry, cell.variant
-    record: dict[str, Any] = {"name": entry.name, "variant": variant, "source": entry.source,
-                              "requested_revision": entry.revision, "timings_s": {}}
-    t0 = time.perf_counter()
+    entry = cell.entry
+    ctx = CellContext(cell, settings, out, CellRecord(
+        name=entry.name, variant=cell.variant, source=entry.source, requested_revision=entry.revision, timings_s={}))
+    if not _load(ctx, loader):
+        return _write_record(ctx, before)
     try:
-        loaded = loader(entry, variant)
-    except Exception as exc:  # noqa: BLE001 - any load failure is recorded; the run goes on
-        record.update(status="failed", error=error_line(exc),
-                      traceback=traceback.format_exc(limit=3))
-        record["timings_s"]["load"] = round(time.perf_counter() - t0, 3)
-        _write_record(out, record, before)
-        return record
-    record.update(dataclasses.asdict(loaded.info))
-    record["timings_s"]["load"] = loaded.info.load_seconds
-    try:
-        from harness.score.embedder import Embedder
-
-        if embed is None:
-            embed = Embedder(settings.embedder, cache_dir=settings.cache_dir).encode
-        embedder_sha = getattr(getattr(embed, "__self__", None), "info", None)
-        # The long-text method is part of what a distance means (harness.embedder): in the key.
-        embedder_sha = f"{embedder_sha.sha256}|{embedder_sha.method}" if embedder_sha is not None else str(settings.embedder)
-        t = time.perf_counter()
-        rows, rendered = audit_pairs(entry.name, loaded.tokenizer, loaded.policy, settings.pairs,
-                                     context_len=loaded.info.context_length, max_new_tokens=max(settings.lengths),
-                                     variant=variant)
-        record["timings_s"]["audit"] = round(time.perf_counter() - t, 3)
-        # A template that writes today's date makes prompts a function of the run date: say so next to the
-        # date it was given (harness.audit.template_clock).
-        record["template_reads_clock"] = any(r.reads_clock for r in rendered.values())
-
-        t = time.perf_counter()
-        reqs, sides = decode_requests(settings.pairs, rows, rendered)
-        if not reqs:
-            # Nothing survived the audit: the audit rows are the result (they say why), and the
-            # cell is "empty", never "ok" with empty tables.
-            rundir.atomic_write_parquet(out / "audit.parquet", _frame(rows, AuditRow))
-            record.update(status=EMPTY, error=f"nothing to decode: {dropped_reasons(rows)}",
-                          decoded_prompts=0, cached_prompts=0)
-            _write_record(out, record, before)
-            return record
-        engine = engine_of(variant)
-        record["engine_name"], record["capture"] = engine, effective_capture(engine, settings.capture)
-        key = cell_key(record, settings.lengths, DECODER_VERSION, settings.batching, settings.libraries, settings.device)
-        rkey = results_key(key, settings.pairs, settings.lengths, entry.scaffold.model_dump() if entry.scaffold else None,
-                           entry.name, embedder_sha, settings.store_full_dist)
-        if Memo(settings.cache_dir).restore_files(RESULTS, rkey, _RESULT_FILES, out):
-            # Same decodes, same pairs, same scorer and embedder: the scored tables are
-            # the ones already computed; nothing is decoded, embedded or re-scored.
-            record.update(status="ok", cache_key=key, results_key=rkey, results_from_cache=True,
-                          decoded_prompts=0, cached_prompts=len(reqs), weights_loaded=False)
-            record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
-            _write_record(out, record, before)
-            return record
-        gens, decoded, cached, engine_run, fresh_keys = _decode_with_cache(loaded, reqs, settings, key, f"decode {cell.name}")
-        _check_finite(gens)  # cached decodes too: a cache written before this check may hold them
-
-        def redecode(subset):
-            return decode_with_engine(loaded, subset, max(settings.lengths), settings.lengths, settings.batch_size, None,
-                                      settings.batching, engine, settings.capture, traces="deferred")[0]
-
-        # Traces at the steps the pairs read, full prompt-end rows for the pair divergences (harness.run.complete).
-        in_generation = record["capture"] == "generate"
-        ends = one_token_prompt_ends(loaded, settings.batch_size, settings.batching) if in_generation else redecode
-        gens, counts, again = complete(loaded, gens, reqs, kept_pairs(settings.pairs, rows), sides, settings.lengths,
-                                       redecode, ends)
-        record["decode_completion"] = counts
-        _store_generations(settings, key, gens, reqs, fresh_keys | again)
-        record["timings_s"]["decode"] = round(time.perf_counter() - t, 3)
-        # How the tokens were chosen and read; None when every prompt came from the cache.
-        record["engine"] = None if engine_run is None else dataclasses.asdict(engine_run)
-        record["probe"] = agreement_summary(gens)
-        record["weights_loaded"] = loaded.weights_loaded  # False when every prompt came from the cache
-        record["stability_traces"] = getattr(loaded, "stability_note", "from cache" if not loaded.weights_loaded else "n/a")
-        # The closed-form head checked against the model's logits (harness.decode.check_trace_head), and
-        # how often its top-1 is not greedy's (near-ties: the traces there describe another token).
-        record["trace_head_check"] = getattr(loaded, "head_check", None)
-        record["trace_head_top1_disagreements"] = head_top1_disagreements(gens)
-        record["timings_s"]["load_weights"] = loaded.weights_seconds
-        record.update(cache_key=key, decoded_prompts=decoded, cached_prompts=cached,
-                      generated_tokens=int(sum(len(g.gen_ids) for g in gens)))
-
-        owner = getattr(embed, "__self__", None)
-        if owner is not None and getattr(owner, "loaded", True) is False:
-            # Like the decode model's load, the embedder's load is not scoring work: timed on its own.
-            t = time.perf_counter()
-            _ = owner.model
-            record["timings_s"]["load_embedder"] = round(time.perf_counter() - t, 3)
-        t = time.perf_counter()
-        tok = loaded.tokenizer
-        decode_text = lambda ids: tok.decode(list(ids), skip_special_tokens=False)  # noqa: E731
-        scored, scores, texts = score_generations(settings.pairs, rows, sides, gens, settings.lengths, decode_text,
-                                                  entry.scaffold, embed)
-        record["embedded_texts"] = len(texts)
-        if owner is not None and texts:
-            # MiniLM reads 256 word pieces; longer texts are embedded whole as overlapping windows. Counted.
-            record["embedder_windowed_texts"] = owner.count_windowed(texts)
-            record["embedder_long_text"] = owner.info.method
-        record["timings_s"]["score"] = round(time.perf_counter() - t, 3)
-
-        prompt_ids = {}
-        for p in settings.pairs:
-            if p.pair_id in sides:  # kept pairs, in ladder order
-                prompt_ids.setdefault(sides[p.pair_id][0], p.prompt_id)
-        gframe = generations_frame(gens, settings.lengths, scored, full_dist=settings.store_full_dist)
-        gframe["prompt_id"] = [prompt_ids.get(k, "") for k in gframe["prompt_key"]]
-        rundir.atomic_write_parquet(out / "audit.parquet", _frame(rows, AuditRow))
-        rundir.atomic_write_parquet(out / "generations.parquet", gframe)
-        rundir.atomic_write_parquet(out / "pairs.parquet", _frame(scores, PairScore))
-        Memo(settings.cache_dir).store_files(RESULTS, rkey, _RESULT_FILES, out)
-        record["results_key"] = rkey
-        record["status"] = "ok"
+        if _audit(ctx) and not _restore_results(ctx, embed):
+            gens = _decode(ctx)
+            scored, scores = _score(ctx, gens)
+            _write_tables(ctx, gens, scored, scores)
     except NonFiniteOutput as exc:
-        where = _prompt_of_key(settings.pairs, rendered, exc.prompt_key)
-        record.update(status=FAILED_NUMERICS, numerics={"what": exc.what, "step": exc.step, "prompt": where,
-                                                        "replicate": exc.replicate},
-                      error=f"non-finite {exc.what} at step {exc.step} of {where} (replicate {exc.replicate}); "
-                            "nothing of this model x variant is scored")
+        where = _prompt_of_key(settings.pairs, ctx.rendered, exc.prompt_key)
+        ctx.note(status=FAILED_NUMERICS, numerics={"what": exc.what, "step": exc.step, "prompt": where,
+                                                   "replicate": exc.replicate},
+                 error=f"non-finite {exc.what} at step {exc.step} of {where} (replicate {exc.replicate}); "
+                       "nothing of this model x variant is scored")
     except Exception as exc:  # noqa: BLE001 - recorded per cell, the run goes on
         from harness.audit.render import TemplateRenderError
 
         # A template error already says what failed and where; its class name would only get in the way.
         error = " ".join(str(exc).split()) if isinstance(exc, TemplateRenderError) else error_line(exc)
-        record.update(status="failed", error=error,
-                      traceback=traceback.format_exc(limit=5))
+        ctx.note(status="failed", error=error, traceback=traceback.format_exc(limit=5))
     finally:
-        if loaded.weights_loaded:
+        if ctx.loaded.weights_loaded:
             # Release the weights before the next cell; skipped otherwise, since a
             # full collection costs ~0.3 s once sentence-transformers is imported.
-            del loaded
+            ctx.loaded = None
             gc.collect()
-    _write_record(out, record, before)
-    return record
+    return _write_record(ctx, before)
+
+
+def _load(ctx: CellContext, loader: Callable) -> bool:
+    """Stage 1: the model (lazily: weights load only when a prompt misses the cache). False: failed, recorded."""
+    t0 = time.perf_counter()
+    try:
+        ctx.loaded = loader(ctx.cell.entry, ctx.cell.variant)
+    except Exception as exc:  # noqa: BLE001 - any load failure is recorded; the run goes on
+        ctx.note(status="failed", error=error_line(exc), traceback=traceback.format_exc(limit=3))
+        ctx.timed("load", t0)
+        return False
+    ctx.note(**dataclasses.asdict(ctx.loaded.info))
+    ctx.timed("load", seconds=ctx.loaded.info.load_seconds)
+    return True
+
+
+def _audit(ctx: CellContext) -> bool:
+    """Stage 2: render and audit every pair; the decode requests of the kept ones. False: nothing survived."""
+    s, loaded, t = ctx.settings, ctx.loaded, time.perf_counter()
+    ctx.rows, ctx.rendered = audit_pairs(ctx.cell.entry.name, loaded.tokenizer, loaded.policy, s.pairs,
+                                         context_len=loaded.info.context_length, max_new_tokens=max(s.lengths),
+                                         variant=ctx.cell.variant)
+    ctx.timed("audit", t)
+    # A template that writes today's date makes prompts a function of the run date: say so next to the
+    # date it was given (harness.audit.template_clock).
+    ctx.note(template_reads_clock=any(r.reads_clock for r in ctx.rendered.values()))
+    ctx.reqs, ctx.sides = decode_requests(s.pairs, ctx.rows, ctx.rendered)
+    if ctx.reqs:
+        return True
+    # Nothing survived the audit: the audit rows are the result (they say why), and the
+    # cell is "empty", never "ok" with empty tables.
+    rundir.atomic_write_parquet(ctx.out / "audit.parquet", _frame(ctx.rows, AuditRow))
+    ctx.note(status=EMPTY, error=f"nothing to decode: {dropped_reasons(ctx.rows)}", decoded_prompts=0, cached_prompts=0)
+    return False
+
+
+def _restore_results(ctx: CellContext, embed: Callable | None) -> bool:
+    """Stage 3: the cache keys; True when the scored tables come whole from the cache (nothing else to do)."""
+    from harness.score.embedder import Embedder
+
+    s, entry, t = ctx.settings, ctx.cell.entry, time.perf_counter()
+    ctx.embed = embed if embed is not None else Embedder(s.embedder, cache_dir=s.cache_dir).encode
+    info = getattr(getattr(ctx.embed, "__self__", None), "info", None)
+    # The long-text method is part of what a distance means (harness.embedder): in the key.
+    ctx.embedder_sha = f"{info.sha256}|{info.method}" if info is not None else str(s.embedder)
+    engine = engine_of(ctx.cell.variant)
+    ctx.note(engine_name=engine, capture=effective_capture(engine, s.capture))
+    ctx.key = cell_key(ctx.record, s.lengths, DECODER_VERSION, s.batching, s.libraries, s.device)
+    ctx.rkey = results_key(ctx.key, s.pairs, s.lengths, entry.scaffold.model_dump() if entry.scaffold else None,
+                           entry.name, ctx.embedder_sha, s.store_full_dist)
+    if not Memo(s.cache_dir).restore_files(RESULTS, ctx.rkey, _RESULT_FILES, ctx.out):
+        return False
+    # Same decodes, same pairs, same scorer and embedder: the scored tables are
+    # the ones already computed; nothing is decoded, embedded or re-scored.
+    ctx.note(status="ok", cache_key=ctx.key, results_key=ctx.rkey, results_from_cache=True,
+             decoded_prompts=0, cached_prompts=len(ctx.reqs), weights_loaded=False)
+    ctx.timed("decode", t)
+    return True
+
+
+def _decode(ctx: CellContext) -> list:
+    """Stage 4: generations for every request (cache, then the engine), traces completed, cache updated."""
+    s, loaded, t = ctx.settings, ctx.loaded, time.perf_counter()
+    engine = ctx.record.engine_name
+    gens, decoded, cached, engine_run, fresh_keys = _decode_with_cache(loaded, ctx.reqs, s, ctx.key,
+                                                                       f"decode {ctx.cell.name}")
+    _check_finite(gens)  # cached decodes too: a cache written before this check may hold them
+
+    def redecode(subset):
+        return decode_with_engine(loaded, subset, max(s.lengths), s.lengths, s.batch_size, None,
+                                  s.batching, engine, s.capture, traces="deferred")[0]
+
+    # Traces at the steps the pairs read, full prompt-end rows for the pair divergences (harness.run.complete).
+    ends = one_token_prompt_ends(loaded, s.batch_size, s.batching) if ctx.record.capture == "generate" else redecode
+    gens, counts, again = complete(loaded, gens, ctx.reqs, kept_pairs(s.pairs, ctx.rows), ctx.sides, s.lengths,
+                                   redecode, ends)
+    ctx.note(decode_completion=counts)
+    _store_generations(s, ctx.key, gens, ctx.reqs, fresh_keys | again)
+    ctx.timed("decode", t)
+    ctx.note(
+        # How the tokens were chosen and read; None when every prompt came from the cache.
+        engine=None if engine_run is None else dataclasses.asdict(engine_run),
+        probe=agreement_summary(gens),
+        weights_loaded=loaded.weights_loaded,  # False when every prompt came from the cache
+        stability_traces=getattr(loaded, "stability_note", "from cache" if not loaded.weights_loaded else "n/a"),
+        # The closed-form head checked against the model's logits (harness.decode.check_trace_head), and
+        # how often its top-1 is not greedy's (near-ties: the traces there describe another token).
+        trace_head_check=getattr(loaded, "head_check", None),
+        trace_head_top1_disagreements=head_top1_disagreements(gens))
+    ctx.timed("load_weights", seconds=loaded.weights_seconds)
+    ctx.note(cache_key=ctx.key, decoded_prompts=decoded, cached_prompts=cached,
+             generated_tokens=int(sum(len(g.gen_ids) for g in gens)))
+    return gens
+
+
+def _score(ctx: CellContext, gens: list) -> tuple[list, list]:
+    """Stage 5: every kept pair scored at every length (the embedder's load timed on its own)."""
+    owner = getattr(ctx.embed, "__self__", None)
+    if owner is not None and getattr(owner, "loaded", True) is False:
+        # Like the decode model's load, the embedder's load is not scoring work: timed on its own.
+        t = time.perf_counter()
+        _ = owner.model
+        ctx.timed("load_embedder", t)
+    t = time.perf_counter()
+    tok = ctx.loaded.tokenizer
+    decode_text = lambda ids: tok.decode(list(ids), skip_special_tokens=False)  # noqa: E731
+    scored, scores, texts = score_generations(ctx.settings.pairs, ctx.rows, ctx.sides, gens, ctx.settings.lengths,
+                                              decode_text, ctx.cell.entry.scaffold, ctx.embed)
+    ctx.note(embedded_texts=len(texts))
+    if owner is not None and texts:
+        # MiniLM reads 256 word pieces; longer texts are embedded whole as overlapping windows. Counted.
+        ctx.note(embedder_windowed_texts=owner.count_windowed(texts), embedder_long_text=owner.info.method)
+    ctx.timed("score", t)
+    return scored, scores
+
+
+def _write_tables(ctx: CellContext, gens: list, scored, scores: list) -> None:
+    """Stage 6: the cell's three tables, and the same files into the results cache."""
+    s = ctx.settings
+    prompt_ids = {}
+    for p in s.pairs:
+        if p.pair_id in ctx.sides:  # kept pairs, in ladder order
+            prompt_ids.setdefault(ctx.sides[p.pair_id][0], p.prompt_id)
+    gframe = generations_frame(gens, s.lengths, scored, full_dist=s.store_full_dist)
+    gframe["prompt_id"] = [prompt_ids.get(k, "") for k in gframe["prompt_key"]]
+    rundir.atomic_write_parquet(ctx.out / "audit.parquet", _frame(ctx.rows, AuditRow))
+    rundir.atomic_write_parquet(ctx.out / "generations.parquet", gframe)
+    rundir.atomic_write_parquet(ctx.out / "pairs.parquet", _frame(scores, PairScore))
+    Memo(s.cache_dir).store_files(RESULTS, ctx.rkey, _RESULT_FILES, ctx.out)
+    ctx.note(results_key=ctx.rkey, status="ok")
 
 
 FAILED_NUMERICS = "failed-numerics"
@@ -270,14 +342,14 @@ def dropped_reasons(rows: Sequence[AuditRow]) -> str:
 _RESULT_FILES = ("audit.parquet", "generations.parquet", "pairs.parquet")
 
 
-def _write_record(out: Path, record: dict[str, Any], before: dict[str, int]) -> None:
+def _write_record(ctx: CellContext, before: dict[str, int]) -> CellRecord:
     """cell.json, last: with this cell's cache rejections and failed cache writes (harness.core.checked)."""
     now = cache_counts()
-    record["cache_entries_rejected"] = now["rejected"] - before["rejected"]
-    record["cache_write_failures"] = now["write_failures"] - before["write_failures"]
-    if record["cache_write_failures"]:
-        record["cache_write_error"] = first_write_error()
-    rundir.atomic_write_json(out / CELL_RECORD, record)
+    failures = now["write_failures"] - before["write_failures"]
+    ctx.note(cache_entries_rejected=now["rejected"] - before["rejected"], cache_write_failures=failures,
+             **({"cache_write_error": first_write_error()} if failures else {}))
+    rundir.atomic_write_json(ctx.out / CELL_RECORD, ctx.record.to_json_dict())
+    return ctx.record
 
 
 def head_top1_disagreements(gens) -> dict[str, int]:
@@ -299,15 +371,10 @@ def _frame(records: Sequence, cls) -> pd.DataFrame:
     return pd.DataFrame([dataclasses.asdict(r) for r in records], columns=[f.name for f in dataclasses.fields(cls)])
 
 
-def read_cell_record(run_dir: Path, cell: Cell) -> dict[str, Any] | None:
-    """A finished cell's record, or None; a damaged one is an input error naming the file (exit 2)."""
-    from harness.errors import InputError
-    from harness.core.rundir_read import read_json
+def read_cell_record(run_dir: Path, cell: Cell) -> CellRecord | None:
+    """A finished cell's record, or None; a damaged one (or one of an older schema) is an input error naming
+    the file (exit 2)."""
+    from harness.core.rundir_read import load_cell_record
 
     path = cell_dir(run_dir, cell) / CELL_RECORD
-    if not path.is_file():
-        return None
-    rec = read_json(path)
-    if not isinstance(rec, dict) or not isinstance(rec.get("status"), str) or not isinstance(rec.get("name"), str):
-        raise InputError(str(path), "status", "not a cell record (expected an object with name and status)")
-    return rec
+    return load_cell_record(path) if path.is_file() else None

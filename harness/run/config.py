@@ -24,7 +24,8 @@ from harness.models.registry import ModelEntry
 from harness.models.variants import REFERENCE, parse_variant, with_engine
 from harness.decode.engines import CAPTURES, ENGINES
 from harness.core import rundir
-from harness.core.rundir_read import read_ladder_record, read_manifest
+from harness.core.rundir_read import load_manifest, read_ladder_record
+from harness.schema import Manifest, RunConfigRecord
 
 DEFAULT_LENGTHS = (64, 512)
 LADDER_FILE = "ladder.json"
@@ -142,8 +143,9 @@ def cell_names(cfg: RunConfig) -> list[str]:
 # --- the record (manifest.json "config") and back --------------------------------------
 
 
-def config_record(cfg: RunConfig, embedder_info) -> dict[str, Any]:
-    return {
+def config_record(cfg: RunConfig, embedder_info) -> RunConfigRecord:
+    """manifest.json ``config`` (harness.schema.RunConfigRecord: a misspelt key here fails at once)."""
+    return RunConfigRecord.model_validate({
         "models": [m.model_dump() for m in cfg.models],
         "ladder": {
             "name": cfg.ladder.name,
@@ -169,38 +171,36 @@ def config_record(cfg: RunConfig, embedder_info) -> dict[str, Any]:
         "store_full_dist": cfg.store_full_dist,
         "cache_dir": None if cfg.cache_dir is None else str(cfg.cache_dir),
         "embedder": dataclasses.asdict(embedder_info),
-    }
+    })
 
 
-def config_from_record(conf: dict[str, Any], ladder: Ladder, out: Path, source: str = "manifest.json") -> RunConfig:
+def config_from_record(conf: RunConfigRecord, ladder: Ladder, out: Path, source: str = "manifest.json") -> RunConfig:
     """The inverse of :func:`config_record` (the ladder comes from ladder.json: the record only counts it).
 
     A damaged record is an input error naming ``source`` and the field (exit 2), never a traceback.
     """
-    variants = conf["variants"]
     models = []
-    for i, m in enumerate(conf["models"]):
-        if not isinstance(m.get("name"), str) or m["name"] not in variants:
+    for i, m in enumerate(conf.models):
+        if not isinstance(m.get("name"), str) or m["name"] not in conf.variants:
             raise InputError(source, f"config.models[{i}].name", "missing, or not listed in config.variants")
         try:
-            models.append(ModelEntry.model_validate({**m, "variants": variants[m["name"]]}))
+            models.append(ModelEntry.model_validate({**m, "variants": conf.variants[m["name"]]}))
         except ValidationError as exc:
             raise pydantic_error_to_input_error(source, exc, prefix=f"config.models[{i}]") from None
     shard = None
-    if conf.get("shard"):
+    if conf.shard:
         try:
-            i, n = (int(x) for x in conf["shard"].split("/"))
+            i, n = (int(x) for x in conf.shard.split("/"))
         except ValueError:
-            raise InputError(source, "config.shard", f"expected I/N, got {conf['shard']!r}") from None
+            raise InputError(source, "config.shard", f"expected I/N, got {conf.shard!r}") from None
         shard = (i, n)
     return RunConfig(
-        models=tuple(models), ladder=ladder, out=out, lengths=tuple(conf["lengths"]), variants=None,
-        batch_size=conf["batch_size"], batching=conf["batching"], embedder=conf["embedder"]["path"],
-        cache_dir=Path(conf["cache_dir"]) if conf.get("cache_dir") else None,
-        shard=shard, executor=conf.get("executor", "local"),
-        capture=conf.get("capture", "generate"), store_full_dist=bool(conf.get("store_full_dist", False)),
+        models=tuple(models), ladder=ladder, out=out, lengths=tuple(conf.lengths), variants=None,
+        batch_size=conf.batch_size, batching=conf.batching, embedder=conf.embedder.path,
+        cache_dir=Path(conf.cache_dir) if conf.cache_dir else None,
+        shard=shard, executor=conf.executor, capture=conf.capture, store_full_dist=conf.store_full_dist,
         # The recorded variant names already carry a non-HF engine, and with_engine keeps what is written.
-        engine=conf.get("engine"),
+        engine=conf.engine,
     )
 
 
@@ -220,10 +220,10 @@ def ladder_from_record(rec: dict[str, Any], source: str = LADDER_FILE) -> Ladder
     return Ladder(rec["name"], rec["source"], rec.get("source_sha256"), (), tuple(pairs), ())
 
 
-def config_from_run_dir(run_dir: Path, **overrides) -> tuple[RunConfig, dict[str, Any]]:
+def config_from_run_dir(run_dir: Path, **overrides) -> tuple[RunConfig, Manifest]:
     """Rebuild the RunConfig a run directory was made with (for --resume and merge)."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir, rebuild=True)
+    manifest = load_manifest(run_dir)
     ladder = ladder_from_record(read_ladder_record(run_dir, LADDER_FILE), str(run_dir / LADDER_FILE))
-    cfg = config_from_record(manifest["config"], ladder, run_dir.parent, str(run_dir / rundir.MANIFEST))
+    cfg = config_from_record(manifest.config, ladder, run_dir.parent, str(run_dir / rundir.MANIFEST))
     return dataclasses.replace(cfg, **overrides), manifest

@@ -37,7 +37,7 @@ def run_cells_ray(cells: Sequence[Cell], settings: CellSettings, run_dir: Path, 
             ray.shutdown()
 
 
-def _run_cell_task(cell: Cell, settings: CellSettings, run_dir: str, loader: Callable) -> dict:
+def _run_cell_task(cell: Cell, settings: CellSettings, run_dir: str, loader: Callable):
     import torch
 
     # Ray tasks get one CPU each: more torch threads than that only contend.

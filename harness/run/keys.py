@@ -14,7 +14,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from harness.core.memo import memo_key
+from harness.schema.cell import CellRecord
+from harness.schema.manifest import DeviceRecord
 
 GENERATIONS = "generations"
 """Memo namespace of decoded generations (rows keyed by ``cache_ids`` and ``replicate``)."""
@@ -24,31 +28,53 @@ SCORER_VERSION = "4"  # 2: non-finite decodes fail the cell (a cached "ok" from 
 #                        3: answer-span metrics nan when a side never closed its scaffold; 4: answer correctness
 
 
-def cell_key(info: dict[str, Any], lengths: Sequence[int], decoder_version: str, batching: str,
-             libraries: dict[str, Any], device: dict[str, Any]) -> str:
-    material = {
-        "resolved_revision": info.get("resolved_revision"),
-        "weights_sha256": info.get("weights_sha256"),
-        "tokenizer_sha256": info.get("tokenizer_sha256"),
-        "chat_template_sha256": info.get("chat_template_sha256"),
-        "chat_template_policy": info.get("chat_template_policy"),
-        "chat_template_kwargs": info.get("chat_template_kwargs"),
-        "variant": info.get("variant"),
-        "dtype": info.get("dtype"),
-        "quantization": info.get("quantization"),
-        "attn_implementation": info.get("attn_implementation"),
-        "lengths": sorted(int(L) for L in lengths),
-        "decoder_version": decoder_version,
-        # Which engine chose the tokens and where the readings come from (harness.decode.engines).
-        "engine": info.get("engine_name", "hf"),
-        "capture": info.get("capture", "generate"),
-        "batching": batching,
-        "libraries": {k: libraries.get(k) for k in ("torch", "transformers", "bitsandbytes", "vllm")},
-        "device": device.get("cuda_device") or "cpu",
-        # fp32 CPU products (stability traces) differ in the last bits between GEMM routes (harness.core.gemm).
-        "kernels": device.get("kernels"),
-    }
-    return memo_key(GENERATIONS, material)
+class DecodeKeyMaterial(BaseModel):
+    """Everything a cached decode depends on; its sha256 is the decode key. Typed fields, no defaults: a
+    field left out or misspelt is an error here, never a silently different key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resolved_revision: str | None = Field(description="Revision loaded.")
+    weights_sha256: str | None = Field(description="sha256 of the weight files.")
+    tokenizer_sha256: str | None = Field(description="sha256 of the tokenizer files.")
+    chat_template_sha256: str | None = Field(description="sha256 of the chat template.")
+    chat_template_policy: str | None = Field(description="Template policy.")
+    chat_template_kwargs: dict[str, Any] | None = Field(description="Template keyword arguments.")
+    variant: str = Field(description="Variant, spelled with its engine.")
+    dtype: str | None = Field(description="Weight dtype.")
+    quantization: str | None = Field(description="Quantization.")
+    attn_implementation: str | None = Field(description="Attention implementation.")
+    lengths: list[int] = Field(description="Scored lengths, sorted.")
+    decoder_version: str = Field(description="harness.decode.greedy.DECODER_VERSION.")
+    engine: str = Field(description="Which engine chose the tokens (harness.decode.engines).")
+    capture: str = Field(description="Where the per-step readings come from.")
+    batching: str = Field(description="Batching mode.")
+    libraries: dict[str, str | None] = Field(description="torch, transformers, bitsandbytes and vllm versions.")
+    device: str = Field(description="GPU name, or cpu.")
+    kernels: dict[str, str] | None = Field(
+        description="fp32 CPU products (stability traces) differ in the last bits between GEMM routes "
+                    "(harness.core.gemm).")
+
+
+def cell_key(record: CellRecord, lengths: Sequence[int], decoder_version: str, batching: str,
+             libraries: dict[str, str | None], device: DeviceRecord) -> str:
+    """The decode key of a cell whose model is loaded and whose engine and capture are recorded."""
+    if record.engine_name is None or record.capture is None:
+        raise ValueError(f"{record.name}--{record.variant}: the decode key needs engine_name and capture recorded")
+    material = DecodeKeyMaterial(
+        resolved_revision=record.resolved_revision, weights_sha256=record.weights_sha256,
+        tokenizer_sha256=record.tokenizer_sha256, chat_template_sha256=record.chat_template_sha256,
+        chat_template_policy=record.chat_template_policy, chat_template_kwargs=record.chat_template_kwargs,
+        variant=record.variant, dtype=record.dtype, quantization=record.quantization,
+        attn_implementation=record.attn_implementation, lengths=sorted(int(L) for L in lengths),
+        decoder_version=decoder_version, engine=record.engine_name, capture=record.capture, batching=batching,
+        libraries={k: libraries.get(k) for k in KEYED_LIBRARIES}, device=device.cuda_device or "cpu",
+        kernels=device.kernels)
+    return memo_key(GENERATIONS, material.model_dump())
+
+
+KEYED_LIBRARIES = ("torch", "transformers", "bitsandbytes", "vllm")
+"""The libraries whose versions are in the decode key (the ones that compute or choose the tokens)."""
 
 
 def results_key(decode_key: str, pairs: Sequence, lengths: Sequence[int], scaffold: dict | None, name: str,

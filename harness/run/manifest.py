@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import harness
+from harness.schema import SCHEMA_VERSION, Manifest, RunConfigRecord
 
-MANIFEST_SCHEMA_VERSION = 1
 _LIBS = (
     "torch", "transformers", "tokenizers", "safetensors", "sentence-transformers", "huggingface-hub",
     "numpy", "scipy", "pandas", "pyarrow", "pydantic", "python-Levenshtein", "Levenshtein", "bitsandbytes",
@@ -92,8 +92,9 @@ def determinism_flags() -> dict[str, Any]:
 
 
 def base_manifest(command: str, argv: list[str], config: dict[str, Any]) -> dict[str, Any]:
+    """The head every manifest shares (the studies' manifests too: geometry, stretch, floor, audit)."""
     return {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,
         "harness": {"name": "stabprobe", "version": harness.__version__, **git_state()},
         "command": command,
         "argv": argv,
@@ -104,3 +105,15 @@ def base_manifest(command: str, argv: list[str], config: dict[str, Any]) -> dict
         "determinism_flags": determinism_flags(),
         "models": [],
     }
+
+
+def run_manifest(command: str, argv: list[str], config: RunConfigRecord) -> Manifest:
+    """The manifest of `stabprobe run` (and gate, merge) as it starts: status ``running``, no cell yet."""
+    return Manifest.model_validate({**base_manifest(command, argv, {}), "config": config})
+
+
+def write_manifest(run_dir: Path, manifest: Manifest) -> None:
+    """manifest.json, atomically, exactly the keys the manifest was given (harness.schema.base.Record)."""
+    from harness.core import rundir
+
+    rundir.atomic_write_json(Path(run_dir) / rundir.MANIFEST, manifest.to_json_dict())

@@ -32,11 +32,12 @@ from harness.run.config import (  # noqa: F401 - RunConfig: the library API (REA
     validate_config,
     variants_for,
 )
-from harness.run.manifest import base_manifest
+from harness.run.manifest import run_manifest, write_manifest
 from harness.run.records import Cell, CellSettings, RunResult
 from harness.score import drift
 from harness.score.embedder import Embedder
 from harness.score.records import PairScore
+from harness.schema import CellRecord, Manifest
 
 
 def plan_cells(cfg: RunConfig) -> list[Cell]:
@@ -70,16 +71,16 @@ def enable_gpu_determinism() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def _settings(cfg: RunConfig, manifest: dict[str, Any]) -> CellSettings:
+def _settings(cfg: RunConfig, manifest: Manifest) -> CellSettings:
     return CellSettings(
         pairs=tuple(cfg.ladder.pairs), lengths=tuple(cfg.lengths), batch_size=cfg.batch_size, batching=cfg.batching,
         embedder=cfg.embedder, cache_dir=None if cfg.cache_dir is None else str(cfg.cache_dir), progress=cfg.progress,
         capture=cfg.capture, store_full_dist=cfg.store_full_dist,
-        libraries=manifest["libraries"], device=manifest["device"],
+        libraries=manifest.libraries, device=manifest.device,
     )
 
 
-def _execute(cfg: RunConfig, cells: Sequence[Cell], run_dir: Path, manifest: dict[str, Any], embedder: Embedder) -> None:
+def _execute(cfg: RunConfig, cells: Sequence[Cell], run_dir: Path, manifest: Manifest, embedder: Embedder) -> None:
     settings = _settings(cfg, manifest)
     todo = [c for c in cells if not is_finished(run_dir, c)]
     if cfg.executor == "ray":
@@ -96,43 +97,79 @@ def run(cfg: RunConfig) -> RunResult:
     embedder = Embedder(cfg.embedder, cache_dir=cfg.cache_dir)  # an unusable --embedder is an input error: before any directory exists
     run_dir = rundir.new_run_dir(cfg.out)
     enable_gpu_determinism()
-    manifest = base_manifest(cfg.command, list(cfg.argv), config_record(cfg, embedder.info))
+    manifest = run_manifest(cfg.command, list(cfg.argv), config_record(cfg, embedder.info))
     rundir.atomic_write_json(run_dir / LADDER_FILE, ladder_record(cfg.ladder))
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+    write_manifest(run_dir, manifest)
     return run_in(run_dir, cfg, manifest, embedder)
 
 
-def run_in(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: Embedder) -> RunResult:
+def run_in(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedder) -> RunResult:
     cells = shard_cells(plan_cells(cfg), cfg.shard)
     t0 = time.perf_counter()
     try:
         _execute(cfg, cells, run_dir, manifest, embedder)
     except BaseException as exc:
         # Finished cells stay on disk; `stabprobe run --resume RUN_DIR` redoes only the rest.
-        manifest["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed"
-        manifest["error"] = f"{type(exc).__name__}: {exc}"[:500]
-        manifest["models"] = [r for c in plan_cells(cfg) if (r := read_cell_record(run_dir, c))]
-        rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+        write_manifest(run_dir, manifest.evolve(
+            status="interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed",
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            models=[r for c in plan_cells(cfg) if (r := read_cell_record(run_dir, c))]))
         raise
-    manifest.setdefault("phase_seconds", {})["cells"] = round(time.perf_counter() - t0, 3)
+    manifest = manifest.evolve(phase_seconds={**(manifest.phase_seconds or {}), "cells": round(time.perf_counter() - t0, 3)})
     return finalize(run_dir, cfg, manifest, embedder)
 
 
-def finalize(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: Embedder) -> RunResult:
+def finalize(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedder) -> RunResult:
     """Merge the cell files into the run's tables, drift, manifest and reports."""
     t0 = time.perf_counter()
     before = cache_counts()  # the drift's embeddings and the report memos are cache entries too
     all_cells = plan_cells(cfg)
-    records, audits, gens, pairs = [], [], [], []
-    for cell in all_cells:
-        rec = read_cell_record(run_dir, cell)
-        if rec is None:
-            continue
-        records.append(rec)
+    finished = [(cell, rec) for cell in all_cells if (rec := read_cell_record(run_dir, cell)) is not None]
+    records = [rec for _, rec in finished]
+    gens_df, pairs_df, drift_df, tf_read = _merge_tables(run_dir, cfg, finished, embedder)
+    manifest = _merged_manifest(manifest, all_cells, records, pairs_df.empty, tf_read, t0)
+    write_manifest(run_dir, manifest)
+    try:
+        summary = write_reports(run_dir)
+    except BaseException as exc:
+        # The parquet files are whole, but a run without its reports is not complete.
+        write_manifest(run_dir, manifest.evolve(status="crashed",
+                                                error=f"writing reports: {type(exc).__name__}: {exc}"[:500]))
+        raise
+    write_error = next((r.cache_write_error for r in records if r.cache_write_error), None)
+    after = cache_counts()
+    if after != before:
+        manifest = manifest.evolve(
+            cache_entries_rejected=manifest.cache_entries_rejected + after["rejected"] - before["rejected"],
+            cache_write_failures=manifest.cache_write_failures + after["write_failures"] - before["write_failures"])
+        write_error = write_error or first_write_error()
+    manifest = manifest.evolve(determinism=summary["determinism"])  # computed once, by the summary builder
+    write_manifest(run_dir, manifest)
+    failed = [r for r in records if r.status != "ok"]
+    terminal = terminal_summary(summary)
+    if manifest.status == "empty":
+        terminal += f"\n{manifest.error}"
+    if manifest.cache_entries_rejected:
+        terminal += f"\ncache entries rejected: {manifest.cache_entries_rejected} (damaged or unreadable; recomputed)"
+    code = EXIT_MODEL_FAILED if failed or manifest.status == "empty" else EXIT_OK
+    if manifest.cache_write_failures:
+        # The results are whole; the machine could not keep the cache: the environment's exit code, not a model's.
+        write_manifest(run_dir, manifest.evolve(cache_write_error=write_error))
+        terminal += (f"\ncache not written: {write_error} ({manifest.cache_write_failures} cache writes failed; "
+                     "the results are complete but were not cached)")
+        code = EXIT_ENVIRONMENT
+    return RunResult(run_dir, code, summary, terminal)
+
+
+def _merge_tables(run_dir: Path, cfg: RunConfig, finished: list[tuple[Cell, CellRecord]], embedder: Embedder):
+    """The run's audit, generations, pairs and drift tables from the cell files (written here); returns
+    (generations, pairs, drift, what the teacher-forced drift read)."""
+    audits, gens, pairs = [], [], []
+    for cell, rec in finished:
         d = cell_dir(run_dir, cell)
-        if rec.get("status") in ("ok", EMPTY_CELL):
+        if rec.status in ("ok", EMPTY_CELL):
             audits.append(read_table(d / "audit.parquet"))  # an empty cell's audit says why nothing was scored
-        if rec.get("status") == "ok":
+        if rec.status == "ok":
             gens.append(read_table(d / "generations.parquet"))
             pairs.append(read_table(d / "pairs.parquet"))
     audit_df = _concat(audits, [f.name for f in dataclasses.fields(AuditRow)])
@@ -144,61 +181,34 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: dict[str, Any], embedder: 
     from harness.run.tf_drift import teacher_forced_frame, with_tf_columns
 
     texts = list(dict.fromkeys(t for p in cfg.ladder.pairs for t in (p.prompt_a, p.prompt_b)))
-    tf_df, manifest["teacher_forced_drift"] = teacher_forced_frame(cfg.models, texts, cfg.lengths, gens_df, records,
-                                                                   cfg.loader, cfg.cache_dir)
+    tf_df, tf_read = teacher_forced_frame(cfg.models, texts, cfg.lengths, gens_df,
+                                          [r.to_json_dict() for _, r in finished], cfg.loader, cfg.cache_dir)
     drift_df = with_tf_columns(drift_df, tf_df)
     for name, frame in ((rundir.AUDIT, audit_df), (rundir.GENERATIONS, gens_df), (rundir.PAIRS, pairs_df),
                         (rundir.DRIFT, drift_df)):
         rundir.atomic_write_parquet(run_dir / name, frame)
+    return gens_df, pairs_df, drift_df, tf_read
 
-    missing = [c.name for c in all_cells if not any(r["name"] == c.entry.name and r["variant"] == c.variant for r in records)]
-    manifest["models"] = records
-    manifest["cells_missing"] = missing
+
+def _merged_manifest(manifest: Manifest, all_cells: Sequence[Cell], records: list[CellRecord], nothing_scored: bool,
+                     tf_read: dict[str, Any], t0: float) -> Manifest:
+    """The manifest once the cells are merged: their records, what is missing, the status and the counts."""
+    missing = [c.name for c in all_cells if not any(r.name == c.entry.name and r.variant == c.variant for r in records)]
     # Complete only when every cell of the whole plan is finished: a shard alone is "partial".
-    manifest["status"] = "complete" if not missing else "partial"
-    if pairs_df.empty:
+    status, error = ("complete" if not missing else "partial"), {}
+    if nothing_scored:
         # A run that scored nothing is never "complete": the audit (written above) says why.
-        manifest["status"] = "empty"
-        manifest["error"] = "nothing scored: " + ("; ".join(
-            f"{r['name']}--{r['variant']}: {r.get('error') or r.get('status')}" for r in records) or "no cell finished")
-    manifest["decoded_prompts"] = int(sum(r.get("decoded_prompts", 0) for r in records))
-    manifest["cached_prompts"] = int(sum(r.get("cached_prompts", 0) for r in records))
-    manifest.setdefault("phase_seconds", {})["merge"] = round(time.perf_counter() - t0, 3)
-    # Damaged cache entries are recomputed, never used; failed cache writes leave the results whole (harness.core.checked).
-    manifest["cache_entries_rejected"] = int(sum(r.get("cache_entries_rejected", 0) for r in records))
-    manifest["cache_write_failures"] = int(sum(r.get("cache_write_failures", 0) for r in records))
-    write_error = next((r["cache_write_error"] for r in records if r.get("cache_write_error")), None)
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    try:
-        summary = write_reports(run_dir)
-    except BaseException as exc:
-        # The parquet files are whole, but a run without its reports is not complete.
-        manifest["status"] = "crashed"
-        manifest["error"] = f"writing reports: {type(exc).__name__}: {exc}"[:500]
-        rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-        raise
-    after = cache_counts()
-    if after != before:
-        manifest["cache_entries_rejected"] += after["rejected"] - before["rejected"]
-        manifest["cache_write_failures"] += after["write_failures"] - before["write_failures"]
-        write_error = write_error or first_write_error()
-    manifest["determinism"] = summary["determinism"]  # computed once, by the summary builder
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    failed = [r for r in records if r.get("status") != "ok"]
-    terminal = terminal_summary(summary)
-    if manifest["status"] == "empty":
-        terminal += f"\n{manifest['error']}"
-    if manifest["cache_entries_rejected"]:
-        terminal += f"\ncache entries rejected: {manifest['cache_entries_rejected']} (damaged or unreadable; recomputed)"
-    code = EXIT_MODEL_FAILED if failed or manifest["status"] == "empty" else EXIT_OK
-    if manifest["cache_write_failures"]:
-        # The results are whole; the machine could not keep the cache: the environment's exit code, not a model's.
-        manifest["cache_write_error"] = write_error
-        rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-        terminal += (f"\ncache not written: {write_error} ({manifest['cache_write_failures']} cache writes failed; "
-                     "the results are complete but were not cached)")
-        code = EXIT_ENVIRONMENT
-    return RunResult(run_dir, code, summary, terminal)
+        status, error = "empty", {"error": "nothing scored: " + ("; ".join(
+            f"{r.name}--{r.variant}: {r.error or r.status}" for r in records) or "no cell finished")}
+    return manifest.evolve(
+        teacher_forced_drift=tf_read, models=records, cells_missing=missing, status=status, **error,
+        decoded_prompts=int(sum(r.decoded_prompts or 0 for r in records)),
+        cached_prompts=int(sum(r.cached_prompts or 0 for r in records)),
+        phase_seconds={**(manifest.phase_seconds or {}), "merge": round(time.perf_counter() - t0, 3)},
+        # Damaged cache entries are recomputed, never used; failed cache writes leave the results whole
+        # (harness.core.checked).
+        cache_entries_rejected=int(sum(r.cache_entries_rejected or 0 for r in records)),
+        cache_write_failures=int(sum(r.cache_write_failures or 0 for r in records)))
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str] | None) -> pd.DataFrame:

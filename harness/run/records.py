@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.ladder.records import PromptPair
 from harness.models.registry import ModelEntry
+from harness.schema.manifest import DeviceRecord
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class CellSettings:
     """Progress bars on stderr."""
     libraries: dict[str, Any]
     """manifest.json's ``libraries`` (name -> version): part of the cell's cache key."""
-    device: dict[str, Any]
+    device: DeviceRecord
     """manifest.json's ``device``: part of the cell's cache key."""
     capture: str = "generate"
     """HF engine's readings: 'generate' or 'probe' (harness.decode.engines)."""

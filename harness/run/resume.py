@@ -14,7 +14,8 @@ from harness.core.rundir_read import read_table
 from harness.run.cell import EMPTY as EMPTY_CELL, cell_dir, is_finished, read_cell_record
 from harness.run.config import LADDER_FILE, check_environment, config_from_run_dir
 from harness.run.records import RunResult
-from harness.run.manifest import device_info, library_versions
+from harness.run.manifest import device_info, library_versions, write_manifest
+from harness.schema import Manifest
 from harness.run.pipeline import finalize, plan_cells, run_in
 from harness.score.embedder import Embedder
 
@@ -23,13 +24,12 @@ def resume(run_dir: Path, **overrides) -> RunResult:
     """Finish an interrupted run: only cells without a cell.json are run."""
     run_dir = Path(run_dir)
     cfg, manifest = config_from_run_dir(run_dir, **overrides)
-    if manifest.get("status") == "complete":
+    if manifest.status == "complete":
         raise InputError(str(run_dir), "status", "run is already complete")
     check_environment(cfg)
-    manifest["status"] = "running"
-    manifest.setdefault("resumed", []).append({"argv": list(overrides.get("argv", ())), "libraries": library_versions(),
-                                               "device": device_info()})
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+    resumed = {"argv": list(overrides.get("argv", ())), "libraries": library_versions(), "device": device_info()}
+    manifest = manifest.evolve(status="running", resumed=[*(manifest.resumed or []), resumed])
+    write_manifest(run_dir, manifest)
     return run_in(run_dir, cfg, manifest, Embedder(cfg.embedder, cache_dir=cfg.cache_dir))
 
 
@@ -48,8 +48,8 @@ def merge_runs(dirs: Sequence[Path], out: Path, argv: Sequence[str] = ()) -> Run
     for d in dirs:  # damaged shard files are refused before the merged directory exists
         for cell in plan_cells(base_cfg):
             rec = read_cell_record(Path(d), cell)
-            if rec is not None and rec.get("status") in ("ok", EMPTY_CELL):
-                names = ("audit", "generations", "pairs") if rec["status"] == "ok" else ("audit",)
+            if rec is not None and rec.status in ("ok", EMPTY_CELL):
+                names = ("audit", "generations", "pairs") if rec.status == "ok" else ("audit",)
                 for name in names:
                     read_table(cell_dir(Path(d), cell) / f"{name}.parquet")
     embedder = Embedder(base_cfg.embedder, cache_dir=base_cfg.cache_dir)
@@ -60,17 +60,14 @@ def merge_runs(dirs: Sequence[Path], out: Path, argv: Sequence[str] = ()) -> Run
             if (src / "cell.json").is_file() and not is_finished(run_dir, cell):
                 shutil.copytree(src, cell_dir(run_dir, cell))
     shutil.copy2(Path(dirs[0]) / LADDER_FILE, run_dir / LADDER_FILE)
-    manifest = dict(base_manifest_)
-    manifest["command"] = "merge"
-    manifest["argv"] = list(argv)
-    manifest["merged_from"] = [str(d) for d in dirs]
-    manifest["config"] = {**manifest["config"], "shard": None}
+    manifest = base_manifest_.evolve(command="merge", argv=list(argv), merged_from=[str(d) for d in dirs],
+                                     config=base_manifest_.config.evolve(shard=None))
     cfg = dataclasses.replace(base_cfg, shard=None, out=Path(out))
     return finalize(run_dir, cfg, manifest, embedder)
 
 
-def _merge_key(manifest: dict[str, Any]) -> str:
-    conf = {k: v for k, v in manifest["config"].items() if k not in ("shard", "executor", "cache_dir")}
+def _merge_key(manifest: Manifest) -> str:
+    conf = {k: v for k, v in manifest.config.to_json_dict().items() if k not in ("shard", "executor", "cache_dir")}
     return json.dumps(conf, sort_keys=True, default=str)
 
 

@@ -22,6 +22,7 @@ from harness.summary.flags import compute_flags, scaffold_table
 from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
 from harness.summary.answers import ANSWERS_VERSION, answer_table, dutta_flips
 from harness.summary.tf_drift import tf_drift_table
+from harness.schema import SCHEMA_VERSION
 from harness.summary.stats import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
@@ -200,7 +201,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     answers, answer_flips = memo.get("answers", [frame_digest(pairs), ANSWERS_VERSION], lambda: (answer_table(pairs), dutta_flips(pairs)),
                                      encode=list, decode=tuple)
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,  # harness.schema: validated by the writer (harness.report.write)
         "run": {"status": manifest.get("status"), "command": manifest.get("command"),
                 "ladder": manifest.get("config", {}).get("ladder", {}).get("name")},
         "determinism": determinism,

@@ -34,6 +34,7 @@ from harness.decode.table import generations_frame
 from harness.report.html import REPORT_HTML, render_html
 from harness.report.write import write_reports
 from harness.score.records import PairScore
+from harness.schema import SCHEMA_VERSION, Manifest
 from harness.summary.build import build_summary, determinism_verdict
 
 LENGTHS = (8, 32)
@@ -157,6 +158,32 @@ def _drift_rows(gens: list[Generation], reference: str = "bf16") -> list[dict]:
     return rows
 
 
+def synthetic_manifest(models: list[dict], determinism: dict) -> Manifest:
+    """A complete run's manifest through the schema (harness.schema.Manifest), with made-up provenance."""
+    cells = [{"source": "synthetic", "requested_revision": None, "timings_s": {}, **m} for m in models]
+    return Manifest.model_validate({
+        "schema_version": SCHEMA_VERSION, "status": "complete", "command": "run",
+        "argv": ["stabprobe", "run", "--synthetic"],
+        "harness": {"name": "stabprobe", "version": "test", "commit": "synthetic", "dirty": False},
+        "config": {
+            "models": [{"name": m["name"]} for m in models],
+            "ladder": {"name": "synthetic", "source": "tests/test_report_html.py", "sha256": None, "prompts": N_PROMPTS,
+                       "pairs": N_PROMPTS * len(EDITS), "rung_counts": {}, "skipped_edits": 0, "skipped": []},
+            "lengths": list(LENGTHS), "max_new_tokens": max(LENGTHS),
+            "variants": {m["name"]: [m["variant"]] for m in models},
+            "cells": [f"{m['name']}--{m['variant']}" for m in models], "shard": None, "executor": "local",
+            "batch_size": 8, "batching": "rows", "decoder_version": "synthetic", "engine": None, "capture": "generate",
+            "store_full_dist": False, "cache_dir": None,
+            "embedder": {"name": "synthetic", "path": "synthetic", "sha256": "synthetic", "max_seq_length": 256,
+                         "long_text": "windows", "window": 0, "overlap": 0, "threads": 1}},
+        "libraries": {}, "device": {"platform": "synthetic", "processor": "synthetic", "cpu_count": 1, "torch_threads": 1,
+                                    "cuda_available": False, "kernels": {}},
+        "determinism_flags": {"torch_deterministic_algorithms": False, "cudnn_deterministic": False,
+                              "cudnn_benchmark": False, "cublas_workspace_config": None, "do_sample": False,
+                              "identical_rung_replicates": "synthetic"},
+        "models": cells, "determinism": determinism})
+
+
 def build_synthetic_run(root: Path, with_variant: bool = True) -> Path:
     """A finished run directory (manifest, audit, generations, pairs, drift) and its reports."""
     run_dir = rundir.new_run_dir(root)
@@ -184,17 +211,11 @@ def build_synthetic_run(root: Path, with_variant: bool = True) -> Path:
                               reason="identical_after_template" if hidden else "", n_tokens_a=12, n_tokens_b=13,
                               first_diff=-1 if hidden else 3))
     pairs = pd.DataFrame(rows)
-    manifest = {
-        "schema_version": 1, "status": "complete", "command": "run", "argv": ["stabprobe", "run", "--synthetic"],
-        "harness": {"version": "test", "commit": "synthetic"},
-        "config": {"ladder": {"name": "synthetic", "source": "tests/test_report_html.py", "skipped_edits": 0},
-                   "lengths": list(LENGTHS)},
-        "models": [{"name": m, "variant": v, "status": "ok", "resolved_revision": "sha256:synthetic"} for m, v, *_ in spec]
-                  + [{"name": "broken", "variant": "bf16", "status": "failed",
-                      "error": "OSError: model.safetensors is not a safetensors file"}],
-    }
-    manifest["determinism"] = determinism_verdict(pairs)
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+    models = ([{"name": m, "variant": v, "status": "ok", "resolved_revision": "sha256:synthetic"} for m, v, *_ in spec]
+              + [{"name": "broken", "variant": "bf16", "status": "failed",
+                  "error": "OSError: model.safetensors is not a safetensors file"}])
+    manifest = synthetic_manifest(models, determinism_verdict(pairs))
+    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest.to_json_dict())
     rundir.atomic_write_parquet(run_dir / rundir.AUDIT, pd.DataFrame(audit))
     rundir.atomic_write_parquet(run_dir / rundir.GENERATIONS, generations_frame(gens, LENGTHS))
     rundir.atomic_write_parquet(run_dir / rundir.PAIRS, pairs)

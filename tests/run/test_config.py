@@ -28,7 +28,7 @@ def test_record_round_trips_every_recorded_field(tmp_path):
     # --variants is folded into each model's entry: the rebuilt config decodes the same cells.
     assert [m.name for m in back.models] == ["tiny-chat", "tiny-think"]
     assert all(tuple(m.variants) == ("bf16",) for m in back.models)
-    a, b = config_record(back, embedder), config_record(cfg, embedder)
+    a, b = config_record(back, embedder).to_json_dict(), config_record(cfg, embedder).to_json_dict()
     strip = lambda rec: [{k: v for k, v in m.items() if k != "variants"} for m in rec.pop("models")]  # noqa: E731
     assert strip(a) == strip(b) and a == b
     assert isinstance(back.cache_dir, Path)

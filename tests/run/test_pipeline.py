@@ -10,6 +10,7 @@ from harness.cli import main
 from harness.ladder.load import load_ladder
 from harness.run.pipeline import RunConfig, run
 from harness.run.resume import rebuild_report
+from harness.schema import SCHEMA_VERSION
 from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models
 from tests.conftest import write
 
@@ -50,7 +51,7 @@ def test_run_directory_contract(small_run):
     for name in ("manifest.json", "audit.parquet", "generations.parquet", "pairs.parquet", "summary.json", "report.md"):
         assert (d / name).is_file(), name
     manifest = json.loads((d / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["schema_version"] == 1
+    assert manifest["status"] == "complete" and manifest["schema_version"] == SCHEMA_VERSION
     for m in manifest["models"]:
         assert m["status"] == "ok"
         assert m["resolved_revision"].startswith("sha256:") and m["weights_sha256"].startswith("sha256:")
