@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+from harness.core.engines import DEFAULT_ENGINE, engine_decl, engine_names
 from harness.core.memo import memo_key
 
 GENERATIONS = "generations"
@@ -40,15 +41,21 @@ def cell_key(info: dict[str, Any], lengths: Sequence[int], decoder_version: str,
         "lengths": sorted(int(L) for L in lengths),
         "decoder_version": decoder_version,
         # Which engine chose the tokens and where the readings come from (harness.decode.engines).
-        "engine": info.get("engine_name", "hf"),
+        "engine": info.get("engine_name", DEFAULT_ENGINE),
         "capture": info.get("capture", "generate"),
         "batching": batching,
-        "libraries": {k: libraries.get(k) for k in ("torch", "transformers", "bitsandbytes", "vllm")},
+        # HF's libraries read every cell (tokenizer, probe, bitsandbytes weights); each declared engine's own.
+        "libraries": {k: libraries.get(k) for k in ("torch", "transformers", "bitsandbytes", *engine_libraries())},
         "device": device.get("cuda_device") or "cpu",
         # fp32 CPU products (stability traces) differ in the last bits between GEMM routes (harness.core.gemm).
         "kernels": device.get("kernels"),
     }
     return memo_key(GENERATIONS, material)
+
+
+def engine_libraries() -> tuple[str, ...]:
+    """The ``libraries`` keys of the declared engines (harness.core.engines), in declaration order."""
+    return tuple(engine_decl(name).library for name in engine_names())
 
 
 def results_key(decode_key: str, pairs: Sequence, lengths: Sequence[int], scaffold: dict | None, name: str,
