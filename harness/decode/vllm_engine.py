@@ -134,12 +134,17 @@ class VllmEngine(Engine):
     def decode(self, loaded: LoadedModel, requests: Sequence[DecodeRequest], max_new_tokens: int,
                lengths: Sequence[int], batch_size: int, progress: Progress, batching: str, capture: str,
                traces: str) -> tuple[list[EngineOutput], EngineRun]:
-        """Greedy token ids for every request, one generate call per replicate (``batching``/``traces``: HF's only)."""
+        """Greedy token ids for every request (``batching``, ``traces``: the HF engine's only; the HF weights are
+        not needed)."""
+        return self.decode_ids(loaded.entry, loaded.info, requests, max_new_tokens, batch_size)
+
+    def decode_ids(self, entry, info, requests: Sequence[DecodeRequest], max_new_tokens: int,
+                   batch_size: int) -> tuple[list[EngineOutput], EngineRun]:
+        """Greedy token ids for every request, one generate call per replicate; the engine stays up until :meth:`shutdown`."""
         import torch
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
 
-        entry, info = loaded.entry, loaded.info
         args = engine_args(entry, info, batch_size)
         invariant, invariant_note = _batch_invariance()
         self._set_num_threads = torch.set_num_threads  # vLLM's CPU worker swaps in a no-op (module docstring)
@@ -187,6 +192,20 @@ class VllmEngine(Engine):
             import torch
 
             torch.set_num_threads, self._set_num_threads = self._set_num_threads, None
+
+
+def vllm_decode(entry, info, requests: Sequence[DecodeRequest], max_new_tokens: int,
+                batch_size: int) -> tuple[list[EngineOutput], EngineRun]:
+    """The vLLM engine on its own (the benchmarks): token ids and how it ran, the engine shut down before returning."""
+    engine = VllmEngine("vllm")
+    engine.check_installed()
+    reason = engine.refusal(info)
+    if reason is not None:
+        raise EngineUnavailable(reason)
+    try:
+        return engine.decode_ids(entry, info, requests, max_new_tokens, batch_size)
+    finally:
+        engine.shutdown()
 
 
 def _reason(exc: BaseException) -> str:
