@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from harness.commands import cmd_audit, cmd_geometry, cmd_ladder, cmd_registry, ladder_from_args, registry_from_args, words
+from harness.core.engines import engine_names
 from harness.decode.greedy import BATCHING_MODES, DEFAULT_BATCH_SIZE
 from harness.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EnvironmentProblem, InputError
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lengths", default="64,512", help="output lengths to score (one decode at the longest)")
     r.add_argument("--variants", default=None,
                    help="comma-separated: bf16,fp16,fp32,int8,int4, each optionally -nothink (default: each model's registry variants)")
-    r.add_argument("--engine", default=None, choices=("hf", "vllm"),
+    r.add_argument("--engine", default=None, choices=engine_names(),
                    help="decode engine of variants that do not name one (bf16@vllm does); default: the registry's (hf)")
     r.add_argument("--capture", default="generate", choices=("generate", "probe"),
                    help="HF engine's per-step readings: captured while decoding, or from the teacher-forced probe "

@@ -1,41 +1,111 @@
 """Decode = engine + capture: which engine chooses the tokens, and where the per-step readings come from.
 
-``hf`` + ``generate``: transformers ``generate`` with in-generation capture
-(harness.decode.greedy). ``hf`` + ``probe``: the same tokens, readings from the
-teacher-forced probe (harness.decode.probe). ``vllm``: vLLM chooses the tokens
-(harness.decode.vllm_engine), the probe reads them (vLLM gives ids only). With the
-probe, every output records whether the HF model's argmax reproduces the
-engine's tokens; the tokens themselves are never changed.
+An engine is a :class:`Engine` subclass in its own module, declared once by
+name in harness.core.engines (which every list of engines reads). ``hf``
+(harness.decode.engine_hf): transformers ``generate``, readings captured while
+decoding (harness.decode.greedy) or from the teacher-forced probe
+(harness.decode.probe). ``vllm`` (harness.decode.vllm_engine): vLLM chooses the
+tokens, the probe reads them (vLLM gives ids only). With the probe, every output
+records whether the HF model's argmax reproduces the engine's tokens; the tokens
+themselves are never changed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from abc import ABC, abstractmethod
 from typing import Callable, Sequence
 
 import numpy as np
 
-from harness.decode.greedy import DEFAULT_BATCH_SIZE, Generation, check_trace_head, decode_all
-from harness.decode.records import EngineOutput, EngineRun, ProbeInput
+from harness.core.engines import DEFAULT_ENGINE, engine_decl
+from harness.decode.greedy import DEFAULT_BATCH_SIZE, Generation, check_trace_head
+from harness.decode.records import DecodeRequest, EngineOutput, EngineRun, ProbeInput
 from harness.decode.probe import PROBE_VERSION, teacher_forced
+from harness.models.loading import LoadedModel
+from harness.models.records import ModelInfo
 
-ENGINES = ("hf", "vllm")
 CAPTURES = ("generate", "probe")
 
-
-def effective_capture(engine: str, capture: str) -> str:
-    """vLLM returns ids only: its readings always come from the probe."""
-    return "probe" if engine == "vllm" else capture
+Progress = Callable[[int], None] | None
 
 
-def probe_generations(loaded, outputs: Sequence[EngineOutput], lengths: Sequence[int], engine: str,
-                      progress: Callable[[int], None] | None = None) -> list[Generation]:
+class EngineUnavailable(RuntimeError):
+    """An engine is missing or cannot run this model/variant; the message is the one-line reason."""
+
+
+class Engine(ABC):
+    """One decode engine: chooses greedy tokens for a list of requests and says how it ran.
+
+    Subclasses live one per module and are declared by name in harness.core.engines; the
+    name is given to the instance by the registry (:func:`get_engine`), never repeated in the class.
+    """
+
+    requires: tuple[str, ...] = ()
+    """Modules that must import for this engine to run (checked before it decodes)."""
+    missing: str = "the {engine} engine needs {module}, which is not installed"
+    """The one-line error when one of ``requires`` is missing (``{engine}``, ``{module}`` filled in)."""
+    probe_only: bool = False
+    """True when the engine returns token ids only, so its readings always come from the probe."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def readings(self, capture: str) -> str:
+        """Where this engine's per-step readings come from when ``capture`` was asked for."""
+        return "probe" if self.probe_only else capture
+
+    def check_installed(self) -> None:
+        """Raise :class:`EngineUnavailable` with :attr:`missing` when a required module does not import."""
+        for module in self.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise EngineUnavailable(self.missing.format(engine=self.name, module=exc.name or module)) from None
+
+    def refusal(self, info: ModelInfo) -> str | None:
+        """Why this engine cannot decode ``info``'s variant (e.g. bitsandbytes weights on vLLM); None: it can."""
+        return None
+
+    @abstractmethod
+    def decode(self, loaded: LoadedModel, requests: Sequence[DecodeRequest], max_new_tokens: int,
+               lengths: Sequence[int], batch_size: int, progress: Progress, batching: str, capture: str,
+               traces: str) -> tuple[list[Generation] | list[EngineOutput], EngineRun]:
+        """Every request decoded, and how the engine ran (its manifest record).
+
+        ``capture`` is already :meth:`readings`' answer: ``"generate"`` returns Generations
+        with the engine's own readings, ``"probe"`` returns EngineOutputs for the probe to read.
+        """
+
+    def shutdown(self) -> None:
+        """Release what :meth:`decode` holds (device memory, worker threads); called before the probe loads."""
+
+
+def get_engine(name: str) -> Engine:
+    """A fresh instance of the engine declared as ``name`` (ValueError naming the known engines otherwise)."""
+    impl = engine_decl(name).implementation
+    if isinstance(impl, str):
+        module, _, attr = impl.partition(":")
+        impl = getattr(importlib.import_module(module), attr)
+    if not (isinstance(impl, type) and issubclass(impl, Engine)):
+        raise TypeError(f"engine {name!r}: {impl!r} is not a harness.decode.engines.Engine subclass")
+    return impl(name)
+
+
+def effective_capture(engine_name: str, capture: str) -> str:
+    """Where the readings come from: the engine's answer (vLLM returns ids only: always the probe)."""
+    return get_engine(engine_name).readings(capture)
+
+
+def probe_generations(loaded: LoadedModel, outputs: Sequence[EngineOutput], lengths: Sequence[int], engine_name: str,
+                      progress: Progress = None) -> list[Generation]:
     """Generation records whose per-step readings are the probe's, one teacher-forced forward per output."""
     tok, info = loaded.tokenizer, loaded.info
 
     def check(head, h0, logits0):
         # Once per cell, as for generate: the closed-form head against the logits the probe took its argmax over.
-        return check_trace_head(loaded, head, h0, logits0) if getattr(loaded, "head_check", None) is None else head
+        return check_trace_head(loaded, head, h0, logits0) if loaded.head_check is None else head
 
     gens = []
     for o in outputs:
@@ -50,7 +120,7 @@ def probe_generations(loaded, outputs: Sequence[EngineOutput], lengths: Sequence
             trace_top1_id=r.top1_id, trace_top1_logit=r.top1_logit, trace_top2_id=r.top2_id, trace_top2_logit=r.top2_logit,
             prompt_end_logprobs=r.prompt_end_logprobs, hidden_means=r.hidden_means, trace_delta_tcb=r.delta_tcb,
             trace_flip_radius=r.flip_radius, trace_flip_rival=r.flip_rival, trace_head_top1_id=r.head_top1_id,
-            trace_steps=tuple(range(len(r.top1_id))), engine=engine, capture="probe",  # the probe evaluates every step
+            trace_steps=tuple(range(len(r.top1_id))), engine=engine_name, capture="probe",  # the probe evaluates every step
             probe_agreement=a.share, probe_first_disagreement=a.first_disagreement,
             probe_margin_at_disagreement=a.margin_at_disagreement, probe_engine_token=a.engine_token,
             probe_token=a.probe_token,
@@ -60,62 +130,31 @@ def probe_generations(loaded, outputs: Sequence[EngineOutput], lengths: Sequence
     return gens
 
 
-def hf_engine_run(loaded, seconds: float, tokens: int, batching: str) -> EngineRun:
-    import torch
-    import transformers
-
-    used = getattr(loaded, "batching_used", None) or batching
-    notes = {"rows": "rows batching: mixed lengths, attention per equal-length group on its own positions, never one "
-                     "row (bitwise equal to bucket batching as tested, see harness.decode.rows)",
-             "bucket": "bucket batching: exact-length batches, never one row (batch-invariant on CPU as measured, see "
-                       "harness.decode.greedy)",
-             "padded": "padded batching: left padding changes bf16 reductions"}
-    note = notes[used]
-    if used != batching:
-        note += f"; asked for {batching}: {getattr(loaded, 'rows_unsupported', None)}"
-    inv = getattr(loaded, "linear_invariance", None)
-    if inv is not None:
-        note += f"; {inv.note()}"
-    return EngineRun(engine="hf", version=f"transformers {transformers.__version__}",
-                     args={"attn_implementation": loaded.info.attn_implementation, "dtype": loaded.info.dtype,
-                           "batching": used, "linear_chunk_rows": inv.chunk_rows if inv is not None else None},
-                     env={}, attention_backend=loaded.info.attn_implementation, batch_invariant=used != "padded",
-                     batch_invariant_note=note,
-                     load_seconds=loaded.weights_seconds, decode_seconds=round(seconds, 3), generated_tokens=tokens,
-                     torch_threads=torch.get_num_threads())
-
-
-def decode_with_engine(loaded, requests, max_new_tokens: int, lengths: Sequence[int],
-                       batch_size: int = DEFAULT_BATCH_SIZE, progress: Callable[[int], None] | None = None,
-                       batching: str = "rows", engine: str = "hf",
+def decode_with_engine(loaded: LoadedModel, requests: Sequence[DecodeRequest], max_new_tokens: int,
+                       lengths: Sequence[int], batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress = None,
+                       batching: str = "rows", engine: str = DEFAULT_ENGINE,
                        capture: str = "generate", traces: str = "all") -> tuple[list[Generation], EngineRun]:
     """Every request decoded by ``engine``, read by ``capture``; returns the records and how the engine ran.
 
     ``traces``: passed to :func:`~harness.decode.greedy.decode_all` for the generate capture (``"deferred"``:
     filled later at the steps read, harness.decode.traces); the probe evaluates every step.
     """
-    import time
-
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r} (expected one of {', '.join(ENGINES)})")
     if capture not in CAPTURES:
         raise ValueError(f"unknown capture {capture!r} (expected one of {', '.join(CAPTURES)})")
-    capture = effective_capture(engine, capture)
-    t0 = time.perf_counter()
-    if engine == "vllm":
-        from harness.decode.vllm_engine import vllm_decode
-
-        outputs, run = vllm_decode(loaded.entry, loaded.info, requests, max_new_tokens, batch_size)
-        return probe_generations(loaded, outputs, lengths, engine, progress), run
-    gens = decode_all(loaded, requests, max_new_tokens, lengths, batch_size, None if capture == "probe" else progress, batching,
-                      traces if capture == "generate" else "deferred")
-    run = hf_engine_run(loaded, time.perf_counter() - t0, int(sum(len(g.trace_top1_id) for g in gens)), batching)
+    eng = get_engine(engine)
+    capture = eng.readings(capture)
+    eng.check_installed()
+    reason = eng.refusal(loaded.info)
+    if reason is not None:
+        raise EngineUnavailable(reason)
+    try:
+        items, run = eng.decode(loaded, requests, max_new_tokens, lengths, batch_size,
+                                progress if capture == "generate" else None, batching, capture, traces)
+    finally:
+        eng.shutdown()  # before the probe loads the HF model: the two never hold device memory at once
     if capture == "generate":
-        return gens, run
-    by_key = {(r.prompt_key, r.replicate): r for r in requests}
-    outputs = [EngineOutput(by_key[(g.prompt_key, g.replicate)], tuple(int(t) for t in g.trace_top1_id), g.stop_reason)
-               for g in gens]
-    return probe_generations(loaded, outputs, lengths, engine, progress), run
+        return list(items), run
+    return probe_generations(loaded, items, lengths, engine, progress), run
 
 
 def agreement_summary(gens: Sequence[Generation]) -> dict:

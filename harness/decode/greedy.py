@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from harness.decode.prompt_end import PromptEnd, compact
-from harness.decode.recorder import StepRecorder
+from harness.decode.recorder import StepRecorder, final_states
 from harness.decode.records import (  # noqa: F401  (re-exported: the decode API)
     DecodeRequest,
     Generation,
@@ -70,18 +70,6 @@ def greedy_config(max_new_tokens: int, eos: tuple[int, ...], pad: int, **extra):
         return_dict_in_generate=True,
         **extra,
     )
-
-
-@contextmanager
-def final_states(model):
-    """Collects, per forward pass, the last position's input to the output embedding (post-final-norm ``h``, float32, CPU)."""
-    states: list = []
-    hook = model.get_output_embeddings().register_forward_hook(
-        lambda mod, inp, out: states.append(inp[0][:, -1, :].float().cpu()))
-    try:
-        yield states
-    finally:
-        hook.remove()
 
 
 def steps_until_eos(row: Sequence[int], eos: set[int]) -> tuple[int, bool]:
@@ -209,7 +197,7 @@ def _check_head_once(loaded, h0, first_scores) -> None:
     A head the closed forms do not support, or one that fails the check, leaves
     every trace nan; the reason is recorded by the cell.
     """
-    if first_scores is None or getattr(loaded, "head_check", None) is not None:
+    if first_scores is None or loaded.head_check is not None:
         return
     head = loaded.stability_head()
     if head is not None:
@@ -234,7 +222,7 @@ def check_trace_head(loaded, head, h0, scores0):
 
     Records ``loaded.head_check`` (max row-relative deviation, tolerance, ok);
     returns the head, or None when it fails so every trace of the cell is nan
-    with the reason in ``loaded.stability_note``.
+    with the reason in ``loaded.stability_status``.
     """
     import torch
 
@@ -250,8 +238,8 @@ def check_trace_head(loaded, head, h0, scores0):
     loaded.head_check = {"max_rel_dev": dev, "tolerance": tol, "rows": int(ref.shape[0]), "ok": bool(ok)}
     if ok:
         return head
-    loaded._stability = None
-    loaded.stability_note = (f"head check failed: g(W h + b) misses the model's logits by {dev:.3g} relative "
+    loaded.stability = None
+    loaded.stability_status = (f"head check failed: g(W h + b) misses the model's logits by {dev:.3g} relative "
                              f"(tolerance {tol:.3g}); traces are nan")
     return None
 
@@ -330,7 +318,7 @@ def decode_all(
 
     if traces not in ("all", "deferred"):
         raise ValueError(f"unknown traces mode {traces!r}")
-    if batching == "rows" and getattr(loaded, "rows_unsupported", None):
+    if batching == "rows" and loaded.rows_unsupported:
         batching = "bucket"  # this model already showed it cannot (the reason is kept)
     out: list[Generation] = []
     todo = plan_batches(requests, batch_size, batching)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from harness.decode.records import LinearInvariance
+from harness.models.records import LinearInvariance
 
 CHUNK_ROWS = 48
 """Rows per linear call when chunking: a constant of the harness (not of a run), so an output does not depend on
@@ -110,7 +110,7 @@ def fixed_row_linears(model, verdict: LinearInvariance | None):
 def invariant_linears(loaded):
     """:func:`fixed_row_linears` for a loaded model with its verdict, probed at the first use and kept on
     ``loaded.linear_invariance`` (for the manifest)."""
-    if getattr(loaded, "linear_invariance", None) is None:
+    if loaded.linear_invariance is None:
         loaded.linear_invariance = probe_linear_invariance(loaded.model)
     with fixed_row_linears(loaded.model, loaded.linear_invariance):
         yield

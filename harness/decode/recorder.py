@@ -1,8 +1,23 @@
-"""What greedy decoding records per step: a logits processor over the scores greedy takes its argmax over."""
+"""What greedy decoding records per step: a logits processor over the scores greedy takes its argmax over, and a
+hook on the output embedding's input (used by both decode loops, harness.decode.greedy and harness.decode.rows)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
+
+
+@contextmanager
+def final_states(model):
+    """Collects, per forward pass, the last position's input to the output embedding (post-final-norm ``h``, float32, CPU)."""
+    states: list = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda mod, inp, out: states.append(inp[0][:, -1, :].float().cpu()))
+    try:
+        yield states
+    finally:
+        hook.remove()
 
 
 class StepRecorder:

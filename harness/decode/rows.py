@@ -255,8 +255,7 @@ def greedy_rows(loaded, token_lists: Sequence[Sequence[int]], max_new_tokens: in
     """
     import torch
 
-    from harness.decode.greedy import final_states
-    from harness.decode.recorder import top2_cpu
+    from harness.decode.recorder import final_states, top2_cpu
 
     model, info = loaded.model, loaded.info
     device = next(model.parameters()).device

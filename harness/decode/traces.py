@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from harness.decode.greedy import Generation
+from harness.decode.records import Generation
 
 StepsWanted = Mapping[tuple[str, int], Iterable[int]]
 """(prompt_key, replicate) -> 0-based steps to evaluate."""
@@ -32,7 +32,7 @@ def fill_traces(loaded, gens: Sequence[Generation], steps: StepsWanted | None = 
     they are. Steps already evaluated are not recomputed. A head the closed
     forms do not support, or one that failed the check against the model's
     logits, gives nan / -1 at the requested steps (they count as evaluated; the
-    reason is ``loaded.stability_note``).
+    reason is ``loaded.stability_status``).
     """
     import torch
 
@@ -47,7 +47,7 @@ def fill_traces(loaded, gens: Sequence[Generation], steps: StepsWanted | None = 
     if not todo:
         return list(gens)
     head = loaded.stability_head()
-    if head is not None and getattr(loaded, "head_check", None) is not None and not loaded.head_check.get("ok", False):
+    if head is not None and loaded.head_check is not None and not loaded.head_check["ok"]:
         head = None
     if head is None:
         values = {"delta_tcb": np.full(len(todo), np.nan, np.float32), "flip_radius": np.full(len(todo), np.nan, np.float32),

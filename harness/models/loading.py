@@ -5,13 +5,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import InputError
 from harness.core.hashing import TOKENIZER_FILES, directory_revision, sha256_text, tokenizer_hash, weights_hash
-from harness.models.records import ModelInfo
+from harness.models.records import LinearInvariance, ModelInfo, TraceHeadCheck
 from harness.models.registry import ModelEntry, model_dir_problem
 from harness.audit.records import RenderPolicy
+
+if TYPE_CHECKING:
+    from harness.stability.head import HeadSpec
+
+StabilityHead = tuple["HeadSpec", Any]
+"""The output head as the closed forms model it, and its squared row norms (a torch tensor)."""
 
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -27,13 +33,21 @@ class LoadedModel:
     policy: RenderPolicy = field(default_factory=lambda: RenderPolicy(True))
     _load_weights: Any = None
     weights_seconds: float = 0.0
+    # What the decode stage learns about this model and keeps for the rest of the cell (and the manifest).
     batching_used: str | None = None
     """Batching mode of the last decode (harness.decode.greedy.decode_all): 'rows', 'bucket' or 'padded'."""
     rows_unsupported: str | None = None
     """Why this model cannot run rows batching (its decodes then use bucket batching); None when it can or was not tried."""
-    linear_invariance: Any = None
-    """harness.decode.invariant.LinearInvariance: whether this model's linear layers round the same at every batch
-    size on this machine (probed at its first decode; None before), and the chunking used when not."""
+    linear_invariance: LinearInvariance | None = None
+    """Whether this model's linear layers round the same at every batch size on this machine (probed at its first
+    decode, harness.decode.invariant; None before), and the chunking used when not."""
+    head_check: TraceHeadCheck | None = None
+    """The closed-form head checked against the model's logits (harness.decode.greedy.check_trace_head); None: not yet."""
+    stability: StabilityHead | None = None
+    """(HeadSpec, squared row norms) the closed-form traces are computed with (:meth:`stability_head`); None when not
+    built yet, unsupported, or failed the head check (``stability_status`` says which)."""
+    stability_status: str | None = None
+    """'ok', 'unavailable: <why>' or 'head check failed: <by how much>'; None while :meth:`stability_head` was not called."""
 
     @property
     def model(self):
@@ -47,19 +61,27 @@ class LoadedModel:
     def weights_loaded(self) -> bool:
         return self._model is not None
 
-    def stability_head(self):
+    def stability_head(self) -> StabilityHead | None:
         """(HeadSpec, row norms) for the closed-form traces, built once; None when unsupported (reason kept)."""
-        if not hasattr(self, "_stability"):
+        if self.stability_status is None:
             try:
                 from harness.stability import head_from_model, row_norms_sq
 
                 spec = head_from_model(self.model)
-                self._stability = (spec, row_norms_sq(spec))
-                self.stability_note = "ok"
+                self.stability = (spec, row_norms_sq(spec))
+                self.stability_status = "ok"
             except ValueError as exc:  # UnsupportedHead: an output map the closed forms do not model
-                self._stability = None
-                self.stability_note = f"unavailable: {exc}"
-        return self._stability
+                self.stability = None
+                self.stability_status = f"unavailable: {exc}"
+        return self.stability
+
+    @property
+    def stability_note(self) -> str:
+        """For the manifest: ``stability_status``, or why there is none ('from cache': no weights were loaded, every
+        decode was cached; 'n/a': the traces were never asked for)."""
+        if self.stability_status is not None:
+            return self.stability_status
+        return "from cache" if not self.weights_loaded else "n/a"
 
 
 def render_policy(entry: ModelEntry, variant: str = "bf16") -> RenderPolicy:

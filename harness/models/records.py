@@ -6,7 +6,7 @@ LoadedModel (harness.models.loading) is not one of them: it holds the live token
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class VariantSpec:
     template_overrides: dict[str, Any] = field(default_factory=dict)
     """Chat-template keywords the variant adds (``-nothink``: enable_thinking=False); empty: none."""
     engine: str | None = None
-    """'hf' or 'vllm' when the name says so (``bf16@vllm``); None: the run's engine."""
+    """The engine the name carries (``bf16@vllm``: one declared in harness.core.engines); None: the run's engine."""
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,37 @@ class ModelInfo:
     """Seconds to describe the model: config, tokenizer and hashes, the weights not included (LoadedModel.weights_seconds)."""
     chat_template_source: str | None = None
     """'tokenizer', the registry entry's .jinja file, or None (raw prompts)."""
+
+
+class TraceHeadCheck(TypedDict):
+    """The closed-form head checked against the logits greedy (or the probe) took its argmax over, once per cell
+    (harness.decode.greedy.check_trace_head). A dict, not a frozen record: the cell writes it into the manifest as is."""
+
+    max_rel_dev: float
+    """max over rows of max|g(W h + b) - logits| / max|logits| (nan: no finite row to compare)."""
+    tolerance: float
+    """The relative tolerance it was held to (harness.decode.greedy.trace_tolerance)."""
+    rows: int
+    """Rows (first-step logits of one batch) compared."""
+    ok: bool
+    """max_rel_dev <= tolerance; False leaves every trace of the cell nan."""
+
+
+@dataclass(frozen=True)
+class LinearInvariance:
+    """What the probe found for one model's linear layers on this machine (harness.decode.invariant)."""
+
+    invariant: bool
+    """True when every distinct linear shape gave every row the same bits at every probed batch size."""
+    shapes_probed: int
+    """Distinct (in_features, out_features, dtype) linear shapes probed."""
+    variant_shapes: tuple[str, ...]
+    """The shapes that were not invariant, as 'KxN dtype' (empty when invariant)."""
+    chunk_rows: int | None
+    """Rows per linear call while decoding (harness.decode.invariant.CHUNK_ROWS) when not invariant; None when calls run unchunked."""
+
+    def note(self) -> str:
+        if self.invariant:
+            return f"linear layers batch-invariant on this machine ({self.shapes_probed} shapes probed)"
+        return (f"linear layers not batch-invariant on this machine ({', '.join(self.variant_shapes)}): run in fixed "
+                f"chunks of {self.chunk_rows} rows (harness.decode.invariant)")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import InputError, pydantic_error_to_input_error
+from harness.core.engines import DEFAULT_ENGINE, engine_decl
 from harness.core.hashing import directory_revision
 from harness.audit.template_clock import DEFAULT_TEMPLATE_DATE, parse_template_date
 from harness.core.yaml_strict import load_yaml_strict
@@ -72,9 +73,10 @@ class ModelEntry(_Strict):
         description="The date a template that calls strftime_now sees: YYYY-MM-DD (frozen, so prompts do not "
         "change from day to day) or 'today' (the real clock; recorded per run).",
     )
-    engine: Literal["hf", "vllm"] = Field(
-        "hf", description="Decode engine of variants that do not name one: hf (transformers generate) or vllm "
-        "(token ids from vLLM, readings from the teacher-forced probe); --engine overrides it.",
+    engine: str = Field(
+        DEFAULT_ENGINE, description="Decode engine of variants that do not name one, one of the engines declared in "
+        "harness.core.engines: hf (transformers generate), vllm (token ids from vLLM, readings from the "
+        "teacher-forced probe), ...; --engine overrides it.",
     )
     scaffold: Scaffold | None = None
     trust_remote_code: bool = Field(False, description="Only an entry may opt in; never the command line.")
@@ -101,6 +103,12 @@ class ModelEntry(_Strict):
     def template_file(self) -> Path | None:
         """The template file the entry names, or None for model / none."""
         return None if self.chat_template in ("model", "none") else Path(self.chat_template)
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: str) -> str:
+        engine_decl(v)  # ValueError naming the declared engines
+        return v
 
     @field_validator("template_date")
     @classmethod

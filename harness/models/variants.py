@@ -3,7 +3,8 @@
 ``bf16``, ``fp16``, ``fp32`` (dtype), ``int8``, ``int4`` (bitsandbytes, nf4), each
 optionally suffixed ``-nothink``: the same weights decoded with
 ``enable_thinking=False`` passed to the chat template (the thinking-off control),
-and optionally ``@hf`` or ``@vllm``: the engine that decodes it (harness.decode.engines).
+and optionally ``@<engine>`` (``@hf``, ``@vllm``, any engine declared in harness.core.engines):
+the engine that decodes it (harness.decode.engines).
 A name without ``@`` takes the run's engine (``--engine``, else the registry's);
 the run spells a vLLM variant ``bf16@vllm`` in every table, so ``bf16@vllm``
 against ``bf16`` (or ``bf16@hf``) on the same model is the engine's drift.
@@ -13,32 +14,40 @@ from __future__ import annotations
 
 import re
 
+from harness.core.engines import DEFAULT_ENGINE, engine_names
 from harness.models.records import VariantSpec
 
 WEIGHTS = ("bf16", "fp16", "fp32", "int8", "int4")
-ENGINE_NAMES = ("hf", "vllm")
 REFERENCE = "bf16"
-_PATTERN = re.compile(rf"^({'|'.join(WEIGHTS)})(-nothink)?(@({'|'.join(ENGINE_NAMES)}))?$")
+_PATTERN = re.compile(rf"^({'|'.join(WEIGHTS)})(-nothink)?(@([a-z0-9_]+))?$")
+
+
+def _match(name: str) -> re.Match | None:
+    # The engine part is checked against the declarations at call time: an engine declared after import
+    # (a plug-in, a test's) parses like a built-in one.
+    m = _PATTERN.match(name)
+    return m if m and (m.group(4) is None or m.group(4) in engine_names()) else None
 
 
 def parse_variant(name: str) -> VariantSpec:
-    m = _PATTERN.match(name)
+    m = _match(name)
     if not m:
         raise ValueError(f"unknown variant {name!r} (expected one of {', '.join(WEIGHTS)}, optionally with -nothink "
-                         f"and @{'|@'.join(ENGINE_NAMES)})")
+                         f"and @{'|@'.join(engine_names())})")
     overrides = {"enable_thinking": False} if m.group(2) else {}
     return VariantSpec(name, m.group(1), overrides, m.group(4))
 
 
 def with_engine(name: str, default_engine: str) -> str:
-    """The run's spelling of a variant: ``@vllm`` added when its engine is vLLM, anything written kept."""
+    """The run's spelling of a variant: ``@<engine>`` added when its engine is not the default (hf), anything
+    written kept."""
     spec = parse_variant(name)
-    return f"{name}@{default_engine}" if spec.engine is None and default_engine != "hf" else name
+    return f"{name}@{default_engine}" if spec.engine is None and default_engine != DEFAULT_ENGINE else name
 
 
 def engine_of(name: str) -> str:
     """The engine of a variant as the run spells it (see with_engine)."""
-    return parse_variant(name).engine or "hf"
+    return parse_variant(name).engine or DEFAULT_ENGINE
 
 
 def base_name(name: str) -> str:
@@ -47,4 +56,4 @@ def base_name(name: str) -> str:
 
 
 def is_valid_variant(name: str) -> bool:
-    return bool(_PATTERN.match(name))
+    return _match(name) is not None

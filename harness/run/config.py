@@ -22,7 +22,8 @@ from harness.ladder.records import Ladder, PromptPair
 from harness.models.loading import load_model
 from harness.models.registry import ModelEntry
 from harness.models.variants import REFERENCE, parse_variant, with_engine
-from harness.decode.engines import CAPTURES, ENGINES
+from harness.core.engines import engine_names
+from harness.decode.engines import CAPTURES
 from harness.core import rundir
 from harness.core.rundir_read import load_manifest, read_ladder_record
 from harness.schema import Manifest, RunConfigRecord
@@ -95,8 +96,8 @@ def validate_config(cfg: RunConfig) -> None:
         raise InputError("--executor", cfg.executor, f"expected one of {', '.join(EXECUTORS)}")
     if cfg.shard is not None and not (cfg.shard[1] > 0 and 0 <= cfg.shard[0] < cfg.shard[1]):
         raise InputError("--shard", f"{cfg.shard[0]}/{cfg.shard[1]}", "expected i/n with 0 <= i < n")
-    if cfg.engine is not None and cfg.engine not in ENGINES:
-        raise InputError("--engine", cfg.engine, f"expected one of {', '.join(ENGINES)}")
+    if cfg.engine is not None and cfg.engine not in engine_names():
+        raise InputError("--engine", cfg.engine, f"expected one of {', '.join(engine_names())}")
     if cfg.capture not in CAPTURES:
         raise InputError("--capture", cfg.capture, f"expected one of {', '.join(CAPTURES)}")
     for v in cfg.variants or ():

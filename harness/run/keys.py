@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.core.engines import engine_decl, engine_names
 from harness.core.memo import memo_key
 from harness.schema.cell import CellRecord
 from harness.schema.manifest import DeviceRecord
@@ -49,7 +50,7 @@ class DecodeKeyMaterial(BaseModel):
     engine: str = Field(description="Which engine chose the tokens (harness.decode.engines).")
     capture: str = Field(description="Where the per-step readings come from.")
     batching: str = Field(description="Batching mode.")
-    libraries: dict[str, str | None] = Field(description="torch, transformers, bitsandbytes and vllm versions.")
+    libraries: dict[str, str | None] = Field(description="Versions of torch, transformers, bitsandbytes and every declared engine's library.")
     device: str = Field(description="GPU name, or cpu.")
     kernels: dict[str, str] | None = Field(
         description="fp32 CPU products (stability traces) differ in the last bits between GEMM routes "
@@ -68,13 +69,20 @@ def cell_key(record: CellRecord, lengths: Sequence[int], decoder_version: str, b
         variant=record.variant, dtype=record.dtype, quantization=record.quantization,
         attn_implementation=record.attn_implementation, lengths=sorted(int(L) for L in lengths),
         decoder_version=decoder_version, engine=record.engine_name, capture=record.capture, batching=batching,
-        libraries={k: libraries.get(k) for k in KEYED_LIBRARIES}, device=device.cuda_device or "cpu",
+        libraries={k: libraries.get(k) for k in keyed_libraries()}, device=device.cuda_device or "cpu",
         kernels=device.kernels)
     return memo_key(GENERATIONS, material.model_dump())
 
 
-KEYED_LIBRARIES = ("torch", "transformers", "bitsandbytes", "vllm")
-"""The libraries whose versions are in the decode key (the ones that compute or choose the tokens)."""
+def keyed_libraries() -> tuple[str, ...]:
+    """The libraries whose versions are in the decode key: HF's, which every cell reads (tokenizer, probe,
+    bitsandbytes weights), and each declared engine's own (harness.core.engines), in declaration order."""
+    return ("torch", "transformers", "bitsandbytes", *(engine_decl(name).library for name in engine_names()))
+
+
+def engine_libraries() -> tuple[str, ...]:
+    """The ``libraries`` keys of the declared engines (harness.core.engines), in declaration order."""
+    return tuple(engine_decl(name).library for name in engine_names())
 
 
 def results_key(decode_key: str, pairs: Sequence, lengths: Sequence[int], scaffold: dict | None, name: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.decode.engines import hf_engine_run
+from harness.decode.engine_hf import hf_engine_run
 from harness.decode.greedy import decode_all
 from harness.decode.invariant import CHUNK_ROWS, fixed_row_linears, probe_linear_invariance
 from harness.decode.records import LinearInvariance

@@ -15,7 +15,7 @@ import pytest
 
 from harness.audit.render import render_prompt
 from harness.decode.greedy import DecodeRequest, decode_all, plan_batches, prompt_key
-from harness.decode.engines import hf_engine_run
+from harness.decode.engine_hf import hf_engine_run
 from harness.models.loading import load_model
 from harness.models.registry import DEFAULT_REGISTRY, entry_for_local_dir, load_registry
 
