@@ -12,7 +12,8 @@ from typing import Any
 from harness.ladder.records import RUNGS
 from harness.summary.stats import letter_index, split_letters
 from harness.report.records import Table
-from harness.report.text import fmt, md_cell
+from harness.report.answer_tables import answer_tables, terminal_answers, tf_drift_report_table
+from harness.report.text import fmt, md_cell, pct as _pct
 
 
 def _diff(x: float | None, ci: list[float] | None) -> str:
@@ -90,10 +91,6 @@ def _cells_table(summary: dict[str, Any]) -> Table:
                        "No answer span: pairs where a side's scaffold never closed; their answer-span distances are "
                        "missing (not 0) and the answer-span mean is over the other pairs."),
                  empty="no pairs were scored")
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{x:.0%}"
 
 
 def _unresponsive_table(rows: list[dict[str, Any]]) -> Table:
@@ -227,8 +224,6 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                                   "straddles 0 (or fewer than two shared prompts)."),
                             bold_rows={i for i, r in enumerate(drift) if r["collapse"] == "collapse"},
                             empty="no pairs were scored"))
-    from harness.report.answer_tables import answer_tables, tf_drift_report_table  # they build on Table
-
     if "tf_drift" in summary:
         tables.append(tf_drift_report_table(summary))
     if "answers" in summary:
@@ -310,8 +305,6 @@ def terminal_summary(summary: dict[str, Any]) -> str:
             k, t = kept[(model, variant, rung)]
             vals = "".join(f"{fmt(emb.get((model, variant, rung, L), float('nan'))):>11}" for L in lengths)
             lines.append(f"{model:<{mw}}{variant:<{vw}}{rung:<18}{f'{k}/{t}':>9}{n_prompts.get((model, variant, rung), '-'):>8}{vals}")
-    from harness.report.answer_tables import terminal_answers
-
     lines += terminal_answers(summary)
     det = summary["determinism"]
     lines.append(f"determinism: {det['verdict']} ({det['nonzero_rows']}/{det['identical_rows']} identical-rung rows non-zero)")
