@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from harness.ladder.records import RUNGS
+from harness.score.records import MetricSpec
+from harness.score.registry import report_metrics
+from harness.summary.build import SPREAD_METRIC
 from harness.summary.stats import letter_index, split_letters
 from harness.report.records import Table
 from harness.report.answer_tables import answer_tables, terminal_answers, tf_drift_report_table
@@ -57,27 +60,40 @@ def _spread(s: dict[str, Any] | None) -> str:
     return f"{fmt(s['mean'])} [{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}] ({s['n_prompts']})"
 
 
+def _metric_cell(c: dict[str, Any], m: MetricSpec) -> str:
+    s = c.get(m.name)
+    if not s:
+        return "-"
+    show = fmt if m.report_format == "fixed" else (lambda x: f"{x:.3g}")
+    return f"{show(s['mean'])} [{show(s['ci95'][0])}, {show(s['ci95'][1])}]" if m.report_ci else show(s["mean"])
+
+
 def _cells_table(summary: dict[str, Any]) -> Table:
+    """The registry's report metrics (harness.score.registry.report_metrics), each shown when any cell has it;
+    the spread beside its metric, the pairs without an answer span after the answer-span metrics."""
     cells = summary["cells"]
-    answer = any("emb_dist_answer" in c for c in cells)
-    header = ["model", "variant", "rung", "L", "prompts", "pairs", "cluster", "embedding distance [95% CI]",
-              "spread over a prompt's variants [95% CI] (prompts)"]
-    if answer:
-        header += ["answer-span emb. distance [95% CI]", "no answer span"]
-    header += ["token edit (norm)", "hidden dist", "prompt-end JS", "top-1 flip rate", "diverged share"]
+    shown = [m for m in report_metrics() if any(m.name in c for c in cells) or m.name == SPREAD_METRIC]
+    last_answer = max((i for i, m in enumerate(shown) if m.answer_span), default=None)
+    header = ["model", "variant", "rung", "L", "prompts", "pairs", "cluster"]
+    for i, m in enumerate(shown):
+        header.append(m.report)
+        if m.name == SPREAD_METRIC:
+            header.append("spread over a prompt's variants [95% CI] (prompts)")
+        if i == last_answer:
+            header.append("no answer span")
+    header.append("diverged share")
     rows = []
     for c in cells:
-        e = c["emb_dist"]
         row = [c["model"], str(c["variant"]), c["rung"], str(c["length"]), str(c.get("n_prompts", "-")), str(c["n_pairs"]),
-               c.get("cluster") or "-",
-               f"{fmt(e['mean'])} [{fmt(e['ci95'][0])}, {fmt(e['ci95'][1])}]", _spread(c.get("spread"))]
-        if answer:
-            a = c.get("emb_dist_answer")
-            row.append(f"{fmt(a['mean'])} [{fmt(a['ci95'][0])}, {fmt(a['ci95'][1])}]" if a else "-")
-            miss = c.get("answer_missing")
-            row.append(f"{miss['count']} ({miss['share']:.0%})" if miss else "-")
-        row += [fmt(c["tok_edit_norm"]["mean"]), fmt(c["hidden_dist"]["mean"]), f"{c['js']['mean']:.3g}",
-                fmt(c["top1_flip"]["mean"]), fmt(c["diverged_share"])]
+               c.get("cluster") or "-"]
+        for i, m in enumerate(shown):
+            row.append(_metric_cell(c, m))
+            if m.name == SPREAD_METRIC:
+                row.append(_spread(c.get("spread")))
+            if i == last_answer:
+                miss = c.get("answer_missing")
+                row.append(f"{miss['count']} ({miss['share']:.0%})" if miss else "-")
+        row.append(fmt(c["diverged_share"]))
         rows.append(row)
     return Table("distances", "Distances per rung (mean [95% bootstrap CI])", header, rows,
                  note=("Means are over pairs; the 95% CI resamples base prompts (a prompt keeps all its pairs, which share "

@@ -32,8 +32,7 @@ from harness.ladder.records import PromptPair
 from harness.run.records import Cell, CellSettings
 from harness.run.keys import GENERATIONS, RESULTS, cell_key, ids_key, results_key
 from harness.run.complete import complete, one_token_prompt_ends
-from harness.score.pairs import kept_pairs, score_generations
-from harness.score.records import PairScore
+from harness.score.pairs import kept_pairs, pairs_frame, score_generations
 from harness.decode.engines import agreement_summary, decode_with_engine, effective_capture
 from harness.models.variants import engine_of
 
@@ -203,7 +202,7 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         gframe["prompt_id"] = [prompt_ids.get(k, "") for k in gframe["prompt_key"]]
         rundir.atomic_write_parquet(out / "audit.parquet", _frame(rows, AuditRow))
         rundir.atomic_write_parquet(out / "generations.parquet", gframe)
-        rundir.atomic_write_parquet(out / "pairs.parquet", _frame(scores, PairScore))
+        rundir.atomic_write_parquet(out / "pairs.parquet", pairs_frame(scores))
         Memo(settings.cache_dir).store_files(RESULTS, rkey, _RESULT_FILES, out)
         record["results_key"] = rkey
         record["status"] = "ok"

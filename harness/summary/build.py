@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.audit.exposure import exposure_table
 from harness.ladder.records import RUNGS
+from harness.score.registry import summary_metrics
 from harness.summary.determinism import determinism_verdict
 from harness.summary.collapse import collapse_flags, drift_table
 from harness.summary.engines import engine_table
@@ -37,11 +38,13 @@ CLUSTER_METRIC = "emb_dist"
 FAMILY = "all model pairs within one variant x rung x length"
 """The Holm family of the cluster tests; the error rate holds per family, not for the whole report."""
 SPREAD_METRIC = "emb_dist"
-METRICS = ("emb_dist", "emb_dist_answer", "tok_edit_norm", "tok_edit_norm_answer", "hidden_dist", "js", "top1_flip")
 
 
 def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
-    """Mean over pairs and its prompt-level CI of each metric per model x variant x rung x length.
+    """Mean over pairs and its prompt-level CI of each aggregated metric per model x variant x rung x length.
+
+    The metrics are the registry's with an aggregate (harness.score.registry.summary_metrics): a mean over
+    the finite values, a bool's rate the same way.
 
     The CI resamples base prompts (harness.summary.stats.cluster_bootstrap_ci);
     ``n_prompts`` is the number of base prompts behind ``n_pairs``.
@@ -49,11 +52,12 @@ def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     if pairs.empty:
         return out
+    metrics = [m for m in summary_metrics() if m in pairs.columns]  # a run from before a metric lacks its column
     for (model, variant, rung, length), g in pairs.groupby(["model", "variant", "rung", "length"], sort=False):
         prompts = g["prompt_id"].astype(str).to_numpy()
         row: dict[str, Any] = {"model": model, "variant": variant, "rung": rung, "length": int(length),
                                "n_prompts": int(len(set(prompts))), "n_pairs": int(len(g))}
-        for m in METRICS:
+        for m in metrics:
             vals = g[m].astype(float).to_numpy()
             ok = ~np.isnan(vals)
             finite = vals[ok]
@@ -192,9 +196,10 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     unresponsive = unresponsive_table(pairs, generations)
     loops = loop_table(generations)
     # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
-    # "spread": cells memoized before the spread existed must not be served without it.
-    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread"], lambda: (cell_stats(pairs), cluster_stats(pairs)),
-                               encode=list, decode=tuple)
+    # "spread": cells memoized before the spread existed must not be served without it; the aggregated
+    # metrics: a metric newly aggregated over an unchanged table must not be served from before either.
+    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread", *summary_metrics()],
+                               lambda: (cell_stats(pairs), cluster_stats(pairs)), encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
     # Answer statistics read the pairs table alone too (their bootstraps memoized the same way).
     answers, answer_flips = memo.get("answers", [frame_digest(pairs), ANSWERS_VERSION], lambda: (answer_table(pairs), dutta_flips(pairs)),
