@@ -45,6 +45,7 @@ from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, EnvironmentProblem
 from harness.gate.config import JUNIT_NAME, GateConfig, GateNeighbourhood, Thresholds, load_gate_config
 from harness.gate.records import FAIL, PASS, GateCheck, GateResult, ModelRun
+from harness.ladder.records import NOISE_FLOOR
 from harness.report.text import fmt, md_cell
 from harness.score.registry import gate_metrics
 
@@ -90,9 +91,9 @@ def check_neighbourhood(nb: GateNeighbourhood, run: ModelRun, rows: pd.DataFrame
     """Every threshold of one neighbourhood on one model x variant; ``rows`` are its pairs.parquet rows."""
     t = nb.thresholds
     rows = rows[rows["length"] == nb.length]
-    perturbed = rows[rows["rung"] != "identical"]
-    floor_rows = rows[rows["rung"] == "identical"]
-    expected = sum(1 for pid in nb.pair_ids if pid.split("/")[1] != "identical")
+    perturbed = rows[rows["rung"] != NOISE_FLOOR]
+    floor_rows = rows[rows["rung"] == NOISE_FLOOR]
+    expected = sum(1 for pid in nb.pair_ids if pid.split("/")[1] != NOISE_FLOOR)
     n = len(perturbed)
     checks = []
     for m in _metrics(t):

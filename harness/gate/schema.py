@@ -15,19 +15,17 @@ from pydantic import field_validator, model_validator
 from harness.errors import FieldError
 from harness.ladder.answers import AnswerError, answer_spec
 from harness.ladder.records import AnswerSpec
-from harness.ladder.edits import EDIT_KINDS
-from harness.ladder.records import CURATED_RUNGS, MECHANICAL_RUNGS, RUNGS, SEEDED_RUNGS
-from harness.ladder.synonyms import LEXICON_EDIT_KIND
+from harness.ladder.build import KIND_RUNG
+from harness.ladder.records import CURATED_RUNGS, MECHANICAL_RUNGS, NOISE_FLOOR, RUNGS, SEEDED_RUNGS, rung_info
 from harness.score.registry import gate_metrics
 
 DEFAULT_LENGTHS = (64,)
 DEFAULT_OUT = "runs"
 JUNIT_NAME = "gate-junit.xml"
 GENERATED_RUNGS = MECHANICAL_RUNGS + SEEDED_RUNGS + CURATED_RUNGS
-"""Rungs a prompt neighbourhood may ask for; ``identical`` is always added (it is the noise floor)."""
+"""Rungs a prompt neighbourhood may ask for; the noise floor (identical) is always added."""
 EXPLICIT_PAIR_DEFAULT_RUNG = "paraphrase"
 """Rung label of an explicit pair that names none: a hand-written pair is most often a rewording."""
-KIND_RUNG = {k.name: k.rung for k in EDIT_KINDS} | {LEXICON_EDIT_KIND: "synonym"}
 
 
 def _number(lo: float, hi: float | None):
@@ -150,10 +148,10 @@ class ExplicitPair(_Strict):
     def _identical_iff_equal(self) -> "ExplicitPair":
         # The audit drops a non-identical pair with equal inputs; an "identical" pair with different
         # inputs would poison the noise floor. Both are typos worth stopping for.
-        if self.rung == "identical" and self.a != self.b:
-            raise ValueError("rung identical needs a == b")
-        if self.rung != "identical" and self.a == self.b:
-            raise ValueError(f"a and b are the same text on rung {self.rung} (use rung: identical)")
+        if self.rung == NOISE_FLOOR and self.a != self.b:
+            raise ValueError(f"rung {NOISE_FLOOR} needs a == b")
+        if self.rung != NOISE_FLOOR and self.a == self.b:
+            raise ValueError(f"a and b are the same text on rung {self.rung} (use rung: {NOISE_FLOOR})")
         return self
 
 
@@ -190,8 +188,8 @@ class Neighbourhood(_Strict):
         if not v:
             raise ValueError("empty list of rungs")
         for r in v:
-            if r == "identical":
-                raise ValueError("identical is always included (it is the noise floor); do not list it")
+            if r == NOISE_FLOOR:
+                raise ValueError(f"{NOISE_FLOOR} is always included (it is the noise floor); do not list it")
             if r not in GENERATED_RUNGS:
                 raise ValueError(f"unknown rung {r!r} (expected some of {', '.join(GENERATED_RUNGS)})")
         if len(set(v)) != len(v):
@@ -256,8 +254,8 @@ class Neighbourhood(_Strict):
                 raise FieldError(extra[0], "only applies to a `prompt` neighbourhood, not to `pairs`")
             if not self.pairs:
                 raise FieldError("pairs", "empty list of pairs")
-            if all(p.rung == "identical" for p in self.pairs):
-                raise FieldError("pairs", "only identical pairs: nothing is perturbed, so there is nothing to gate")
+            if all(p.rung == NOISE_FLOOR for p in self.pairs):
+                raise FieldError("pairs", f"only {NOISE_FLOOR} pairs: nothing is perturbed, so there is nothing to gate")
             return self
         if self.rungs is None:
             raise FieldError("rungs", "missing: a `prompt` neighbourhood needs `rungs` (e.g. [noop_format, punctuation])")
@@ -267,9 +265,9 @@ class Neighbourhood(_Strict):
         for rung in self.curated or {}:
             if rung not in self.rungs:
                 raise FieldError("curated", f"curated {rung} given but {rung} is not in rungs")
-        for rung in ("paraphrase", "semantic_small", "positive_control"):
-            # Nothing generates these from a single prompt: they need written variants.
-            if rung in self.rungs and rung not in (self.curated or {}):
+        for rung in self.rungs:
+            # Only edit kinds make pairs from a single prompt; the other rungs need written variants.
+            if not rung_info(rung).has_edit_kinds and rung not in (self.curated or {}):
                 raise FieldError("rungs", f"rung {rung} needs curated texts (curated: {{{rung}: [...]}})")
         return self
 

@@ -14,8 +14,8 @@ from harness.core.hashing import sha256_text
 from harness.ladder.answers import AnswerError, answer_spec
 from harness.ladder.records import AnswerSpec
 from harness.ladder.options import option_labels
-from harness.ladder.build import MAX_PAIRS_PER_KIND, TASK_CHANGING_RUNGS, build_ladder, resolve_kinds
-from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant
+from harness.ladder.build import MAX_PAIRS_PER_KIND, build_ladder, resolve_kinds
+from harness.ladder.records import TASK_CHANGING_RUNGS, CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant
 from harness.core.yaml_strict import MAX_DEPTH, check_nesting, load_yaml_strict, read_text_strict
 
 DEFAULT_LADDER = Path(__file__).resolve().parent.parent.parent / "ladders" / "default.yaml"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.ladder.records import RUNGS
+from harness.ladder.records import NEGATIVE_CONTROL, POSITIVE_CONTROL, RUNGS
 from harness.score.records import MetricSpec
 from harness.score.registry import report_metrics
 from harness.summary.build import SPREAD_METRIC
@@ -113,10 +113,10 @@ def _unresponsive_table(rows: list[dict[str, Any]]) -> Table:
     # Next to collapse on purpose: the same trap (a model that stops reacting to its prompt), seen
     # without a reference variant.
     return Table("unresponsive", "Unresponsive check (no reference needed; collapse is the same trap against a baseline)",
-                 ["model", "variant", "L", "distinct outputs / base prompts", "positive_control", "noop_format",
+                 ["model", "variant", "L", "distinct outputs / base prompts", POSITIVE_CONTROL, NEGATIVE_CONTROL,
                   "gap per prompt [95% CI]", "unresponsive"],
                  [[r["model"], str(r["variant"]), str(r["length"]), f"{r['distinct_outputs']} / {r['base_prompts']}",
-                   fmt(r["positive_control"]), fmt(r["noop_format"]),
+                   fmt(r[POSITIVE_CONTROL]), fmt(r[NEGATIVE_CONTROL]),
                    f"{fmt(r['gap'])} [{fmt(r['gap_ci95'][0])}, {fmt(r['gap_ci95'][1])}]",
                    "-" if r["unresponsive"] is None else ("yes" if r["unresponsive"] else "no")] for r in rows],
                  note=("Unresponsive when fewer than half the base prompts get distinct outputs, the positive control's "
@@ -217,8 +217,8 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
     ]
     checks = summary["checks"]["positive_control_exceeds_noop"]
     tables.append(Table("checks", "Check: positive control moves more than no-op formatting",
-                        ["model", "variant", "L", "positive_control", "noop_format", "prompts / pairs (pc; noop)", "holds"],
-                        [[c["model"], c["variant"], str(c["length"]), fmt(c["positive_control"]), fmt(c["noop_format"]),
+                        ["model", "variant", "L", POSITIVE_CONTROL, NEGATIVE_CONTROL, "prompts / pairs (pc; noop)", "holds"],
+                        [[c["model"], c["variant"], str(c["length"]), fmt(c[POSITIVE_CONTROL]), fmt(c[NEGATIVE_CONTROL]),
                           "; ".join(f"{n[0]} / {n[1]}" for n in (c.get("n") or {}).values()) or "-",
                           "yes" if c["holds"] else "no"] for c in checks],
                         bold_rows={i for i, c in enumerate(checks) if not c["holds"]},

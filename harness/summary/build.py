@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from harness.audit.exposure import exposure_table
-from harness.ladder.records import RUNGS
+from harness.ladder.records import NEGATIVE_CONTROL, POSITIVE_CONTROL, rung_order
 from harness.score.registry import summary_metrics
 from harness.summary.determinism import determinism_verdict
 from harness.summary.collapse import collapse_flags, drift_table
@@ -73,8 +73,7 @@ def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
             miss = g["answer_missing"].astype(bool)
             row["answer_missing"] = {"count": int(miss.sum()), "share": float(miss.mean())}
         out.append(row)
-    order = {r: i for i, r in enumerate(RUNGS)}
-    out.sort(key=lambda r: (r["model"], r["variant"], order.get(r["rung"], 99), r["length"]))
+    out.sort(key=lambda r: (r["model"], r["variant"], rung_order(r["rung"]), r["length"]))
     return out
 
 
@@ -97,7 +96,6 @@ def audit_counts(audit: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     if audit.empty:
         return out
-    order = {r: i for i, r in enumerate(RUNGS)}
     keys = ["model", "variant", "rung"] if "variant" in audit.columns else ["model", "rung"]
     for key, g in audit.groupby(keys, sort=False):
         reasons = g.loc[~g["kept"], "reason"].value_counts().to_dict()
@@ -105,7 +103,7 @@ def audit_counts(audit: pd.DataFrame) -> list[dict[str, Any]]:
         rec.setdefault("variant", "bf16")
         out.append({**rec, "total": int(len(g)), "kept": int(g["kept"].sum()),
                     "dropped": {str(k): int(v) for k, v in reasons.items()}})
-    out.sort(key=lambda r: (r["model"], r["variant"], order.get(r["rung"], 99)))
+    out.sort(key=lambda r: (r["model"], r["variant"], rung_order(r["rung"])))
     return out
 
 
@@ -114,15 +112,15 @@ def positive_vs_noop(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     idx = {(c["model"], c["variant"], c["rung"], c["length"]): c for c in cells}
     for (model, variant, rung, length), c in idx.items():
-        if rung != "positive_control":
+        if rung != POSITIVE_CONTROL:
             continue
-        noop = idx.get((model, variant, "noop_format", length))
+        noop = idx.get((model, variant, NEGATIVE_CONTROL, length))
         if noop is None:
             continue
         pos_m, noop_m = c["emb_dist"]["mean"], noop["emb_dist"]["mean"]
-        out.append({"model": model, "variant": variant, "length": length, "positive_control": pos_m,
-                    "noop_format": noop_m, "holds": bool(pos_m > noop_m),
-                    "n": {r: [x.get("n_prompts"), x["n_pairs"]] for r, x in (("positive_control", c), ("noop_format", noop))}})
+        out.append({"model": model, "variant": variant, "length": length, POSITIVE_CONTROL: pos_m,
+                    NEGATIVE_CONTROL: noop_m, "holds": bool(pos_m > noop_m),
+                    "n": {r: [x.get("n_prompts"), x["n_pairs"]] for r, x in ((POSITIVE_CONTROL, c), (NEGATIVE_CONTROL, noop))}})
     return out
 
 
@@ -137,7 +135,6 @@ def cluster_stats(pairs: pd.DataFrame, metric: str = CLUSTER_METRIC) -> list[dic
     out: list[dict[str, Any]] = []
     if pairs.empty:
         return out
-    order = {r: i for i, r in enumerate(RUNGS)}
     for (variant, rung, length), g in pairs.groupby(["variant", "rung", "length"], sort=False):
         values: dict[str, dict[str, float]] = {}
         prompt_of: dict[str, str] = dict(zip(g["pair_id"].astype(str), g["prompt_id"].astype(str)))
@@ -159,7 +156,7 @@ def cluster_stats(pairs: pd.DataFrame, metric: str = CLUSTER_METRIC) -> list[dic
                              "p": c.pvalue, "p_holm": c.pvalue_holm, "separated": c.separated}
                             for c in comparisons],
         })
-    out.sort(key=lambda r: (r["variant"], order.get(r["rung"], 99), r["length"]))
+    out.sort(key=lambda r: (r["variant"], rung_order(r["rung"]), r["length"]))
     return out
 
 

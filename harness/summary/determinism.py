@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.ladder.records import NOISE_FLOOR
 from harness.score.registry import answer_span_columns, determinism_columns
 
 VERDICTS = ("deterministic", "nondeterministic", "unknown")
@@ -29,7 +30,7 @@ def _verdict(nonzero: pd.Series, unknown: pd.Series) -> str:
 
 
 def determinism_verdict(pairs: pd.DataFrame) -> dict[str, Any]:
-    ident = pairs[pairs["rung"] == "identical"] if not pairs.empty else pairs
+    ident = pairs[pairs["rung"] == NOISE_FLOOR] if not pairs.empty else pairs
     if ident.empty:
         return {"verdict": "unknown", "identical_rows": 0, "nonzero_rows": 0, "nan_rows": 0, "nonzero_pairs": [],
                 "detail": "no identical-rung pairs scored"}
