@@ -56,7 +56,7 @@ def _check(s: MetricSpec) -> None:
         raise ValueError(f"pair metric {s.name!r}: dtype {s.dtype!r} (expected one of {', '.join(_PY_TYPES)})")
     if not s.doc.strip():
         raise ValueError(f"pair metric {s.name!r}: no doc (it is the PairScore field's documentation)")
-    if s.aggregate == "rate" and s.dtype != "bool" or s.aggregate == "mean" and s.dtype not in ("float", "int"):
+    if (s.aggregate == "rate" and s.dtype != "bool") or (s.aggregate == "mean" and s.dtype not in ("float", "int")):
         raise ValueError(f"pair metric {s.name!r}: aggregate {s.aggregate!r} does not fit dtype {s.dtype!r}")
     if s.nan and s.dtype != "float":
         raise ValueError(f"pair metric {s.name!r}: only a float column can be NaN")
