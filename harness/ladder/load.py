@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
@@ -52,11 +52,11 @@ class CuratedVariant(_Strict):
         return v
 
 
-class CuratedSet(_Strict):
-    synonym: list[str | CuratedVariant] = Field(default_factory=list)
-    paraphrase: list[str | CuratedVariant] = Field(default_factory=list)
-    semantic_small: list[str | CuratedVariant] = Field(default_factory=list)
-    positive_control: list[str | CuratedVariant] = Field(default_factory=list)
+# One list of variants per curated rung of the rung table (harness.ladder.records.RUNG_TABLE).
+CuratedSet = create_model(
+    "CuratedSet", __base__=_Strict,
+    **{rung: (list[str | CuratedVariant], Field(default_factory=list)) for rung in CURATED_RUNGS},  # type: ignore[call-overload]
+)
 
 
 class PromptSpec(_Strict):

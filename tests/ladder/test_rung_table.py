@@ -75,3 +75,9 @@ def test_no_stage_above_the_ladder_spells_a_control_rung():
             if isinstance(node, ast.Constant) and node.value in CONTROL_NAMES:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert not found
+
+
+def test_a_ladder_file_takes_curated_variants_on_exactly_the_curated_rungs():
+    from harness.ladder.load import CuratedSet
+
+    assert tuple(CuratedSet.model_fields) == CURATED_RUNGS
