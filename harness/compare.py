@@ -33,7 +33,7 @@ import pandas as pd
 
 from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, InputError
-from harness.ladder.records import RUNGS
+from harness.ladder.records import POSITIVE_CONTROL, rung_order
 from harness.core.rundir_read import load_manifest, read_table
 from harness.schema import Manifest
 from harness.summary.stats import FDR_Q, benjamini_hochberg, cluster_bootstrap_ci, paired_prompt_test
@@ -116,7 +116,7 @@ def _ladder_identity(manifest: Manifest) -> tuple:
     return manifest.config.ladder.name, manifest.config.ladder.sha256
 
 
-HIGHER_IS_BETTER = frozenset({"positive_control"})
+HIGHER_IS_BETTER = frozenset({POSITIVE_CONTROL})
 """Rungs where a larger distance is the wanted response (a change of meaning should move the output)."""
 
 
@@ -188,8 +188,7 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
                          "nothing to compare")
     ga = {k: g for k, g in pa.groupby(CELL, sort=False)}
     gb = {k: g for k, g in pb.groupby(CELL, sort=False)}
-    order = {r: i for i, r in enumerate(RUNGS)}
-    keys = sorted(set(ga) | set(gb), key=lambda k: (str(k[0]), str(k[1]), order.get(k[2], 99), int(k[3])))
+    keys = sorted(set(ga) | set(gb), key=lambda k: (str(k[0]), str(k[1]), rung_order(k[2]), int(k[3])))
     tests = {k: compare_cell(ga[k], gb[k], metric) for k in keys if k in ga and k in gb}
     tested = [k for k, t in tests.items() if not np.isnan(t.p)]
     # One family: every cell tested in this comparison.

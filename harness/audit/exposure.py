@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.ladder.edits import EDIT_KINDS
-from harness.ladder.records import MECHANICAL_RUNGS, RUNGS
+from harness.ladder.records import MECHANICAL_RUNGS, NOISE_FLOOR, rung_order
 from harness.ladder.synonyms import LEXICON_EDIT_KIND
 
 EXPOSURE = "exposure.parquet"
@@ -42,7 +42,7 @@ def exposure_table(audit: pd.DataFrame) -> pd.DataFrame:
         first = audit.assign(_ref=audit["variant"] != "bf16").sort_values("_ref", kind="stable")
         chosen = first.groupby("model", sort=False)["variant"].first()
         audit = audit[audit["variant"] == audit["model"].map(chosen)]
-    relevant = audit[(audit["rung"] != "identical") & ~audit["reason"].isin(["identical_input", "exceeds_context"])]
+    relevant = audit[(audit["rung"] != NOISE_FLOOR) & ~audit["reason"].isin(["identical_input", "exceeds_context"])]
     if relevant.empty:
         return pd.DataFrame(columns=COLUMNS)
     relevant = relevant.assign(edit_kind=[_kind_label(r, k) for r, k in zip(relevant["rung"], relevant["edit_kind"])])
@@ -55,10 +55,9 @@ def exposure_table(audit: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ordered(table: pd.DataFrame) -> pd.DataFrame:
-    rung_at = {r: i for i, r in enumerate(RUNGS)}
     kind_at = {k.name: i for i, k in enumerate(EDIT_KINDS)}
     key = table.assign(
-        _r=table["rung"].map(lambda r: rung_at.get(r, len(RUNGS))),
+        _r=table["rung"].map(rung_order),
         _k=table["edit_kind"].map(lambda k: kind_at.get(k, len(kind_at))),
     )
     key = key.sort_values(["model", "_r", "_k", "edit_kind"], kind="stable")

@@ -6,7 +6,7 @@ model; it is dropped with its reason instead of being scored as "stable".
 
 from __future__ import annotations
 
-from harness.ladder.records import PromptPair
+from harness.ladder.records import NOISE_FLOOR, PromptPair
 from harness.audit.records import AuditRow, RenderedPrompt, RenderPolicy
 from harness.audit.render import render_prompt
 
@@ -47,7 +47,7 @@ def audit_pairs(
         fd = first_difference(a.token_ids, b.token_ids)
         if context_len is not None and max(len(a.token_ids), len(b.token_ids)) + max_new_tokens > context_len:
             reason = EXCEEDS_CONTEXT
-        elif p.rung == "identical":
+        elif p.rung == NOISE_FLOOR:
             reason = KEPT  # the noise floor is decoded twice on purpose
         elif p.prompt_a == p.prompt_b:
             reason = IDENTICAL_INPUT

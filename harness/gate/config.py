@@ -23,12 +23,12 @@ from harness.core.yaml_strict import load_yaml_strict, read_text_strict
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.gate.schema import (  # noqa: F401 - JUNIT_NAME: imported from here by harness.gate.run
     JUNIT_NAME,
-    KIND_RUNG,
     GateSpec,
     Neighbourhood,
     Thresholds,
 )
-from harness.ladder.build import TASK_CHANGING_RUNGS, build_pairs
+from harness.ladder.build import KIND_RUNG, build_pairs
+from harness.ladder.records import NOISE_FLOOR, TASK_CHANGING_RUNGS
 from harness.ladder.records import BasePrompt, Ladder, PromptPair, SkippedEdit
 from harness.models.registry import DEFAULT_REGISTRY, ModelEntry, Registry, load_registry, resolve_models
 
@@ -122,7 +122,7 @@ def _prompt_pairs(path: Path, i: int, nb: Neighbourhood) -> tuple[list[PromptPai
     # One prompt per call: edits are seeded by (ladder, neighbourhood id, rung, kind), so adding a
     # neighbourhood never changes another's pairs.
     pairs, skipped = build_pairs(GATE_LADDER, [BasePrompt(nb.id, nb.prompt, expected=nb.expected)], {nb.id: curated}, kinds)
-    wanted = {"identical", *nb.rungs}
+    wanted = {NOISE_FLOOR, *nb.rungs}
     pairs = [p for p in pairs if p.rung in wanted]
     for rung in nb.rungs:
         if not any(p.rung == rung for p in pairs):
@@ -135,10 +135,10 @@ def _explicit_pairs(nb: Neighbourhood) -> list[PromptPair]:
     """The user's pairs, plus an identical pair for each distinct first side that lacks one (the noise floor)."""
     assert nb.pairs is not None
     out: list[PromptPair] = []
-    floors = {p.a for p in nb.pairs if p.rung == "identical"}
-    firsts = list(dict.fromkeys(p.a for p in nb.pairs if p.rung != "identical" and p.a not in floors))
+    floors = {p.a for p in nb.pairs if p.rung == NOISE_FLOOR}
+    firsts = list(dict.fromkeys(p.a for p in nb.pairs if p.rung != NOISE_FLOOR and p.a not in floors))
     for n, a in enumerate(firsts):
-        out.append(PromptPair(f"{nb.id}/identical/floor-{n + 1}", nb.id, "identical", "identical", a, a, "generated",
+        out.append(PromptPair(f"{nb.id}/{NOISE_FLOOR}/floor-{n + 1}", nb.id, NOISE_FLOOR, NOISE_FLOOR, a, a, "generated",
                               "added by the gate: noise floor"))
     for j, p in enumerate(nb.pairs):
         out.append(PromptPair(f"{nb.id}/{p.rung}/pair-{j + 1}", nb.id, p.rung, "explicit", p.a, p.b, "imported"))  # type: ignore[arg-type]

@@ -23,7 +23,8 @@ class GateCheck:
     variant: str
     """Variant of the model ('-' when the model is missing from the run's manifest)."""
     metric: str
-    """mean_emb_dist, flip_rate, early_divergence_share@k, answer_flip_rate or accuracy_drop."""
+    """A registered metric's gate check (mean_emb_dist, flip_rate, answer_flip_rate, ...: harness.score.registry),
+    early_divergence_share@k or accuracy_drop."""
     threshold: float
     """The upper limit of the metric from gate.yaml; the check passes when value <= threshold."""
     relative: bool

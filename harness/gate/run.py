@@ -7,10 +7,12 @@ limits on the run's pairs.parquet:
 
 - ``mean_emb_dist``: mean output embedding distance over the perturbed pairs;
 - ``flip_rate``: share of perturbed pairs whose prompt-end top-1 token differs;
-- ``early_divergence_share@k``: share of perturbed pairs whose outputs first
-  differ within the first k generated tokens (1 <= first_div <= k);
 - ``answer_flip_rate``: share of perturbed pairs whose answer correctness
   differs between the sides (the neighbourhood's ``answer`` and ``check``);
+- any other metric registered with a gate use (harness.score.registry.gate_metrics):
+  the mean of its column over the perturbed pairs;
+- ``early_divergence_share@k``: share of perturbed pairs whose outputs first
+  differ within the first k generated tokens (1 <= first_div <= k);
 - ``accuracy_drop``: accuracy of the prompts minus accuracy of their
   perturbations, over the perturbed pairs.
 
@@ -43,8 +45,10 @@ from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, EnvironmentProblem
 from harness.gate.config import JUNIT_NAME, GateConfig, GateNeighbourhood, Thresholds, load_gate_config
 from harness.gate.records import FAIL, PASS, GateCheck, GateResult, ModelRun
 from harness.core.rundir_read import load_manifest
+from harness.ladder.records import NOISE_FLOOR
 from harness.report.text import fmt, md_cell
 from harness.schema import Manifest
+from harness.score.registry import gate_metrics
 
 SUMMARY_MD = "gate-summary.md"
 GATE_JSON = "gate.json"
@@ -59,20 +63,21 @@ class _Metric:
 
 
 def _metrics(t: Thresholds) -> list[_Metric]:
+    """The checks ``t`` asks for: the registry's gate metrics (the column's mean) in column order, then
+    early divergence and accuracy drop (which combine columns)."""
     out = []
-    if t.max_mean_emb_dist is not None:
-        out.append(_Metric("mean_emb_dist", t.max_mean_emb_dist, lambda d: d["emb_dist"].astype(float)))
-    if t.max_flip_rate is not None:
-        out.append(_Metric("flip_rate", t.max_flip_rate, lambda d: d["top1_flip"].astype(float)))
+    # nan where a metric is undefined on a pair (e.g. answer_flip without an answer span, or a task-changing
+    # pair without one): the check fails.
+    for column, use in gate_metrics():
+        limit = t.limit(use.check)
+        if limit is not None:
+            out.append(_Metric(use.check, limit, lambda d, c=column: d[c].astype(float)))
     if t.max_early_divergence_share is not None:
         k = t.early_step
         assert k is not None  # the schema requires both together
         # first_div is 1-based and 0 when the prefixes agree: 0 is "never diverged", not "at step 0".
         out.append(_Metric(f"early_divergence_share@{k}", t.max_early_divergence_share,
                            lambda d, k=k: ((d["first_div"] >= 1) & (d["first_div"] <= k)).astype(float)))
-    if t.max_answer_flip_rate is not None:
-        # nan where a side has no correctness (no answer span, or a task-changing pair without one): the check fails.
-        out.append(_Metric("answer_flip_rate", t.max_answer_flip_rate, lambda d: d["answer_flip"].astype(float)))
     if t.max_accuracy_drop is not None:
         out.append(_Metric("accuracy_drop", t.max_accuracy_drop,
                            lambda d: d["correct_a"].astype(float) - d["correct_b"].astype(float)))
@@ -87,9 +92,9 @@ def check_neighbourhood(nb: GateNeighbourhood, run: ModelRun, rows: pd.DataFrame
     """Every threshold of one neighbourhood on one model x variant; ``rows`` are its pairs.parquet rows."""
     t = nb.thresholds
     rows = rows[rows["length"] == nb.length]
-    perturbed = rows[rows["rung"] != "identical"]
-    floor_rows = rows[rows["rung"] == "identical"]
-    expected = sum(1 for pid in nb.pair_ids if pid.split("/")[1] != "identical")
+    perturbed = rows[rows["rung"] != NOISE_FLOOR]
+    floor_rows = rows[rows["rung"] == NOISE_FLOOR]
+    expected = sum(1 for pid in nb.pair_ids if pid.split("/")[1] != NOISE_FLOOR)
     n = len(perturbed)
     checks = []
     for m in _metrics(t):

@@ -15,18 +15,17 @@ from pydantic import field_validator, model_validator
 from harness.errors import FieldError
 from harness.ladder.answers import AnswerError, answer_spec
 from harness.ladder.records import AnswerSpec
-from harness.ladder.edits import EDIT_KINDS
-from harness.ladder.records import CURATED_RUNGS, MECHANICAL_RUNGS, RUNGS, SEEDED_RUNGS
-from harness.ladder.synonyms import LEXICON_EDIT_KIND
+from harness.ladder.build import KIND_RUNG
+from harness.ladder.records import CURATED_RUNGS, MECHANICAL_RUNGS, NOISE_FLOOR, RUNGS, SEEDED_RUNGS, rung_info
+from harness.score.registry import gate_metrics
 
 DEFAULT_LENGTHS = (64,)
 DEFAULT_OUT = "runs"
 JUNIT_NAME = "gate-junit.xml"
 GENERATED_RUNGS = MECHANICAL_RUNGS + SEEDED_RUNGS + CURATED_RUNGS
-"""Rungs a prompt neighbourhood may ask for; ``identical`` is always added (it is the noise floor)."""
+"""Rungs a prompt neighbourhood may ask for; the noise floor (identical) is always added."""
 EXPLICIT_PAIR_DEFAULT_RUNG = "paraphrase"
 """Rung label of an explicit pair that names none: a hand-written pair is most often a rewording."""
-KIND_RUNG = {k.name: k.rung for k in EDIT_KINDS} | {LEXICON_EDIT_KIND: "synonym"}
 
 
 def _number(lo: float, hi: float | None):
@@ -43,8 +42,7 @@ def _number(lo: float, hi: float | None):
     return BeforeValidator(check)
 
 
-# 1 - cos of unit vectors lies in [0, 2]; a share or rate in [0, 1].
-EmbDist = Annotated[float, _number(0.0, 2.0)]
+# A share or rate lies in [0, 1]; the registered metrics' bounds are in their GateUse.
 Share = Annotated[float, _number(0.0, 1.0)]
 
 
@@ -65,17 +63,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Thresholds(_Strict):
-    """Upper limits one neighbourhood must stay under; each is optional, at least one is required."""
+def _limit(key: str, v: Any, lo: float, hi: float | None) -> float:
+    """A registered metric's limit, checked as ``_number`` checks the declared ones (errors name the key)."""
+    try:
+        return _number(lo, hi).func(v)
+    except ValueError as exc:
+        shown = repr(v)
+        raise FieldError(key, f"{exc} (got {shown if len(shown) <= 60 else shown[:57] + '...'})") from None
 
-    max_mean_emb_dist: EmbDist | None = Field(None, description="Mean output embedding distance (1 - cos) over the perturbed pairs.")
-    max_flip_rate: Share | None = Field(None, description="Share of perturbed pairs whose prompt-end top-1 token differs.")
+
+class Thresholds(_Strict):
+    """Upper limits one neighbourhood must stay under; each is optional, at least one is required.
+
+    Besides the fields below, ``max_<check>`` for every metric the registry lets the gate use
+    (harness.score.registry.gate_metrics: ``max_mean_emb_dist``, ``max_flip_rate``, ``max_answer_flip_rate``
+    and any registered since): the mean of that pairs.parquet column over the perturbed pairs. They are
+    validated against the registry when a gate file is read; :meth:`limit` returns one.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     max_early_divergence_share: Share | None = Field(
         None, description="Share of perturbed pairs whose outputs first differ within the first `early_step` tokens."
     )
     early_step: StrictInt | None = Field(None, description="k of max_early_divergence_share (1-based, <= the gated length).")
-    max_answer_flip_rate: Share | None = Field(
-        None, description="Share of perturbed pairs whose answer correctness differs between the sides (needs `answer`).")
     max_accuracy_drop: Share | None = Field(
         None, description="Accuracy of the prompt minus accuracy of its perturbations, over the perturbed pairs (needs `answer`).")
     relative_to_noise_floor: StrictBool = Field(
@@ -91,14 +102,29 @@ class Thresholds(_Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> "Thresholds":
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        registered = {f"max_{g.check}": g for _, g in gate_metrics()}
+        for key in list(extra):
+            g = registered.get(key)
+            if g is None:
+                raise FieldError(key, "unknown key")
+            extra[key] = _limit(key, extra[key], g.lo, g.hi)  # the model is frozen once this validator returns
         if (self.max_early_divergence_share is None) != (self.early_step is None):
             raise FieldError("early_step" if self.early_step is None else "max_early_divergence_share",
                               "max_early_divergence_share and early_step go together: give both or neither")
-        if all(v is None for v in (self.max_mean_emb_dist, self.max_flip_rate, self.max_early_divergence_share,
-                                   self.max_answer_flip_rate, self.max_accuracy_drop)):
-            raise ValueError("no threshold: give at least one of max_mean_emb_dist, max_flip_rate, "
-                             "max_early_divergence_share, max_answer_flip_rate, max_accuracy_drop")
+        if not extra and self.max_early_divergence_share is None and self.max_accuracy_drop is None:
+            names = [*registered, "max_early_divergence_share", "max_accuracy_drop"]
+            raise ValueError(f"no threshold: give at least one of {', '.join(names)}")
         return self
+
+    def limit(self, check: str) -> float | None:
+        """The limit of a registered metric's gate check (GateUse.check), or None when the file gives none."""
+        return (self.__pydantic_extra__ or {}).get(f"max_{check}")
+
+    def answer_checks(self) -> list[str]:
+        """The gate file keys given here whose check needs the neighbourhood's expected answer."""
+        keys = [f"max_{g.check}" for _, g in gate_metrics() if g.needs_answer and self.limit(g.check) is not None]
+        return keys + (["max_accuracy_drop"] if self.max_accuracy_drop is not None else [])
 
 
 class ExplicitPair(_Strict):
@@ -122,10 +148,10 @@ class ExplicitPair(_Strict):
     def _identical_iff_equal(self) -> "ExplicitPair":
         # The audit drops a non-identical pair with equal inputs; an "identical" pair with different
         # inputs would poison the noise floor. Both are typos worth stopping for.
-        if self.rung == "identical" and self.a != self.b:
-            raise ValueError("rung identical needs a == b")
-        if self.rung != "identical" and self.a == self.b:
-            raise ValueError(f"a and b are the same text on rung {self.rung} (use rung: identical)")
+        if self.rung == NOISE_FLOOR and self.a != self.b:
+            raise ValueError(f"rung {NOISE_FLOOR} needs a == b")
+        if self.rung != NOISE_FLOOR and self.a == self.b:
+            raise ValueError(f"a and b are the same text on rung {self.rung} (use rung: {NOISE_FLOOR})")
         return self
 
 
@@ -162,8 +188,8 @@ class Neighbourhood(_Strict):
         if not v:
             raise ValueError("empty list of rungs")
         for r in v:
-            if r == "identical":
-                raise ValueError("identical is always included (it is the noise floor); do not list it")
+            if r == NOISE_FLOOR:
+                raise ValueError(f"{NOISE_FLOOR} is always included (it is the noise floor); do not list it")
             if r not in GENERATED_RUNGS:
                 raise ValueError(f"unknown rung {r!r} (expected some of {', '.join(GENERATED_RUNGS)})")
         if len(set(v)) != len(v):
@@ -211,8 +237,8 @@ class Neighbourhood(_Strict):
             expected = self.expected
         except AnswerError as exc:
             raise FieldError(exc.field, str(exc)) from None
-        for name in ("max_answer_flip_rate", "max_accuracy_drop"):
-            if getattr(self.thresholds, name) is not None and expected is None:
+        for name in self.thresholds.answer_checks():
+            if expected is None:
                 raise FieldError(f"thresholds.{name}", "needs the neighbourhood's expected `answer` (and `check`)")
         return self
 
@@ -228,8 +254,8 @@ class Neighbourhood(_Strict):
                 raise FieldError(extra[0], "only applies to a `prompt` neighbourhood, not to `pairs`")
             if not self.pairs:
                 raise FieldError("pairs", "empty list of pairs")
-            if all(p.rung == "identical" for p in self.pairs):
-                raise FieldError("pairs", "only identical pairs: nothing is perturbed, so there is nothing to gate")
+            if all(p.rung == NOISE_FLOOR for p in self.pairs):
+                raise FieldError("pairs", f"only {NOISE_FLOOR} pairs: nothing is perturbed, so there is nothing to gate")
             return self
         if self.rungs is None:
             raise FieldError("rungs", "missing: a `prompt` neighbourhood needs `rungs` (e.g. [noop_format, punctuation])")
@@ -239,9 +265,9 @@ class Neighbourhood(_Strict):
         for rung in self.curated or {}:
             if rung not in self.rungs:
                 raise FieldError("curated", f"curated {rung} given but {rung} is not in rungs")
-        for rung in ("paraphrase", "semantic_small", "positive_control"):
-            # Nothing generates these from a single prompt: they need written variants.
-            if rung in self.rungs and rung not in (self.curated or {}):
+        for rung in self.rungs:
+            # Only edit kinds make pairs from a single prompt; the other rungs need written variants.
+            if not rung_info(rung).has_edit_kinds and rung not in (self.curated or {}):
                 raise FieldError("rungs", f"rung {rung} needs curated texts (curated: {{{rung}: [...]}})")
         return self
 

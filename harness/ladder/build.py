@@ -10,12 +10,26 @@ import unicodedata
 from harness.ladder.records import AnswerSpec
 from harness.ladder.edits import EDIT_KINDS, EditKind, NotApplicable, apply_edit, seed_for, word_spans
 from harness.ladder.options import option_labels, reorder_options
-from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, SkippedEdit
+from harness.ladder.records import (
+    CURATED_RUNGS,
+    NOISE_FLOOR,
+    RUNG_TABLE,
+    TASK_CHANGING_RUNGS,
+    BasePrompt,
+    Ladder,
+    PromptPair,
+    PromptSet,
+    SkippedEdit,
+    rung_info,
+)
 from harness.ladder.synonyms import LEXICON_EDIT_KIND, Lexicon, apply_synonym
 
+LEXICON_RUNG = next(r.name for r in RUNG_TABLE if r.generator == "lexicon")
+"""The rung the shipped lexicon's edits are on (synonym)."""
 GENERATED_KINDS: tuple[str, ...] = tuple(k.name for k in EDIT_KINDS) + (LEXICON_EDIT_KIND,)
 """Every name a ladder's ``edit_kinds`` may list."""
-KIND_RUNG: dict[str, str] = {k.name: k.rung for k in EDIT_KINDS} | {LEXICON_EDIT_KIND: "synonym"}
+KIND_RUNG: dict[str, str] = {k.name: k.rung for k in EDIT_KINDS} | {LEXICON_EDIT_KIND: LEXICON_RUNG}
+"""The rung of every generated edit kind (the one definition: the gate reads it from here)."""
 MAX_PAIRS_PER_KIND = 20
 
 
@@ -89,7 +103,9 @@ def build_pairs(
     wanted = set(GENERATED_KINDS if edit_kinds is None else edit_kinds)
     for p in prompts:
         first = len(pairs)
-        pairs.append(PromptPair(f"{p.id}/identical/identical", p.id, "identical", "identical", p.text, p.text, "generated"))
+        # The noise floor: the prompt against itself (its edit kind is the rung's name).
+        pairs.append(PromptPair(f"{p.id}/{NOISE_FLOOR}/{NOISE_FLOOR}", p.id, NOISE_FLOOR, NOISE_FLOOR, p.text, p.text,
+                                "generated"))
         for kind in EDIT_KINDS:
             if kind.name in wanted:
                 pairs += _seeded_pairs(ladder, p, kind, pairs_per_kind, skipped)
@@ -106,18 +122,15 @@ def build_pairs(
                 pairs.append(_with_answers(pair, p.expected, answer[0] if answer and answer[0] is not None else None))
             if variants:
                 continue
-            if rung == "synonym" and LEXICON_EDIT_KIND in wanted:
+            generator = rung_info(rung).generator
+            if generator == "lexicon" and LEXICON_EDIT_KIND in wanted:
                 pairs += _lexicon_pairs(ladder, p, lexicon, pairs_per_kind, skipped)
-            elif rung == "positive_control":
+            elif generator == "pairing":
                 pairs += _paired_control(ladder, p, prompts, skipped)
         if p.expected is not None:
             pairs[first:] = [q if q.origin == "curated" else _with_answers(q, p.expected, _moved_answer(ladder, p, q))
                              for q in pairs[first:]]
     return pairs, skipped
-
-
-# Rungs whose side b asks another question: its expected answer is unknown unless a curated variant gives one.
-TASK_CHANGING_RUNGS = ("semantic_small", "positive_control")
 
 
 def _with_answers(pair: PromptPair, expected: AnswerSpec | None, answer_b: str | None) -> PromptPair:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from harness.ladder.build import GENERATED_KINDS
-from harness.ladder.edits import EDIT_KINDS
-from harness.ladder.records import MECHANICAL_RUNGS, RUNGS, SEEDED_RUNGS, Ladder, RungCoverage, SkipGroup
-from harness.ladder.synonyms import LEXICON_EDIT_KIND
+from harness.ladder.build import GENERATED_KINDS, KIND_RUNG
+from harness.ladder.records import RUNGS, Ladder, RungCoverage, SkipGroup, rung_info
 
 _CURATED_ONLY = "curated only, and no prompt has a curated {rung} entry"
 
 
 def _selected(ladder: Ladder, rung: str) -> list[str]:
-    kinds = [k.name for k in EDIT_KINDS if k.rung == rung] + ([LEXICON_EDIT_KIND] if rung == "synonym" else [])
+    kinds = [k for k, r in KIND_RUNG.items() if r == rung]  # EDIT_KINDS order, then the lexicon
     chosen = GENERATED_KINDS if ladder.edit_kinds is None else ladder.edit_kinds
     return [k for k in kinds if k in chosen]
 
@@ -31,12 +29,12 @@ def _empty_reason(ladder: Ladder, rung: str, skipped: tuple[SkipGroup, ...]) -> 
         return "no prompts"
     if ladder.pairs and all(p.origin == "imported" for p in ladder.pairs):
         return "the imported pair file has no pair of this rung"
-    if rung in ("paraphrase", "semantic_small"):
+    info = rung_info(rung)
+    if info.curated_only:
         return _CURATED_ONLY.format(rung=rung)
-    generated = rung in MECHANICAL_RUNGS or rung in SEEDED_RUNGS or rung == "synonym"
-    if generated and not _selected(ladder, rung) and not skipped:
+    if info.has_edit_kinds and not _selected(ladder, rung) and not skipped:
         return "no edit kind of this rung is selected (edit_kinds)" + (
-            "; no prompt has a curated synonym" if rung == "synonym" else "")
+            f"; no prompt has a curated {rung}" if info.curated else "")
     reasons = sorted({g.reason for g in skipped})
     return "; ".join(reasons) or "no pair"
 
@@ -84,7 +82,7 @@ def kind_count_lines(ladder: Ladder) -> list[str]:
     """Pairs and prompts per generated edit kind (``casing/lowercase_all: 48 pairs, 48/50 prompts``), selected kinds only."""
     n = len(ladder.prompts)
     chosen = set(GENERATED_KINDS if ladder.edit_kinds is None else ladder.edit_kinds)
-    kinds = [(k.rung, k.name) for k in EDIT_KINDS] + [("synonym", LEXICON_EDIT_KIND)]
+    kinds = [(r, k) for k, r in KIND_RUNG.items()]
     lines = []
     for rung, kind in kinds:
         if kind not in chosen:

@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
 from harness.ladder.answers import AnswerError, answer_spec
 from harness.ladder.records import AnswerSpec
 from harness.ladder.options import option_labels
-from harness.ladder.build import MAX_PAIRS_PER_KIND, TASK_CHANGING_RUNGS, build_ladder, resolve_kinds
-from harness.ladder.records import CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant
+from harness.ladder.build import MAX_PAIRS_PER_KIND, build_ladder, resolve_kinds
+from harness.ladder.records import TASK_CHANGING_RUNGS, CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant
 from harness.core.yaml_strict import MAX_DEPTH, check_nesting, load_yaml_strict, read_text_strict
 
 DEFAULT_LADDER = Path(__file__).resolve().parent.parent.parent / "ladders" / "default.yaml"
@@ -52,11 +52,11 @@ class CuratedVariant(_Strict):
         return v
 
 
-class CuratedSet(_Strict):
-    synonym: list[str | CuratedVariant] = Field(default_factory=list)
-    paraphrase: list[str | CuratedVariant] = Field(default_factory=list)
-    semantic_small: list[str | CuratedVariant] = Field(default_factory=list)
-    positive_control: list[str | CuratedVariant] = Field(default_factory=list)
+# One list of variants per curated rung of the rung table (harness.ladder.records.RUNG_TABLE).
+CuratedSet = create_model(
+    "CuratedSet", __base__=_Strict,
+    **{rung: (list[str | CuratedVariant], Field(default_factory=list)) for rung in CURATED_RUNGS},  # type: ignore[call-overload]
+)
 
 
 class PromptSpec(_Strict):

@@ -6,25 +6,85 @@ from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 
-# Tightest control to loosest; the order is used in every table.
-# casing, format and typo change the surface of the words; filler adds words
-# that carry no task content; option_order keeps the question but moves the
+@dataclass(frozen=True)
+class RungInfo:
+    """One rung of the ladder: how its pairs are made and what it means to the statistics.
+
+    The rung table (``RUNG_TABLE``) is the one place a rung is declared; its order (tightest control to
+    loosest) is every table's order (``rung_order``).
+    """
+
+    name: str
+    """The rung's name (PromptPair.rung, pairs.parquet ``rung``)."""
+    generator: Literal["builder", "mechanical", "seeded", "lexicon", "pairing", ""]
+    """How harness.ladder.build makes its pairs from a base prompt alone: ``builder`` (the identical pair),
+    ``mechanical`` (every prompt with a visible character gets them), ``seeded`` (seeded edits a prompt may not
+    admit), ``lexicon`` (the shipped synonym lexicon), ``pairing`` (another base prompt of another topic);
+    '' when only curated variants make it."""
+    curated: bool
+    """A ladder file may give curated variants on this rung (``curated: {rung: [...]}``)."""
+    role: Literal["noise_floor", "negative_control", "positive_control", "perturbation"]
+    """``noise_floor``: nothing changes (decoded twice): the determinism check, the gate's floor, never dropped
+    by the audit; ``positive_control``: the task changes on purpose: the distances must be large there, and it is
+    left out of the perturbation distance P and of the flags about small edits; ``negative_control``: an edit a
+    reader cannot see, which the positive control must move more than (a perturbation like any other in P);
+    ``perturbation``: every other rung."""
+    changes_task: bool
+    """Side b asks another question: its expected answer is unknown unless a curated variant gives one."""
+    changes: str
+    """What changes between the two sides, in words (the README's rung table)."""
+
+    @property
+    def order(self) -> int:
+        """Position in RUNGS (tightest control first)."""
+        return RUNGS.index(self.name)
+
+    @property
+    def is_noise_floor(self) -> bool:
+        return self.role == "noise_floor"
+
+    @property
+    def is_positive_control(self) -> bool:
+        return self.role == "positive_control"
+
+    @property
+    def is_perturbation(self) -> bool:
+        """Counts in the means over small edits (P, the confidence flag): neither the noise floor nor the positive
+        control."""
+        return self.role in ("perturbation", "negative_control")
+
+    @property
+    def has_edit_kinds(self) -> bool:
+        """Made by generated edit kinds a ladder's ``edit_kinds`` can select (harness.ladder.build.KIND_RUNG)."""
+        return self.generator in ("mechanical", "seeded", "lexicon")
+
+    @property
+    def curated_only(self) -> bool:
+        """Only curated variants make its pairs."""
+        return self.curated and not self.generator
+
+
+# Tightest control to loosest; the order is used in every table. casing, format and typo change the surface
+# of the words; filler adds words that carry no task content; option_order keeps the question but moves the
 # answer (a label now names another option), so it sits past paraphrase.
-RUNGS: tuple[str, ...] = (
-    "identical",
-    "noop_format",
-    "punctuation",
-    "structural",
-    "casing",
-    "format",
-    "typo",
-    "synonym",
-    "filler",
-    "paraphrase",
-    "option_order",
-    "semantic_small",
-    "positive_control",
+RUNG_TABLE: tuple[RungInfo, ...] = (
+    RungInfo("identical", "builder", False, "noise_floor", False, "nothing; decoded twice, independently"),
+    RungInfo("noop_format", "mechanical", False, "negative_control", False,
+             "what a reader cannot see: edge spaces and newlines, a double space, a zero-width space, Unicode forms"),
+    RungInfo("punctuation", "mechanical", False, "perturbation", False, "punctuation characters only"),
+    RungInfo("structural", "mechanical", False, "perturbation", False, "whitespace inside the prompt"),
+    RungInfo("casing", "seeded", False, "perturbation", False, "the case of letters only"),
+    RungInfo("format", "seeded", False, "perturbation", False, "one choice of a structured prompt's format"),
+    RungInfo("typo", "seeded", False, "perturbation", False, "letters of words of 3+ letters"),
+    RungInfo("synonym", "lexicon", True, "perturbation", False, "one word or phrase for a near-equivalent"),
+    RungInfo("filler", "seeded", False, "perturbation", False, "words that carry no task content added"),
+    RungInfo("paraphrase", "", True, "perturbation", False, "same meaning, new phrasing"),
+    RungInfo("option_order", "seeded", False, "perturbation", False,
+             "the answer options of a multiple-choice prompt in another order"),
+    RungInfo("semantic_small", "", True, "perturbation", True, "a small real change of the task"),
+    RungInfo("positive_control", "pairing", True, "positive_control", True, "a different task or topic"),
 )
+RUNGS: tuple[str, ...] = tuple(r.name for r in RUNG_TABLE)
 Rung = Literal[
     "identical",
     "noop_format",
@@ -40,11 +100,46 @@ Rung = Literal[
     "semantic_small",
     "positive_control",
 ]
-MECHANICAL_RUNGS = ("noop_format", "punctuation", "structural")
+"""RUNGS for type checkers (a Literal cannot be built from the table; tests/ladder assert they agree)."""
+_BY_NAME = {r.name: r for r in RUNG_TABLE}
+
+
+def rung_info(name: str) -> RungInfo:
+    """The table's row of a rung; a name that is no rung is a KeyError naming the rungs."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown rung {name!r} (expected one of {', '.join(RUNGS)})") from None
+
+
+def rung_order(name: str) -> int:
+    """Sort key of a rung label: its position in RUNGS; after every rung for a label that is none (``drift``)."""
+    r = _BY_NAME.get(name)
+    return r.order if r is not None else len(RUNGS)
+
+
+def _the(role: str) -> str:
+    (name,) = [r.name for r in RUNG_TABLE if r.role == role]
+    return name
+
+
+NOISE_FLOOR = _the("noise_floor")
+"""The noise-floor rung (identical)."""
+POSITIVE_CONTROL = _the("positive_control")
+"""The positive-control rung."""
+NEGATIVE_CONTROL = _the("negative_control")
+"""The rung the positive control must move more than (noop_format)."""
+CONTROL_RUNGS = tuple(r.name for r in RUNG_TABLE if not r.is_perturbation)
+"""The rungs that are no small edit (the noise floor and the positive control): left out of P and of the
+flags and figures about small edits."""
+MECHANICAL_RUNGS = tuple(r.name for r in RUNG_TABLE if r.generator == "mechanical")
 """The rungs every prompt with a visible character gets."""
-SEEDED_RUNGS = ("casing", "format", "typo", "filler", "option_order")
+SEEDED_RUNGS = tuple(r.name for r in RUNG_TABLE if r.generator == "seeded")
 """Rungs made only by seeded edits that a prompt may not admit (no capital, no field, no option list)."""
-CURATED_RUNGS = ("synonym", "paraphrase", "semantic_small", "positive_control")
+CURATED_RUNGS = tuple(r.name for r in RUNG_TABLE if r.curated)
+"""Rungs a ladder file may give curated variants on."""
+TASK_CHANGING_RUNGS = tuple(r.name for r in RUNG_TABLE if r.changes_task)
+"""Rungs whose side b asks another question: its expected answer is unknown unless a curated variant gives one."""
 DEFAULT_CHECK = "exact"
 """The check of an answer that names none (harness.ladder.answers)."""
 

@@ -7,7 +7,7 @@ import re
 import unicodedata
 
 from harness.ladder.coverage import coverage_lines
-from harness.ladder.records import PromptPair, Ladder
+from harness.ladder.records import PromptPair, Ladder, rung_info
 
 _VISIBLE = {" ": "·", "\n": "⏎\n", "\t": "→", "\u200b": "⟨ZWSP⟩", "\u00a0": "⟨NBSP⟩"}
 # A prompt may contain the marker characters themselves; they are escaped so
@@ -67,7 +67,7 @@ def _pair_lines(p: PromptPair) -> list[str]:
     # continuation lines of a multi-line prompt stay under their A:/B: column
     lines.append("  A: " + visible(p.prompt_a).replace("\n", "\n     "))
     lines.append("  B: " + visible(p.prompt_b).replace("\n", "\n     "))
-    if p.origin == "generated" and p.rung != "identical":
+    if p.origin == "generated" and not rung_info(p.rung).is_noise_floor:
         lines.append(f"  Δ: {describe_change(p.prompt_a, p.prompt_b)}")
     return lines
 

@@ -1,16 +1,17 @@
 """Report tables of answer correctness (accuracy, flips, Dutta flips) and of teacher-forced drift.
 
 Both renderers get them through harness.report.markdown.report_tables; the
-terminal lines through terminal_summary.
+terminal lines through terminal_summary. This module imports nothing from
+markdown (the shared formatters live in harness.report.text), so the two do
+not import each other.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness.report.markdown import _pct
 from harness.report.records import Table
-from harness.report.text import fmt
+from harness.report.text import fmt, pct as _pct
 
 
 def _ci_cell(s: dict[str, Any] | None, pct: bool = True) -> str:

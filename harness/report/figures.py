@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
-from harness.ladder.records import RUNGS
+from harness.ladder.records import CONTROL_RUNGS, NOISE_FLOOR, rung_order
 from harness.score.metrics.edit_distance import levenshtein_trajectory
 from harness.report.records import Figure
 from harness.score.pairs import TRIVIAL_SHIFT
@@ -24,8 +24,6 @@ from harness.score.pairs import TRIVIAL_SHIFT
 DIVERGENT_PAIRS = 8
 MARGIN_WINDOW = 8
 """Steps shown either side of the first divergence in the margin traces."""
-CONTROL_RUNGS = ("identical", "positive_control")
-"""Controls, not perturbations: left out of "most divergent pairs"."""
 _GEN_KEY = ["model", "variant", "prompt_key", "replicate"]
 
 
@@ -42,7 +40,7 @@ def _png(fig: MplFigure) -> bytes:
 
 
 def _rung_order(rung: str) -> int:
-    return RUNGS.index(rung) if rung in RUNGS else len(RUNGS)
+    return rung_order(rung)
 
 
 def _longest(pairs: pd.DataFrame) -> int:
@@ -142,6 +140,7 @@ def most_divergent_pairs(pairs: pd.DataFrame, total: int = DIVERGENT_PAIRS) -> p
     if pairs.empty:
         return pairs
     L = _longest(pairs)
+    # Controls, not perturbations (the noise floor, the positive control): left out of "most divergent pairs".
     c = pairs[(pairs["length"] == L) & ~pairs["rung"].isin(CONTROL_RUNGS) & (pairs["first_div"] > 0)]
     if c.empty:
         return c
@@ -164,7 +163,7 @@ def _gen_lookup(gens: pd.DataFrame | None, needed: tuple[str, ...]) -> tuple[dic
 
 def _sides(row: Any, lookup: dict[tuple, int]) -> tuple[int, int] | None:
     # The second side of an identical pair is the independent re-decode (replicate 1); see decode.py.
-    rep_b = 1 if row.rung == "identical" else 0
+    rep_b = 1 if row.rung == NOISE_FLOOR else 0
     a = lookup.get((str(row.model), str(row.variant), str(row.prompt_key_a), 0))
     b = lookup.get((str(row.model), str(row.variant), str(row.prompt_key_b), rep_b))
     return None if a is None or b is None else (a, b)

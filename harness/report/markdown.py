@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.ladder.records import RUNGS
+from harness.ladder.records import NEGATIVE_CONTROL, POSITIVE_CONTROL, RUNGS
+from harness.score.records import MetricSpec
+from harness.score.registry import report_metrics
+from harness.summary.build import SPREAD_METRIC
 from harness.summary.stats import letter_index, split_letters
 from harness.report.records import Table
-from harness.report.text import fmt, md_cell
+from harness.report.answer_tables import answer_tables, terminal_answers, tf_drift_report_table
+from harness.report.text import fmt, md_cell, pct as _pct
 
 
 def _diff(x: float | None, ci: list[float] | None) -> str:
@@ -56,27 +60,40 @@ def _spread(s: dict[str, Any] | None) -> str:
     return f"{fmt(s['mean'])} [{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}] ({s['n_prompts']})"
 
 
+def _metric_cell(c: dict[str, Any], m: MetricSpec) -> str:
+    s = c.get(m.name)
+    if not s:
+        return "-"
+    show = fmt if m.report_format == "fixed" else (lambda x: f"{x:.3g}")
+    return f"{show(s['mean'])} [{show(s['ci95'][0])}, {show(s['ci95'][1])}]" if m.report_ci else show(s["mean"])
+
+
 def _cells_table(summary: dict[str, Any]) -> Table:
+    """The registry's report metrics (harness.score.registry.report_metrics), each shown when any cell has it;
+    the spread beside its metric, the pairs without an answer span after the answer-span metrics."""
     cells = summary["cells"]
-    answer = any("emb_dist_answer" in c for c in cells)
-    header = ["model", "variant", "rung", "L", "prompts", "pairs", "cluster", "embedding distance [95% CI]",
-              "spread over a prompt's variants [95% CI] (prompts)"]
-    if answer:
-        header += ["answer-span emb. distance [95% CI]", "no answer span"]
-    header += ["token edit (norm)", "hidden dist", "prompt-end JS", "top-1 flip rate", "diverged share"]
+    shown = [m for m in report_metrics() if any(m.name in c for c in cells) or m.name == SPREAD_METRIC]
+    last_answer = max((i for i, m in enumerate(shown) if m.answer_span), default=None)
+    header = ["model", "variant", "rung", "L", "prompts", "pairs", "cluster"]
+    for i, m in enumerate(shown):
+        header.append(m.report)
+        if m.name == SPREAD_METRIC:
+            header.append("spread over a prompt's variants [95% CI] (prompts)")
+        if i == last_answer:
+            header.append("no answer span")
+    header.append("diverged share")
     rows = []
     for c in cells:
-        e = c["emb_dist"]
         row = [c["model"], str(c["variant"]), c["rung"], str(c["length"]), str(c.get("n_prompts", "-")), str(c["n_pairs"]),
-               c.get("cluster") or "-",
-               f"{fmt(e['mean'])} [{fmt(e['ci95'][0])}, {fmt(e['ci95'][1])}]", _spread(c.get("spread"))]
-        if answer:
-            a = c.get("emb_dist_answer")
-            row.append(f"{fmt(a['mean'])} [{fmt(a['ci95'][0])}, {fmt(a['ci95'][1])}]" if a else "-")
-            miss = c.get("answer_missing")
-            row.append(f"{miss['count']} ({miss['share']:.0%})" if miss else "-")
-        row += [fmt(c["tok_edit_norm"]["mean"]), fmt(c["hidden_dist"]["mean"]), f"{c['js']['mean']:.3g}",
-                fmt(c["top1_flip"]["mean"]), fmt(c["diverged_share"])]
+               c.get("cluster") or "-"]
+        for i, m in enumerate(shown):
+            row.append(_metric_cell(c, m))
+            if m.name == SPREAD_METRIC:
+                row.append(_spread(c.get("spread")))
+            if i == last_answer:
+                miss = c.get("answer_missing")
+                row.append(f"{miss['count']} ({miss['share']:.0%})" if miss else "-")
+        row.append(fmt(c["diverged_share"]))
         rows.append(row)
     return Table("distances", "Distances per rung (mean [95% bootstrap CI])", header, rows,
                  note=("Means are over pairs; the 95% CI resamples base prompts (a prompt keeps all its pairs, which share "
@@ -92,18 +109,14 @@ def _cells_table(summary: dict[str, Any]) -> Table:
                  empty="no pairs were scored")
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{x:.0%}"
-
-
 def _unresponsive_table(rows: list[dict[str, Any]]) -> Table:
     # Next to collapse on purpose: the same trap (a model that stops reacting to its prompt), seen
     # without a reference variant.
     return Table("unresponsive", "Unresponsive check (no reference needed; collapse is the same trap against a baseline)",
-                 ["model", "variant", "L", "distinct outputs / base prompts", "positive_control", "noop_format",
+                 ["model", "variant", "L", "distinct outputs / base prompts", POSITIVE_CONTROL, NEGATIVE_CONTROL,
                   "gap per prompt [95% CI]", "unresponsive"],
                  [[r["model"], str(r["variant"]), str(r["length"]), f"{r['distinct_outputs']} / {r['base_prompts']}",
-                   fmt(r["positive_control"]), fmt(r["noop_format"]),
+                   fmt(r[POSITIVE_CONTROL]), fmt(r[NEGATIVE_CONTROL]),
                    f"{fmt(r['gap'])} [{fmt(r['gap_ci95'][0])}, {fmt(r['gap_ci95'][1])}]",
                    "-" if r["unresponsive"] is None else ("yes" if r["unresponsive"] else "no")] for r in rows],
                  note=("Unresponsive when fewer than half the base prompts get distinct outputs, the positive control's "
@@ -204,8 +217,8 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
     ]
     checks = summary["checks"]["positive_control_exceeds_noop"]
     tables.append(Table("checks", "Check: positive control moves more than no-op formatting",
-                        ["model", "variant", "L", "positive_control", "noop_format", "prompts / pairs (pc; noop)", "holds"],
-                        [[c["model"], c["variant"], str(c["length"]), fmt(c["positive_control"]), fmt(c["noop_format"]),
+                        ["model", "variant", "L", POSITIVE_CONTROL, NEGATIVE_CONTROL, "prompts / pairs (pc; noop)", "holds"],
+                        [[c["model"], c["variant"], str(c["length"]), fmt(c[POSITIVE_CONTROL]), fmt(c[NEGATIVE_CONTROL]),
                           "; ".join(f"{n[0]} / {n[1]}" for n in (c.get("n") or {}).values()) or "-",
                           "yes" if c["holds"] else "no"] for c in checks],
                         bold_rows={i for i, c in enumerate(checks) if not c["holds"]},
@@ -227,8 +240,6 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                                   "straddles 0 (or fewer than two shared prompts)."),
                             bold_rows={i for i, r in enumerate(drift) if r["collapse"] == "collapse"},
                             empty="no pairs were scored"))
-    from harness.report.answer_tables import answer_tables, tf_drift_report_table  # they build on Table
-
     if "tf_drift" in summary:
         tables.append(tf_drift_report_table(summary))
     if "answers" in summary:
@@ -310,8 +321,6 @@ def terminal_summary(summary: dict[str, Any]) -> str:
             k, t = kept[(model, variant, rung)]
             vals = "".join(f"{fmt(emb.get((model, variant, rung, L), float('nan'))):>11}" for L in lengths)
             lines.append(f"{model:<{mw}}{variant:<{vw}}{rung:<18}{f'{k}/{t}':>9}{n_prompts.get((model, variant, rung), '-'):>8}{vals}")
-    from harness.report.answer_tables import terminal_answers
-
     lines += terminal_answers(summary)
     det = summary["determinism"]
     lines.append(f"determinism: {det['verdict']} ({det['nonzero_rows']}/{det['identical_rows']} identical-rung rows non-zero)")

@@ -17,6 +17,11 @@ def fmt(x: float | None, signed: bool = False, nan: str = "nan") -> str:
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
+def pct(x: float | None) -> str:
+    """A share as a whole percentage; ``-`` when there is none or it is NaN."""
+    return "-" if x is None or x != x else f"{x:.0%}"
+
+
 def md_cell(text: object) -> str:
     """One Markdown table cell: whitespace collapsed (a newline would end the row), ``\\`` and ``|`` escaped."""
     return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")

@@ -32,8 +32,7 @@ from harness.ladder.records import PromptPair
 from harness.run.records import Cell, CellSettings
 from harness.run.keys import GENERATIONS, RESULTS, cell_key, ids_key, results_key
 from harness.run.complete import complete, one_token_prompt_ends
-from harness.score.pairs import kept_pairs, score_generations
-from harness.score.records import PairScore
+from harness.score.pairs import kept_pairs, pairs_frame, score_generations
 from harness.decode.engines import agreement_summary, decode_with_engine, effective_capture
 from harness.models.variants import engine_of
 from harness.schema import CellRecord
@@ -254,10 +253,10 @@ def _decode(ctx: CellContext) -> list:
         engine=None if engine_run is None else dataclasses.asdict(engine_run),
         probe=agreement_summary(gens),
         weights_loaded=loaded.weights_loaded,  # False when every prompt came from the cache
-        stability_traces=getattr(loaded, "stability_note", "from cache" if not loaded.weights_loaded else "n/a"),
+        stability_traces=loaded.stability_note,
         # The closed-form head checked against the model's logits (harness.decode.check_trace_head), and
         # how often its top-1 is not greedy's (near-ties: the traces there describe another token).
-        trace_head_check=getattr(loaded, "head_check", None),
+        trace_head_check=loaded.head_check,
         trace_head_top1_disagreements=head_top1_disagreements(gens))
     ctx.timed("load_weights", seconds=loaded.weights_seconds)
     ctx.note(cache_key=ctx.key, decoded_prompts=decoded, cached_prompts=cached,
@@ -297,7 +296,7 @@ def _write_tables(ctx: CellContext, gens: list, scored, scores: list) -> None:
     gframe["prompt_id"] = [prompt_ids.get(k, "") for k in gframe["prompt_key"]]
     rundir.atomic_write_parquet(ctx.out / "audit.parquet", _frame(ctx.rows, AuditRow))
     rundir.atomic_write_parquet(ctx.out / "generations.parquet", gframe)
-    rundir.atomic_write_parquet(ctx.out / "pairs.parquet", _frame(scores, PairScore))
+    rundir.atomic_write_parquet(ctx.out / "pairs.parquet", pairs_frame(scores))
     Memo(s.cache_dir).store_files(RESULTS, ctx.rkey, _RESULT_FILES, ctx.out)
     ctx.note(results_key=ctx.rkey, status="ok")
 

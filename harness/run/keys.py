@@ -20,13 +20,12 @@ from harness.core.engines import engine_decl, engine_names
 from harness.core.memo import memo_key
 from harness.schema.cell import CellRecord
 from harness.schema.manifest import DeviceRecord
+from harness.score.registry import scorer_version  # the registered metrics and their kernel version
 
 GENERATIONS = "generations"
 """Memo namespace of decoded generations (rows keyed by ``cache_ids`` and ``replicate``)."""
 RESULTS = "results"
 """Memo namespace of a cell's scored tables."""
-SCORER_VERSION = "4"  # 2: non-finite decodes fail the cell (a cached "ok" from before may hold them);
-#                        3: answer-span metrics nan when a side never closed its scaffold; 4: answer correctness
 
 
 class DecodeKeyMaterial(BaseModel):
@@ -90,7 +89,7 @@ def results_key(decode_key: str, pairs: Sequence, lengths: Sequence[int], scaffo
     """Everything a cell's scored tables depend on beyond its decodes (``store_full_dist``: generations.parquet
     holds the full prompt-end rows)."""
     return memo_key(RESULTS, {
-        "decode": decode_key, "scorer": SCORER_VERSION, "embedder": embedder_sha,
+        "decode": decode_key, "scorer": scorer_version(), "embedder": embedder_sha,
         "pairs": [dataclasses.astuple(p) for p in pairs], "lengths": list(lengths),
         "scaffold": scaffold, "name": name, "store_full_dist": store_full_dist,
     })

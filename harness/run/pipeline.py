@@ -36,7 +36,7 @@ from harness.run.manifest import run_manifest, write_manifest
 from harness.run.records import Cell, CellSettings, RunResult
 from harness.score import drift
 from harness.score.embedder import Embedder
-from harness.score.records import PairScore
+from harness.score.registry import pair_columns
 from harness.schema import CellRecord, Manifest
 
 
@@ -174,9 +174,8 @@ def _merge_tables(run_dir: Path, cfg: RunConfig, finished: list[tuple[Cell, Cell
             pairs.append(read_table(d / "pairs.parquet"))
     audit_df = _concat(audits, [f.name for f in dataclasses.fields(AuditRow)])
     gens_df = _concat(gens, None)
-    pairs_df = _concat(pairs, [f.name for f in dataclasses.fields(PairScore)])
-    drift_df = _concat(drift.drift_frames(gens_df, cfg.models, cfg.lengths, embedder.encode),
-                       [f.name for f in dataclasses.fields(PairScore)])
+    pairs_df = _concat(pairs, pair_columns())
+    drift_df = _concat(drift.drift_frames(gens_df, cfg.models, cfg.lengths, embedder.encode), pair_columns())
     # Teacher-forced drift next to the free-running one: the variant read on the reference's tokens.
     from harness.run.tf_drift import teacher_forced_frame, with_tf_columns
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from harness.ladder.records import PromptPair
+from harness.ladder.records import CONTROL_RUNGS, PromptPair
 from harness.models.loading import load_tokenizer
 from harness.models.registry import ModelEntry
 from harness.score.pairs import score_pairs, scored_sides_from_frame
@@ -26,8 +26,8 @@ from harness.models.variants import REFERENCE, parse_variant
 
 DRIFT_RUNG = "drift"
 # The positive control is meant to move; it is left out of the perturbation
-# distance P so that P measures response to small edits only.
-EXCLUDED_FROM_P = ("identical", "positive_control")
+# distance P (with the noise floor) so that P measures response to small edits only.
+EXCLUDED_FROM_P = CONTROL_RUNGS
 
 
 def reference_of(variant: str, present=None) -> str:

@@ -1,7 +1,9 @@
-"""Per-pair scores: one row per pair x model x variant x length."""
+"""Per-pair scores: one row per pair x model x variant x length, one column per registered metric
+(harness.score.pair_metrics)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import numpy as np
@@ -11,61 +13,34 @@ from harness.audit.records import AuditRow
 from harness.decode.greedy import Generation
 from harness.decode.table import generation_from_row
 from harness.ladder.records import PromptPair
-from harness.score.answers import correctness
+from harness.score import registry
 from harness.score.metrics import divergence as dv
-from harness.score.records import PairScore, PairSides, ScoredSide
+from harness.score.metrics.edit_distance import levenshtein_trajectory
+from harness.score.pair_view import (  # noqa: F401 - TRIVIAL_SHIFT and cosine_distance: read here by the report and tests
+    NO_ANSWER_STATUS,
+    TRIVIAL_SHIFT,
+    PairView,
+    PromptEndScores,
+    cosine_distance,
+)
+from harness.score.records import PairSides, ScoredSide
+from harness.score.registry import PairScore
 from harness.score.scaffold import answer_start_token
-from harness.stability.traces import first_divergence_margin_percentile
-from harness.score.metrics.edit_distance import (
-    first_divergence,
-    levenshtein_trajectory,
-    normalized_edit_distance,
-    token_edit_distance,
-)
-
-TRIVIAL_SHIFT = 2
-"""A single inserted or deleted token keeps d(t) <= 2: the trajectory's reference line."""
 
 
-# Columns that must be exactly 0 on the identical rung of a deterministic run.
-DIVERGENCE_COLUMNS = (
-    "emb_dist", "emb_dist_answer", "tok_edit", "tok_edit_norm", "tok_edit_norm_answer", "first_div",
-    "lev_traj_max", "steps_above_shift", "hidden_dist", "js", "kl_ab", "kl_ba",
-)
-ANSWER_COLUMNS = ("emb_dist_answer", "tok_edit_norm_answer")
-"""Missing by construction where a side has no answer span (answer_missing)."""
-NO_ANSWER_STATUS = "unclosed"
-"""A scaffold that never closed leaves nothing known to be the answer (harness.scaffold)."""
+def divergence_columns() -> tuple[str, ...]:
+    """Columns that must be exactly 0 on the identical rung of a deterministic run (the registry's)."""
+    return registry.determinism_columns()
 
 
-def cosine_distance(u: np.ndarray, v: np.ndarray) -> float:
-    # The same vector is at distance 0 by definition; 1 - u.u for a unit
-    # vector is only 0 up to one ulp, and the noise floor must be exactly 0.
-    if u.shape == v.shape and np.array_equal(u, v):
-        return 0.0
-    u64, v64 = u.astype(np.float64), v.astype(np.float64)
-    nu, nv = np.linalg.norm(u64), np.linalg.norm(v64)
-    if nu == 0.0 or nv == 0.0:
-        return float("nan")
-    return float(1.0 - np.dot(u64, v64) / (nu * nv))
+def answer_columns() -> tuple[str, ...]:
+    """Columns missing by construction where a side has no answer span (answer_missing)."""
+    return registry.answer_span_columns()
 
 
-def _margin_stats(a: Generation, b: Generation, L: int, fd: int) -> tuple[float, float, float, float, float]:
-    ma, mb = a.trace_margin[:L], b.trace_margin[:L]
-    min_a = float(ma.min()) if ma.size else float("nan")
-    min_b = float(mb.min()) if mb.size else float("nan")
-    if fd == 0 or fd > L:
-        return min_a, min_b, float("nan"), float("nan"), float("nan")
-    # Step fd (1-based) was chosen by trace entry fd-1 on both sides.
-    da = float(ma[fd - 1]) if fd - 1 < ma.size else float("nan")
-    db = float(mb[fd - 1]) if fd - 1 < mb.size else float("nan")
-    return min_a, min_b, da, db, first_divergence_margin_percentile(ma, fd)
-
-
-def _at_step(trace: np.ndarray, fd: int, L: int) -> float:
-    if fd == 0 or fd > L or fd - 1 >= len(trace):
-        return float("nan")
-    return float(trace[fd - 1])
+def pairs_frame(rows: Sequence) -> pd.DataFrame:
+    """pairs.parquet from PairScore rows: the registry's columns, in order (types as the metrics return them)."""
+    return pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=registry.pair_columns())
 
 
 def score_pairs(
@@ -96,10 +71,9 @@ def score_pairs(
         # report "identical answers" (distance 0) for outputs that never answered.
         missing = NO_ANSWER_STATUS in (s.a.scaffold, s.b.scaffold)
         for L in lengths:
-            ia, ib = ga.gen_ids[:L], gb.gen_ids[:L]
             aa, ab = s.a.answer_ids(L), s.b.answer_ids(L)
             xa, xb = (-1, -1) if missing else (text_index(aa), text_index(ab))
-            plan.append((s, L, ia, ib, aa, ab, traj[:L], text_index(ia), text_index(ib), xa, xb))
+            plan.append((s, L, traj[:L], text_index(ga.gen_ids[:L]), text_index(gb.gen_ids[:L]), xa, xb))
     # Only texts compared with a *different* text need an embedding: a text met
     # only by itself is at distance 0 by definition (identical rung, unchanged
     # outputs), so embedding it would be wasted work.
@@ -130,44 +104,13 @@ def score_pairs(
     rows = []
     ends = PromptEndScorer().many([(s.a.gen, s.b.gen) for s in sides])
     prompt_end = {id(s): e for s, e in zip(sides, ends)}
-    for s, L, ia, ib, aa, ab, traj, ta, tb, t_ans_a, t_ans_b in plan:
-        ga, gb = s.a.gen, s.b.gen
-        js, kab, kba, flip, pa, pb, ma, mb = prompt_end[id(s)]
-        fd = first_divergence(ia, ib)
-        min_a, min_b, da, db, pct = _margin_stats(ga, gb, L, fd)
-        tcb_a = _at_step(ga.trace_delta_tcb, fd, L)
-        flip_a = _at_step(ga.trace_flip_radius, fd, L)
+    metrics, score_cls = registry.metrics(), registry.pair_score_class()
+    for s, L, traj, ta, tb, t_ans_a, t_ans_b in plan:
+        view = PairView(s, L, traj, prompt_end[id(s)], (ta, tb, t_ans_a, t_ans_b), edist, span)
         p = s.pair
-        ya = correctness(span(s.a, aa), p.expected("a")) if p.answer_a is not None else float("nan")
-        yb = correctness(span(s.b, ab), p.expected("b")) if p.answer_b is not None else float("nan")
-        rows.append(
-            PairScore(
-                model=ga.model, variant=ga.variant, pair_id=p.pair_id, prompt_id=p.prompt_id,
-                rung=p.rung, edit_kind=p.edit_kind, length=L,
-                emb_dist=edist(ta, tb), emb_dist_answer=edist(t_ans_a, t_ans_b),
-                tok_edit=token_edit_distance(ia, ib), tok_edit_norm=normalized_edit_distance(ia, ib),
-                tok_edit_norm_answer=float("nan") if t_ans_a < 0 else normalized_edit_distance(aa, ab),
-                answer_missing=t_ans_a < 0,
-                first_div=fd,
-                lev_traj_max=int(traj.max()) if traj.size else 0,
-                lev_traj_mean=float(traj.mean()) if traj.size else 0.0,
-                steps_above_shift=int((traj > TRIVIAL_SHIFT).sum()),
-                hidden_dist=cosine_distance(ga.hidden_means[L], gb.hidden_means[L]),
-                len_a=len(ia), len_b=len(ib), answer_len_a=len(aa), answer_len_b=len(ab),
-                scaffold_a=s.a.scaffold, scaffold_b=s.b.scaffold,
-                min_margin_a=min_a, min_margin_b=min_b, div_margin_a=da, div_margin_b=db, div_margin_pct_a=pct,
-                div_delta_tcb_a=tcb_a, div_flip_radius_a=flip_a,
-                js=js, kl_ab=kab, kl_ba=kba, top1_flip=bool(flip),
-                top1_prob_a=pa, top1_prob_b=pb, margin_a=ma, margin_b=mb,
-                prompt_key_a=ga.prompt_key, prompt_key_b=gb.prompt_key,
-                correct_a=ya, correct_b=yb, answer_flip=abs(ya - yb),
-            )
-        )
+        rows.append(score_cls(model=s.a.gen.model, variant=s.a.gen.variant, pair_id=p.pair_id, prompt_id=p.prompt_id,
+                              rung=p.rung, edit_kind=p.edit_kind, length=L, **{m.name: m.compute(view) for m in metrics}))
     return rows, embedded
-
-
-PromptEndScores = tuple[float, float, float, bool, float, float, float, float]
-"""(JS, KL(a||b), KL(b||a), top-1 flip, top-1 prob a, b, margin a, b)."""
 
 
 class PromptEndScorer:

@@ -1,10 +1,11 @@
-"""Frozen records of the score stage: pair scores (one pairs.parquet row each), scored sides, scaffold splits,
+"""Frozen records of the score stage: pair identities and metric specs (a pairs.parquet row is one of each
+registered metric: harness.score.registry), scored sides, scaffold splits,
 teacher-forced step divergences and the embedder's identity."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -16,7 +17,11 @@ Status = Literal["none", "absent", "closed", "unclosed"]
 
 
 @dataclass(frozen=True)
-class PairScore:
+class PairIdentity:
+    """The columns of a pairs.parquet row that say which pair it is; every other column is a registered metric
+    (harness.score.pair_metrics), and ``PairScore`` is these fields followed by the metrics'
+    (harness.score.registry.pair_score_class)."""
+
     model: str
     """Model name (registry entry or local directory)."""
     variant: str
@@ -31,81 +36,70 @@ class PairScore:
     """Finer label of the edit (e.g. ``trailing_space``, ``curated``)."""
     length: int
     """Output length L: metrics use the first L generated tokens."""
-    emb_dist: float
-    """1 - cos of MiniLM embeddings of the two decoded prefixes (raw output)."""
-    emb_dist_answer: float
-    """The same on the answer span: scaffold removed, first L answer tokens; nan when answer_missing."""
-    tok_edit: int
-    """Levenshtein distance (tokens) between the first L generated token ids of the two sides; 0 = equal."""
-    tok_edit_norm: float
-    """tok_edit / max(len_a, len_b), in [0, 1]; 0.0 when both sides are empty."""
-    tok_edit_norm_answer: float
-    """Normalized token edit distance of the answer spans; nan when answer_missing."""
-    answer_missing: bool
-    """A side has no answer span (its scaffold never closed): the answer-span metrics are missing, not 0."""
-    first_div: int
-    """1-based first differing step within the first L tokens; 0 = identical prefixes."""
-    lev_traj_max: int
-    """max_t Lev(A[:t], B[:t]) for t <= L."""
-    lev_traj_mean: float
-    """Mean over t <= L of Lev(A[:t], B[:t]) in tokens; 0.0 when both outputs are empty."""
-    steps_above_shift: int
-    """Steps t <= L whose trajectory exceeds the trivial-shift line (d(t) > 2)."""
-    hidden_dist: float
-    """Cosine distance of the mean post-norm hidden states over the first L steps."""
-    len_a: int
-    """Generated tokens of side A within the first L (fewer than L when it stopped at EOS)."""
-    len_b: int
-    """The same for side B."""
-    answer_len_a: int
-    """Tokens of side A's answer span within its first L answer tokens (0 when the span is empty or missing)."""
-    answer_len_b: int
-    """The same for side B."""
-    scaffold_a: str
-    """none / absent / closed / unclosed (see harness.score.scaffold)."""
-    scaffold_b: str
-    """The same for side B."""
-    min_margin_a: float
-    """Smallest top-1 minus top-2 logit over side A's first L steps."""
-    min_margin_b: float
-    """The same for side B."""
-    div_margin_a: float
-    """Side A's margin at the first-divergence step; nan when the prefixes agree."""
-    div_margin_b: float
-    """Side B's margin at the first-divergence step; nan when the prefixes agree."""
-    div_margin_pct_a: float
-    """Percentile (0-100) of div_margin_a within side A's first L margins: low = the split came at a low-margin step."""
-    div_delta_tcb_a: float
-    """Side A's Token Constraint Bound at the first-divergence step (nan when none or unavailable)."""
-    div_flip_radius_a: float
-    """Side A's argmax-flip radius at the first-divergence step."""
-    js: float
-    """Jensen-Shannon divergence (nats) of the two prompt-end next-token distributions; nan when a side's full row was not kept."""
-    kl_ab: float
-    """KL(a || b) of the prompt-end distributions, nats; nan as js."""
-    kl_ba: float
-    """KL(b || a) of the prompt-end distributions, nats; nan as js."""
-    top1_flip: bool
-    """The two prompt-end argmax tokens differ."""
-    top1_prob_a: float
-    """Probability of side A's prompt-end top-1 token (nan for an empty row)."""
-    top1_prob_b: float
-    """The same for side B."""
-    margin_a: float
-    """Side A's prompt-end log-probability margin of the top two tokens (= their logit margin); nan with fewer than two."""
-    margin_b: float
-    """The same for side B."""
-    prompt_key_a: str
-    """Key of side A's rendered prompt ids (harness.decode.greedy.prompt_key: 16 hex digits of a sha256)."""
-    prompt_key_b: str
-    """The same for side B."""
-    correct_a: float
-    """1 / 0: side a's answer span passes its expected answer's check (harness.score.answers); nan: no expected
-    answer, or no answer span."""
-    correct_b: float
-    """The same for side b, against side b's expected answer."""
-    answer_flip: float
-    """|correct_a - correct_b|: the pair's correctness flipped (either direction); nan when a side is nan."""
+
+
+Aggregate = Literal["mean", "rate", "none"]
+"""How the summary aggregates a metric per model x variant x rung x length: ``mean`` over its finite values,
+``rate`` (a bool's share of True, over its finite values), or ``none`` (not in summary.json's cells)."""
+Better = Literal["lower", "higher", "none"]
+"""Which direction of a metric is the more stable one (``none``: a descriptor, not a score)."""
+Dtype = Literal["float", "int", "bool", "str"]
+"""A column's Python type; pairs.parquet stores float64, int64, bool and object (string) columns."""
+
+
+@dataclass(frozen=True)
+class GateUse:
+    """How ``stabprobe gate`` may use a metric: the mean of the column over a neighbourhood's perturbed pairs,
+    compared with an upper limit the gate file gives as ``max_<check>``."""
+
+    check: str
+    """The check's name (gate.json ``metric``, the JUnit case); the gate file's key is ``max_<check>``."""
+    lo: float
+    """Smallest limit the gate file may give."""
+    hi: float | None
+    """Largest limit the gate file may give (None: no upper bound)."""
+    description: str
+    """One line for the gate's documentation: what the mean is over."""
+    needs_answer: bool = False
+    """The metric is missing without an expected answer: the neighbourhood must give ``answer``."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One pair metric, declared once: its pairs.parquet column, how it is computed, and how the rest of the
+    harness (summary means, report columns, determinism check, gate, scorer version) treats it."""
+
+    name: str
+    """The pairs.parquet column (and summary.json cell key when aggregated)."""
+    dtype: Dtype
+    """The column's type; ``compute`` returns exactly this Python type (pandas infers the column from it)."""
+    compute: Callable[[Any], Any]
+    """The value for one pair at one length from a harness.score.pair_view.PairView (both sides, L, shared
+    intermediates such as the first divergence and the prompt-end scores)."""
+    doc: str
+    """What it means (the PairScore field's documentation)."""
+    unit: str = ""
+    """Unit or range, e.g. ``tokens``, ``nats``, ``[0, 2]``; '' for labels."""
+    nan: str = ""
+    """What NaN means for this metric; '' when it is never NaN."""
+    aggregate: Aggregate = "none"
+    """How the summary aggregates it (Aggregate)."""
+    better: Better = "none"
+    """The more stable direction (Better)."""
+    gate: GateUse | None = None
+    """How the gate may use it; None: the gate may not."""
+    identical_zero: bool = False
+    """Exactly 0 on the identical rung of a deterministic run: part of the determinism verdict."""
+    answer_span: bool = False
+    """Read on the answer span: missing by construction where a side has no answer span (answer_missing)."""
+    report: str = ""
+    """Header of its column in the report's distances table; '' when not shown there (aggregated metrics only)."""
+    report_ci: bool = False
+    """The report shows the 95% CI beside the mean."""
+    report_format: Literal["fixed", "3g"] = "fixed"
+    """``fixed``: 4 decimals (harness.report.text.fmt); ``3g``: three significant digits (tiny divergences)."""
+    version: int = 1
+    """Bumped when the computation changes: part of the scorer version, so cached scored tables are not reused."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _ss
 
-from harness.ladder.records import RUNGS
+from harness.ladder.records import NOISE_FLOOR, rung_order
 from harness.score.drift import reference_of
 from harness.summary.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, cluster_bootstrap_ci, expanded_level
 
@@ -119,14 +119,13 @@ def answer_table(pairs: pd.DataFrame) -> list[dict[str, Any]]:
             "pdr": _pdr(ya, yb, prompts),
         }
         out.append(row)
-    order = {r: i for i, r in enumerate(RUNGS)}
-    out.sort(key=lambda r: (r["model"], r["variant"], order.get(r["rung"], 99), r["length"]))
+    out.sort(key=lambda r: (r["model"], r["variant"], rung_order(r["rung"]), r["length"]))
     return out
 
 
 def _base_correctness(pairs: pd.DataFrame) -> pd.DataFrame:
     """Correctness of each base prompt's own output (side a of its identical pair) per model x variant x length."""
-    ident = pairs[(pairs["rung"] == "identical")]
+    ident = pairs[(pairs["rung"] == NOISE_FLOOR)]
     return ident[["model", "variant", "length", "prompt_id", "correct_a"]].dropna(subset=["correct_a"]).drop_duplicates(
         subset=["model", "variant", "length", "prompt_id"])
 

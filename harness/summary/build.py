@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from harness.audit.exposure import exposure_table
-from harness.ladder.records import RUNGS
+from harness.ladder.records import NEGATIVE_CONTROL, POSITIVE_CONTROL, rung_order
+from harness.score.registry import summary_metrics
 from harness.summary.determinism import determinism_verdict
 from harness.summary.collapse import collapse_flags, drift_table
 from harness.summary.engines import engine_table
@@ -38,11 +39,13 @@ CLUSTER_METRIC = "emb_dist"
 FAMILY = "all model pairs within one variant x rung x length"
 """The Holm family of the cluster tests; the error rate holds per family, not for the whole report."""
 SPREAD_METRIC = "emb_dist"
-METRICS = ("emb_dist", "emb_dist_answer", "tok_edit_norm", "tok_edit_norm_answer", "hidden_dist", "js", "top1_flip")
 
 
 def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
-    """Mean over pairs and its prompt-level CI of each metric per model x variant x rung x length.
+    """Mean over pairs and its prompt-level CI of each aggregated metric per model x variant x rung x length.
+
+    The metrics are the registry's with an aggregate (harness.score.registry.summary_metrics): a mean over
+    the finite values, a bool's rate the same way.
 
     The CI resamples base prompts (harness.summary.stats.cluster_bootstrap_ci);
     ``n_prompts`` is the number of base prompts behind ``n_pairs``.
@@ -50,11 +53,12 @@ def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     if pairs.empty:
         return out
+    metrics = [m for m in summary_metrics() if m in pairs.columns]  # a run from before a metric lacks its column
     for (model, variant, rung, length), g in pairs.groupby(["model", "variant", "rung", "length"], sort=False):
         prompts = g["prompt_id"].astype(str).to_numpy()
         row: dict[str, Any] = {"model": model, "variant": variant, "rung": rung, "length": int(length),
                                "n_prompts": int(len(set(prompts))), "n_pairs": int(len(g))}
-        for m in METRICS:
+        for m in metrics:
             vals = g[m].astype(float).to_numpy()
             ok = ~np.isnan(vals)
             finite = vals[ok]
@@ -70,8 +74,7 @@ def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
             miss = g["answer_missing"].astype(bool)
             row["answer_missing"] = {"count": int(miss.sum()), "share": float(miss.mean())}
         out.append(row)
-    order = {r: i for i, r in enumerate(RUNGS)}
-    out.sort(key=lambda r: (r["model"], r["variant"], order.get(r["rung"], 99), r["length"]))
+    out.sort(key=lambda r: (r["model"], r["variant"], rung_order(r["rung"]), r["length"]))
     return out
 
 
@@ -94,7 +97,6 @@ def audit_counts(audit: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     if audit.empty:
         return out
-    order = {r: i for i, r in enumerate(RUNGS)}
     keys = ["model", "variant", "rung"] if "variant" in audit.columns else ["model", "rung"]
     for key, g in audit.groupby(keys, sort=False):
         reasons = g.loc[~g["kept"], "reason"].value_counts().to_dict()
@@ -102,7 +104,7 @@ def audit_counts(audit: pd.DataFrame) -> list[dict[str, Any]]:
         rec.setdefault("variant", "bf16")
         out.append({**rec, "total": int(len(g)), "kept": int(g["kept"].sum()),
                     "dropped": {str(k): int(v) for k, v in reasons.items()}})
-    out.sort(key=lambda r: (r["model"], r["variant"], order.get(r["rung"], 99)))
+    out.sort(key=lambda r: (r["model"], r["variant"], rung_order(r["rung"])))
     return out
 
 
@@ -111,15 +113,15 @@ def positive_vs_noop(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     idx = {(c["model"], c["variant"], c["rung"], c["length"]): c for c in cells}
     for (model, variant, rung, length), c in idx.items():
-        if rung != "positive_control":
+        if rung != POSITIVE_CONTROL:
             continue
-        noop = idx.get((model, variant, "noop_format", length))
+        noop = idx.get((model, variant, NEGATIVE_CONTROL, length))
         if noop is None:
             continue
         pos_m, noop_m = c["emb_dist"]["mean"], noop["emb_dist"]["mean"]
-        out.append({"model": model, "variant": variant, "length": length, "positive_control": pos_m,
-                    "noop_format": noop_m, "holds": bool(pos_m > noop_m),
-                    "n": {r: [x.get("n_prompts"), x["n_pairs"]] for r, x in (("positive_control", c), ("noop_format", noop))}})
+        out.append({"model": model, "variant": variant, "length": length, POSITIVE_CONTROL: pos_m,
+                    NEGATIVE_CONTROL: noop_m, "holds": bool(pos_m > noop_m),
+                    "n": {r: [x.get("n_prompts"), x["n_pairs"]] for r, x in ((POSITIVE_CONTROL, c), (NEGATIVE_CONTROL, noop))}})
     return out
 
 
@@ -134,7 +136,6 @@ def cluster_stats(pairs: pd.DataFrame, metric: str = CLUSTER_METRIC) -> list[dic
     out: list[dict[str, Any]] = []
     if pairs.empty:
         return out
-    order = {r: i for i, r in enumerate(RUNGS)}
     for (variant, rung, length), g in pairs.groupby(["variant", "rung", "length"], sort=False):
         values: dict[str, dict[str, float]] = {}
         prompt_of: dict[str, str] = dict(zip(g["pair_id"].astype(str), g["prompt_id"].astype(str)))
@@ -156,7 +157,7 @@ def cluster_stats(pairs: pd.DataFrame, metric: str = CLUSTER_METRIC) -> list[dic
                              "p": c.pvalue, "p_holm": c.pvalue_holm, "separated": c.separated}
                             for c in comparisons],
         })
-    out.sort(key=lambda r: (r["variant"], order.get(r["rung"], 99), r["length"]))
+    out.sort(key=lambda r: (r["variant"], rung_order(r["rung"]), r["length"]))
     return out
 
 
@@ -193,9 +194,10 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     unresponsive = unresponsive_table(pairs, generations)
     loops = loop_table(generations)
     # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
-    # "spread": cells memoized before the spread existed must not be served without it.
-    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread"], lambda: (cell_stats(pairs), cluster_stats(pairs)),
-                               encode=list, decode=tuple)
+    # "spread": cells memoized before the spread existed must not be served without it; the aggregated
+    # metrics: a metric newly aggregated over an unchanged table must not be served from before either.
+    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread", *summary_metrics()],
+                               lambda: (cell_stats(pairs), cluster_stats(pairs)), encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
     # Answer statistics read the pairs table alone too (their bootstraps memoized the same way).
     answers, answer_flips = memo.get("answers", [frame_digest(pairs), ANSWERS_VERSION], lambda: (answer_table(pairs), dutta_flips(pairs)),

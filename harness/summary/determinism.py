@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.score.pairs import ANSWER_COLUMNS, DIVERGENCE_COLUMNS
+from harness.ladder.records import NOISE_FLOOR
+from harness.score.registry import answer_span_columns, determinism_columns
 
 VERDICTS = ("deterministic", "nondeterministic", "unknown")
 
@@ -29,14 +30,14 @@ def _verdict(nonzero: pd.Series, unknown: pd.Series) -> str:
 
 
 def determinism_verdict(pairs: pd.DataFrame) -> dict[str, Any]:
-    ident = pairs[pairs["rung"] == "identical"] if not pairs.empty else pairs
+    ident = pairs[pairs["rung"] == NOISE_FLOOR] if not pairs.empty else pairs
     if ident.empty:
         return {"verdict": "unknown", "identical_rows": 0, "nonzero_rows": 0, "nan_rows": 0, "nonzero_pairs": [],
                 "detail": "no identical-rung pairs scored"}
-    cols = [c for c in DIVERGENCE_COLUMNS if c in ident.columns]
+    cols = [c for c in determinism_columns() if c in ident.columns]
     values = ident[cols].astype(float)
-    nonzero = (values.fillna(0.0) != 0).any(axis=1) | ident["top1_flip"].astype(bool)
-    strict = [c for c in cols if c not in ANSWER_COLUMNS]
+    nonzero = (values.fillna(0.0) != 0).any(axis=1)
+    strict = [c for c in cols if c not in answer_span_columns()]
     unknown = values[strict].isna().any(axis=1)
     bad = ident[nonzero]
     keys = [ident["model"], ident["variant"]]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.ladder.records import CONTROL_RUNGS, NOISE_FLOOR
 from harness.summary.traps import common_preamble_share
 
 SCAFFOLD_SHARE = 0.8
@@ -46,7 +47,7 @@ def scaffold_table(gens: pd.DataFrame | None) -> list[dict[str, Any]]:
 
 
 def _perturbed(pairs: pd.DataFrame) -> pd.DataFrame:
-    return pairs[pairs["rung"] != "identical"]
+    return pairs[pairs["rung"] != NOISE_FLOOR]
 
 
 def compute_flags(pairs: pd.DataFrame, scaffold: list[dict[str, Any]], determinism: dict[str, Any]) -> list[dict[str, Any]]:
@@ -105,7 +106,7 @@ def compute_flags(pairs: pd.DataFrame, scaffold: list[dict[str, Any]], determini
 
 # Confident-but-unstable reads rungs that are small edits: the positive control changes the task (its
 # prompt-end JS is large by design) and the identical rung is the noise floor.
-_CONFIDENCE_EXCLUDED = ("identical", "positive_control")
+_CONFIDENCE_EXCLUDED = CONTROL_RUNGS
 
 
 def confidence_table(pairs: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:

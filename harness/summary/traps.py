@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.ladder.records import NEGATIVE_CONTROL, NOISE_FLOOR, POSITIVE_CONTROL
 from harness.score.metrics.repetition import loop_mask, loop_share
 from harness.summary.stats import cluster_bootstrap_ci
 
@@ -73,7 +74,7 @@ def _base_keys(pairs: pd.DataFrame) -> dict[str, str]:
     """prompt_id -> prompt key of its base prompt (side A of its pairs; the identical rung's when present)."""
     out: dict[str, str] = {}
     for pid, g in pairs.groupby("prompt_id", sort=True):
-        ident = g[g["rung"] == "identical"]
+        ident = g[g["rung"] == NOISE_FLOOR]
         src = ident if not ident.empty else g
         out[str(pid)] = str(src["prompt_key_a"].mode().iloc[0])
     return out
@@ -95,18 +96,18 @@ def unresponsive_table(pairs: pd.DataFrame, gens: pd.DataFrame | None) -> list[d
             L = int(length)
             outputs = [ids_of[k][:L] for k in base.values() if k in ids_of]
             diversity = len(set(outputs)) / len(outputs) if outputs else float("nan")
-            per_prompt = gl[gl["rung"].isin(("positive_control", "noop_format"))].pivot_table(
+            per_prompt = gl[gl["rung"].isin((POSITIVE_CONTROL, NEGATIVE_CONTROL))].pivot_table(
                 index="prompt_id", columns="rung", values="emb_dist", aggfunc="mean")
             pos = noop = gap = float("nan")
             lo = hi = float("nan")
             n = 0
-            if {"positive_control", "noop_format"} <= set(per_prompt.columns):
+            if {POSITIVE_CONTROL, NEGATIVE_CONTROL} <= set(per_prompt.columns):
                 both = per_prompt.dropna()
                 n = int(len(both))
-                pos = float(gl.loc[gl["rung"] == "positive_control", "emb_dist"].mean())
-                noop = float(gl.loc[gl["rung"] == "noop_format", "emb_dist"].mean())
+                pos = float(gl.loc[gl["rung"] == POSITIVE_CONTROL, "emb_dist"].mean())
+                noop = float(gl.loc[gl["rung"] == NEGATIVE_CONTROL, "emb_dist"].mean())
                 if n:
-                    diff = (both["positive_control"] - both["noop_format"]).to_numpy(dtype=float)
+                    diff = (both[POSITIVE_CONTROL] - both[NEGATIVE_CONTROL]).to_numpy(dtype=float)
                     gap = float(diff.mean())
                     lo, hi = cluster_bootstrap_ci(diff, both.index.astype(str).to_numpy())  # one value per prompt
             reasons = []
@@ -120,7 +121,7 @@ def unresponsive_table(pairs: pd.DataFrame, gens: pd.DataFrame | None) -> list[d
             checked = diversity == diversity or lo == lo
             out.append({"model": model, "variant": variant, "length": L, "base_prompts": len(outputs),
                         "distinct_outputs": len(set(outputs)), "diversity": diversity,
-                        "positive_control": pos, "noop_format": noop, "gap": gap, "gap_ci95": [lo, hi], "gap_prompts": n,
+                        POSITIVE_CONTROL: pos, NEGATIVE_CONTROL: noop, "gap": gap, "gap_ci95": [lo, hi], "gap_prompts": n,
                         "unresponsive": bool(reasons) if checked else None, "reasons": reasons})
     return out
 
@@ -138,7 +139,7 @@ def unresponsive_flags(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
             flags.append({"flag": "unresponsive", "model": model, "variant": variant,
                           "detail": (f"at {r['length']} tokens: " + "; ".join(r["reasons"])
                                      + ": low distances here mean the model ignores its prompt, not that it is stable"),
-                          "values": {k: r[k] for k in ("length", "diversity", "positive_control", "noop_format", "gap",
+                          "values": {k: r[k] for k in ("length", "diversity", POSITIVE_CONTROL, NEGATIVE_CONTROL, "gap",
                                                        "gap_ci95")}})
     return flags
 

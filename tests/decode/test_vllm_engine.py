@@ -21,7 +21,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed here; `make test` runs
 from harness.ladder.load import load_ladder  # noqa: E402
 from harness.run.pipeline import RunConfig, run  # noqa: E402
 from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models  # noqa: E402
-from harness.score.records import PairScore  # noqa: E402
+from harness.score.registry import PairScore  # noqa: E402
 from tests.conftest import MODELS, ROOT, write  # noqa: E402
 from tests.run.test_engines import LADDER  # noqa: E402
 
@@ -82,12 +82,12 @@ def test_vllm_pairs_have_the_hf_columns_and_meaning(vllm_run):
         a = pairs[pairs.variant == "bf16@vllm"].sort_values(["pair_id", "length"])[cols].to_numpy(dtype=float)
         b = pairs[pairs.variant == "bf16@hf"].sort_values(["pair_id", "length"])[cols].to_numpy(dtype=float)
         np.testing.assert_array_equal(a, b)
-    from harness.score.pairs import DIVERGENCE_COLUMNS
+    from harness.score.pairs import divergence_columns
 
     drift = pd.read_parquet(vllm_run.run_dir / "drift.parquet")
     d = drift[(drift.variant == "bf16@vllm") & drift.pair_id.str[len("drift/"):].isin({k for k, rep in same if rep == 0})]
     assert len(d) > 0
-    for col in DIVERGENCE_COLUMNS:
+    for col in divergence_columns():
         assert (d[col] == 0).all(), col
 
 

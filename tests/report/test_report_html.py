@@ -33,7 +33,7 @@ from harness.score.metrics.edit_distance import first_divergence, normalized_edi
 from harness.decode.table import generations_frame
 from harness.report.html import REPORT_HTML, render_html
 from harness.report.write import write_reports
-from harness.score.records import PairScore
+from harness.score.registry import PairScore
 from harness.schema import SCHEMA_VERSION, Manifest
 from harness.summary.build import build_summary, determinism_verdict
 

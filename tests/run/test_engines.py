@@ -75,7 +75,7 @@ def test_capture_probe_run_end_to_end(tmp_path):
     gens = pd.read_parquet(res.run_dir / "generations.parquet")
     assert set(gens.capture) == {"probe"} and (gens.probe_agreement == 1.0).all()
     assert (gens.probe_first_disagreement == -1).all() and gens.probe_margin_at_disagreement.isna().all()
-    from harness.score.records import PairScore
+    from harness.score.registry import PairScore
     import dataclasses
 
     assert list(pd.read_parquet(res.run_dir / "pairs.parquet").columns) == [f.name for f in dataclasses.fields(PairScore)]

@@ -68,11 +68,11 @@ def test_identical_rung_is_exactly_zero_on_every_metric(small_run):
     ident = pairs[pairs.rung == "identical"]
     cells = 3  # tiny-chat/bf16, tiny-think/bf16, tiny-think/bf16-nothink (the thinking-off control)
     assert len(ident) == 3 * cells * 2  # prompts x cells x lengths
-    from harness.score.pairs import ANSWER_COLUMNS, DIVERGENCE_COLUMNS
+    from harness.score.pairs import answer_columns, divergence_columns
 
-    assert {"emb_dist_answer", "tok_edit_norm_answer", "lev_traj_max", "steps_above_shift"} <= set(DIVERGENCE_COLUMNS)
-    for col in DIVERGENCE_COLUMNS:
-        if col in ANSWER_COLUMNS:  # missing (never 0) where a scaffold did not close within the output
+    assert {"emb_dist_answer", "tok_edit_norm_answer", "lev_traj_max", "steps_above_shift"} <= set(divergence_columns())
+    for col in divergence_columns():
+        if col in answer_columns():  # missing (never 0) where a scaffold did not close within the output
             assert (ident.loc[~ident.answer_missing, col] == 0).all() and ident.loc[ident.answer_missing, col].isna().all()
         else:
             assert (ident[col] == 0).all(), col

@@ -16,7 +16,7 @@ import torch
 from harness.ladder.load import load_ladder
 from harness.models.registry import entry_for_local_dir
 from harness.run.pipeline import RunConfig, run
-from harness.score.pairs import DIVERGENCE_COLUMNS
+from harness.score.pairs import divergence_columns
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_full_run_on_a_real_vocabulary_identical_rung_exactly_zero(qwen3_run):
     assert {"trailing_space", "leading_newline"} <= set(pairs.edit_kind)
     ident = pairs[pairs.rung == "identical"]
     assert len(ident) == 2 and len(pairs) == 2 * 4  # per prompt: identical, 2 edge edits, 1 positive control
-    for col in DIVERGENCE_COLUMNS:
+    for col in divergence_columns():
         assert (ident[col] == 0).all(), (col, ident[col].tolist())
     assert not ident.top1_flip.any()
     assert manifest["determinism"]["verdict"] == "deterministic"

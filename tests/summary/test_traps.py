@@ -14,7 +14,7 @@ from harness.score.metrics import divergence as dv
 from harness.score.metrics.repetition import loop_mask, loop_share
 from harness.models.registry import Scaffold
 from harness.score.scaffold import answer_start_token
-from harness.score.pairs import ANSWER_COLUMNS, DIVERGENCE_COLUMNS, score_pairs
+from harness.score.pairs import answer_columns, divergence_columns, score_pairs
 from harness.score.records import PairSides, ScoredSide
 from harness.summary.build import cell_stats
 from harness.summary.traps import answer_missing_flags
@@ -49,7 +49,7 @@ def test_kl_is_never_negative_at_real_vocabulary_size():
 
 
 def _identical_rows(**over):
-    row = {c: 0.0 for c in DIVERGENCE_COLUMNS}
+    row = {c: 0.0 for c in divergence_columns()}
     row.update(model="m", variant="bf16", rung="identical", pair_id="p", top1_flip=False)
     row.update(over)
     return pd.DataFrame([row])
@@ -120,7 +120,7 @@ def test_one_closed_side_is_still_missing_and_closed_pairs_score(demo_tokenizer,
     sides, dec = _sides(demo_tokenizer, "<think>\nx</think>\n\nelppa", "<think>\ny</think>\n\nelppa")
     (r, _), _ = score_pairs([sides], (8, 64), dec, embedder.encode)
     assert not r.answer_missing and r.emb_dist_answer == 0.0 and r.tok_edit_norm_answer == 0.0
-    assert set(ANSWER_COLUMNS) <= set(DIVERGENCE_COLUMNS)
+    assert set(answer_columns()) <= set(divergence_columns())
 
 # --- repetition loops ---------------------------------------------------------
 
