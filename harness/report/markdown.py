@@ -13,10 +13,10 @@ from harness.ladder.records import NEGATIVE_CONTROL, POSITIVE_CONTROL, RUNGS
 from harness.score.records import MetricSpec
 from harness.score.registry import report_metrics
 from harness.summary.build import SPREAD_METRIC
-from harness.summary.stats import letter_index, split_letters
+from harness.summary.stats import MIN_CI_PROMPTS, letter_index, split_letters
 from harness.report.records import Table
 from harness.report.answer_tables import answer_tables, terminal_answers, tf_drift_report_table
-from harness.report.text import fmt, md_cell, pct as _pct
+from harness.report.text import fmt, md_cell, mde_text, pct as _pct
 
 
 def _diff(x: float | None, ci: list[float] | None) -> str:
@@ -78,6 +78,7 @@ def _cells_table(summary: dict[str, Any]) -> Table:
     for i, m in enumerate(shown):
         header.append(m.report)
         if m.name == SPREAD_METRIC:
+            header.append(f"{m.report}: MDE (80% power)")
             header.append("spread over a prompt's variants [95% CI] (prompts)")
         if i == last_answer:
             header.append("no answer span")
@@ -89,6 +90,7 @@ def _cells_table(summary: dict[str, Any]) -> Table:
         for i, m in enumerate(shown):
             row.append(_metric_cell(c, m))
             if m.name == SPREAD_METRIC:
+                row.append(mde_text((c.get(m.name) or {}).get("mde")))
                 row.append(_spread(c.get("spread")))
             if i == last_answer:
                 miss = c.get("answer_missing")
@@ -97,7 +99,10 @@ def _cells_table(summary: dict[str, Any]) -> Table:
         rows.append(row)
     return Table("distances", "Distances per rung (mean [95% bootstrap CI])", header, rows,
                  note=("Means are over pairs; the 95% CI resamples base prompts (a prompt keeps all its pairs, which share "
-                       "its output), so its width reflects the number of prompts, not of pairs. "
+                       "its output), so its width reflects the number of prompts, not of pairs; no interval (nan) is "
+                       f"given from fewer than {MIN_CI_PROMPTS} base prompts, where it would cover less than it claims. "
+                       "MDE: the smallest shift of the mean away from a fixed value (a gate threshold) that the run's "
+                       "prompts detect with 80% power at alpha 0.05 (∞ below 6 prompts). "
                        "Cluster: models of one variant × rung × length sharing a letter are not separated by the "
                        "paired permutation test on per-prompt embedding distance differences (Holm-corrected); "
                        "the letters are clusters, not ranks. "
@@ -128,7 +133,7 @@ def _unresponsive_table(rows: list[dict[str, Any]]) -> Table:
 def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
     clusters = summary.get("clusters") or []
     tests = summary.get("tests") or {}
-    rows, sep_rows = [], []
+    rows, sep_rows, bold = [], [], set()
     for c in clusters:
         by_letter: dict[str, list[str]] = {}
         for m in c["models"]:
@@ -139,10 +144,12 @@ def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
                      "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(by_letter.items(), key=lambda kv: letter_index(kv[0]))),
                      f"{sum(x['separated'] for x in tested)} of {len(tested)}"])
         for x in c["comparisons"]:
+            verdict = ("separated" if x["separated"] else "not separated") if x["p"] is not None else "no shared pairs"
+            sep_rows.append([str(c["variant"]), c["rung"], str(c["length"]), x["a"], x["b"], str(x.get("n_prompts", "-")),
+                             str(x["n_shared"]), _diff(x["mean_diff"], x.get("diff_ci95")), _p(x["p"]), _p(x["p_holm"]),
+                             verdict, mde_text(x.get("mde"))])
             if x["separated"]:
-                sep_rows.append([str(c["variant"]), c["rung"], str(c["length"]), x["a"], x["b"], str(x.get("n_prompts", "-")),
-                                 str(x["n_shared"]),
-                                 fmt(x["mean_diff"]), _p(x["p"]), _p(x["p_holm"])])
+                bold.add(len(sep_rows) - 1)
     note = (f"{tests.get('kind', 'paired permutation').capitalize()} test, unit: {tests.get('unit', 'pair')}; statistic: "
             f"{tests.get('statistic', 'the mean difference')} ({tests.get('permutations')} sign patterns or all of them, "
             f"seed {tests.get('seed')}). Multiplicity: {tests.get('correction', 'Holm')}, one family = "
@@ -155,10 +162,16 @@ def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
         Table("clusters", "Clusters (compact letter display)",
               ["variant", "rung", "L", "models", "clusters", "pairs of models separated"], rows, note=note,
               empty="no cells to cluster"),
-        Table("separated", "Separated pairs of models", ["variant", "rung", "L", "model a", "model b", "prompts", "shared pairs",
-                                                         "mean(a − b)", "p", "p (Holm)"], sep_rows,
-              note="Every pair of models whose Holm-adjusted p-value is below alpha; all comparisons are in summary.json.",
-              empty="no pair of models is separated on any rung"),
+        Table("separated", "Model comparisons per rung (separated pairs in bold)",
+              ["variant", "rung", "L", "model a", "model b", "prompts", "shared pairs", "mean(a − b) [95% CI]", "p",
+               "p (Holm)", "verdict", "MDE (80% power)"], sep_rows,
+              note=("Every pair of models on every rung, tested on the pairs both were scored on. The CI resamples base "
+                    f"prompts; none is given from fewer than {MIN_CI_PROMPTS} prompts. MDE: the smallest true difference "
+                    f"this test detects with 80% power at alpha {tests.get('alpha')} given the run's prompts and the "
+                    "spread of their per-prompt differences (∞: too few prompts for any sign-flip p-value to reach "
+                    "alpha); a difference smaller than the MDE that is 'not separated' is not evidence of no "
+                    "difference. `stabprobe plan RUN_DIR --difference D` says how many base prompts D needs."),
+              bold_rows=bold, empty="no two models share a rung"),
     ]
 
 

@@ -17,6 +17,13 @@ def fmt(x: float | None, signed: bool = False, nan: str = "nan") -> str:
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
+def mde_text(x: float | None) -> str:
+    """A minimum detectable difference: ``∞`` when no test of the run could reach alpha, ``-`` when none was computed."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return "∞" if math.isinf(x) else f"{x:.4f}"
+
+
 def pct(x: float | None) -> str:
     """A share as a whole percentage; ``-`` when there is none or it is NaN."""
     return "-" if x is None or x != x else f"{x:.0%}"

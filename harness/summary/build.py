@@ -23,12 +23,14 @@ from harness.summary.flags import compute_flags, scaffold_table
 from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
 from harness.summary.answers import ANSWERS_VERSION, answer_table, dutta_flips
 from harness.summary.tf_drift import tf_drift_table
+from harness.summary.power import POWER, mde, prompt_sd
 from harness.schema import SCHEMA_VERSION
 from harness.summary.stats import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     CONFIDENCE,
+    MIN_CI_PROMPTS,
     PERMUTATION_SEED,
     PERMUTATIONS,
     cluster_bootstrap_ci,
@@ -39,6 +41,15 @@ CLUSTER_METRIC = "emb_dist"
 FAMILY = "all model pairs within one variant x rung x length"
 """The Holm family of the cluster tests; the error rate holds per family, not for the whole report."""
 SPREAD_METRIC = "emb_dist"
+
+
+def cell_mde(values: np.ndarray, prompts: np.ndarray) -> float:
+    """Minimum detectable shift of a cell's mean at 80% power (harness.summary.power) from its per-prompt means."""
+    if values.size == 0:
+        return float("nan")
+    ids, inv = np.unique(prompts, return_inverse=True)
+    per_prompt = np.bincount(inv, weights=values, minlength=ids.size) / np.bincount(inv, minlength=ids.size)
+    return mde(prompt_sd(per_prompt), int(ids.size))
 
 
 def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -63,7 +74,8 @@ def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
             ok = ~np.isnan(vals)
             finite = vals[ok]
             lo, hi = cluster_bootstrap_ci(finite, prompts[ok])
-            row[m] = {"mean": float(np.mean(finite)) if finite.size else float("nan"), "ci95": [lo, hi]}
+            row[m] = {"mean": float(np.mean(finite)) if finite.size else float("nan"), "ci95": [lo, hi],
+                      "mde": cell_mde(finite, prompts[ok])}
             if finite.size < vals.size:  # said, not hidden: the mean is over fewer pairs than n_pairs
                 row[m]["n_missing"] = int(vals.size - finite.size)
         row["diverged_share"] = float((g["first_div"] > 0).mean())
@@ -153,7 +165,8 @@ def cluster_stats(pairs: pd.DataFrame, metric: str = CLUSTER_METRIC) -> list[dic
                         "n_pairs": len(values[m]), "mean": float(np.mean(list(values[m].values())))}
                        for m in sorted(values)],
             "comparisons": [{"a": c.a, "b": c.b, "n_shared": c.n_shared, "n_prompts": c.n_prompts,
-                             "mean_diff": c.mean_diff if c.n_shared else None,
+                             "mean_diff": c.mean_diff if c.n_shared else None, "diff_ci95": list(c.diff_ci95),
+                             "prompt_sd": c.prompt_sd, "mde": mde(c.prompt_sd, c.n_prompts) if c.n_shared else None,
                              "p": c.pvalue, "p_holm": c.pvalue_holm, "separated": c.separated}
                             for c in comparisons],
         })
@@ -177,7 +190,13 @@ def test_design(clusters: list[dict[str, Any]]) -> dict[str, Any]:
             "correction": "Holm", "family": FAMILY, "alpha": ALPHA,
             "families": len(tested), "family_size_max": max(tested, default=0), "tests_total": int(sum(tested)),
             "expected_false_separations_if_no_model_differs": f"<= {ALPHA} x {len(tested)} families = {ALPHA * len(tested):.2f}",
-            "clusters": "compact letter display (insert-and-absorb)"}
+            "clusters": "compact letter display (insert-and-absorb)",
+            "power": {"power": POWER, "alpha": ALPHA, "min_ci_prompts": MIN_CI_PROMPTS,
+                      "mde": ("smallest true difference the two-sided test detects with this power: noncentral t on "
+                              "the per-prompt values' SD (harness.summary.power); inf below 6 prompts, where no sign-flip "
+                              "p-value can reach alpha"),
+                      "cell_mde": "shift of a cell's mean from a fixed value (a threshold), SD of its per-prompt means",
+                      "comparison_mde": "difference of two models, SD of their per-prompt mean differences"}}
 
 
 def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, Any], memo=None,
@@ -196,7 +215,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
     # "spread": cells memoized before the spread existed must not be served without it; the aggregated
     # metrics: a metric newly aggregated over an unchanged table must not be served from before either.
-    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread", *summary_metrics()],
+    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread", "mde-ci5", *summary_metrics()],
                                lambda: (cell_stats(pairs), cluster_stats(pairs)), encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
     # Answer statistics read the pairs table alone too (their bootstraps memoized the same way).

@@ -41,3 +41,9 @@ class Comparison:
     """Holm-adjusted within the call's family (every tested pair of groups); None when untested."""
     separated: bool
     """pvalue_holm < alpha: the two groups are told apart (never when no pair is shared)."""
+    diff_ci95: tuple[float, float] = (float("nan"), float("nan"))
+    """95% CI of mean_diff, resampling base prompts (harness.summary.stats.cluster_bootstrap_diff_ci); nan below
+    ``MIN_CI_PROMPTS`` shared prompts."""
+    prompt_sd: float = float("nan")
+    """SD (ddof 1) over base prompts of the per-prompt mean differences the test is on: what its power depends on
+    (harness.summary.power); nan with fewer than two prompts."""

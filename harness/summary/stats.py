@@ -44,6 +44,10 @@ PERMUTATIONS = 10_000
 PERMUTATION_SEED = 20261122
 ALPHA = 0.05
 CONFIDENCE = 0.95
+MIN_CI_PROMPTS = 5
+"""Fewest base prompts an interval is given for. The expanded percentile bootstrap covered a normal mean 0.76 of
+the time at 3 prompts, 0.87 at 4 and 0.93 at 5 (300 simulated datasets each, 3 pairs per prompt, prompt SD twice
+the pair SD); below 5 the tables print no interval rather than one that is too narrow."""
 FDR_Q = 0.05
 """Benjamini-Hochberg rate of `compare`: the expected share of false calls among the cells it calls changed."""
 
@@ -106,18 +110,18 @@ def cluster_bootstrap_ci(
 ) -> tuple[float, float]:
     """CI of the mean over pairs, resampling base prompts (each keeps all its pairs).
 
-    (nan, nan) without data or with one prompt (one prompt says nothing about
-    prompt-to-prompt spread); (x, x) when every value is x (every resample
+    (nan, nan) without data or with fewer than ``MIN_CI_PROMPTS`` prompts (too few
+    for the interval to cover what it claims); (x, x) when every value is x (every resample
     has that mean, e.g. the identical rung's exact zeros).
     """
     v = _as_1d(values)
     if v.size == 0:
         return (float("nan"), float("nan"))
+    ids, sums, counts = _group(v, prompts)
+    if ids.size < MIN_CI_PROMPTS:
+        return (float("nan"), float("nan"))
     if np.all(v == v[0]):
         return (float(v[0]), float(v[0]))
-    ids, sums, counts = _group(v, prompts)
-    if ids.size < 2:
-        return (float("nan"), float("nan"))
     return _ratio_interval(sums[None], counts[None], resamples, seed, level)
 
 
@@ -133,13 +137,13 @@ def cluster_bootstrap_diff_ci(
     x and y may be different quantities on the same prompts (e.g. drift rows
     against perturbed pairs): a resampled prompt brings its rows of both.
     Rows of prompts present on one side only are left out (the caller shows
-    both counts); fewer than two shared prompts give (nan, nan).
+    both counts); fewer than ``MIN_CI_PROMPTS`` shared prompts give (nan, nan).
     """
     vx, vy = _as_1d(x), _as_1d(y)
     ix, sx, cx = _group(vx, prompts_x)
     iy, sy, cy = _group(vy, prompts_y)
     shared, kx, ky = np.intersect1d(ix, iy, return_indices=True)
-    if shared.size < 2:
+    if shared.size < MIN_CI_PROMPTS:
         return (float("nan"), float("nan"), int(shared.size))
     sums, counts = np.stack([sx[kx], sy[ky]]), np.stack([cx[kx], cy[ky]])
     d = sums / counts
@@ -309,8 +313,15 @@ def cluster_groups(
         shared = shared_of[k]
         diff = float(np.mean([values[a][i] - values[b][i] for i in shared])) if shared else float("nan")
         r = results.get(k)
+        ci, sd = (float("nan"), float("nan")), float("nan")
+        if shared:
+            prompts = np.array([prompt_of[i] for i in shared])
+            xa, xb = np.array([values[a][i] for i in shared]), np.array([values[b][i] for i in shared])
+            ci = cluster_bootstrap_diff_ci(xb, prompts, xa, prompts)[:2]
+            _, sums, counts = _group(xa - xb, prompts)
+            sd = float(np.std(sums / counts, ddof=1)) if sums.size >= 2 else float("nan")
         comparisons.append(Comparison(a, b, len(shared), r.n_prompts if r else 0, diff, r.pvalue if r else None,
-                                      adj_of.get(k), bool(k in adj_of and adj_of[k] < alpha)))
+                                      adj_of.get(k), bool(k in adj_of and adj_of[k] < alpha), ci, sd))
     means = {g: float(np.mean(list(v.values()))) if v else float("nan") for g, v in values.items()}
     separated = {frozenset((c.a, c.b)) for c in comparisons if c.separated}
     return compact_letter_display(means, separated), comparisons

@@ -53,3 +53,32 @@ def test_zero_and_missing_spread():
     assert math.isnan(mde(float("nan"), 16))
     assert math.isnan(prompt_sd(np.array([0.3, np.nan])))
     assert prompt_sd(np.array([1.0, 3.0])) == pytest.approx(math.sqrt(2.0))
+
+
+def test_comparisons_and_cells_carry_ci_and_mde():
+    import pandas as pd
+
+    from harness.summary.build import cell_stats, cluster_stats
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for k in range(12):
+        base = rng.uniform(0.1, 0.5)
+        for j in range(3):
+            pid = f"p{k}-{j}"
+            for model, shift in (("m1", 0.0), ("m2", 0.08)):
+                rows.append({"model": model, "variant": "bf16", "rung": "typo", "length": 16, "pair_id": pid,
+                             "prompt_id": f"p{k}", "emb_dist": base + shift + rng.normal(0, 0.03), "first_div": 1})
+    pairs = pd.DataFrame(rows)
+    (c,) = cluster_stats(pairs)
+    (x,) = c["comparisons"]
+    lo, hi = x["diff_ci95"]
+    assert lo < x["mean_diff"] < hi < 0  # m1 - m2 is about -0.08
+    per = (pairs[pairs.model == "m1"].set_index("pair_id")["emb_dist"]
+           - pairs[pairs.model == "m2"].set_index("pair_id")["emb_dist"]).groupby(lambda i: i.split("-")[0]).mean()
+    assert x["prompt_sd"] == pytest.approx(float(per.std(ddof=1)))
+    assert x["mde"] == pytest.approx(mde(float(per.std(ddof=1)), 12))
+    cells = cell_stats(pairs)
+    m1 = next(r for r in cells if r["model"] == "m1")
+    sd1 = float(pairs[pairs.model == "m1"].groupby("prompt_id")["emb_dist"].mean().std(ddof=1))
+    assert m1["emb_dist"]["mde"] == pytest.approx(mde(sd1, 12))

@@ -56,19 +56,23 @@ def test_the_interval_depends_on_the_number_of_prompts_not_of_pairs():
 
 
 def test_the_statistic_is_the_mean_over_pairs():
-    # Prompt a: 3 pairs at 0; prompt b: 1 pair at 1; prompt c: 2 pairs at 0.5 -> mean over pairs 2/6.
-    values = [0, 0, 0, 1, 0.5, 0.5]
-    prompts = ["a", "a", "a", "b", "c", "c"]
+    # Prompt a: 3 pairs at 0; b: 1 pair at 1; c: 2 pairs at 0.5; d: 0.25; e: 0.75 -> mean over pairs 3/8.
+    values = [0, 0, 0, 1, 0.5, 0.5, 0.25, 0.75]
+    prompts = ["a", "a", "a", "b", "c", "c", "d", "e"]
     lo, hi = st.cluster_bootstrap_ci(values, prompts)
-    assert lo < 2 / 6 < hi
-    # Every resample is a mean over the pairs of 3 drawn prompts: nothing outside [0, 1] is possible.
+    assert lo < 3 / 8 < hi
+    # Every resample is a mean over the pairs of 5 drawn prompts: nothing outside [0, 1] is possible.
     assert 0.0 <= lo and hi <= 1.0
 
 
 def test_cluster_bootstrap_degenerate_cases_are_defined():
     assert np.isnan(st.cluster_bootstrap_ci([], [])).all()
-    assert st.cluster_bootstrap_ci([0.3], ["a"]) == (0.3, 0.3)
-    assert st.cluster_bootstrap_ci(np.zeros(10), ["a"] * 5 + ["b"] * 5) == (0.0, 0.0)  # identical rung, deterministic run
+    # Fewer prompts than the method covers (MIN_CI_PROMPTS): no interval, not a zero-width one.
+    assert np.isnan(st.cluster_bootstrap_ci([0.3], ["a"])).all()
+    assert np.isnan(st.cluster_bootstrap_ci(np.zeros(10), ["a"] * 5 + ["b"] * 5)).all()
+    five = [p for p in "abcde" for _ in range(2)]
+    assert st.cluster_bootstrap_ci(np.zeros(10), five) == (0.0, 0.0)  # identical rung, deterministic run
+    assert np.isnan(st.cluster_bootstrap_ci(np.arange(8.0), list("aabbccdd"))).all()  # 4 prompts
     # One prompt with spread among its pairs: no prompt-to-prompt spread to resample, so no interval (not zero width).
     assert np.isnan(st.cluster_bootstrap_ci([0.1, 0.2, 0.3], ["a"] * 3)).all()
     with pytest.raises(ValueError, match="NaN"):
