@@ -35,7 +35,7 @@ DIVERGENCE_COLUMNS = (
 ANSWER_COLUMNS = ("emb_dist_answer", "tok_edit_norm_answer")
 """Missing by construction where a side has no answer span (answer_missing)."""
 NO_ANSWER_STATUS = "unclosed"
-"""A scaffold that never closed leaves nothing known to be the answer (harness.scaffold)."""
+"""A scaffold that never closed leaves nothing known to be the answer (harness.score.scaffold)."""
 
 
 def cosine_distance(u: np.ndarray, v: np.ndarray) -> float:
