@@ -98,8 +98,7 @@ def run_geometry(cfg: GeometryConfig) -> GeometryResult:
     with study_run("geometry", cfg.out, cfg.argv, config, threads=cfg.threads) as study:
         outcomes = study.measure_models(cfg.models, lambda entry, record: run_model(entry, cfg, record))
         summary: dict[str, Any] = {"schema": SCHEMA, "eps": list(cfg.eps), "config": config, "models": {
-            o.entry.name: {"status": "ok", **o.result[3]} if o.error is None else {"status": "failed", "error": o.error}
-            for o in outcomes}}
+            o.entry.name: o.summary_entry(lambda r: r[3]) for o in outcomes}}
         done = [o.result for o in outcomes if o.error is None]
         frames = [df for df, _, _, _ in done if len(df)]
         positions = [pos for _, pos, _, _ in done]

@@ -45,6 +45,12 @@ class ModelOutcome(Generic[T]):
     error: str | None
     """``Type: message`` on one line (harness.errors.error_line); None when the model succeeded."""
 
+    def summary_entry(self, ok: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+        """The model's entry in a study summary: ``{"status": "ok", **ok(result)}``, or its status and error."""
+        if self.error is not None:
+            return {"status": "failed", "error": self.error}
+        return {"status": "ok", **ok(self.result)}  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True)
 class StudyRun:

@@ -235,8 +235,7 @@ def run_stretch(cfg: StretchConfig):
         outcomes = study.measure_models(cfg.models, lambda entry, record: _measure_entry(entry, cfg, record),
                                         record_seconds=True)
         summary: dict[str, Any] = {"schema": SCHEMA, "config": config, "models": {
-            o.entry.name: {"status": "ok", **o.result[1]} if o.error is None else {"status": "failed", "error": o.error}
-            for o in outcomes}}
+            o.entry.name: o.summary_entry(lambda r: r[1]) for o in outcomes}}
         frames = {k: [df for o in outcomes if o.error is None and len(df := o.result[0][k])]
                   for k in ("profiles", "steps", "pairs", "layers")}
         tables = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()}
