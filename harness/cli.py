@@ -32,6 +32,13 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
     return tuple(sorted(set(vals)))
 
 
+def add_threads(sp) -> None:
+    """``--threads``, passed through to the library (the policy itself: harness.core.threads.policy_threads)."""
+    sp.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default on CPU: 1, the only count measured batch-invariant; "
+                         "more threads trade the identical rung's exactness for speed, and the verdict says so)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="stabprobe", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -66,9 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--store-full-dist", action="store_true",
                    help="also write each prompt's full prompt-end log-probabilities (V float32: ~0.6 MB per prompt at "
                         "Qwen3's vocabulary); by default the top-64 and the tail mass are kept")
-    r.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default on CPU: 1, the only count measured batch-invariant; "
-                        "more threads trade the identical rung's exactness for speed, and the verdict says so)")
+    add_threads(r)
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--cache", default=None,
                    help="generation cache directory (default: $STABPROBE_CACHE or ~/.cache/stabprobe)")
@@ -81,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="join shard run directories into one run")
     mg.add_argument("run_dirs", nargs="+")
     mg.add_argument("--out", default="runs")
+    add_threads(mg)
 
     a = sub.add_parser("audit", help="token audit only: which pairs each model can tell apart")
     common(a)
@@ -112,10 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     geo.add_argument("--max-positions", type=int, default=None,
                      help="per model, positions in the direction sweep (stable hash order; default: all)")
     geo.add_argument("--k", type=int, default=64, help="top-k tokens of the truncated Fisher F_k")
+    add_threads(geo)
 
     from harness.stretch_study.commands import add_commands
 
-    add_commands(sub, common)
+    add_commands(sub, common, add_threads)
 
     gate = sub.add_parser("gate", help="CI gate: run the neighbourhoods of a gate config and check their thresholds "
                                        "(exit 0 pass, 1 fail, 2 config error)")
@@ -123,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--out", default=None, help="directory that receives the run directory (default: the config's `out`)")
     gate.add_argument("--junit", default=None, help="JUnit XML to write (default: the config's `junit`, else in the run directory)")
     gate.add_argument("--no-progress", action="store_true")
+    add_threads(gate)
 
     ls = sub.add_parser("ladder", help="ladder utilities")
     lsub = ls.add_subparsers(dest="ladder_command", required=True, parser_class=_Parser)
@@ -156,21 +164,6 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise InputError("--shard", text, "expected I/N, e.g. 0/4") from None
     return i, n  # the range is checked by the library (harness.run.config.validate_config)
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads is not None and threads <= 0:
-        raise InputError("--threads", str(threads), "expected a positive integer")
-    import torch
-
-    if threads is None:
-        if torch.cuda.is_available():
-            return
-        # Determinism before speed: on a 2-core Intel Xeon, 2 threads split bf16 GEMMs by batch
-        # size, so the identical rung's two decodes (different batches) differed (hidden 5e-6,
-        # JS 7e-18, 2 of 151,669 log-probabilities at a real vocabulary); 1 thread was bit-exact.
-        threads = 1
-    torch.set_num_threads(threads)
 
 
 def _print_result(result) -> int:
@@ -222,9 +215,8 @@ def cmd_run(args) -> int:
             raise InputError("--resume", ", ".join(conflicts),
                              "a resumed run keeps its recorded configuration (cache included); "
                              "drop these flags, or start a new run")
-        _set_threads(args.threads)
-        return _print_result(resume(Path(args.resume), argv=tuple(sys.argv), progress=not args.no_progress))
-    _set_threads(args.threads)
+        return _print_result(resume(Path(args.resume), argv=tuple(sys.argv), progress=not args.no_progress,
+                                    threads=args.threads))
     registry = registry_from_args(args)
     models = resolve_models(args.models, registry, allow_unpinned=args.allow_unpinned,
                             trust_remote_code=getattr(args, "trust_remote_code", False))
@@ -235,7 +227,7 @@ def cmd_run(args) -> int:
         embedder=args.embedder, argv=tuple(sys.argv), progress=not args.no_progress, cache_dir=_cache_dir(args),
         shard=_shard(args.shard), executor=args.executor, ray_address=args.ray_address, engine=args.engine,
         capture=args.capture,
-        store_full_dist=args.store_full_dist,
+        store_full_dist=args.store_full_dist, threads=args.threads,
     )
     return _print_result(run(cfg))
 
@@ -243,7 +235,7 @@ def cmd_run(args) -> int:
 def cmd_merge(args) -> int:
     from harness.run.resume import merge_runs
 
-    return _print_result(merge_runs([Path(d) for d in args.run_dirs], Path(args.out), argv=sys.argv))
+    return _print_result(merge_runs([Path(d) for d in args.run_dirs], Path(args.out), argv=sys.argv, threads=args.threads))
 
 
 def cmd_report(args) -> int:
@@ -267,7 +259,7 @@ def cmd_gate(args) -> int:
     from harness.gate.run import run_gate
 
     result = run_gate(Path(args.config), argv=tuple(sys.argv), out=Path(args.out) if args.out else None,
-                      junit=Path(args.junit) if args.junit else None, progress=not args.no_progress)
+                      junit=Path(args.junit) if args.junit else None, progress=not args.no_progress, threads=args.threads)
     print(result.terminal)
     print(f"run directory: {result.run_dir}")
     print(f"junit: {result.junit}")
@@ -298,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("stretch", "floor"):
         from harness.stretch_study.commands import HANDLERS
 
-        handlers[args.command] = lambda a: HANDLERS[a.command](a, registry_from_args, ladder_from_args, _set_threads)
+        handlers[args.command] = lambda a: HANDLERS[a.command](a, registry_from_args, ladder_from_args)
     try:
         return handlers[args.command](args)
     except InputError as exc:

@@ -139,7 +139,7 @@ def cmd_geometry(args) -> int:
                             trust_remote_code=getattr(args, "trust_remote_code", False))
     cfg = GeometryConfig(models=tuple(models), ladder=ladder_from_args(args), out=Path(args.out), eps=eps,
                          max_new_tokens=args.max_new_tokens, max_positions=args.max_positions, k=args.k,
-                         argv=tuple(sys.argv))
+                         argv=tuple(sys.argv), threads=args.threads)
     result = run_geometry(cfg)
     print(result.terminal)
     print(f"geometry written to: {result.run_dir}")

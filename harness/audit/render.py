@@ -7,6 +7,8 @@ the harness is made on the ids produced here.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from harness.errors import InputError
 from harness.audit.records import RenderedPrompt, RenderPolicy
 from harness.audit.template_clock import template_clock
@@ -64,6 +66,28 @@ def render_prompt(tokenizer, prompt: str, policy: RenderPolicy) -> RenderedPromp
     text = prompt
     ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     return RenderedPrompt(text, tuple(int(i) for i in ids))
+
+
+def render_distinct(tokenizer, policy: RenderPolicy, texts: Iterable[str], *,
+                    skip_refused: bool = False) -> dict[str, RenderedPrompt]:
+    """Every distinct text rendered once (:func:`render_prompt`), in first-seen order: the one loop the audit,
+    the teacher-forced drift and the studies render through, so all see the same ids for the same model.
+
+    ``skip_refused``: a text the template refuses is left out instead of raised (the teacher-forced drift, whose
+    prompts the cells rendered already: a refused one was never decoded either).
+    """
+    out: dict[str, RenderedPrompt] = {}
+    refused: set[str] = set()
+    for text in texts:
+        if text in out or text in refused:
+            continue
+        try:
+            out[text] = render_prompt(tokenizer, text, policy)
+        except Exception:  # noqa: BLE001 - only with skip_refused; otherwise re-raised as it came
+            if not skip_refused:
+                raise
+            refused.add(text)
+    return out
 
 
 def load_template_file(path: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from harness.ladder.records import NOISE_FLOOR, PromptPair
 from harness.audit.records import AuditRow, RenderedPrompt, RenderPolicy
-from harness.audit.render import render_prompt
+from harness.audit.render import render_distinct
 
 KEPT = ""
 IDENTICAL_INPUT = "identical_input"
@@ -34,16 +34,10 @@ def audit_pairs(
     variant: str = "bf16",
 ) -> tuple[list[AuditRow], dict[str, RenderedPrompt]]:
     """Audit rows for one model plus the rendering of every distinct prompt string."""
-    rendered: dict[str, RenderedPrompt] = {}
-
-    def r(text: str) -> RenderedPrompt:
-        if text not in rendered:
-            rendered[text] = render_prompt(tokenizer, text, policy)
-        return rendered[text]
-
+    rendered = render_distinct(tokenizer, policy, (t for p in pairs for t in (p.prompt_a, p.prompt_b)))
     rows: list[AuditRow] = []
     for p in pairs:
-        a, b = r(p.prompt_a), r(p.prompt_b)
+        a, b = rendered[p.prompt_a], rendered[p.prompt_b]
         fd = first_difference(a.token_ids, b.token_ids)
         if context_len is not None and max(len(a.token_ids), len(b.token_ids)) + max_new_tokens > context_len:
             reason = EXCEEDS_CONTEXT

@@ -26,6 +26,7 @@ import pandas as pd
 
 from harness.core import rundir
 from harness.core.checked import read_checked, reject, write_checked
+from harness.core.jsonsafe import json_default
 
 MEMO_VERSION = "1"  # bump when a memoized computation (statistics, figures) changes
 
@@ -66,7 +67,7 @@ class Memo:
             except (ValueError, KeyError, TypeError):
                 reject(path)  # right checksum, wrong content (another version): recomputed below
         value = compute()
-        write_checked(path, json.dumps(encode(value), default=rundir._json_default).encode("utf-8"))
+        write_checked(path, json.dumps(encode(value), default=json_default).encode("utf-8"))
         return value
 
     # -- tables that grow row by row (generations) -----------------------------------

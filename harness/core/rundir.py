@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from harness.core.jsonsafe import json_default
 from harness.errors import InputError
 
 MANIFEST = "manifest.json"
@@ -54,7 +55,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n").encode())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -68,19 +69,3 @@ def atomic_write_parquet(path: Path, frame) -> None:
     # zstd: 11% smaller than the default snappy on generations.parquet (measured; 1% on pairs.parquet).
     frame.to_parquet(buf, index=False, compression="zstd")
     atomic_write_bytes(path, buf.getvalue())
-
-
-def _json_default(o: Any):
-    import numpy as np
-
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -221,7 +221,7 @@ class EngineOutput:
     """What an engine returns for one request: token ids, nothing else."""
 
     request: Any
-    """The harness.decode.greedy.DecodeRequest it answers."""
+    """The harness.decode.records.DecodeRequest it answers."""
     tokens: tuple[int, ...]
     """Every token chosen, the EOS-choosing step included (one per step)."""
     stop_reason: str

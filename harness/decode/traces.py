@@ -6,7 +6,7 @@ Qwen3-shaped model (V = 151,936, hidden 64, one thread), one batch of 16
 prompts x 64 steps: plain ``generate`` 3.8 s, the traces of all 1,024 states
 17 s (and 6 GB). The scorer reads one trace value per pair, at side A's first
 divergence step (``PairScore.div_delta_tcb_a``, ``div_flip_radius_a``), so a
-run evaluates exactly those steps (harness.run.traces) and ``trace_steps`` says
+run evaluates exactly those steps (harness.run.complete) and ``trace_steps`` says
 which ones were evaluated; every other step stays nan / -1, never a guess.
 ``decode_all(traces="all")`` still evaluates every step for callers that want
 whole traces.

@@ -2,7 +2,7 @@
 
 It is the degenerate model the seed study warns about: it answers nothing,
 and often the same thing whatever the prompt. The harness must call it
-``unresponsive`` rather than "stable" (harness.traps). Built in seconds, no hub:
+``unresponsive`` rather than "stable" (harness.summary.traps). Built in seconds, no hub:
 
     python -m harness.demo.random_init --tokenizer ../shared/fixtures/tokenizers/qwen3 --out /tmp/qwen3-random
 """

@@ -68,6 +68,9 @@ class GateConfig:
     """Directory that receives the run directory (``--out``, else the file's ``out`` relative to it)."""
     junit: Path | None
     """None: ``<run dir>/gate-junit.xml``."""
+    threads: int | None = None
+    """torch CPU threads of the gate's run (``--threads``; None: the project's policy, one on CPU:
+    harness.core.threads), as for `stabprobe run`."""
 
 
 def _relative_to(base: Path, p: str) -> Path:
@@ -182,7 +185,8 @@ def build_gate_ladder(path: Path, spec: GateSpec) -> tuple[Ladder, tuple[GateNei
     return ladder, tuple(groups)
 
 
-def load_gate_config(path: Path | str, *, out: Path | None = None, junit: Path | None = None) -> GateConfig:
+def load_gate_config(path: Path | str, *, out: Path | None = None, junit: Path | None = None,
+                     threads: int | None = None) -> GateConfig:
     """The validated config, its models and its ladder; ``out``/``junit`` override the file's values."""
     path = Path(path)
     spec = read_gate_spec(path)
@@ -192,4 +196,4 @@ def load_gate_config(path: Path | str, *, out: Path | None = None, junit: Path |
     junit_path = Path(junit) if junit is not None else (_relative_to(path.parent, spec.junit) if spec.junit else None)
     if junit_path is not None and junit_path.is_dir():
         raise InputError(str(path) if junit is None else "--junit", "junit", f"{junit_path} is a directory, expected a file path")
-    return GateConfig(path, spec, models, ladder, groups, tuple(sorted(spec.lengths)), out_dir, junit_path)
+    return GateConfig(path, spec, models, ladder, groups, tuple(sorted(spec.lengths)), out_dir, junit_path, threads)

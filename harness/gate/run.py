@@ -263,13 +263,15 @@ def append_step_summary(markdown: str) -> Path | None:
 # ---------------------------------------------------------------- the gate
 
 def run_gate(config_path: Path | str, argv: Sequence[str] = (), *, out: Path | None = None, junit: Path | None = None,
-             progress: bool = True) -> GateResult:
-    """Validate the config (InputError before any directory exists), run the pipeline once, check every limit."""
-    cfg = load_gate_config(config_path, out=out, junit=junit)
+             progress: bool = True, threads: int | None = None) -> GateResult:
+    """Validate the config (InputError before any directory exists), run the pipeline once, check every limit.
+
+    ``threads``: the run's torch CPU threads (None: the policy of harness.core.threads, as for `stabprobe run`)."""
+    cfg = load_gate_config(config_path, out=out, junit=junit, threads=threads)
     from harness.run.pipeline import RunConfig, run  # torch and transformers: only once the config is known to be good
 
     result = run(RunConfig(models=cfg.models, ladder=cfg.ladder, out=cfg.out, lengths=cfg.lengths, argv=tuple(argv), command="gate",
-                           progress=progress))
+                           progress=progress, threads=cfg.threads))
     run_dir = result.run_dir
     manifest = load_manifest(run_dir)
     runs = model_runs(manifest, [m.name for m in cfg.models])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from harness.ladder.records import Ladder
-from harness.audit.render import render_prompt
+from harness.audit.render import render_distinct
 from harness.decode.greedy import DecodeRequest, final_states, greedy_config, plan_batches, prompt_key, steps_until_eos
 from harness.decode.invariant import invariant_linears
 from harness.geometry.records import PromptTrace
@@ -14,18 +14,12 @@ from harness.stability.head import check_head
 
 def _rendered_prompts(ladder: Ladder, loaded) -> tuple[dict[str, tuple[int, ...]], list[tuple[str, str, str, str]]]:
     """Distinct rendered prompts (key -> ids) and the pairs as (pair_id, rung, key_a, key_b)."""
+    rendered = render_distinct(loaded.tokenizer, loaded.policy, (t for p in ladder.pairs for t in (p.prompt_a, p.prompt_b)))
+    key = {text: prompt_key(r.token_ids) for text, r in rendered.items()}
     prompts: dict[str, tuple[int, ...]] = {}
-    pairs = []
-    cache: dict[str, str] = {}
-    for pair in ladder.pairs:
-        keys = []
-        for text in (pair.prompt_a, pair.prompt_b):
-            if text not in cache:
-                ids = render_prompt(loaded.tokenizer, text, loaded.policy).token_ids
-                cache[text] = prompt_key(ids)
-                prompts.setdefault(cache[text], ids)
-            keys.append(cache[text])
-        pairs.append((pair.pair_id, pair.rung, keys[0], keys[1]))
+    for text, r in rendered.items():
+        prompts.setdefault(key[text], r.token_ids)
+    pairs = [(p.pair_id, p.rung, key[p.prompt_a], key[p.prompt_b]) for p in ladder.pairs]
     return prompts, pairs
 
 

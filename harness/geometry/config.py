@@ -66,6 +66,8 @@ class GeometryConfig:
     """Command line, for the manifest (empty: sys.argv)."""
     progress: bool = False
     """Progress bars on stderr."""
+    threads: int | None = None
+    """torch CPU threads of the study (None: the project's policy, one on CPU; harness.core.threads)."""
     loader: Callable[[ModelEntry, str], Any] = load_model
     """Loads (entry, variant) -> LoadedModel; tests inject their own."""
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import sys
 import time
-import traceback
 from typing import Any
 
 import numpy as np
@@ -33,14 +31,13 @@ import pandas as pd
 import torch
 
 from harness.core import rundir
-from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, error_line
-from harness.run.manifest import base_manifest
+from harness.run.study import study_run
 from harness.models.registry import ModelEntry
 from harness.stability.head import HeadMismatch, head_from_model, row_norms_sq
 from harness.geometry.config import GeometryResult, GEOMETRY_PARQUET, GeometryConfig, PAIRS_PARQUET, POSITIONS_PARQUET, REPORT_MD, SCHEMA, SUMMARY_JSON, TWO_TOKEN_MASS, TWO_TOKEN_P1, validate_geometry_config
 from harness.geometry.collect import _rendered_prompts, collect_states
 from harness.geometry.tables import direction_sweep, jacobian_check, pair_table, position_table, select_positions
-from harness.geometry.summarize import _json_safe, summarize_model
+from harness.geometry.summarize import summarize_model
 from harness.geometry.markdown import render_geometry_markdown, terminal_geometry
 
 
@@ -97,35 +94,19 @@ def _config_record(cfg: GeometryConfig) -> dict[str, Any]:
 
 def run_geometry(cfg: GeometryConfig) -> GeometryResult:
     validate_geometry_config(cfg)
-    run_dir = rundir.new_run_dir(cfg.out, suffix="-geometry")
-    manifest = base_manifest("geometry", list(cfg.argv or sys.argv), _config_record(cfg))
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    frames, positions, pair_frames = [], [], []
-    summary: dict[str, Any] = {"schema": SCHEMA, "eps": list(cfg.eps), "config": _config_record(cfg), "models": {}}
-    for entry in cfg.models:
-        record: dict[str, Any] = {"name": entry.name, "source": entry.source, "requested_revision": entry.revision}
-        manifest["models"].append(record)
-        try:
-            df, pos, ptab, s = run_model(entry, cfg, record)
-            frames.append(df)
-            positions.append(pos)
-            pair_frames.append(ptab)
-            summary["models"][entry.name] = {"status": "ok", **s}
-            record["status"] = "ok"
-        except Exception as exc:  # noqa: BLE001 - recorded; the other models go on
-            err = error_line(exc)
-            record.update(status="failed", error=err, traceback=traceback.format_exc(limit=4))
-            summary["models"][entry.name] = {"status": "failed", "error": err}
-        rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    nonempty = [f for f in frames if len(f)]
-    rundir.atomic_write_parquet(run_dir / GEOMETRY_PARQUET, pd.concat(nonempty, ignore_index=True) if nonempty else pd.DataFrame())
-    rundir.atomic_write_parquet(run_dir / POSITIONS_PARQUET, pd.concat(positions, ignore_index=True) if positions else pd.DataFrame())
-    nonempty_pairs = [p for p in pair_frames if len(p)]
-    rundir.atomic_write_parquet(run_dir / PAIRS_PARQUET, pd.concat(nonempty_pairs, ignore_index=True) if nonempty_pairs else pd.DataFrame())
-    summary = _json_safe(summary)
-    rundir.atomic_write_json(run_dir / SUMMARY_JSON, summary)
-    rundir.atomic_write_text(run_dir / REPORT_MD, render_geometry_markdown(summary))
-    manifest["status"] = "complete"
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    failed = [m for m in manifest["models"] if m.get("status") != "ok"]
-    return GeometryResult(run_dir, EXIT_MODEL_FAILED if failed else EXIT_OK, summary, terminal_geometry(summary))
+    config = _config_record(cfg)
+    with study_run("geometry", cfg.out, cfg.argv, config, threads=cfg.threads) as study:
+        outcomes = study.measure_models(cfg.models, lambda entry, record: run_model(entry, cfg, record))
+        summary: dict[str, Any] = {"schema": SCHEMA, "eps": list(cfg.eps), "config": config, "models": {
+            o.entry.name: o.summary_entry(lambda r: r[3]) for o in outcomes}}
+        done = [o.result for o in outcomes if o.error is None]
+        frames = [df for df, _, _, _ in done if len(df)]
+        positions = [pos for _, pos, _, _ in done]
+        pair_frames = [ptab for _, _, ptab, _ in done if len(ptab)]
+        run_dir = study.run_dir
+        rundir.atomic_write_parquet(run_dir / GEOMETRY_PARQUET, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+        rundir.atomic_write_parquet(run_dir / POSITIONS_PARQUET, pd.concat(positions, ignore_index=True) if positions else pd.DataFrame())
+        rundir.atomic_write_parquet(run_dir / PAIRS_PARQUET, pd.concat(pair_frames, ignore_index=True) if pair_frames else pd.DataFrame())
+        summary = study.write_summary(SUMMARY_JSON, summary)
+        rundir.atomic_write_text(run_dir / REPORT_MD, render_geometry_markdown(summary))
+    return GeometryResult(run_dir, study.exit_code, summary, terminal_geometry(summary))

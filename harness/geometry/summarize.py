@@ -154,17 +154,3 @@ def _nanmedian(s: pd.Series) -> float | None:
     x = s.to_numpy(dtype=np.float64)
     x = x[np.isfinite(x)]
     return float(np.median(x)) if x.size else None
-
-
-def _json_safe(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return float(o) if math.isfinite(float(o)) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o

@@ -5,7 +5,7 @@ the key is (ladder, prompt id, rung, edit kind): the same input yields the same
 ladder on every machine and Python version, and adding a prompt never changes
 the edits of another (HELM-style per-instance seeding).
 
-What each rung promises, on any Unicode prompt (tests/test_ladder_properties.py):
+What each rung promises, on any Unicode prompt (tests/ladder/test_ladder_properties.py):
 
 - ``noop_format``: a reader sees the same prompt. NFKC, then collapsing
   whitespace (zero-width spaces collapse to nothing) gives the same text.

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-import traceback
 from pathlib import Path
 from typing import Sequence
 
@@ -13,12 +11,11 @@ import pandas as pd
 from harness.core import rundir
 from harness.audit.tokens import audit_pairs
 from harness.audit.records import AuditRow
-from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, error_line
 from harness.audit.exposure import EXPOSURE, exposure_table, exposure_text
 from harness.core.hashing import sha256_text
 from harness.ladder.records import Ladder
 from harness.models.loading import _context_length, check_local_revision, load_tokenizer, render_policy
-from harness.run.manifest import base_manifest
+from harness.run.study import study_run
 from harness.models.registry import ModelEntry
 from harness.summary.build import audit_counts
 
@@ -36,39 +33,35 @@ def run_audit(models: Sequence[ModelEntry], ladder: Ladder, out: Path, argv: lis
               max_new_tokens: int = 512) -> tuple[Path, str, int]:
     from transformers import AutoConfig
 
-    run_dir = rundir.new_run_dir(out, suffix="-audit")
-    manifest = base_manifest("audit", argv or list(sys.argv), {
+    config = {
         "ladder": {"name": ladder.name, "source": ladder.source, "sha256": ladder.source_sha256, "pairs": len(ladder.pairs)},
         "models": [m.model_dump() for m in models], "max_new_tokens": max_new_tokens,
-    })
-    rows: list[AuditRow] = []
-    for entry in models:
-        rec = {"name": entry.name, "source": entry.source, "requested_revision": entry.revision}
-        manifest["models"].append(rec)
-        try:
-            resolved = check_local_revision(entry) if entry.is_local else entry.revision
-            tok = load_tokenizer(entry)
-            kwargs = {"trust_remote_code": entry.trust_remote_code}
-            if not entry.is_local and entry.revision:
-                kwargs["revision"] = entry.revision
-            ctx = _context_length(AutoConfig.from_pretrained(entry.source, **kwargs))
-            policy = render_policy(entry)
-            new, _ = audit_pairs(entry.name, tok, policy, ladder.pairs, context_len=ctx, max_new_tokens=max_new_tokens)
-            rows += new
-            template = (policy.template_override or getattr(tok, "chat_template", None)) if policy.use_chat_template else None
-            rec.update(status="ok", resolved_revision=resolved, chat_template_policy=entry.chat_template,
-                       chat_template_sha256=sha256_text(template) if template else None, context_length=ctx)
-        except Exception as exc:  # noqa: BLE001 - recorded, the audit goes on with the other models
-            rec.update(status="failed", error=error_line(exc),
-                       traceback=traceback.format_exc(limit=3))
-    df = pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=[f.name for f in dataclasses.fields(AuditRow)])
-    rundir.atomic_write_parquet(run_dir / rundir.AUDIT, df)
-    exposure = exposure_table(df)
-    rundir.atomic_write_parquet(run_dir / EXPOSURE, exposure)
-    manifest["status"] = "complete"
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+    }
+
+    def audit_model(entry: ModelEntry, rec: dict) -> list[AuditRow]:
+        resolved = check_local_revision(entry) if entry.is_local else entry.revision
+        tok = load_tokenizer(entry)
+        kwargs = {"trust_remote_code": entry.trust_remote_code}
+        if not entry.is_local and entry.revision:
+            kwargs["revision"] = entry.revision
+        ctx = _context_length(AutoConfig.from_pretrained(entry.source, **kwargs))
+        policy = render_policy(entry)
+        new, _ = audit_pairs(entry.name, tok, policy, ladder.pairs, context_len=ctx, max_new_tokens=max_new_tokens)
+        template = (policy.template_override or getattr(tok, "chat_template", None)) if policy.use_chat_template else None
+        rec.update(status="ok", resolved_revision=resolved, chat_template_policy=entry.chat_template,
+                   chat_template_sha256=sha256_text(template) if template else None, context_length=ctx)
+        return new
+
+    with study_run("audit", out, argv or (), config) as study:
+        outcomes = study.measure_models(models, audit_model)
+        rows: list[AuditRow] = [r for o in outcomes if o.error is None for r in o.result]
+        run_dir, manifest = study.run_dir, study.manifest
+        df = pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=[f.name for f in dataclasses.fields(AuditRow)])
+        rundir.atomic_write_parquet(run_dir / rundir.AUDIT, df)
+        exposure = exposure_table(df)
+        rundir.atomic_write_parquet(run_dir / EXPOSURE, exposure)
     table = audit_table(audit_counts(df)) + "\n\n" + exposure_text(exposure)
     failed = [m for m in manifest["models"] if m["status"] != "ok"]
     for m in failed:
         table += f"\nFAILED {m['name']}: {m['error']}"
-    return run_dir, table, EXIT_MODEL_FAILED if failed else EXIT_OK
+    return run_dir, table, study.exit_code

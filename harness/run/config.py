@@ -25,6 +25,7 @@ from harness.models.variants import REFERENCE, parse_variant, with_engine
 from harness.core.engines import engine_names
 from harness.decode.engines import CAPTURES
 from harness.core import rundir
+from harness.core.threads import policy_threads
 from harness.core.rundir_read import load_manifest, read_ladder_record
 from harness.schema import Manifest, RunConfigRecord
 
@@ -77,6 +78,9 @@ class RunConfig:
     """Per-step readings of the HF engine: 'generate' (in-generation capture) or 'probe' (teacher-forced)."""
     store_full_dist: bool = False
     """Also keep every full prompt-end log-softmax row in generations.parquet (harness.decode.prompt_end)."""
+    threads: int | None = None
+    """torch CPU threads of the decode (None: one on CPU, torch's own count on CUDA: harness.core.threads, applied
+    by run, resume and merge). Recorded as the manifest's ``device.torch_threads``, not in this record."""
     loader: Callable[[ModelEntry, str], Any] = None  # type: ignore[assignment]
     """How a (model, variant) is loaded (default: lazy_load_model); tests inject degraded weights through it."""
 
@@ -86,6 +90,7 @@ class RunConfig:
 
 
 def validate_config(cfg: RunConfig) -> None:
+    policy_threads(cfg.threads)  # a bad count is an input error before any directory exists
     if not cfg.lengths or any(L <= 0 for L in cfg.lengths):
         raise InputError("--lengths", "", "expected positive integers, e.g. 64,512")
     if cfg.batch_size <= 0:

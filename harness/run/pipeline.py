@@ -19,6 +19,7 @@ import pandas as pd
 from harness.audit.records import AuditRow
 from harness.core import rundir
 from harness.core.checked import counts as cache_counts, first_write_error
+from harness.core.threads import thread_policy
 from harness.errors import EXIT_ENVIRONMENT, EXIT_MODEL_FAILED, EXIT_OK
 from harness.report.markdown import terminal_summary
 from harness.core.rundir_read import read_table
@@ -93,6 +94,12 @@ def _execute(cfg: RunConfig, cells: Sequence[Cell], run_dir: Path, manifest: Man
 
 
 def run(cfg: RunConfig) -> RunResult:
+    """The whole run, under the thread policy (harness.core.threads: the CLI and a Python caller get the same)."""
+    with thread_policy(cfg.threads):
+        return _run(cfg)
+
+
+def _run(cfg: RunConfig) -> RunResult:
     validate_config(cfg)
     embedder = Embedder(cfg.embedder, cache_dir=cfg.cache_dir)  # an unusable --embedder is an input error: before any directory exists
     run_dir = rundir.new_run_dir(cfg.out)

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.core import rundir
+from harness.core.threads import thread_policy
 from harness.errors import InputError
 from harness.report.write import write_reports
 from harness.core.rundir_read import read_table
 from harness.run.cell import EMPTY as EMPTY_CELL, cell_dir, is_finished, read_cell_record
-from harness.run.config import LADDER_FILE, check_environment, config_from_run_dir
+from harness.run.config import LADDER_FILE, RunConfig, check_environment, config_from_run_dir
 from harness.run.records import RunResult
 from harness.run.manifest import device_info, library_versions, write_manifest
 from harness.schema import Manifest
@@ -21,9 +22,15 @@ from harness.score.embedder import Embedder
 
 
 def resume(run_dir: Path, **overrides) -> RunResult:
-    """Finish an interrupted run: only cells without a cell.json are run."""
+    """Finish an interrupted run: only cells without a cell.json are run (``threads`` among the overrides: the
+    thread policy of harness.core.threads, as for a new run; the resumed entry records the count)."""
     run_dir = Path(run_dir)
     cfg, manifest = config_from_run_dir(run_dir, **overrides)
+    with thread_policy(cfg.threads):
+        return _resume(run_dir, cfg, manifest, overrides)
+
+
+def _resume(run_dir: Path, cfg: RunConfig, manifest: Manifest, overrides: dict[str, Any]) -> RunResult:
     if manifest.status == "complete":
         raise InputError(str(run_dir), "status", "run is already complete")
     check_environment(cfg)
@@ -33,8 +40,14 @@ def resume(run_dir: Path, **overrides) -> RunResult:
     return run_in(run_dir, cfg, manifest, Embedder(cfg.embedder, cache_dir=cfg.cache_dir))
 
 
-def merge_runs(dirs: Sequence[Path], out: Path, argv: Sequence[str] = ()) -> RunResult:
-    """Join shard run directories (same config) into one new run directory."""
+def merge_runs(dirs: Sequence[Path], out: Path, argv: Sequence[str] = (), threads: int | None = None) -> RunResult:
+    """Join shard run directories (same config) into one new run directory, under the thread policy (the merge
+    computes the teacher-forced drift: harness.run.tf_drift) like a run."""
+    with thread_policy(threads):
+        return _merge_runs(dirs, out, argv)
+
+
+def _merge_runs(dirs: Sequence[Path], out: Path, argv: Sequence[str]) -> RunResult:
     import shutil
 
     if not dirs:

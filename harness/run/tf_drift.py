@@ -40,15 +40,12 @@ def _decode(text: str | None) -> pd.DataFrame:
 
 def _prompt_ids(loaded, texts: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """prompt key -> token ids of every ladder prompt, rendered as the cells rendered them (the same policy)."""
-    from harness.audit.render import render_prompt
+    from harness.audit.render import render_distinct
     from harness.decode.greedy import prompt_key
 
     out: dict[str, tuple[int, ...]] = {}
-    for t in texts:
-        try:
-            r = render_prompt(loaded.tokenizer, t, loaded.policy)
-        except Exception:  # noqa: BLE001 - a prompt the template refuses was never decoded either
-            continue
+    # skip_refused: a prompt the template refuses was never decoded either
+    for r in render_distinct(loaded.tokenizer, loaded.policy, texts, skip_refused=True).values():
         out.setdefault(prompt_key(r.token_ids), tuple(int(i) for i in r.token_ids))
     return out
 

@@ -26,7 +26,7 @@ from harness.stability.traces import first_divergence_margin_percentile
 TRIVIAL_SHIFT = 2
 """A single inserted or deleted token keeps d(t) <= 2: the trajectory's reference line."""
 NO_ANSWER_STATUS = "unclosed"
-"""A scaffold that never closed leaves nothing known to be the answer (harness.scaffold)."""
+"""A scaffold that never closed leaves nothing known to be the answer (harness.score.scaffold)."""
 
 PromptEndScores = tuple[float, float, float, bool, float, float, float, float]
 """(JS, KL(a||b), KL(b||a), top-1 flip, top-1 prob a, b, margin a, b)."""

@@ -1,13 +1,8 @@
-"""Shared plumbing of the stretch and floor studies: prompt selection, rendering, JSON safety."""
+"""Shared plumbing of the stretch and floor studies: prompt selection and rendering."""
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
-import numpy as np
-
-from harness.audit.render import render_prompt
+from harness.audit.render import render_distinct
 from harness.errors import InputError
 from harness.ladder.records import Ladder, PromptPair
 from harness.stretch_study.records import RenderedPair
@@ -28,32 +23,9 @@ def select_pairs(ladder: Ladder, max_prompts: int | None) -> tuple[PromptPair, .
 
 
 def render_pairs(pairs: tuple[PromptPair, ...], loaded) -> list[RenderedPair]:
-    cache: dict[str, tuple[int, ...]] = {}
-
-    def ids(text: str) -> tuple[int, ...]:
-        if text not in cache:
-            cache[text] = render_prompt(loaded.tokenizer, text, loaded.policy).token_ids
-        return cache[text]
-
-    return [RenderedPair(p, ids(p.prompt_a), ids(p.prompt_b)) for p in pairs]
+    rendered = render_distinct(loaded.tokenizer, loaded.policy, (t for p in pairs for t in (p.prompt_a, p.prompt_b)))
+    return [RenderedPair(p, rendered[p.prompt_a].token_ids, rendered[p.prompt_b].token_ids) for p in pairs]
 
 
 def fits(ids: tuple[int, ...], extra: int, context: int | None) -> bool:
     return context is None or len(ids) + extra <= context
-
-
-def json_safe(o: Any) -> Any:
-    """NaN/inf become null (JSON has neither); numpy scalars become Python numbers."""
-    if isinstance(o, dict):
-        return {str(k): json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [json_safe(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return json_safe(o.tolist())
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (float, np.floating)):
-        return float(o) if math.isfinite(float(o)) else None
-    return o

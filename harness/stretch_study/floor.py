@@ -27,9 +27,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import shutil
-import sys
 import time
-import traceback
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +37,15 @@ import numpy as np
 import pandas as pd
 
 from harness.core import rundir
-from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, InputError
+from harness.errors import InputError, error_line
 from harness.ladder.records import Ladder
 from harness.models.loading import load_model
 from harness.models.registry import ModelEntry
-from harness.run.manifest import base_manifest
+from harness.run.study import ModelOutcome, StudyRun, study_run
 from harness.score.metrics.edit_distance import first_divergence, normalized_edit_distance
 from harness.stretch.growth import drift_growth, prompt_mean_ci, rank_correlation
 from harness.stretch_study import measure
-from harness.stretch_study.common import EXCLUDED_FROM_P, fits, json_safe, render_pairs, select_pairs
+from harness.stretch_study.common import EXCLUDED_FROM_P, fits, render_pairs, select_pairs
 from harness.stretch_study.records import StudyResult
 from harness.stretch_study.floor_variants import FLOOR_VARIANTS, REFERENCE, load_floor_variant, parse_floor_variants
 
@@ -83,6 +81,8 @@ class FloorConfig:
     """Base seed of the random-init twins (each twin adds the CRC-32 of its model's name)."""
     argv: tuple[str, ...] = ()
     """Command line, for the manifest."""
+    threads: int | None = None
+    """torch CPU threads of the study (None: the project's policy, one on CPU; harness.core.threads)."""
     loader: Callable[..., Any] = load_model
     """Loads (entry, variant[, lazy]) -> LoadedModel."""
 
@@ -194,7 +194,7 @@ def run_model(entry: ModelEntry, cfg: FloorConfig, record: dict[str, Any]) -> tu
                 del var
                 gc.collect()
         except Exception as exc:  # noqa: BLE001 - one variant failing (e.g. a library missing) is recorded
-            record["variants"][v] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+            record["variants"][v] = {"status": "failed", "error": error_line(exc, limit=300)}
     record["seconds"] = round(time.perf_counter() - t0, 2)
     return stretch_rows, prompt_rows, pair_rows, record["variants"]
 
@@ -238,9 +238,6 @@ def floor_table(stretch: pd.DataFrame, prompts: pd.DataFrame, pairs: pd.DataFram
 
 
 def run_floor(cfg: FloorConfig) -> StudyResult:
-    from harness.stretch_study.floor_report import floor_figure, render_floor_markdown, terminal_floor
-    from harness.stretch_study.report import markdown_to_html
-
     variants = parse_floor_variants(cfg.variants)
     cfg = dataclasses.replace(cfg, variants=variants)
     if not cfg.models:
@@ -252,33 +249,37 @@ def run_floor(cfg: FloorConfig) -> StudyResult:
         for m in cfg.models:
             if not m.is_local:
                 raise InputError("--random-init-controls", m.name, "random-init controls need local model directories")
-    run_dir = rundir.new_run_dir(cfg.out, suffix="-floor")
-    models = list(cfg.models)
-    if cfg.random_init_controls:
-        # One seed per twin: two models of one architecture given one seed are the same network, not two controls.
-        models += [random_init_twin(m, run_dir / "controls" / (m.name + CONTROL_SUFFIX), cfg.control_seed + zlib.crc32(m.name.encode()))
-                   for m in cfg.models]
-    config = {"models": [m.model_dump() for m in models], "ladder": {"name": cfg.ladder.name, "sha256": cfg.ladder.source_sha256},
-              "variants": list(variants), "bits": {v: FLOOR_VARIANTS[v][0] for v in variants},
-              **{k: getattr(cfg, k) for k in ("max_prompts", "max_new_tokens", "stretch_prompts", "tol", "max_iter",
-                                                "random_init_controls", "control_seed")}}
-    manifest = base_manifest("floor", list(cfg.argv or sys.argv), config)
-    manifest["libraries"]["optimum-quanto"] = _version("optimum-quanto")
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    S, PR, PA, info = [], [], [], {}
-    for entry in models:
-        record: dict[str, Any] = {"name": entry.name, "source": entry.source, "requested_revision": entry.revision}
-        manifest["models"].append(record)
-        try:
-            s, pr, pa, info[entry.name] = run_model(entry, cfg, record)
-            S += s
-            PR += pr
-            PA += pa
-            record["status"] = "ok"
-        except Exception as exc:  # noqa: BLE001 - recorded; the other models go on
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
-                          traceback=traceback.format_exc(limit=4))
-        rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
+    models: list[ModelEntry] = []
+
+    def config(run_dir: Path) -> dict[str, Any]:
+        models.extend(cfg.models)
+        if cfg.random_init_controls:
+            # One seed per twin: two models of one architecture given one seed are the same network, not two controls.
+            models.extend(random_init_twin(m, run_dir / "controls" / (m.name + CONTROL_SUFFIX),
+                                           cfg.control_seed + zlib.crc32(m.name.encode())) for m in cfg.models)
+        return {"models": [m.model_dump() for m in models], "ladder": {"name": cfg.ladder.name, "sha256": cfg.ladder.source_sha256},
+                "variants": list(variants), "bits": {v: FLOOR_VARIANTS[v][0] for v in variants},
+                **{k: getattr(cfg, k) for k in ("max_prompts", "max_new_tokens", "stretch_prompts", "tol", "max_iter",
+                                                  "random_init_controls", "control_seed")}}
+
+    with study_run("floor", cfg.out, cfg.argv, config, threads=cfg.threads,
+                   libraries={"optimum-quanto": _version("optimum-quanto")}) as study:
+        outcomes = study.measure_models(models, lambda entry, record: run_model(entry, cfg, record))
+        return _finish(study, variants, outcomes)
+
+
+def _finish(study: StudyRun, variants: tuple[str, ...], outcomes: list[ModelOutcome]) -> StudyResult:
+    """The floor's tables, correlations, summary and reports from the models that finished."""
+    from harness.stretch_study.floor_report import floor_figure, render_floor_markdown, terminal_floor
+    from harness.stretch_study.report import markdown_to_html
+
+    run_dir, manifest = study.run_dir, study.manifest
+    config = manifest["config"]
+    done = [o.result for o in outcomes if o.error is None]
+    info = {o.entry.name: o.result[3] for o in outcomes if o.error is None}
+    S = [r for d in done for r in d[0]]
+    PR = [r for d in done for r in d[1]]
+    PA = [r for d in done for r in d[2]]
     stretch, prompts, pairs = pd.DataFrame(S), pd.DataFrame(PR), pd.DataFrame(PA)
     table, model_table = floor_table(stretch, prompts, pairs, info) if len(prompts) else (pd.DataFrame(), pd.DataFrame())
     # Trained models alone, then with the random-init controls: across the two groups a correlation mostly
@@ -292,18 +293,14 @@ def run_floor(cfg: FloorConfig) -> StudyResult:
     for name, df in (("floor", table), ("floor_models", model_table), ("floor_stretch", stretch),
                      ("floor_prompts", prompts), ("floor_pairs", pairs)):
         rundir.atomic_write_parquet(run_dir / f"{name}.parquet", df)
-    summary = json_safe({"schema": SCHEMA, "config": config, "variants": list(variants),
+    summary = study.write_summary("floor_summary.json", {"schema": SCHEMA, "config": config, "variants": list(variants),
                          "table": table.to_dict("records"), "models": model_table.to_dict("records"),
                          "rank_correlation": corr, "failed": {m["name"]: m.get("error") for m in manifest["models"] if m.get("status") != "ok"},
                          "variants_info": {m: {v: i.get("error") for v, i in d.items() if i.get("status") == "failed"} for m, d in info.items()}})
-    rundir.atomic_write_json(run_dir / "floor_summary.json", summary)
     figures = floor_figure(table, model_table)
     for name, png in figures.items():
         rundir.atomic_write_bytes(run_dir / f"{name}.png", png)
     md = render_floor_markdown(summary)
     rundir.atomic_write_text(run_dir / "floor.md", md)
     rundir.atomic_write_text(run_dir / "floor.html", markdown_to_html(md, figures, "stabprobe floor"))
-    manifest["status"] = "complete"
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    failed = any(m.get("status") != "ok" for m in manifest["models"])
-    return StudyResult(run_dir, EXIT_MODEL_FAILED if failed else EXIT_OK, summary, terminal_floor(summary))
+    return StudyResult(run_dir, study.exit_code, summary, terminal_floor(summary))

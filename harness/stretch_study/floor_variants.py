@@ -1,6 +1,6 @@
 """Weight variants of the floor study: the harness's own (dtype, bitsandbytes) plus optimum-quanto.
 
-bitsandbytes ``int8`` / ``int4`` (nf4) load through :func:`harness.loading.load_model`
+bitsandbytes ``int8`` / ``int4`` (nf4) load through :func:`harness.models.loading.load_model`
 as in every run. optimum-quanto adds weight-only ``int8``/``int4``/``int2``
 (``QuantoConfig``), which loads and runs on CPU (measured: transformers 5.24,
 optimum-quanto 0.2.7); its 2-bit scheme is the lowest width offered on CPU by
@@ -64,7 +64,7 @@ def load_floor_variant(entry: ModelEntry, variant: str, loader=load_model) -> An
         model = AutoModelForCausalLM.from_pretrained(entry.source, dtype=torch.bfloat16,
                                                      attn_implementation=entry.attn_implementation,
                                                      quantization_config=QuantoConfig(weights=weights), **kwargs)
-        if torch.cuda.is_available():  # as harness.loading does for unquantized weights
+        if torch.cuda.is_available():  # as harness.models.loading does for unquantized weights
             model = model.to("cuda:0")
         return model.eval()
 

@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import sys
-import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -35,16 +32,16 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 from harness.core import rundir
-from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, InputError
+from harness.errors import InputError
 from harness.ladder.records import RUNGS, Ladder
 from harness.models.loading import load_model
 from harness.models.registry import ModelEntry
-from harness.run.manifest import base_manifest
+from harness.run.study import study_run
 from harness.stability.traces import first_divergence_margin_percentile
 from harness.stretch.growth import growth_rate
 from harness.stretch.profile import relative_profile, summarize_profiles
 from harness.stretch_study import measure
-from harness.stretch_study.common import fits, json_safe, render_pairs, select_pairs
+from harness.stretch_study.common import fits, render_pairs, select_pairs
 from harness.stretch_study.records import StudyResult
 
 SCHEMA = "stabprobe-stretch/1"
@@ -74,6 +71,8 @@ class StretchConfig:
     """Weights the study loads (fp32: derivatives at full precision)."""
     argv: tuple[str, ...] = ()
     """Command line, for the manifest."""
+    threads: int | None = None
+    """torch CPU threads of the study (None: the project's policy, one on CPU; harness.core.threads)."""
     loader: Callable[[ModelEntry, str], Any] = load_model
     """Loads (entry, variant) -> LoadedModel."""
 
@@ -210,53 +209,44 @@ def summarize_model(tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
     return out
 
 
+def _measure_entry(entry: ModelEntry, cfg: StretchConfig, record: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """One model's tables (each with its ``model`` column) and its summary."""
+    loaded = cfg.loader(entry, cfg.variant)
+    record["info"] = dataclasses.asdict(loaded.info)
+    tables = measure_model(loaded, cfg)
+    for df in tables.values():
+        if len(df):
+            df.insert(0, "model", entry.name)
+    summary = summarize_model(tables)
+    del loaded
+    gc.collect()
+    return tables, summary
+
+
 def run_stretch(cfg: StretchConfig):
     """Measure every model; a model that fails is recorded (exit 3) and the others go on."""
     from harness.stretch_study.report import render_stretch_html, render_stretch_markdown, stretch_figures, terminal_stretch
 
     validate(cfg)
-    run_dir = rundir.new_run_dir(cfg.out, suffix="-stretch")
     config = {"models": [m.model_dump() for m in cfg.models], "ladder": {"name": cfg.ladder.name, "source": cfg.ladder.source,
               "sha256": cfg.ladder.source_sha256}, **{k: v for k, v in dataclasses.asdict(cfg).items()
                                                       if k in ("max_prompts", "stretch_prompts", "max_new_tokens", "tol", "max_iter", "variant")}}
-    manifest = base_manifest("stretch", list(cfg.argv or sys.argv), config)
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    frames: dict[str, list[pd.DataFrame]] = {"profiles": [], "steps": [], "pairs": [], "layers": []}
-    summary: dict[str, Any] = {"schema": SCHEMA, "config": config, "models": {}}
-    for entry in cfg.models:
-        record: dict[str, Any] = {"name": entry.name, "source": entry.source, "requested_revision": entry.revision}
-        manifest["models"].append(record)
-        t0 = time.perf_counter()
-        try:
-            loaded = cfg.loader(entry, cfg.variant)
-            record["info"] = dataclasses.asdict(loaded.info)
-            tables = measure_model(loaded, cfg)
-            for k, df in tables.items():
-                if len(df):
-                    df.insert(0, "model", entry.name)
-                    frames[k].append(df)
-            summary["models"][entry.name] = {"status": "ok", **summarize_model(tables)}
-            record["status"] = "ok"
-            del loaded
-            gc.collect()
-        except Exception as exc:  # noqa: BLE001 - recorded; the other models go on
-            err = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            record.update(status="failed", error=err, traceback=traceback.format_exc(limit=4))
-            summary["models"][entry.name] = {"status": "failed", "error": err}
-        record["seconds"] = round(time.perf_counter() - t0, 2)
-        rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    tables = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()}
-    for k, df in tables.items():
-        rundir.atomic_write_parquet(run_dir / f"stretch_{k}.parquet", df)
-    summary = json_safe(summary)
-    rundir.atomic_write_json(run_dir / "stretch_summary.json", summary)
-    figures = stretch_figures(summary, tables)
-    for name, png in figures.items():
-        rundir.atomic_write_bytes(run_dir / f"{name}.png", png)
-    md = render_stretch_markdown(summary)
-    rundir.atomic_write_text(run_dir / "stretch.md", md)
-    rundir.atomic_write_text(run_dir / "stretch.html", render_stretch_html(md, figures))
-    manifest["status"] = "complete"
-    rundir.atomic_write_json(run_dir / rundir.MANIFEST, manifest)
-    failed = any(m.get("status") != "ok" for m in manifest["models"])
-    return StudyResult(run_dir, EXIT_MODEL_FAILED if failed else EXIT_OK, summary, terminal_stretch(summary))
+    with study_run("stretch", cfg.out, cfg.argv, config, threads=cfg.threads) as study:
+        outcomes = study.measure_models(cfg.models, lambda entry, record: _measure_entry(entry, cfg, record),
+                                        record_seconds=True)
+        summary: dict[str, Any] = {"schema": SCHEMA, "config": config, "models": {
+            o.entry.name: o.summary_entry(lambda r: r[1]) for o in outcomes}}
+        frames = {k: [df for o in outcomes if o.error is None and len(df := o.result[0][k])]
+                  for k in ("profiles", "steps", "pairs", "layers")}
+        tables = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()}
+        run_dir = study.run_dir
+        for k, df in tables.items():
+            rundir.atomic_write_parquet(run_dir / f"stretch_{k}.parquet", df)
+        summary = study.write_summary("stretch_summary.json", summary)
+        figures = stretch_figures(summary, tables)
+        for name, png in figures.items():
+            rundir.atomic_write_bytes(run_dir / f"{name}.png", png)
+        md = render_stretch_markdown(summary)
+        rundir.atomic_write_text(run_dir / "stretch.md", md)
+        rundir.atomic_write_text(run_dir / "stretch.html", render_stretch_html(md, figures))
+    return StudyResult(run_dir, study.exit_code, summary, terminal_stretch(summary))

@@ -35,7 +35,7 @@ def scaffold_table(gens: pd.DataFrame | None) -> list[dict[str, Any]]:
     for (model, variant), g in first.groupby(["model", "variant"], sort=True):
         status = g["scaffold_status"]
         # Only a preamble of real content counts: a degenerate model that opens every
-        # output with the same run of newlines has no scaffold (harness.traps).
+        # output with the same run of newlines has no scaffold (harness.summary.traps).
         common = common_preamble_share(g)
         out.append({
             "model": model, "variant": variant, "outputs": int(len(g)),

@@ -11,7 +11,7 @@ Each of these makes a low distance mean "the probe saw nothing", not "stable":
   no-op formatting distance, per prompt with a bootstrap CI, plus an absolute
   floor (a positive control that moves less than that is not a positive control);
 - ``repetition_loop``: most outputs sit in a repeating n-gram cycle
-  (harness.metrics.repetition);
+  (harness.score.metrics.repetition);
 - the scaffold flag's "common opening" counts only a preamble of real content
   (:func:`common_preamble_share`): a run of newlines or one token repeated
   is degeneration, not a scaffold.

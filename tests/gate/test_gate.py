@@ -8,6 +8,7 @@ never reach the pipeline.
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -306,3 +307,12 @@ def test_unwritable_step_summary_is_an_environment_problem(tmp_path, monkeypatch
         append_step_summary("x\n")
     monkeypatch.delenv("GITHUB_STEP_SUMMARY")
     assert append_step_summary("x\n") is None
+
+
+def test_the_cli_and_the_python_api_run_the_gate_on_the_same_thread_count(passing, failing):
+    """The thread policy is applied below the CLI (harness.core.threads): one thread on CPU either way."""
+    import torch
+
+    cli = json.loads((passing[3] / "manifest.json").read_text(encoding="utf-8"))["device"]["torch_threads"]
+    api = json.loads((failing.run_dir / "manifest.json").read_text(encoding="utf-8"))["device"]["torch_threads"]
+    assert cli == api == (torch.get_num_threads() if torch.cuda.is_available() else 1)
