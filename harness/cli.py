@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.commands import cmd_audit, cmd_geometry, cmd_ladder, cmd_registry, ladder_from_args, registry_from_args, words
+from harness.commands import cmd_audit, cmd_geometry, cmd_ladder, cmd_plan, cmd_registry, ladder_from_args, registry_from_args, words
 from harness.core.engines import engine_names
 from harness.decode.greedy import BATCHING_MODES, DEFAULT_BATCH_SIZE
 from harness.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EnvironmentProblem, InputError
@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="rebuild summary.json and report.md from a run directory")
     rep.add_argument("run_dir")
+
+    pl = sub.add_parser("plan", help="minimum detectable differences of a run, and base prompts a difference needs")
+    pl.add_argument("run_dir", help="a run directory (reads its pairs.parquet)")
+    pl.add_argument("--metric", default="emb_dist", help="pairs.parquet column (default emb_dist)")
+    pl.add_argument("--difference", type=float, default=None,
+                    help="a difference to detect: prints the base prompts it needs at 80%% power")
+    pl.add_argument("--json", action="store_true", help="JSON instead of a table")
 
     cmp_ = sub.add_parser("compare", help="per model x variant x rung x length: did RUN_B move more or less than RUN_A?")
     cmp_.add_argument("run_a")
@@ -284,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     handlers = {"merge": cmd_merge, "run": cmd_run, "audit": cmd_audit, "registry": cmd_registry, "report": cmd_report, "ladder": cmd_ladder,
-                "compare": cmd_compare,
+                "compare": cmd_compare, "plan": cmd_plan,
                 "geometry": cmd_geometry,
                 "gate": cmd_gate}
     if args.command in ("stretch", "floor"):

@@ -144,3 +144,42 @@ def cmd_geometry(args) -> int:
     print(result.terminal)
     print(f"geometry written to: {result.run_dir}")
     return result.exit_code
+
+
+def cmd_plan(args) -> int:
+    """`stabprobe plan RUN_DIR`: the minimum detectable difference of every rung mean and model comparison, and
+    with --difference the base prompts it would take (harness.summary.power)."""
+    import json
+    import math
+
+    from harness.core.rundir_read import read_table
+    from harness.errors import InputError
+    from harness.summary.power import POWER, plan_rows
+
+    if args.difference is not None and not (math.isfinite(args.difference) and args.difference > 0):
+        raise InputError("--difference", "", f"expected a positive number, got {args.difference}")
+    path = Path(args.run_dir) / "pairs.parquet"
+    pairs = read_table(path)
+    if args.metric not in pairs.columns or not (pairs[args.metric].dtype.kind in "fiub"):
+        raise InputError(str(path), args.metric, "--metric: not a numeric column of pairs.parquet")
+    rows = plan_rows(pairs, args.metric, args.difference)
+    if args.json:
+        print(json.dumps({"metric": args.metric, "power": POWER, "rows": rows}, indent=1, allow_nan=True))
+        return 0
+    head = ["kind", "model", "variant", "rung", "L", "prompts", "missing", "SD per prompt", "MDE (80%)"]
+    if args.difference is not None:
+        head.append(f"prompts for {args.difference:g}")
+    body = []
+    for r in rows:
+        line = [r["kind"], r["model"], str(r["variant"]), r["rung"], str(r["length"]), str(r["n_prompts"]),
+                str(r["n_missing"]), f"{r['prompt_sd']:.4f}", "inf" if math.isinf(r["mde"]) else f"{r['mde']:.4f}"]
+        if args.difference is not None:
+            line.append("-" if r["prompts_needed"] is None else str(r["prompts_needed"]))
+        body.append(line)
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    for line in [head, *body]:
+        print("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip())
+    print(f"MDE: smallest true difference of {args.metric} the prompt-level test detects with {POWER:.0%} power at "
+          "alpha 0.05; 'cell' rows: a shift of that mean from a fixed value; 'comparison' rows: two models on their "
+          "shared pairs; inf: fewer than 6 prompts (no sign-flip p-value reaches 0.05).")
+    return 0

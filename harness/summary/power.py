@@ -115,3 +115,42 @@ def prompt_sd(per_prompt: np.ndarray) -> float:
     v = np.asarray(per_prompt, dtype=np.float64)
     v = v[np.isfinite(v)]
     return float(np.std(v, ddof=1)) if v.size >= 2 else float("nan")
+
+
+def plan_rows(pairs, metric: str = "emb_dist", difference: float | None = None) -> list[dict]:
+    """What a run could detect and what a difference would need, from its pairs table (``stabprobe plan``).
+
+    One row per model x variant x rung x length (``kind`` "cell": a shift of that mean from a fixed value) and one
+    per pair of models on the same variant x rung x length (``kind`` "comparison": their difference on the pairs
+    both were scored on). Each row: the base prompts behind it, the SD of the per-prompt values, the MDE at this
+    run's prompt count, and with ``difference`` the base prompts needed to detect it (None: more than
+    ``MAX_PROMPTS`` or no spread measured). NaN values of ``metric`` are left out and counted (``n_missing``).
+    """
+    import itertools
+
+    import pandas as pd
+
+    out: list[dict] = []
+    if pairs.empty:
+        return out
+
+    def row(kind, model, variant, rung, length, per_prompt: pd.Series, n_missing: int) -> dict:
+        sd, n = prompt_sd(per_prompt.to_numpy()), int(per_prompt.size)
+        return {"kind": kind, "model": model, "variant": variant, "rung": rung, "length": int(length),
+                "n_prompts": n, "n_missing": n_missing, "prompt_sd": sd, "mde": mde(sd, n),
+                "difference": difference,
+                "prompts_needed": None if difference is None else prompts_needed(difference, sd)}
+
+    for (variant, rung, length), g in pairs.groupby(["variant", "rung", "length"], sort=False):
+        by_model = {}
+        for model, gm in g.groupby("model", sort=True):
+            finite = gm[gm[metric].notna()]
+            by_model[model] = finite.set_index("pair_id")
+            per_prompt = finite.groupby("prompt_id")[metric].mean()
+            out.append(row("cell", model, variant, rung, length, per_prompt, int(len(gm) - len(finite))))
+        for a, b in itertools.combinations(sorted(by_model), 2):
+            shared = by_model[a].index.intersection(by_model[b].index)
+            d = (by_model[a].loc[shared, metric].astype(float) - by_model[b].loc[shared, metric].astype(float))
+            per_prompt = d.groupby(by_model[a].loc[shared, "prompt_id"]).mean()
+            out.append(row("comparison", f"{a} vs {b}", variant, rung, length, per_prompt, 0))
+    return out
