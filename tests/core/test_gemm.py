@@ -107,8 +107,15 @@ def test_embedder_routes_minilm_and_agrees_with_plain_sentence_transformers():
 
 def test_generation_cache_key_depends_on_the_gemm_route():
     from harness.run.keys import cell_key
+    from harness.schema.cell import CellRecord, CellTimings
+    from harness.schema.manifest import DeviceRecord
 
-    info = {"resolved_revision": "sha256:" + "0" * 64, "variant": "bf16", "dtype": "bf16"}
-    keys = {cell_key(info, (64,), "2", "bucket", {}, {"kernels": {"fp32_cpu_gemm": route}})
-            for route in ("onednn", "torch")}
+    info = CellRecord(name="m", variant="bf16", source="./m", requested_revision=None, timings_s=CellTimings(),
+                      resolved_revision="sha256:" + "0" * 64, dtype="bf16", engine_name="hf", capture="generate")
+
+    def device(route):
+        return DeviceRecord(platform="linux", processor="x86_64", cpu_count=2, torch_threads=1, cuda_available=False,
+                            kernels={"fp32_cpu_gemm": route})
+
+    keys = {cell_key(info, (64,), "2", "bucket", {}, device(route)) for route in ("onednn", "torch")}
     assert len(keys) == 2

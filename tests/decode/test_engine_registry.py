@@ -19,6 +19,8 @@ from harness.models.loading import load_model
 from harness.models.registry import DEFAULT_REGISTRY, ModelEntry, load_registry
 from harness.models.variants import engine_of, is_valid_variant, parse_variant, with_engine
 from harness.run.keys import cell_key
+from harness.schema.cell import CellRecord, CellTimings
+from harness.schema.manifest import DeviceRecord
 from harness.audit.render import render_prompt
 from tests.conftest import write
 
@@ -70,9 +72,13 @@ def test_a_declared_engine_appears_everywhere(fake, tiny_chat):
     # the CLI's --engine choices
     assert build_parser().parse_args(["run", "--engine", "fake"]).engine == "fake"
     # the decode cache key: the engine's name, and its library's version
-    info = {"variant": "bf16@fake", "engine_name": "fake"}
-    keys = {cell_key(info, [8], "4", "rows", {"fake-lib": v}, {}) for v in ("1.0", "1.1")}
-    assert len(keys) == 2 and cell_key({**info, "engine_name": "hf"}, [8], "4", "rows", {"fake-lib": "1.0"}, {}) not in keys
+    info = CellRecord(name="x", variant="bf16@fake", source="./x", requested_revision=None, timings_s=CellTimings(),
+                      engine_name="fake", capture="generate")
+    dev = DeviceRecord(platform="linux", processor="x86_64", cpu_count=2, torch_threads=1, cuda_available=False,
+                       kernels={})
+    keys = {cell_key(info, [8], "4", "rows", {"fake-lib": v}, dev) for v in ("1.0", "1.1")}
+    hf = info.evolve(engine_name="hf")
+    assert len(keys) == 2 and cell_key(hf, [8], "4", "rows", {"fake-lib": "1.0"}, dev) not in keys
 
 
 def test_a_declared_engine_decodes_and_records_its_name(fake, tiny_chat):
