@@ -17,7 +17,7 @@ from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, error_line
 from harness.audit.exposure import EXPOSURE, exposure_table, exposure_text
 from harness.core.hashing import sha256_text
 from harness.ladder.records import Ladder
-from harness.models.loading import _context_length, check_local_revision, load_tokenizer, render_policy
+from harness.models.loading import _context_length, check_local_revision, gguf_as_local, load_tokenizer, render_policy
 from harness.run.manifest import base_manifest
 from harness.models.registry import ModelEntry
 from harness.summary.build import audit_counts
@@ -46,6 +46,7 @@ def run_audit(models: Sequence[ModelEntry], ladder: Ladder, out: Path, argv: lis
         rec = {"name": entry.name, "source": entry.source, "requested_revision": entry.revision}
         manifest["models"].append(rec)
         try:
+            entry, _ = gguf_as_local(entry)  # a GGUF source is read from its converted directory (harness.models.gguf)
             resolved = check_local_revision(entry) if entry.is_local else entry.revision
             tok = load_tokenizer(entry)
             kwargs = {"trust_remote_code": entry.trust_remote_code}
