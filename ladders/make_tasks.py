@@ -250,7 +250,7 @@ def small(prompts: list[dict], per_kind: int) -> list[dict]:
     return out
 
 
-SMALL_PER_KIND = 3
+SMALL_PER_KIND = 6
 SMALL_KINDS = ("double_space", "comma_inserted", "final_question", "newline_in_sentence", "lowercase_all",
                "format_separator", "keyboard_typo", "lexicon", "politeness_wrapper", "option_order")
 """One kind per rung (two for punctuation: prompts end with '?' or '.'), so the ladders stay cheap to run."""
