@@ -132,6 +132,7 @@ def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> 
 
     spec = parse_variant(variant)
     t0 = time.perf_counter()
+    requested = entry.revision  # a GGUF source's pin is the file's sha256; the converted directory is resolved_revision
     entry, conversion = gguf_as_local(entry)
     resolved = check_local_revision(entry) if entry.is_local else entry.revision
     if not entry.trust_remote_code:
@@ -181,7 +182,7 @@ def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> 
         name=entry.name,
         source=entry.source,
         variant=variant,
-        requested_revision=entry.revision,
+        requested_revision=requested,
         resolved_revision=resolved,
         weights_sha256=weights_hash(snap) if snap else None,
         tokenizer_sha256=tokenizer_hash(snap) if snap else None,

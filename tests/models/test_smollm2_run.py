@@ -36,14 +36,15 @@ def smollm2_run(smollm2_entry, root, tmp_path_factory):
         torch.set_num_threads(threads)
 
 
-def test_smollm2_runs_complete_and_deterministic(smollm2_run):
+def test_smollm2_runs_complete_and_deterministic(smollm2_entry, smollm2_run):
     d = smollm2_run.run_dir
     manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["status"] == "complete", manifest.get("error")
     (cell,) = manifest["models"]
     assert cell["status"] == "ok" and cell["architecture"] == "LlamaForCausalLM"
     assert cell["num_parameters"] == 134_515_008 and cell["eos_token_ids"] == [2]
-    assert cell["conversion"]["gguf_sha256"].startswith("sha256:b179c952")
+    assert cell["conversion"]["gguf_sha256"] == cell["requested_revision"] == smollm2_entry.revision
+    assert cell["resolved_revision"] == cell["conversion"]["converted_revision"]
     pairs = pd.read_parquet(d / "pairs.parquet")
     ident = pairs[pairs.rung == "identical"]
     assert len(ident) == len(KEEP)
