@@ -212,7 +212,7 @@ def _restore_results(ctx: CellContext, embed: Callable | None) -> bool:
     s, entry, t = ctx.settings, ctx.cell.entry, time.perf_counter()
     ctx.embed = embed if embed is not None else Embedder(s.embedder, cache_dir=s.cache_dir).encode
     info = getattr(getattr(ctx.embed, "__self__", None), "info", None)
-    # The long-text method is part of what a distance means (harness.embedder): in the key.
+    # The long-text method is part of what a distance means (harness.score.embedder): in the key.
     ctx.embedder_sha = f"{info.sha256}|{info.method}" if info is not None else str(s.embedder)
     engine = engine_of(ctx.cell.variant)
     ctx.note(engine_name=engine, capture=effective_capture(engine, s.capture))
@@ -254,7 +254,7 @@ def _decode(ctx: CellContext) -> list:
         probe=agreement_summary(gens),
         weights_loaded=loaded.weights_loaded,  # False when every prompt came from the cache
         stability_traces=loaded.stability_note,
-        # The closed-form head checked against the model's logits (harness.decode.check_trace_head), and
+        # The closed-form head checked against the model's logits (harness.decode.greedy.check_trace_head), and
         # how often its top-1 is not greedy's (near-ties: the traces there describe another token).
         trace_head_check=loaded.head_check,
         trace_head_top1_disagreements=head_top1_disagreements(gens))
@@ -302,7 +302,7 @@ def _write_tables(ctx: CellContext, gens: list, scored, scores: list) -> None:
 
 
 FAILED_NUMERICS = "failed-numerics"
-"""Cell status when the model produced NaN/inf logits or hidden states (harness.decode.NonFiniteOutput)."""
+"""Cell status when the model produced NaN/inf logits or hidden states (harness.decode.records.NonFiniteOutput)."""
 
 
 def _check_finite(gens) -> None:
