@@ -69,7 +69,8 @@ def add_threads(sp) -> None:
 def build_parser(prog: str = "stabprobe") -> argparse.ArgumentParser:
     from harness import __version__
 
-    p = _Parser(prog=prog, description=__doc__, sub=False)
+    p = _Parser(prog=prog, sub=False, description="stabprobe: how far an open-weight model's output moves when its prompt "
+                "barely changes, and whether that number can be trusted. `stabprobe COMMAND --help` for each command.")
     p.add_argument("--version", action="version", version=f"stabprobe {__version__}")
     add_verbosity(p)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -218,6 +219,9 @@ def _print_result(result) -> int:
     m = json.loads((result.run_dir / "manifest.json").read_text(encoding="utf-8"))
     print(f"decoded {m.get('decoded_prompts', 0)} prompts, {m.get('cached_prompts', 0)} from cache; status: {m['status']}")
     print(f"run directory: {result.run_dir}")
+    report = result.run_dir / "report.html"
+    if report.is_file():
+        print(f"report: {report}  (or: stabprobe show {result.run_dir})")
     return result.exit_code
 
 

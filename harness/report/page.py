@@ -113,12 +113,12 @@ def browser_html(records: list[dict[str, Any]], metrics: list[str]) -> str:
     data = {"texts": texts, "metrics": metrics, "pairs": rows, "left_out": len(records) - len(kept)}
     return f"""{head}
 <section id="browser">
-<p class="note">Every scored pair at {kept[0]['length']} tokens, most moved first (embedding distance). Pick a pair in
-the list, or filter by model, variant, rung or any part of its id (a link to <code>#pair=ID</code> opens that pair).</p>
+<p class="note">Every scored pair at {kept[0]['length']} tokens, most moved first (embedding distance); the identical rung and
+the positive control are left out until you pick "all rungs". Pick a pair in the list, or filter by model, variant, rung or any part of its id (a link to <code>#pair=ID</code> opens that pair).</p>
 <div class="controls">
 <select name="model"><option value="">all models</option></select>
 <select name="variant"><option value="">all variants</option></select>
-<select name="rung"><option value="">all rungs</option></select>
+<select name="rung"><option value="__perturbed" selected>perturbed rungs (controls left out)</option><option value="">all rungs</option></select>
 <input name="q" type="search" placeholder="pair id or edit kind" size="32">
 <label>order <select name="sort"></select></label>
 <span class="info"></span>

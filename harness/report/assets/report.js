@@ -65,6 +65,15 @@
     while (j < n - i && a[a.length - 1 - j] === b[b.length - 1 - j]) j++;
     return [i, a.length - j, b.length - j];
   }
+  function snap(a, b, sp) {
+    // A word edit is shown as whole words; an edit of whitespace or punctuation stays exact.
+    let [s, ea, eb] = sp;
+    const wordy = /[\p{L}\p{N}]/u;
+    if (!wordy.test(a.slice(s, ea)) && !wordy.test(b.slice(s, eb))) return sp;
+    while (s > 0 && wordy.test(a[s - 1])) s--;
+    while (ea < a.length && wordy.test(a[ea]) && eb < b.length && wordy.test(b[eb])) { ea++; eb++; }
+    return [s, ea, eb];
+  }
   function promptPre(text, s, e) {
     const pre = el("pre");
     pre.appendChild(document.createTextNode(text.slice(0, s)));
@@ -106,7 +115,7 @@
     detail.appendChild(el("h3", null, "Prompts (the edit highlighted)"));
     const ps = el("div", "sides");
     if (pa != null && pb != null) {
-      const [s, ea, eb] = span(pa, pb);
+      const [s, ea, eb] = snap(pa, pb, span(pa, pb));
       [["a", pa, ea], ["b", pb, eb]].forEach(([k, t, e]) => { const d = el("div", "side"); d.appendChild(el("div", "lbl", "prompt " + k)); d.appendChild(promptPre(t, s, e)); ps.appendChild(d); });
     } else ps.appendChild(el("p", "empty", "ladder.json has no text for this pair"));
     detail.appendChild(ps);
@@ -122,6 +131,8 @@
     if (oa != null && ob != null && oa === ob) detail.appendChild(el("p", "note", "The two outputs are identical."));
   }
   const sel = {};
+  const CONTROLS = ["identical", "positive_control"];
+  const okRung = v => !sel.rung.value || (sel.rung.value === "__perturbed" ? !CONTROLS.includes(v) : v === sel.rung.value);
   ["model", "variant", "rung"].forEach(k => {
     const s = root.querySelector("select[name=" + k + "]");
     const vals = Array.from(new Set(P.map(p => p[k]))).sort();
@@ -136,7 +147,7 @@
   let current = null;
   function render() {
     const words = q.value.toLowerCase().split(/\s+/).filter(Boolean);
-    let rows = P.filter(p => ["model", "variant", "rung"].every(k => !sel[k].value || p[k] === sel[k].value)
+    let rows = P.filter(p => ["model", "variant"].every(k => !sel[k].value || p[k] === sel[k].value) && okRung(p.rung)
       && words.every(w => (p.id + " " + p.edit_kind).toLowerCase().includes(w)));
     const key = sortSel.value;
     rows = rows.slice().sort((a, b) => (b[key] ?? -Infinity) - (a[key] ?? -Infinity));
@@ -153,6 +164,6 @@
     show(current);
   }
   const want = decodeURIComponent((location.hash.match(/pair=([^&]+)/) || [])[1] || "");
-  if (want) q.value = want;
+  if (want) { q.value = want; sel.rung.value = ""; }
   render();
 })();
