@@ -130,6 +130,20 @@ def _unresponsive_table(rows: list[dict[str, Any]]) -> Table:
                  bold_rows={i for i, r in enumerate(rows) if r["unresponsive"]}, empty="no pairs were scored")
 
 
+def _drift_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The drift rows worth a line, and what to say when none is: a model that ran only its reference variant
+    would show itself against itself (drift 0 by construction)."""
+    if not rows:
+        return [], "no pairs were scored"
+    compared = {r["model"] for r in rows if r["variant"] != r["reference"]}
+    kept = [r for r in rows if r["model"] in compared]
+    if kept:
+        return kept, ""
+    refs = sorted({f"{r['model']} ({r['reference']})" for r in rows})
+    return [], ("no drift to measure: every model ran only its reference variant (" + ", ".join(refs) + "), and a "
+                "variant against itself drifts 0 by construction; add one, e.g. --variants bf16,int8")
+
+
 def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
     clusters = summary.get("clusters") or []
     tests = summary.get("tests") or {}
@@ -237,7 +251,7 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                         bold_rows={i for i, c in enumerate(checks) if not c["holds"]},
                         empty="not checked: no model has both rungs scored"))
     if "drift" in summary:
-        drift = summary["drift"]
+        drift, drift_empty = _drift_rows(summary["drift"])
         tables.append(Table("drift", "Drift from the reference and collapse",
                             ["model", "variant", "L", "reference", "P", "prompts / pairs", "P (reference)",
                              "P − P(ref) [95% CI]", "D", "D − P [95% CI]", "drift prompts / rows", "collapse"],
@@ -252,7 +266,7 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                                   "95% CI; no collapse: either CI lies wholly on the other side; not determined: a CI "
                                   "straddles 0 (or fewer than two shared prompts)."),
                             bold_rows={i for i, r in enumerate(drift) if r["collapse"] == "collapse"},
-                            empty="no pairs were scored"))
+                            empty=drift_empty))
     if "tf_drift" in summary:
         tables.append(tf_drift_report_table(summary))
     if "answers" in summary:
