@@ -148,7 +148,11 @@ def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
     clusters = summary.get("clusters") or []
     tests = summary.get("tests") or {}
     rows, sep_rows, bold = [], [], set()
+    # A variant with one model has nothing to cluster: said once below, not as rows of "0 of 0".
+    alone = sorted({f"{c['models'][0]['model']} ({c['variant']})" for c in clusters if len(c["models"]) < 2})
     for c in clusters:
+        if len(c["models"]) < 2:
+            continue
         by_letter: dict[str, list[str]] = {}
         for m in c["models"]:
             for ch in split_letters(m["letters"]):
@@ -174,8 +178,10 @@ def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
             f"{tests.get('expected_false_separations_if_no_model_differs', '?')}.")
     return [
         Table("clusters", "Clusters (compact letter display)",
-              ["variant", "rung", "L", "models", "clusters", "pairs of models separated"], rows, note=note,
-              empty="no cells to cluster"),
+              ["variant", "rung", "L", "models", "clusters", "pairs of models separated"], rows,
+              note=note + (f" Not clustered, the only model of its variant: {', '.join(alone)}." if alone else ""),
+              empty=("nothing to cluster: clusters compare the models of one variant, and every variant has one model"
+                     + (f" ({', '.join(alone)})" if alone else "")) if alone else "no cells to cluster"),
         Table("separated", "Model comparisons per rung (separated pairs in bold)",
               ["variant", "rung", "L", "model a", "model b", "prompts", "shared pairs", "mean(a − b) [95% CI]", "p",
                "p (Holm)", "verdict", "MDE (80% power)"], sep_rows,
@@ -185,7 +191,8 @@ def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
                     "spread of their per-prompt differences (∞: too few prompts for any sign-flip p-value to reach "
                     "alpha); a difference smaller than the MDE that is 'not separated' is not evidence of no "
                     "difference. `stabprobe plan RUN_DIR --difference D` says how many base prompts D needs."),
-              bold_rows=bold, empty="no two models share a rung"),
+              bold_rows=bold, empty=("no two models of one variant share a rung, so there is nothing to compare"
+                                     + (f" ({', '.join(alone)} ran alone)" if alone else ""))),
     ]
 
 
