@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from harness.core import rundir
+from harness.report.records import Span
 
 PAGE_METRICS = ("emb_dist", "emb_dist_answer", "tok_edit_norm", "first_div", "js", "top1_flip", "hidden_dist")
 """Metrics shown per pair, in this order, where the run has them."""
@@ -29,18 +29,6 @@ TEXT_LIMIT = 4000
 """Characters of an output kept in the page (the rest is cut, and the page says by how much)."""
 PAGE_PAIRS = 3000
 """Pairs embedded in report.html at most, those that moved most first (the table says how many were left out)."""
-
-
-@dataclass(frozen=True)
-class Span:
-    """Where two texts differ: ``[start, end_a)`` of a and ``[start, end_b)`` of b (start == len: no difference)."""
-
-    start: int
-    """First differing character (the common prefix's length)."""
-    end_a: int
-    """End of the differing part of a (its common suffix starts here)."""
-    end_b: int
-    """End of the differing part of b."""
 
 
 def edit_span(a: str, b: str) -> Span:

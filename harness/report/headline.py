@@ -13,10 +13,10 @@ see is the finding the harness exists for; the other rungs sit beside it in the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from harness.ladder.records import NOISE_FLOOR, POSITIVE_CONTROL, RUNGS
+from harness.report.records import Headline, HeadlineRow
 from harness.report.text import fmt, mde_text
 
 HEADLINE_RUNGS = tuple(r for r in RUNGS if r not in (NOISE_FLOOR, POSITIVE_CONTROL))
@@ -42,48 +42,6 @@ FLAG_WORDS = {
     "nondeterministic": "not reproducible (the identical rung is not exactly 0)",
     "determinism_unknown": "reproducibility unknown (non-finite numbers on the identical rung)",
 }
-
-
-@dataclass(frozen=True)
-class HeadlineRow:
-    """One model × variant on the headline rung."""
-
-    model: str
-    """Registry name."""
-    variant: str
-    """Variant label (bf16, int4, bf16@vllm, ...)."""
-    mean: float
-    """Mean embedding distance over its pairs on the headline rung (0 = the outputs never moved)."""
-    ci95: tuple[float, float]
-    """95% CI resampling base prompts (NaN when too few prompts)."""
-    cluster: str
-    """Compact letter among the models of its variant ('-' when not clustered)."""
-    mde: float | None
-    """Minimum detectable difference of that mean at 80% power (None when not computed; inf: too few prompts)."""
-    n_prompts: int
-    """Base prompts behind the mean."""
-    others: dict[str, str] = field(default_factory=dict)
-    """Other perturbed rungs: rung -> 'mean letter' at the same length."""
-
-
-@dataclass(frozen=True)
-class Headline:
-    """What report.html's first screen and `stabprobe show` say first."""
-
-    rung: str | None
-    """The headline rung (None: nothing perturbed was scored)."""
-    length: int | None
-    """The length its figures are read at."""
-    rows: list[HeadlineRow]
-    """One per model × variant, least moving first."""
-    sentences: list[str]
-    """The findings in words, most important first."""
-    determinism: str
-    """The determinism verdict in a sentence."""
-    traps: list[str]
-    """One sentence per flag raised ('' list: none)."""
-    other_rungs: list[str]
-    """The other perturbed rungs shown beside the headline rung, in ladder order."""
 
 
 def _word(rung: str) -> str:

@@ -8,33 +8,9 @@ output of the run stopped within ``L_prev`` tokens, the texts at any longer leng
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
 
-from harness.report.records import Table
-
-
-@dataclass(frozen=True)
-class LengthsView:
-    """Which scored lengths carry information."""
-
-    informative: list[int]
-    """Lengths kept in the tables and figures, ascending."""
-    collapsed: dict[int, int]
-    """Length left out -> the shorter length its rows repeat."""
-    longest_output: int | None
-    """The longest output of the run in tokens (None: no generations to tell)."""
-
-    def sentence(self) -> str:
-        """The one place the report says it ('' when nothing is collapsed)."""
-        if not self.collapsed:
-            return ""
-        gone = ", ".join(str(L) for L in sorted(self.collapsed))
-        kept = sorted(set(self.collapsed.values()))
-        return (f"Every output ended within {self.longest_output} tokens, before {', '.join(map(str, kept))}: the "
-                f"{gone}-token rows would repeat the {', '.join(map(str, kept))}-token ones, so they are shown once, "
-                "at the shorter length.")
+from harness.report.records import LengthsView, Table
 
 
 def lengths_view(lengths: list[int], gens: pd.DataFrame | None) -> LengthsView:
