@@ -92,3 +92,23 @@ def test_shipped_files_are_found_outside_the_checkout(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     root, n = res.stdout.split()
     assert Path(root) == data and int(n) > 3
+
+
+def test_library_warnings_are_counted_and_each_shown_once(capsys):
+    import logging
+    import warnings
+
+    from harness.core.log import configure, report_warnings
+
+    tally = configure(0)
+    try:
+        for _ in range(3):
+            warnings.warn_explicit("old API", FutureWarning, "/x/site-packages/somelib/mod.py", 7, registry={})
+        warnings.warn_explicit("other", UserWarning, "/x/site-packages/otherlib/a.py", 1, registry={})
+    finally:
+        report_warnings(tally)
+        logging.getLogger("harness").handlers.clear()
+    err = capsys.readouterr().err
+    assert "4 warning(s) from libraries, 2 distinct, each shown once:" in err
+    assert err.count("old API") == 1 and "3× somelib: FutureWarning: old API" in err
+    assert "1× otherlib: UserWarning: other" in err

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from harness.report.browse import PAGE_PAIRS, TEXT_LIMIT
-from harness.report.headline import RUNG_WORDS, Headline
+from harness.report.headline import RUNG_WORDS
+from harness.report.records import Headline
 from harness.report.text import fmt, mde_text
 
 _esc = html.escape
