@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from harness.ladder.records import NOISE_FLOOR, POSITIVE_CONTROL, RUNGS
+from harness.ladder.records import NEGATIVE_CONTROL, NOISE_FLOOR, POSITIVE_CONTROL, RUNGS
 from harness.report.records import Headline, HeadlineRow
 from harness.report.text import fmt, mde_text
 
@@ -23,11 +23,11 @@ HEADLINE_RUNGS = tuple(r for r in RUNGS if r not in (NOISE_FLOOR, POSITIVE_CONTR
 """Perturbed rungs, tightest first: the first one a run measured is its headline rung."""
 
 RUNG_WORDS = {
-    "noop_format": "invisible formatting edits", "punctuation": "punctuation edits",
+    NEGATIVE_CONTROL: "invisible formatting edits", "punctuation": "punctuation edits",
     "structural": "whitespace edits inside the prompt", "casing": "case changes", "format": "format changes",
     "typo": "typos", "synonym": "synonym swaps", "filler": "added filler words", "paraphrase": "paraphrases",
     "option_order": "reordered answer options", "semantic_small": "small real changes of the task",
-    "positive_control": "a different task", "identical": "no change at all",
+    POSITIVE_CONTROL: "a different task", NOISE_FLOOR: "no change at all",
 }
 """How a person says each rung."""
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.ladder.records import CONTROL_RUNGS
 from harness.report.browse import PAGE_PAIRS, TEXT_LIMIT
 from harness.report.headline import RUNG_WORDS
 from harness.report.records import Headline
@@ -111,7 +112,8 @@ def browser_html(records: list[dict[str, Any]], metrics: list[str]) -> str:
                      "pa": ref(r["prompt_a"]), "pb": ref(r["prompt_b"]), "oa": ref(_cut(r["out_a"])),
                      "ob": ref(_cut(r["out_b"])), "sa": r["stop_a"], "sb": r["stop_b"],
                      **{m: r.get(m) for m in metrics}})
-    data = {"texts": texts, "metrics": metrics, "pairs": rows, "left_out": len(records) - len(kept)}
+    data = {"texts": texts, "metrics": metrics, "pairs": rows, "left_out": len(records) - len(kept),
+            "controls": list(CONTROL_RUNGS)}
     return f"""{head}
 <section id="browser">
 <p class="note">Every scored pair at {kept[0]['length']} tokens, most moved first (embedding distance); the identical rung and

@@ -16,6 +16,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from harness.core import rundir
+from harness.ladder.records import CONTROL_RUNGS
 from harness.errors import InputError
 from harness.report.browse import browse_pairs, divergence, edit_span, ladder_prompts
 from harness.report.headline import RUNG_WORDS, build_headline
@@ -115,7 +116,7 @@ def show_run(run_dir: Path, pair: str | None = None, worst: int = 5, length: int
         console.print("No trap fired (no flag raised, every model ran).")
     if view.collapsed:
         console.print(Text(view.sentence(), style="dim"))
-    moved = [r for r in records if r["rung"] not in ("identical", "positive_control")][:max(worst, 0)]
+    moved = [r for r in records if r["rung"] not in CONTROL_RUNGS][:max(worst, 0)]
     if moved:
         console.print(Text(f"\nThe {len(moved)} pairs that moved most (besides the positive control); "
                            "`stabprobe show RUN_DIR --pair ID` shows any other:", style="bold"))

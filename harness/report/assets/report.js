@@ -131,7 +131,7 @@
     if (oa != null && ob != null && oa === ob) detail.appendChild(el("p", "note", "The two outputs are identical."));
   }
   const sel = {};
-  const CONTROLS = ["identical", "positive_control"];
+  const CONTROLS = D.controls || [];
   const okRung = v => !sel.rung.value || (sel.rung.value === "__perturbed" ? !CONTROLS.includes(v) : v === sel.rung.value);
   ["model", "variant", "rung"].forEach(k => {
     const s = root.querySelector("select[name=" + k + "]");
