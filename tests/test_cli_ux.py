@@ -101,6 +101,7 @@ def test_library_warnings_are_counted_and_each_shown_once(capsys):
     from harness.core.log import configure, report_warnings
 
     tally = configure(0)
+    logging.getLogger("harness").setLevel(logging.INFO)  # as on a terminal (pytest's stderr is not one)
     try:
         for _ in range(3):
             warnings.warn_explicit("old API", FutureWarning, "/x/site-packages/somelib/mod.py", 7, registry={})
@@ -112,3 +113,10 @@ def test_library_warnings_are_counted_and_each_shown_once(capsys):
     assert "4 warning(s) from libraries, 2 distinct, each shown once:" in err
     assert err.count("old API") == 1 and "3× somelib: FutureWarning: old API" in err
     assert "1× otherlib: UserWarning: other" in err
+
+
+def test_stderr_keeps_one_line_errors_when_it_is_not_a_terminal(tmp_path, capsys):
+    """Piped or in CI, phases are not logged unless -v: a failing command's stderr is its one error line."""
+    bad = write(tmp_path / "l.yaml", "ladder: x\nprompts:\n  - id: a\n    text: hi\n    rung: nope\n")
+    assert main(["run", "--models", "tiny-chat", "--ladder", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

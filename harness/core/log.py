@@ -59,12 +59,16 @@ def _package_of(filename: str) -> str:
 
 
 def configure(verbosity: int) -> WarningTally:
-    """Logging for one command: ``verbosity`` -1 (``-q``: warnings and errors only), 0 (phases), 1+ (``-v``: debug).
+    """Logging for one command: ``verbosity`` -1 (``-q``: warnings and errors only), 0 (phases on a terminal;
+    warnings and errors when stderr is not one), 1+ (``-v``: phases and debug messages).
 
     Messages go to stderr (stdout carries the command's result: tables, paths), through rich when a
     terminal is attached, plain ``stabprobe: message`` lines otherwise.
     """
-    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    # Phases are shown by default only on a terminal: piped or in CI, stderr carries at most the one-line
+    # error of the command's failure (the contract every error exit keeps) unless -v asks for more.
+    shown = verbosity if sys.stderr.isatty() or verbosity != 0 else -1
+    level = logging.WARNING if shown < 0 else logging.INFO if shown == 0 else logging.DEBUG
     logger = logging.getLogger(ROOT)
     for h in list(logger.handlers):
         logger.removeHandler(h)
