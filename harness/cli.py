@@ -12,14 +12,32 @@ from pathlib import Path
 from harness.commands import cmd_audit, cmd_geometry, cmd_ladder, cmd_plan, cmd_registry, ladder_from_args, registry_from_args, words
 from harness.core.engines import engine_names
 from harness.decode.greedy import BATCHING_MODES, DEFAULT_BATCH_SIZE
+from harness.ladder.records import RUNGS
 from harness.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EnvironmentProblem, InputError
 
 DEFAULT_MODELS = "tiny-chat,tiny-think,tiny-base"
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help, unless the help already names it or there is none to name."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings or isinstance(action, argparse._VersionAction)):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, sub: bool = True, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+        if sub:
+            add_verbosity(self, top=False)
+
     def error(self, message: str):  # one line, exit 2, like every other input error
-        self.exit(EXIT_BAD_INPUT, f"stabprobe: error: {self.prog}: {message}\n")
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -32,6 +50,15 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
     return tuple(sorted(set(vals)))
 
 
+def add_verbosity(sp, top: bool = True) -> None:
+    """``-v`` / ``-q`` on the top-level parser and on every subcommand (``stabprobe run -v`` works too)."""
+    default = 0 if top else argparse.SUPPRESS
+    sp.add_argument("-v", "--verbose", action="count", default=default,
+                    help="more detail on stderr (-v: debug messages and each library warning as it comes)")
+    sp.add_argument("-q", "--quiet", action="count", default=default,
+                    help="only warnings and errors on stderr (the result itself still goes to stdout)")
+
+
 def add_threads(sp) -> None:
     """``--threads``, passed through to the library (the policy itself: harness.core.threads.policy_threads)."""
     sp.add_argument("--threads", type=int, default=None,
@@ -39,9 +66,14 @@ def add_threads(sp) -> None:
                          "more threads trade the identical rung's exactness for speed, and the verdict says so)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="stabprobe", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def build_parser(prog: str = "stabprobe") -> argparse.ArgumentParser:
+    from harness import __version__
+
+    p = _Parser(prog=prog, sub=False, description="stabprobe: how far an open-weight model's output moves when its prompt "
+                "barely changes, and whether that number can be trusted. `stabprobe COMMAND --help` for each command.")
+    p.add_argument("--version", action="version", version=f"stabprobe {__version__}")
+    add_verbosity(p)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     def common(sp, models_default: str | None = DEFAULT_MODELS):
         sp.add_argument("--models", default=models_default, help="comma-separated registry names or model directories")
@@ -65,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--capture", default="generate", choices=("generate", "probe"),
                    help="HF engine's per-step readings: captured while decoding, or from the teacher-forced probe "
                         "(vLLM always uses the probe)")
-    r.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    r.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="prompts decoded together at most")
     r.add_argument("--batching", default="rows", choices=BATCHING_MODES,
                    help="rows: mixed lengths, attention per equal-length group (batch-invariant, full batches); "
                         "bucket: exact-length batches (batch-invariant); padded: left-padded (not batch-invariant)")
@@ -74,45 +106,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write each prompt's full prompt-end log-probabilities (V float32: ~0.6 MB per prompt at "
                         "Qwen3's vocabulary); by default the top-64 and the tail mass are kept")
     add_threads(r)
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (logging still says each phase)")
     r.add_argument("--cache", default=None,
                    help="generation cache directory (default: $STABPROBE_CACHE or ~/.cache/stabprobe)")
     r.add_argument("--no-cache", action="store_true", help="decode everything; read and write no cache")
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="finish an interrupted run (its own config is used)")
     r.add_argument("--shard", default=None, metavar="I/N", help="run only cells with index %% N == I (e.g. $SLURM_ARRAY_TASK_ID/N)")
-    r.add_argument("--executor", default="local", choices=("local", "ray"))
+    r.add_argument("--executor", default="local", choices=("local", "ray"), help="where cells run")
     r.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
 
     mg = sub.add_parser("merge", help="join shard run directories into one run")
-    mg.add_argument("run_dirs", nargs="+")
-    mg.add_argument("--out", default="runs")
+    mg.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="shard run directories of one run (--shard I/N)")
+    mg.add_argument("--out", default="runs", help="directory that receives the merged run directory")
     add_threads(mg)
 
     a = sub.add_parser("audit", help="token audit only: which pairs each model can tell apart")
     common(a)
 
     reg = sub.add_parser("registry", help="list or pin registry entries")
-    regsub = reg.add_subparsers(dest="registry_command", required=True, parser_class=_Parser)
+    regsub = reg.add_subparsers(dest="registry_command", required=True, parser_class=_Parser, metavar="{list,pin}")
     rl = regsub.add_parser("list", help="show the entries")
-    rl.add_argument("--registry", default=None)
+    rl.add_argument("--registry", default=None, help="model registry YAML (default: the shipped model_registry.yaml)")
     rp = regsub.add_parser("pin", help="resolve revisions (hub commits need the hub; local dirs get content hashes)")
-    rp.add_argument("--registry", default=None)
+    rp.add_argument("--registry", default=None, help="model registry YAML (default: the shipped model_registry.yaml)")
     rp.add_argument("--names", default=None, help="only these entries")
     rp.add_argument("--local-only", action="store_true", help="only re-hash local model directories")
 
-    rep = sub.add_parser("report", help="rebuild summary.json and report.md from a run directory")
-    rep.add_argument("run_dir")
+    rep = sub.add_parser("report", help="rebuild summary.json, report.md and report.html from a run directory")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (stabprobe run --out DIR writes DIR/<stamp>-<id>/)")
+
+    sh = sub.add_parser("show", help="a run in the terminal: the headline, the pairs that moved most with their outputs, "
+                                     "or one pair by id")
+    sh.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    sh.add_argument("--pair", default=None, metavar="ID",
+                    help="show this pair in full: MODEL/VARIANT/PAIR_ID, or a PAIR_ID (every model's row of it)")
+    sh.add_argument("--worst", type=int, default=5, help="how many of the pairs that moved most to show with outputs")
+    sh.add_argument("--length", type=int, default=None, help="output length to read (default: the headline's)")
 
     pl = sub.add_parser("plan", help="minimum detectable differences of a run, and base prompts a difference needs")
-    pl.add_argument("run_dir", help="a run directory (reads its pairs.parquet)")
+    pl.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (reads its pairs.parquet)")
     pl.add_argument("--metric", default="emb_dist", help="pairs.parquet column (default emb_dist)")
     pl.add_argument("--difference", type=float, default=None,
                     help="a difference to detect: prints the base prompts it needs at 80%% power")
     pl.add_argument("--json", action="store_true", help="JSON instead of a table")
 
     cmp_ = sub.add_parser("compare", help="per model x variant x rung x length: did RUN_B move more or less than RUN_A?")
-    cmp_.add_argument("run_a")
-    cmp_.add_argument("run_b")
+    cmp_.add_argument("run_a", metavar="RUN_A", help="the baseline run directory")
+    cmp_.add_argument("run_b", metavar="RUN_B", help="the run directory compared with it")
     cmp_.add_argument("--threshold", type=float, default=0.02,
                       help="smallest change of the mean that counts as regressed/improved (default 0.02)")
     cmp_.add_argument("--metric", default="emb_dist", help="pairs.parquet column to compare (default emb_dist)")
@@ -136,14 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--config", required=True, help="gate YAML (see docs/ci-gate.md)")
     gate.add_argument("--out", default=None, help="directory that receives the run directory (default: the config's `out`)")
     gate.add_argument("--junit", default=None, help="JUnit XML to write (default: the config's `junit`, else in the run directory)")
-    gate.add_argument("--no-progress", action="store_true")
+    gate.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_threads(gate)
 
     ls = sub.add_parser("ladder", help="ladder utilities")
-    lsub = ls.add_subparsers(dest="ladder_command", required=True, parser_class=_Parser)
+    lsub = ls.add_subparsers(dest="ladder_command", required=True, parser_class=_Parser, metavar="{show,build}")
     show = lsub.add_parser("show", help="print a ladder's pairs with whitespace and invisible characters made visible")
-    show.add_argument("file")
-    show.add_argument("--rung", default=None)
+    show.add_argument("file", metavar="FILE", help="a ladder YAML or published pair JSON")
+    show.add_argument("--rung", default=None, choices=RUNGS, metavar="RUNG",
+                      help=f"only this rung ({', '.join(RUNGS)}; default: every rung)")
     build = lsub.add_parser("build", help="turn a prompts file into a full ladder YAML (every rung, coverage in its header)")
     build.add_argument("--prompts", required=True, help=".txt (one prompt per line) or .json/.yaml list of prompts")
     build.add_argument("--out", default=None, help="ladder YAML to write (default: print it)")
@@ -178,6 +219,9 @@ def _print_result(result) -> int:
     m = json.loads((result.run_dir / "manifest.json").read_text(encoding="utf-8"))
     print(f"decoded {m.get('decoded_prompts', 0)} prompts, {m.get('cached_prompts', 0)} from cache; status: {m['status']}")
     print(f"run directory: {result.run_dir}")
+    report = result.run_dir / "report.html"
+    if report.is_file():
+        print(f"report: {report}  (or: stabprobe show {result.run_dir})")
     return result.exit_code
 
 
@@ -287,17 +331,34 @@ def _quiet_libraries() -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def cmd_show(args) -> int:
+    from harness.report.show import show_run
+
+    print(show_run(Path(args.run_dir), pair=args.pair, worst=args.worst, length=args.length))
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "stabprobe") -> int:
+    from harness.core.log import configure, report_warnings
+
+    args = build_parser(prog).parse_args(argv)
     _quiet_libraries()
+    tally = configure(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     handlers = {"merge": cmd_merge, "run": cmd_run, "audit": cmd_audit, "registry": cmd_registry, "report": cmd_report, "ladder": cmd_ladder,
-                "compare": cmd_compare, "plan": cmd_plan,
+                "compare": cmd_compare, "plan": cmd_plan, "show": cmd_show,
                 "geometry": cmd_geometry,
                 "gate": cmd_gate}
     if args.command in ("stretch", "floor"):
         from harness.stretch_study.commands import HANDLERS
 
         handlers[args.command] = lambda a: HANDLERS[a.command](a, registry_from_args, ladder_from_args)
+    try:
+        return _dispatch(handlers, args)
+    finally:
+        report_warnings(tally)
+
+
+def _dispatch(handlers, args) -> int:
     try:
         return handlers[args.command](args)
     except InputError as exc:

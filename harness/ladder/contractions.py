@@ -19,8 +19,9 @@ from typing import Mapping
 from harness.errors import InputError
 from harness.ladder.textspans import EditKind, NotApplicable, first_change, pick, protected_spans, replace_span
 from harness.core.yaml_strict import load_yaml_strict
+from harness.core.resources import data_path
 
-DEFAULT_CONTRACTIONS = Path(__file__).resolve().parent.parent.parent / "ladders" / "contractions.yaml"
+DEFAULT_CONTRACTIONS = data_path("ladders", "contractions.yaml")
 _SECTIONS = ("both", "contract_only", "expand_only")
 _PHRASE = re.compile(r"[a-z]+(?: [a-z]+)*")
 _CONTRACTED = re.compile(r"[a-z]+'[a-z]+(?: [a-z]+)*")

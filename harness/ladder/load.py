@@ -17,8 +17,9 @@ from harness.ladder.options import option_labels
 from harness.ladder.build import MAX_PAIRS_PER_KIND, build_ladder, resolve_kinds
 from harness.ladder.records import TASK_CHANGING_RUNGS, CURATED_RUNGS, BasePrompt, Ladder, PromptPair, PromptSet, Variant
 from harness.core.yaml_strict import MAX_DEPTH, check_nesting, load_yaml_strict, read_text_strict
+from harness.core.resources import data_path
 
-DEFAULT_LADDER = Path(__file__).resolve().parent.parent.parent / "ladders" / "default.yaml"
+DEFAULT_LADDER = data_path("ladders", "default.yaml")
 
 # Published pair files name the rungs slightly differently.
 CATEGORY_TO_RUNG = {

@@ -15,6 +15,7 @@ with any other prompt of the file.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def read_prompts_file(path: Path | str, name: str | None = None) -> PromptsFile:
         raise InputError(str(path), "--name", "empty ladder name")
     body = text.removeprefix("\ufeff")  # a BOM is an editor's artefact, not part of the first prompt
     if suffix == ".txt":
-        specs, blank = _txt_specs(body), _blank_lines(body)
+        specs, blank = _txt_specs(body, path), _blank_lines(body)
     else:
         raw = parse_json_strict(path, body) if suffix == ".json" else load_yaml_strict(path)
         specs, blank = _structured_specs(path, raw), 0
@@ -95,8 +96,33 @@ def _blank_lines(body: str) -> int:
     return sum(1 for line in lines if not line.strip())
 
 
-def _txt_specs(body: str) -> list[PromptSpec]:
-    texts = [line for line in _lines(body) if line.strip()]
+# Lines that can only continue the prompt above them: two answer options in a row ("A. ...", then "B. ...";
+# one line starting "A. Lincoln" is a prompt) or an options header alone on its line. In a .txt (one prompt per
+# line) they mean the file holds multi-line prompts, and reading it line by line would silently turn one
+# multiple-choice question into five prompts.
+_OPTION = re.compile(r"^\s*\(?([A-Ha-h])[.)]\s*\S")
+_HEADER = re.compile(r"^\s*(?:Options|Choices|Answer choices)\s*:\s*$", re.IGNORECASE)
+
+
+def _continuation(lines: list[str]) -> int | None:
+    """1-based line number of the first line that continues a multi-line prompt, None when there is none."""
+    for n, line in enumerate(lines):
+        if _HEADER.match(line):
+            return n + 1
+        m, nxt = _OPTION.match(line), _OPTION.match(lines[n + 1]) if n + 1 < len(lines) else None
+        if m and nxt and ord(nxt.group(1).lower()) == ord(m.group(1).lower()) + 1:
+            return n + 1
+    return None
+
+
+def _txt_specs(body: str, path: Path | None = None) -> list[PromptSpec]:
+    lines = _lines(body)
+    n = _continuation(lines)
+    if n is not None:
+        raise InputError(str(path or "prompts"), f"line {n}",
+                         f"{lines[n - 1].strip()[:40]!r} continues a prompt over several lines (answer options), but a "
+                         ".txt holds one prompt per line; put multi-line prompts in a .json or .yaml list")
+    texts = [line for line in lines if line.strip()]
     return [PromptSpec(id=pid, text=t, topic=pid) for pid, t in zip(prompt_ids(len(texts)), texts)]
 
 

@@ -13,8 +13,9 @@ from typing import Mapping
 from harness.errors import InputError
 from harness.ladder.edits import NotApplicable, Span, pick, seed_for, word_spans
 from harness.core.yaml_strict import load_yaml_strict
+from harness.core.resources import data_path
 
-DEFAULT_LEXICON = Path(__file__).resolve().parent.parent.parent / "ladders" / "synonyms.yaml"
+DEFAULT_LEXICON = data_path("ladders", "synonyms.yaml")
 LEXICON_EDIT_KIND = "lexicon"
 """``edit_kind`` of generated synonym pairs; also the name that selects them in a ladder's ``edit_kinds``."""
 

@@ -18,8 +18,9 @@ from harness.core.engines import DEFAULT_ENGINE, engine_decl
 from harness.core.hashing import directory_revision
 from harness.audit.template_clock import DEFAULT_TEMPLATE_DATE, parse_template_date
 from harness.core.yaml_strict import load_yaml_strict
+from harness.core.resources import data_path
 
-DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "model_registry.yaml"
+DEFAULT_REGISTRY = data_path("model_registry.yaml")
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _CONTENT = re.compile(r"^sha256:[0-9a-f]{64}$")

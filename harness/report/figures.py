@@ -274,7 +274,9 @@ def fig_drift(summary: dict[str, Any]) -> Figure:
     drawn = [r for r in rows if r["drift"] is not None]
     notes = [f"{r['model']} ({r['variant']}): no drift measured against {r['reference']}" for r in rows if r["drift"] is None]
     if not any(r["variant"] != r["reference"] for r in drawn):
-        return not_drawn(key, title, "no variant has a drift measurement against its reference: " + "; ".join(notes))
+        why = "; ".join(notes) or (f"at {L} tokens every row is a reference against itself "
+                                   "(drift 0 by construction)")
+        return not_drawn(key, title, "no variant has a drift measurement against its reference: " + why)
     fig = MplFigure(figsize=(8, 6))
     ax = fig.subplots()
     top = max(max(r["perturbation_distance"] for r in drawn), max(r["drift"] for r in drawn), 1e-3) * 1.15

@@ -1,4 +1,4 @@
-"""report.html: one self-contained file (tables, and figures inlined as base64 PNGs).
+"""report.html: one self-contained file: the answer first, a pair browser, tables, figures inlined as base64 PNGs.
 
 Nothing in the page is fetched: no scripts, fonts, stylesheets or images from
 anywhere else, so the file can be mailed, archived as a CI artifact or opened
@@ -21,31 +21,22 @@ import pandas as pd
 from harness.report.figures import (
     not_drawn,
     fig_drift,
-    fig_heatmap,
     fig_margins,
     fig_rung_distances,
     fig_trajectories,
 )
 from harness.report.markdown import report_tables, run_lines
+from harness.report.browse import PAGE_METRICS, browse_pairs
+from harness.report.headline import build_headline
+from harness.report.lengths import drop_collapsed, lengths_view
+from harness.report.page import asset, browser_html, headline_html, heatmap_html, toc_html
 from harness.report.records import Figure, Table
 
 REPORT_HTML = "report.html"
 
 
-# --- page --------------------------------------------------------------------
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1200px;color:#1a1a1a;padding:0 16px}
-h1{font-size:1.6em} h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ccc;padding-bottom:3px}
-table{border-collapse:collapse;font-size:0.82em;margin:6px 0 12px} th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f0f0f0} tr.alert td{background:#fde8e8;font-weight:600}
-p.note{color:#444;font-size:0.88em} p.missing{color:#8a4b00;background:#fff4e0;padding:6px 10px;border-left:3px solid #e0a030}
-p.empty{color:#555;font-style:italic} figure{margin:10px 0 18px} figure img{max-width:100%;border:1px solid #ddd}
-figcaption{font-size:0.85em;color:#444;margin-top:4px} code{background:#f3f3f3;padding:0 3px}
-"""
-
 # Figures are placed after the table with this key.
-_FIGURES_AFTER = {"distances": ("fig_rungs",), "separated": ("fig_heatmap", "fig_traj", "fig_margins"), "drift": ("fig_drift",)}
+_FIGURES_AFTER = {"distances": ("fig_rungs",), "separated": ("fig_traj", "fig_margins"), "drift": ("fig_drift",)}
 
 
 def _inline_md(text: str) -> str:
@@ -61,11 +52,12 @@ def _table_html(t: Table) -> str:
     if not t.rows:
         parts.append(f'<p class="empty">{html.escape(t.empty)}</p>')
         return "\n".join(parts)
-    parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.header) + "</tr></thead><tbody>")
+    parts.append('<div class="scroll"><table class="data"><thead><tr>'
+                 + "".join(f"<th>{html.escape(h)}</th>" for h in t.header) + "</tr></thead><tbody>")
     for i, r in enumerate(t.rows):
         cls = ' class="alert"' if i in t.bold_rows else ""
         parts.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>")
-    parts.append("</tbody></table>")
+    parts.append("</tbody></table></div>")
     return "\n".join(parts)
 
 
@@ -103,7 +95,6 @@ def build_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFra
 def _draw_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFrame | None) -> dict[str, Figure]:
     figs = [
         _safe("fig_rungs", "Embedding distance per rung", lambda: fig_rung_distances(summary)),
-        _safe("fig_heatmap", "Mean embedding distance, model × edit kind", lambda: fig_heatmap(pairs)),
         _safe("fig_traj", "Levenshtein trajectories", lambda: fig_trajectories(pairs, gens)),
         _safe("fig_margins", "Per-step margins", lambda: fig_margins(pairs, gens)),
         _safe("fig_drift", "Drift", lambda: fig_drift(summary)),
@@ -111,19 +102,54 @@ def _draw_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFra
     return {f.key: f for f in figs}
 
 
+def _without_lengths(summary: dict[str, Any], gone: set[int]) -> dict[str, Any]:
+    """The summary with every row at a collapsed length left out (sections that are lists of rows with a length)."""
+    if not gone:
+        return summary
+    return {k: ([r for r in v if not (isinstance(r, dict) and r.get("length") in gone)] if isinstance(v, list) else v)
+            for k, v in summary.items()}
+
+
 def render_html(summary: dict[str, Any], manifest: dict[str, Any], pairs: pd.DataFrame,
-                gens: pd.DataFrame | None, memo=None) -> str:
-    figures = build_figures(summary, pairs, gens, memo)
-    body = ["<h1>stabprobe report</h1>", "<ul>" + "".join(f"<li>{_inline_md(x)}</li>" for x in run_lines(summary, manifest)) + "</ul>"]
+                gens: pd.DataFrame | None, memo=None, prompts: dict[str, tuple[str, str]] | None = None) -> str:
+    """The page: the answer first (headline), contents, the pair browser, then every table and figure.
+
+    ``prompts``: pair_id -> (prompt_a, prompt_b) from ladder.json, for the pair browser.
+    """
+    view = lengths_view(manifest.get("config", {}).get("lengths") or sorted(set(pairs["length"])) if not pairs.empty
+                        else [], gens)
+    gone = set(view.collapsed)
+    shown = _without_lengths(summary, gone)
+    shown_pairs = pairs[~pairs["length"].isin(gone)] if gone and not pairs.empty else pairs
+    head = build_headline(summary, view.informative)
+    figures = build_figures(shown, shown_pairs, gens, memo)
+    records = browse_pairs(shown_pairs, gens, prompts or {}, head.length)
+    metrics = [m for m in PAGE_METRICS if m in pairs.columns]
+    sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
+    sections.append(("pairs", "Pair browser", browser_html(records, metrics)))
     placed: set[str] = set()
     for t in report_tables(summary, manifest):
-        body.append(_table_html(t))
+        t = drop_collapsed(t, view)
+        sections.append((t.key, t.title, _table_html(t)))
+        if t.key == "separated":
+            sections.append(("fig_heatmap", "Heatmap: edit kind × model", heatmap_html(shown_pairs, head.length)))
         for k in _FIGURES_AFTER.get(t.key, ()):
-            body.append(_figure_html(figures[k]))
+            sections.append((k, figures[k].title, _figure_html(figures[k])))
             placed.add(k)
     # A figure whose anchor table is absent (e.g. a summary without a drift table) still appears.
-    body += [_figure_html(f) for k, f in figures.items() if k not in placed]
+    sections += [(k, f.title, _figure_html(f)) for k, f in figures.items() if k not in placed]
     skipped = manifest.get("config", {}).get("ladder", {}).get("skipped_edits", 0)
-    body.append(f'<p class="note">Edits not applicable to their prompt (listed in the manifest): {html.escape(str(skipped))}.</p>')
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>stabprobe report</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    run = ("<h2 id=\"run\">The run</h2><ul>" + "".join(f"<li>{_inline_md(x)}</li>" for x in run_lines(summary, manifest))
+           + f"<li>Edits not applicable to their prompt (listed in the manifest): {html.escape(str(skipped))}</li></ul>")
+    sections.append(("run", "The run", run))
+    ladder = manifest.get("config", {}).get("ladder", {}).get("name")
+    meta = (f"status {manifest.get('status')} · ladder {ladder} · lengths "
+            f"{', '.join(map(str, view.informative))} · {len(head.rows)} model × variants · "
+            f"stabprobe {manifest.get('harness', {}).get('version')}")
+    body = [f'<header class="top"><h1>stabprobe report</h1><span class="meta">{html.escape(meta)}</span></header>',
+            headline_html(head, view.sentence()), toc_html([(k, t) for k, t, _ in sections])]
+    body += [s for _, _, s in sections]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>stabprobe report</title>"
+            f"<style>{asset('report.css')}</style></head><body><main>\n" + "\n".join(body)
+            + f"\n</main><script>{asset('report.js')}</script>\n</body></html>\n")

@@ -130,11 +130,29 @@ def _unresponsive_table(rows: list[dict[str, Any]]) -> Table:
                  bold_rows={i for i, r in enumerate(rows) if r["unresponsive"]}, empty="no pairs were scored")
 
 
+def _drift_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The drift rows worth a line, and what to say when none is: a model that ran only its reference variant
+    would show itself against itself (drift 0 by construction)."""
+    if not rows:
+        return [], "no pairs were scored"
+    compared = {r["model"] for r in rows if r["variant"] != r["reference"]}
+    kept = [r for r in rows if r["model"] in compared]
+    if kept:
+        return kept, ""
+    refs = sorted({f"{r['model']} ({r['reference']})" for r in rows})
+    return [], ("no drift to measure: every model ran only its reference variant (" + ", ".join(refs) + "), and a "
+                "variant against itself drifts 0 by construction; add one, e.g. --variants bf16,int8")
+
+
 def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
     clusters = summary.get("clusters") or []
     tests = summary.get("tests") or {}
     rows, sep_rows, bold = [], [], set()
+    # A variant with one model has nothing to cluster: said once below, not as rows of "0 of 0".
+    alone = sorted({f"{c['models'][0]['model']} ({c['variant']})" for c in clusters if len(c["models"]) < 2})
     for c in clusters:
+        if len(c["models"]) < 2:
+            continue
         by_letter: dict[str, list[str]] = {}
         for m in c["models"]:
             for ch in split_letters(m["letters"]):
@@ -160,8 +178,10 @@ def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
             f"{tests.get('expected_false_separations_if_no_model_differs', '?')}.")
     return [
         Table("clusters", "Clusters (compact letter display)",
-              ["variant", "rung", "L", "models", "clusters", "pairs of models separated"], rows, note=note,
-              empty="no cells to cluster"),
+              ["variant", "rung", "L", "models", "clusters", "pairs of models separated"], rows,
+              note=note + (f" Not clustered, the only model of its variant: {', '.join(alone)}." if alone else ""),
+              empty=("nothing to cluster: clusters compare the models of one variant, and every variant has one model"
+                     + (f" ({', '.join(alone)})" if alone else "")) if alone else "no cells to cluster"),
         Table("separated", "Model comparisons per rung (separated pairs in bold)",
               ["variant", "rung", "L", "model a", "model b", "prompts", "shared pairs", "mean(a − b) [95% CI]", "p",
                "p (Holm)", "verdict", "MDE (80% power)"], sep_rows,
@@ -171,7 +191,8 @@ def _cluster_tables(summary: dict[str, Any]) -> list[Table]:
                     "spread of their per-prompt differences (∞: too few prompts for any sign-flip p-value to reach "
                     "alpha); a difference smaller than the MDE that is 'not separated' is not evidence of no "
                     "difference. `stabprobe plan RUN_DIR --difference D` says how many base prompts D needs."),
-              bold_rows=bold, empty="no two models share a rung"),
+              bold_rows=bold, empty=("no two models of one variant share a rung, so there is nothing to compare"
+                                     + (f" ({', '.join(alone)} ran alone)" if alone else ""))),
     ]
 
 
@@ -237,7 +258,7 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                         bold_rows={i for i, c in enumerate(checks) if not c["holds"]},
                         empty="not checked: no model has both rungs scored"))
     if "drift" in summary:
-        drift = summary["drift"]
+        drift, drift_empty = _drift_rows(summary["drift"])
         tables.append(Table("drift", "Drift from the reference and collapse",
                             ["model", "variant", "L", "reference", "P", "prompts / pairs", "P (reference)",
                              "P − P(ref) [95% CI]", "D", "D − P [95% CI]", "drift prompts / rows", "collapse"],
@@ -252,7 +273,7 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                                   "95% CI; no collapse: either CI lies wholly on the other side; not determined: a CI "
                                   "straddles 0 (or fewer than two shared prompts)."),
                             bold_rows={i for i, r in enumerate(drift) if r["collapse"] == "collapse"},
-                            empty="no pairs were scored"))
+                            empty=drift_empty))
     if "tf_drift" in summary:
         tables.append(tf_drift_report_table(summary))
     if "answers" in summary:

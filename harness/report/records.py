@@ -39,3 +39,79 @@ class Figure:
     """The PNG bytes (no date metadata: same data, same bytes); None when not drawn."""
     missing: str = ""
     """Why the figure is not drawn; empty when it is."""
+
+
+@dataclass(frozen=True)
+class HeadlineRow:
+    """One model × variant on the headline rung."""
+
+    model: str
+    """Registry name."""
+    variant: str
+    """Variant label (bf16, int4, bf16@vllm, ...)."""
+    mean: float
+    """Mean embedding distance over its pairs on the headline rung (0 = the outputs never moved)."""
+    ci95: tuple[float, float]
+    """95% CI resampling base prompts (NaN when too few prompts)."""
+    cluster: str
+    """Compact letter among the models of its variant ('-' when not clustered)."""
+    mde: float | None
+    """Minimum detectable difference of that mean at 80% power (None when not computed; inf: too few prompts)."""
+    n_prompts: int
+    """Base prompts behind the mean."""
+    others: dict[str, str] = field(default_factory=dict)
+    """Other perturbed rungs: rung -> 'mean letter' at the same length."""
+
+
+@dataclass(frozen=True)
+class Headline:
+    """What report.html's first screen and `stabprobe show` say first."""
+
+    rung: str | None
+    """The headline rung (None: nothing perturbed was scored)."""
+    length: int | None
+    """The length its figures are read at."""
+    rows: list[HeadlineRow]
+    """One per model × variant, least moving first."""
+    sentences: list[str]
+    """The findings in words, most important first."""
+    determinism: str
+    """The determinism verdict in a sentence."""
+    traps: list[str]
+    """One sentence per flag raised ('' list: none)."""
+    other_rungs: list[str]
+    """The other perturbed rungs shown beside the headline rung, in ladder order."""
+
+
+@dataclass(frozen=True)
+class LengthsView:
+    """Which scored lengths carry information."""
+
+    informative: list[int]
+    """Lengths kept in the tables and figures, ascending."""
+    collapsed: dict[int, int]
+    """Length left out -> the shorter length its rows repeat."""
+    longest_output: int | None
+    """The longest output of the run in tokens (None: no generations to tell)."""
+
+    def sentence(self) -> str:
+        """The one place the report says it ('' when nothing is collapsed)."""
+        if not self.collapsed:
+            return ""
+        gone = ", ".join(str(L) for L in sorted(self.collapsed))
+        kept = sorted(set(self.collapsed.values()))
+        return (f"Every output ended within {self.longest_output} tokens, before {', '.join(map(str, kept))}: the "
+                f"{gone}-token rows would repeat the {', '.join(map(str, kept))}-token ones, so they are shown once, "
+                "at the shorter length.")
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where two texts differ: ``[start, end_a)`` of a and ``[start, end_b)`` of b (start == len: no difference)."""
+
+    start: int
+    """First differing character (the common prefix's length)."""
+    end_a: int
+    """End of the differing part of a (its common suffix starts here)."""
+    end_b: int
+    """End of the differing part of b."""

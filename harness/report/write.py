@@ -14,6 +14,7 @@ import pandas as pd
 from harness.core import rundir
 from harness.errors import InputError
 from harness.audit.exposure import EXPOSURE, exposure_table
+from harness.report.browse import ladder_prompts
 from harness.report.html import REPORT_HTML, render_html
 from harness.report.markdown import render_markdown
 from harness.core.rundir_read import read_manifest, read_table
@@ -54,5 +55,6 @@ def write_reports(run_dir: Path) -> dict[str, Any]:
     rundir.atomic_write_parquet(run_dir / EXPOSURE, exposure)
     rundir.atomic_write_json(run_dir / rundir.SUMMARY, summary)
     rundir.atomic_write_text(run_dir / rundir.REPORT_MD, render_markdown(summary, manifest))
-    rundir.atomic_write_text(run_dir / REPORT_HTML, render_html(summary, manifest, pairs, gens, memo))
+    rundir.atomic_write_text(run_dir / REPORT_HTML, render_html(summary, manifest, pairs, gens, memo,
+                                                                      ladder_prompts(run_dir)))
     return summary

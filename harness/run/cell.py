@@ -9,6 +9,7 @@ config, so they can run in any order, in any process (local, Ray, Slurm array).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import gc
 import time
 import traceback
@@ -37,6 +38,8 @@ from harness.decode.engines import agreement_summary, decode_with_engine, effect
 from harness.models.variants import engine_of
 from harness.schema import CellRecord
 
+log = logging.getLogger(__name__)
+
 CELL_RECORD = "cell.json"
 CELLS_DIR = "cells"
 
@@ -52,7 +55,8 @@ def is_finished(run_dir: Path, cell: Cell) -> bool:
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="prompt", disable=not enabled, leave=False)
+    # Left on screen when done: the bar is the decode's record of how long it took.
+    return tqdm(total=total, desc=desc, unit="prompt", disable=not enabled, leave=True, dynamic_ncols=True)
 
 
 def _decode_with_cache(loaded, reqs: list[DecodeRequest], settings: CellSettings, key: str, desc: str):
@@ -143,11 +147,16 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
     entry = cell.entry
     ctx = CellContext(cell, settings, out, CellRecord(
         name=entry.name, variant=cell.variant, source=entry.source, requested_revision=entry.revision, timings_s={}))
+    log.info("%s: loading", cell.name)
     if not _load(ctx, loader):
+        log.info("%s: failed to load: %s", cell.name, ctx.record.error)  # recorded; the run's end lists it
         return _write_record(ctx, before)
     try:
+        log.info("%s: token audit of %d pairs", cell.name, len(settings.pairs))
         if _audit(ctx) and not _restore_results(ctx, embed):
             gens = _decode(ctx)
+            log.info("%s: scoring %d kept pairs at lengths %s", cell.name, sum(1 for r in ctx.rows if r.kept),
+                     ", ".join(map(str, settings.lengths)))
             scored, scores = _score(ctx, gens)
             _write_tables(ctx, gens, scored, scores)
     except NonFiniteOutput as exc:

@@ -9,6 +9,8 @@ Ray executor produce the same rows as one uninterrupted local run.
 
 from __future__ import annotations
 
+import logging
+
 import dataclasses
 import time
 from pathlib import Path
@@ -40,6 +42,8 @@ from harness.score.embedder import Embedder
 from harness.score.registry import pair_columns
 from harness.schema import CellRecord, Manifest
 
+
+log = logging.getLogger(__name__)
 
 def plan_cells(cfg: RunConfig) -> list[Cell]:
     """Every cell of the run, in a fixed order (shards and resume index into it)."""
@@ -133,9 +137,11 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedd
     all_cells = plan_cells(cfg)
     finished = [(cell, rec) for cell in all_cells if (rec := read_cell_record(run_dir, cell)) is not None]
     records = [rec for _, rec in finished]
+    log.info("merging %d cells' tables (and the drift between variants)", len(finished))
     gens_df, pairs_df, drift_df, tf_read = _merge_tables(run_dir, cfg, finished, embedder)
     manifest = _merged_manifest(manifest, all_cells, records, pairs_df.empty, tf_read, t0)
     write_manifest(run_dir, manifest)
+    log.info("writing summary.json, report.md and report.html")
     try:
         summary = write_reports(run_dir)
     except BaseException as exc:

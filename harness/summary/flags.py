@@ -141,9 +141,21 @@ def confident_but_unstable_flag(model: str, variant: str, c: dict[str, Any], pan
     if not (confident_top1 or confident_js) or not c["long_divergence"] > panel_median:
         return None
     return {"flag": "confident_but_unstable", "model": model, "variant": variant,
-            "detail": (f"prompt-end median top-1 {c['median_top1_prob']:.8f} (threshold >= {CONFIDENT_TOP1}) / median JS "
-                       f"{c['median_js']:.2e} (threshold <= {CONFIDENT_JS:g}) over {c['n_prompts']} base prompts "
-                       f"({c['n_pairs']} pairs, positive control left out), yet {long}-token divergence "
-                       f"{c['long_divergence']:.3f} (mean of per-prompt means) is above the panel median {panel_median:.3f}"),
+            "detail": _confident_detail(c, panel_median, long, confident_top1, confident_js),
             "values": {**c, f"emb_dist@{long}": c["long_divergence"], "panel_median": panel_median,
                        "thresholds": {"top1_prob": CONFIDENT_TOP1, "js": CONFIDENT_JS}}}
+
+
+def _confident_detail(c: dict[str, Any], panel_median: float, long: int, top1: bool, js: bool) -> str:
+    """The rule that fired, stated exactly: which confidence condition held (either suffices), which did not,
+    and that the divergence condition is "above the panel median", which about half of any panel meets."""
+    def cond(ok: bool) -> str:
+        return "holds" if ok else "does not hold"
+
+    return (f"rule: (median prompt-end top-1 >= {CONFIDENT_TOP1} or median prompt-end JS <= {CONFIDENT_JS:g}) and "
+            f"{long}-token divergence above the panel median. Here: top-1 {c['median_top1_prob']:.8f} >= "
+            f"{CONFIDENT_TOP1} {cond(top1)}; JS {c['median_js']:.2e} <= {CONFIDENT_JS:g} {cond(js)}; divergence "
+            f"{c['long_divergence']:.3f} (mean of per-prompt means over {c['n_prompts']} base prompts, {c['n_pairs']} "
+            f"pairs, positive control left out) > panel median {panel_median:.3f} holds. The panel median splits the "
+            "panel's model × variants in half, so this flag marks a near-certain prompt end in the less stable half, "
+            "not an outlier")
