@@ -34,6 +34,7 @@ def _ci(c: dict, key: str) -> str:
 
 
 _SUBSET_TITLE = {"all": "every swept position", "outside_two_token": "outside the two-token regime",
+                 "confident": "confident positions (top-1 ≥ 0.9)",
                  "two_token": "two-token regime (ρ ≈ 1 by construction)"}
 
 
@@ -45,13 +46,14 @@ def seed_claim_lines(m: dict[str, Any]) -> list[str]:
     lines = ["#### The seed's claim: within 1% (top eigenvector, small ε) and within 8% across architectures", ""]
     lines.append(
         f"Headline regime: {v['regime']}, class {v['class']}, ε = {_f(v['eps'], 2)}: {v['n_swept_positions']} positions, "
-        f"{v['n_two_token_positions']} of them in the two-token regime ({v['two_token_definition']}). "
+        f"{v['n_two_token_positions']} of them in the two-token regime ({v['two_token_definition']}), "
+        f"{v.get('n_confident_positions')} confident ({v.get('confident_definition')}). "
         "ratio = t_emp / t*, ρ = ratio² (the seed's quantity); medians with 95% CIs that resample base prompts."
     )
     lines.append("")
     lines.append("| subset | positions / prompts | median ρ [CI] | median ratio [CI] | 1% claim | 8% claim |")
     lines.append("|---|---|---|---|---|---|")
-    for sub in ("all", "outside_two_token", "two_token"):
+    for sub in ("all", "outside_two_token", "confident", "two_token"):
         x = v.get(sub)
         if not x:
             continue
@@ -60,7 +62,7 @@ def seed_claim_lines(m: dict[str, Any]) -> list[str]:
                      f"| {x['within_1pct']} | {x['within_8pct']} |")
     lines.append("")
     others = v.get("other_classes_rho", {})
-    near = [r is not None and abs(r - 1) <= 0.08 for k, r in others.items() if not k.startswith("eig1")]
+    near = [abs(r - 1) <= 0.08 for k, r in others.items() if not k.startswith("eig1") and r is not None]
     note = ("every class is within 8% of 1 too: at this ε every direction is still in the quadratic limit, so the top "
             "eigenvector is not what makes it exact" if near and all(near) else
             "classes outside 8% of 1 exist at this ε, so the comparison is direction-discriminating")
@@ -69,7 +71,7 @@ def seed_claim_lines(m: dict[str, Any]) -> list[str]:
                  "of the other classes: " + ", ".join(f"{k} {_f(r)}" for k, r in others.items()) + f" ({note}).")
     lines.append("")
     eps = list(ratios)
-    for sub in ("all", "outside_two_token"):
+    for sub in ("all", "confident"):
         lines.append(f"Boundary ratio t_emp / t* by direction class and ε, {_SUBSET_TITLE[sub]} (median [95% CI, base "
                      "prompts resampled]; share of measurements within 1% / 8% of 1; n = measurements / positions / prompts):")
         lines.append("")
@@ -237,6 +239,10 @@ def terminal_geometry(summary: dict[str, Any]) -> str:
             lines.append(f"{name}: FAILED {m.get('error')}")
             continue
         hl = m["headline"]
+        v = m.get("verdict") or {}
+        claim = "" if "all" not in v else (f"; seed's claim within 1%: {v['all']['within_1pct']}, within 8%: "
+                                             f"{v['all']['within_8pct']} ({v['n_two_token_positions']} swept positions "
+                                             "in the two-token regime)")
         lines.append(f"{name}: {m['n_positions']} positions, {m['n_swept_positions']} swept; "
-                     f"two-token ρ(eig1, ε={_f(hl['eps'], 2)}) = {_cell(hl)}")
+                     f"ρ(eig1, ε={_f(hl['eps'], 2)}, every swept position) = {_cell(hl)}{claim}")
     return "\n".join(lines)

@@ -265,3 +265,14 @@ def test_collected_states_use_the_batch_invariant_linears():
             else:
                 assert (np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y), (k, f)
     assert all("forward" not in m.__dict__ for m in forced.model.modules())
+
+
+def test_band_verdicts_follow_the_ci():
+    from harness.geometry.ratios import _band_verdict
+
+    assert _band_verdict({"rho": 1.002, "rho_ci": [0.999, 1.005]}, 0.01) == "holds"
+    assert _band_verdict({"rho": 1.005, "rho_ci": [0.98, 1.02]}, 0.01) == "consistent"
+    assert _band_verdict({"rho": 1.05, "rho_ci": [1.0, 1.1]}, 0.01) == "not shown"
+    assert _band_verdict({"rho": 1.05, "rho_ci": [1.047, 1.062]}, 0.01) == "fails"
+    assert _band_verdict({"rho": 1.054, "rho_ci": [1.047, 1.062]}, 0.08) == "holds"  # the seed's Llama-3.2-1B figure
+    assert _band_verdict({"rho": None, "rho_ci": [None, None]}, 0.08) == "no data"
