@@ -38,6 +38,7 @@ BENCHMARKS = {
     "validity": ("benchmarks.bench_validity", "run"),  # error rates and coverage by simulation, not speed
     "engines": ("benchmarks.bench_engines", "run"),  # vLLM vs HF tokens/s, run in .venv-vllm (issue 20)
     "real_vocab": ("benchmarks.bench_real_vocab", "run"),  # issue 19: V = 151,936 against plain generate
+    "study_rss": ("benchmarks.bench_study_rss", "run"),  # issue 35: peak RSS of stabprobe geometry at V = 151,936
 }
 RESULTS = REPO / "benchmarks" / "results.json"
 

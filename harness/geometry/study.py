@@ -9,8 +9,12 @@ forward hook on the output embedding, as the decoder does. Then:
   t* against the empirical boundary for each ε, ρ per class (median with a
   position-clustered bootstrap CI), per-position Spearman, isotonic
   calibration (5-fold CV grouped by position), stratification by entropy and
-  by effective Fisher rank, and the two-token-regime headline;
-- the TCB paper's checks: ‖J‖_F against an autograd Jacobian, the
+  by effective Fisher rank; the seed's 1% / 8% claim tested over every swept
+  position (the two-token regime, where ρ ≈ 1 by construction, counted and
+  shown apart) with boundary ratios per class and ε whose CIs resample base
+  prompts (harness.geometry.ratios);
+- the TCB paper's checks: ‖J‖_F and J against autograd JVPs/VJPs (bounded memory,
+  harness.stability.jacobian_check), the
   cluster/disperse simulation, correlations of δ_TCB with V_eff and margin;
 - "boundary beats bulk": for each perturbed pair, the percentile of the
   first-divergence step's margin within output A's own trace.
@@ -31,14 +35,27 @@ import pandas as pd
 import torch
 
 from harness.core import rundir
+from harness.core.malloc import THRESHOLD_BYTES, fix_mmap_threshold
 from harness.run.study import study_run
 from harness.models.registry import ModelEntry
 from harness.stability.head import HeadMismatch, head_from_model, row_norms_sq
 from harness.geometry.config import GeometryResult, GEOMETRY_PARQUET, GeometryConfig, PAIRS_PARQUET, POSITIONS_PARQUET, REPORT_MD, SCHEMA, SUMMARY_JSON, TWO_TOKEN_MASS, TWO_TOKEN_P1, validate_geometry_config
 from harness.geometry.collect import _rendered_prompts, collect_states
-from harness.geometry.tables import direction_sweep, jacobian_check, pair_table, position_table, select_positions
+from harness.geometry.tables import direction_sweep, pair_table, position_table, select_positions
+from harness.stability.jacobian_check import jacobian_check
 from harness.geometry.summarize import summarize_model
 from harness.geometry.markdown import render_geometry_markdown, terminal_geometry
+
+
+def base_prompts(ladder, pairs) -> dict[str, str]:
+    """Rendered prompt key -> the base prompt it belongs to (side A's first, so a paired control's side B, which
+    is another base prompt's text, keeps its own)."""
+    prompt_id = {p.pair_id: p.prompt_id for p in ladder.pairs}
+    out: dict[str, str] = {}
+    for side in (2, 3):
+        for pair in pairs:
+            out.setdefault(pair[side], prompt_id[pair[0]])
+    return out
 
 
 def run_model(entry: ModelEntry, cfg: GeometryConfig, record: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
@@ -59,6 +76,7 @@ def run_model(entry: ModelEntry, cfg: GeometryConfig, record: dict[str, Any]) ->
     t2 = time.perf_counter()
     with torch.no_grad():
         pos, H = position_table(entry.name, traces, head, norms, cfg.k)
+        pos.insert(3, "base_prompt", pos["prompt_key"].map(base_prompts(cfg.ladder, pairs)))
         idx = select_positions(pos["position_id"].tolist(), entry.name, cfg.max_positions)
         pos["swept"] = np.isin(np.arange(len(pos)), idx)
         df = direction_sweep(entry.name, pos, H, idx, head, norms, cfg)
@@ -73,7 +91,7 @@ def run_model(entry: ModelEntry, cfg: GeometryConfig, record: dict[str, Any]) ->
     summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     record["timings_s"] = summary["timings_s"]
     if len(df):
-        df = df.merge(pos[["position_id", "step", "is_prompt_end", "two_token", "entropy", "top1_prob", "top2_mass",
+        df = df.merge(pos[["position_id", "base_prompt", "step", "is_prompt_end", "two_token", "entropy", "top1_prob", "top2_mass",
                            "v_eff", "margin", "delta_tcb", "flip_radius", "eff_rank"]], on="position_id", how="left")
     del loaded
     gc.collect()
@@ -95,6 +113,8 @@ def _config_record(cfg: GeometryConfig) -> dict[str, Any]:
 def run_geometry(cfg: GeometryConfig) -> GeometryResult:
     validate_geometry_config(cfg)
     config = _config_record(cfg)
+    # Real-vocabulary tensors freed back to the kernel, not into a fragmenting heap (harness.core.malloc).
+    config["malloc_mmap_threshold"] = THRESHOLD_BYTES if fix_mmap_threshold() else None
     with study_run("geometry", cfg.out, cfg.argv, config, threads=cfg.threads) as study:
         outcomes = study.measure_models(cfg.models, lambda entry, record: run_model(entry, cfg, record))
         summary: dict[str, Any] = {"schema": SCHEMA, "eps": list(cfg.eps), "config": config, "models": {

@@ -13,6 +13,7 @@ from harness.stability.calibration import calibrate, per_position_spearman
 from harness.stability.directions import stable_seed
 from harness.geometry.config import CLASS_ORDER, GeometryConfig, HEADLINE_RANGE, N_STRATA, TWO_TOKEN_MASS, TWO_TOKEN_P1
 from harness.geometry.tables import _class_mask, paper_checks
+from harness.geometry.ratios import ratio_table, verdict
 
 
 def _rho_cells(df: pd.DataFrame, classes: Sequence[str], n_boot: int, key: tuple) -> dict[str, Any]:
@@ -102,7 +103,10 @@ def summarize_model(df: pd.DataFrame, pos: pd.DataFrame, pairs: pd.DataFrame, cf
         ranks = [f"eig{r}" for r in range(1, cfg.directions.n_eig + 1)]
         out["rho_by_rank"][_eps_key(eps)] = _rho_cells(e, ranks, cfg.n_bootstrap, key + ("rank",))
         classes = np.where(e["direction_class"] == "eig", "eig", e["direction_class"])
-        cal = calibrate(e["t_star"].to_numpy(), e["t_emp"].to_numpy(), e["position_id"].to_numpy(), classes,
+        # Folds by base prompt: a prompt's steps and its perturbed variants share a context (a fold by position
+        # would train on the neighbours of what it scores).
+        groups = pos.set_index("position_id")["base_prompt"].reindex(e["position_id"]).to_numpy()
+        cal = calibrate(e["t_star"].to_numpy(), e["t_emp"].to_numpy(), groups, classes,
                         key=f"{model_name}/calibration/{_eps_key(eps)}")
         out["calibration"][_eps_key(eps)] = {c: s.to_dict() for c, s in cal.items()}
         sp = per_position_spearman(e["t_star"].to_numpy(), e["t_emp"].to_numpy(), e["position_id"].to_numpy())
@@ -112,15 +116,19 @@ def summarize_model(df: pd.DataFrame, pos: pd.DataFrame, pairs: pd.DataFrame, cf
             if sp.size else {"n_positions": 0}
         )
     head_eps = 0.01 if 0.01 in cfg.eps else min(cfg.eps)
-    cell = out["rho"][_eps_key(head_eps)]["two_token"]["eig1"]
+    # Over every swept position: in the two-token regime alone ρ ≈ 1 by construction (harness.geometry.ratios).
+    cell = out["rho"][_eps_key(head_eps)]["all"]["eig1"]
     med = cell["median"]
     out["headline"] = {
         "eps": head_eps, "class": "eig1 (both signs)",
-        "regime": f"top-2 mass ≥ {TWO_TOKEN_MASS}, top-1 in [{TWO_TOKEN_P1[0]}, {TWO_TOKEN_P1[1]}]",
+        "regime": f"every swept position ({len(swept_ids)}; {out['n_two_token_positions']} of them in the two-token "
+                  f"regime top-2 mass ≥ {TWO_TOKEN_MASS}, top-1 in [{TWO_TOKEN_P1[0]}, {TWO_TOKEN_P1[1]}])",
         **cell, "range": list(HEADLINE_RANGE),
         "in_range": None if med is None else bool(HEADLINE_RANGE[0] <= med <= HEADLINE_RANGE[1]),
-        "by_sign": {sg: out["rho"][_eps_key(head_eps)]["two_token"][f"eig1{sg}"] for sg in "+-"},
+        "by_sign": {sg: out["rho"][_eps_key(head_eps)]["all"][f"eig1{sg}"] for sg in "+-"},
     }
+    out["ratios"] = ratio_table(df, pos, cfg.eps, cfg.n_bootstrap, model_name)
+    out["verdict"] = verdict(out["ratios"], pos, swept_ids, cfg.eps)
     out["strata"] = {col: _strata(df, pos, col, cfg.eps) for col in ("entropy", "eff_rank")} if len(df) else {}
     out["stratifier_variance"] = {
         _eps_key(eps): {col: _within_variance(df, pos, col, eps) for col in ("entropy", "eff_rank", "top1_prob")}

@@ -14,10 +14,14 @@ from harness.score.metrics.edit_distance import first_divergence
 from harness.stability.closed_form import head_state, jacobian_fro_sq_moved_rows, local_stability
 from harness.stability.fisher import empirical_boundary, fisher_topk, quad_form, rho, t_star
 from harness.stability.directions import build_directions, stable_seed
-from harness.stability.head import HeadSpec, row_norms_sq
+from harness.stability.head import HeadSpec
 from harness.stability.traces import first_divergence_margin_percentile, step_stability
 from harness.geometry.config import GeometryConfig, HIGH_VEFF_MIN, N_COMPETITORS, TWO_TOKEN_MASS, TWO_TOKEN_P1
 from harness.geometry.records import PromptTrace
+
+
+ROW_ELEMENTS = 4_000_000
+"""Numbers per [rows, V] tensor the per-position closed forms work on at once (16 MB in fp32)."""
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -25,8 +29,14 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def position_table(model_name: str, traces: dict[str, PromptTrace], head: HeadSpec, norms: torch.Tensor,
-                   k: int, chunk: int = 256) -> tuple[pd.DataFrame, torch.Tensor]:
-    """One row per position with the closed forms (ε = 1 for δ), the cluster/disperse δ's and the Fisher spectrum summary."""
+                   k: int, chunk: int | None = None) -> tuple[pd.DataFrame, torch.Tensor]:
+    """One row per position with the closed forms (ε = 1 for δ), the cluster/disperse δ's and the Fisher spectrum summary.
+
+    Positions go through in chunks of ``chunk`` rows (default: as many as keep one [rows, V] fp32 tensor near
+    16 MB): the closed forms hold about a dozen such tensors at once, which at V = 151,936 and 256 rows was 2 GB.
+    """
+    if chunk is None:
+        chunk = max(1, min(256, ROW_ELEMENTS // head.vocab_size))
     keys, steps, hs = [], [], []
     for key in sorted(traces):
         tr = traces[key]
@@ -121,30 +131,6 @@ def direction_sweep(model_name: str, positions: pd.DataFrame, H: torch.Tensor, i
     df = pd.concat(out, ignore_index=True).drop(columns=["valid"])
     df.insert(0, "model", model_name)
     return df
-
-
-def jacobian_check(H: torch.Tensor, idx: np.ndarray, head: HeadSpec, n: int) -> dict[str, Any]:
-    """‖J‖_F closed form (fp32 and fp64) against the Frobenius norm of an autograd Jacobian (fp64)."""
-    V, d = head.vocab_size, head.hidden_size
-    if n <= 0 or len(idx) == 0:
-        return {"n": 0, "note": "no positions"}
-    if V * d > 50_000_000:
-        return {"n": 0, "note": f"skipped: a {V}×{d} Jacobian is too large for a check"}
-    head64 = head.to(torch.float64)
-    norms64 = row_norms_sq(head64)
-    sel = torch.as_tensor(idx[:n])
-    h64 = H[sel].detach().clone().to(torch.float64)
-    cf64 = local_stability(head_state(h64, head64), head64, norms64).jac_fro
-    h32 = H[sel].detach().clone().to(torch.float32)
-    head32 = head.to(torch.float32)
-    cf32 = local_stability(head_state(h32, head32), head32, row_norms_sq(head32)).jac_fro.double()
-    errs64, errs32 = [], []
-    for i in range(h64.shape[0]):
-        J = torch.autograd.functional.jacobian(lambda x: torch.softmax(head64.logits(x), -1), h64[i], vectorize=True)
-        ref = float(torch.linalg.norm(J))
-        errs64.append(abs(float(cf64[i]) - ref) / ref)
-        errs32.append(abs(float(cf32[i]) - ref) / ref)
-    return {"n": len(errs64), "max_rel_err_fp64": max(errs64), "max_rel_err_fp32": max(errs32)}
 
 
 def _corr(x: np.ndarray, y: np.ndarray) -> dict[str, float]:

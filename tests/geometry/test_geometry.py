@@ -81,6 +81,22 @@ def test_geometry_end_to_end(tmp_path, ladder_json):
     assert m["head"]["check_max_rel_err"] < 1e-3
     assert m["jacobian_check"]["n"] == 2 and m["jacobian_check"]["max_rel_err_fp64"] < 1e-8
     assert m["jacobian_check"]["max_rel_err_fp32"] < 1e-3
+    # the closed-form J itself against autograd JVPs (random directions) and VJPs (a vocabulary subset), fp64
+    assert m["jacobian_check"]["jvp_max_rel_err"] < 1e-10 and m["jacobian_check"]["vjp_max_rel_err"] < 1e-10
+    # the ratio table: prompt-level cells whose counts add up across the two regimes, ρ = ratio²
+    assert set(pos["base_prompt"]) == {"p1", "p2", "p3"}
+    r = m["ratios"]["0.01"]
+    assert r["all"]["eig1"]["n"] == 16 == r["two_token"]["eig1"]["n"] + r["outside_two_token"]["eig1"]["n"]
+    assert r["all"]["eig1"]["n_prompts"] <= 3 and r["all"]["eig1"]["n_positions"] == 8
+    sub = df[(df["eps"] == 0.01) & (df["direction_class"] == "eig") & (df["eig_rank"] == 1)]
+    ratio = sub["t_emp"] / sub["t_star"]
+    assert r["all"]["eig1"]["ratio"] == pytest.approx(float(np.median(ratio)), rel=1e-12)
+    assert r["all"]["eig1"]["rho"] == pytest.approx(float(np.median(ratio ** 2)), rel=1e-12)
+    assert r["all"]["eig1"]["within_8pct"] == pytest.approx(float(np.mean(np.abs(ratio - 1) <= 0.08)))
+    v = m["verdict"]
+    assert v["eps"] == 0.01 and v["n_swept_positions"] == 8
+    assert v["n_two_token_positions"] == int(pos.loc[pos["swept"], "two_token"].sum())
+    assert v["all"]["within_1pct"] in ("holds", "consistent", "not shown", "fails", "no data")
     assert m["rho"]["0.01"]["all"]["eig1+"]["n"] == 8
     eig1 = m["rho"]["0.01"]["all"]["eig1"]
     # Eight low-entropy positions say little about the size of rho (the two-token-regime
@@ -94,7 +110,7 @@ def test_geometry_end_to_end(tmp_path, ladder_json):
     assert set(m["checks"]["correlations"]) == {"all", "prompt_end", "low_veff", "high_veff"}
     assert m["boundary_vs_bulk"]["n_pairs"] == 2
     md = (run / "geometry.md").read_text()
-    for text in ("## Local geometry", "### tiny-chat", "**Headline**", "Calibration", "Cluster/disperse", "Spearman",
+    for text in ("## Local geometry", "### tiny-chat", "The seed's claim", "Boundary ratio t_emp / t*", "Calibration", "Cluster/disperse", "Spearman",
                  "entropy (nats) quintile"):
         assert text in md
 
@@ -249,3 +265,14 @@ def test_collected_states_use_the_batch_invariant_linears():
             else:
                 assert (np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y), (k, f)
     assert all("forward" not in m.__dict__ for m in forced.model.modules())
+
+
+def test_band_verdicts_follow_the_ci():
+    from harness.geometry.ratios import _band_verdict
+
+    assert _band_verdict({"rho": 1.002, "rho_ci": [0.999, 1.005]}, 0.01) == "holds"
+    assert _band_verdict({"rho": 1.005, "rho_ci": [0.98, 1.02]}, 0.01) == "consistent"
+    assert _band_verdict({"rho": 1.05, "rho_ci": [1.0, 1.1]}, 0.01) == "not shown"
+    assert _band_verdict({"rho": 1.05, "rho_ci": [1.047, 1.062]}, 0.01) == "fails"
+    assert _band_verdict({"rho": 1.054, "rho_ci": [1.047, 1.062]}, 0.08) == "holds"  # the seed's Llama-3.2-1B figure
+    assert _band_verdict({"rho": None, "rho_ci": [None, None]}, 0.08) == "no data"
