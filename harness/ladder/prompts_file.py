@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
 from harness.ladder.build import build_ladder
-from harness.ladder.load import PromptSpec, parse_json_strict, prompt_set_from_specs
+from harness.ladder.load import PromptSpec, check_prompt_length, parse_json_strict, prompt_set_from_specs
 from harness.ladder.records import Ladder, PromptSet, PromptsFile
 from harness.core.yaml_strict import load_yaml_strict, read_text_strict
 
@@ -48,7 +48,7 @@ def read_prompts_file(path: Path | str, name: str | None = None) -> PromptsFile:
         raise InputError(str(path), "--name", "empty ladder name")
     body = text.removeprefix("\ufeff")  # a BOM is an editor's artefact, not part of the first prompt
     if suffix == ".txt":
-        specs, blank = _txt_specs(body), _blank_lines(body)
+        specs, blank = _txt_specs(path, body), _blank_lines(body)
     else:
         raw = parse_json_strict(path, body) if suffix == ".json" else load_yaml_strict(path)
         specs, blank = _structured_specs(path, raw), 0
@@ -95,8 +95,13 @@ def _blank_lines(body: str) -> int:
     return sum(1 for line in lines if not line.strip())
 
 
-def _txt_specs(body: str) -> list[PromptSpec]:
+def _txt_specs(path: Path, body: str) -> list[PromptSpec]:
     texts = [line for line in _lines(body) if line.strip()]
+    for n, t in enumerate(texts):
+        try:
+            check_prompt_length(t)
+        except ValueError as exc:
+            raise InputError(str(path), f"prompt {n + 1}", str(exc)) from None
     return [PromptSpec(id=pid, text=t, topic=pid) for pid, t in zip(prompt_ids(len(texts)), texts)]
 
 
