@@ -6,13 +6,15 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from harness.commands import cmd_audit, cmd_geometry, cmd_ladder, cmd_plan, cmd_registry, ladder_from_args, registry_from_args, words
 from harness.core.engines import engine_names
 from harness.decode.greedy import BATCHING_MODES, DEFAULT_BATCH_SIZE
-from harness.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EnvironmentProblem, InputError
+from harness.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EnvironmentProblem, InputError, Terminated
 
 DEFAULT_MODELS = "tiny-chat,tiny-think,tiny-base"
 
@@ -287,8 +289,16 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a scheduler, `kill`, a container stop) ends the run as Ctrl-C does: the manifest says
+        # "interrupted" and --resume finishes it, instead of "running" for ever.
+        signal.signal(signal.SIGTERM, _on_sigterm)
     _quiet_libraries()
     handlers = {"merge": cmd_merge, "run": cmd_run, "audit": cmd_audit, "registry": cmd_registry, "report": cmd_report, "ladder": cmd_ladder,
                 "compare": cmd_compare, "plan": cmd_plan,
@@ -309,12 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not an error of ours
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Finished cells are on disk and the manifest says "interrupted": resumable.
         print("stabprobe: interrupted; finish with `stabprobe run --resume RUN_DIR`", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG, errno.ENAMETOOLONG):
             where = exc.filename or "output"
             print(f"stabprobe: error: {where}: {exc.strerror} (finished cells are kept; free space and --resume)",
                   file=sys.stderr)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, InputError
+from harness.run.scoring import refuse_different_scoring, scoring_inputs
 from harness.ladder.records import POSITIVE_CONTROL, rung_order
 from harness.core.rundir_read import load_manifest, read_table
 from harness.schema import Manifest
@@ -186,6 +187,9 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
         raise InputError(str(Path(run_b) / rundir.MANIFEST), "config.ladder",
                          f"runs used different ladders ({na} sha256 {str(sa)[:12]} in A, {nb} sha256 {str(sb)[:12]} in B): "
                          "nothing to compare")
+    # Different embedder or metrics: every distance moves with no model changed (issue 34, defect 1).
+    refuse_different_scoring(str(Path(run_b) / rundir.MANIFEST), scoring_inputs(ma), scoring_inputs(mb),
+                             "runs were scored")
     ga = {k: g for k, g in pa.groupby(CELL, sort=False)}
     gb = {k: g for k, g in pb.groupby(CELL, sort=False)}
     keys = sorted(set(ga) | set(gb), key=lambda k: (str(k[0]), str(k[1]), rung_order(k[2]), int(k[3])))
