@@ -176,7 +176,9 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _print_result(result) -> int:
-    print(result.terminal)
+    from harness.report.text import strip_control
+
+    print(strip_control(result.terminal))  # model and template text: no terminal control sequences
     m = json.loads((result.run_dir / "manifest.json").read_text(encoding="utf-8"))
     print(f"decoded {m.get('decoded_prompts', 0)} prompts, {m.get('cached_prompts', 0)} from cache; status: {m['status']}")
     print(f"run directory: {result.run_dir}")
@@ -289,6 +291,12 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _safe_line(text: str) -> str:
+    from harness.report.text import strip_control
+
+    return " ".join(strip_control(text).split())
+
+
 def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Terminated()
 
@@ -311,10 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except InputError as exc:
-        print(f"stabprobe: error: {exc.one_line()}", file=sys.stderr)
+        print(f"stabprobe: error: {_safe_line(exc.one_line())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except EnvironmentProblem as exc:
-        print(f"stabprobe: error: {exc}", file=sys.stderr)
+        print(f"stabprobe: error: {_safe_line(str(exc))}", file=sys.stderr)
         return EXIT_ENVIRONMENT
     except BrokenPipeError:  # output piped into `head`: not an error of ours
         sys.stderr.close()

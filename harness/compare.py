@@ -106,6 +106,9 @@ def load_run(run_dir: Path, metric: str) -> tuple[Manifest, pd.DataFrame]:
     if status != "complete":
         raise InputError(str(run_dir / rundir.MANIFEST), "status", f"run is {status!r}, not 'complete'")
     pairs = read_table(run_dir / rundir.PAIRS, (*CELL, "pair_id", "prompt_id", metric))
+    if not pd.api.types.is_numeric_dtype(pairs[metric]):
+        # A text column (answer_a, ...) has no mean to compare: an input error, not compare's "regressed" code.
+        raise InputError(str(run_dir / rundir.PAIRS), metric, f"not a numeric metric (column type {pairs[metric].dtype})")
     nan = pairs[metric].isna()
     if nan.any():
         # A NaN distance is a scoring failure, not a value to average over.

@@ -55,7 +55,7 @@ def _inline_md(text: str) -> str:
 
 
 def _table_html(t: Table) -> str:
-    parts = [f'<h2 id="{t.key}">{html.escape(t.title)}</h2>']
+    parts = [f'<h2 id="{html.escape(t.key, quote=True)}">{html.escape(t.title)}</h2>']
     if t.note:
         parts.append(f'<p class="note">{html.escape(t.note)}</p>')
     if not t.rows:
@@ -70,7 +70,7 @@ def _table_html(t: Table) -> str:
 
 
 def _figure_html(f: Figure) -> str:
-    head = f'<h2 id="{f.key}">{html.escape(f.title)}</h2>'
+    head = f'<h2 id="{html.escape(f.key, quote=True)}">{html.escape(f.title)}</h2>'
     if f.png is None:
         return f'{head}\n<p class="missing">Not drawn: {html.escape(f.missing)}.</p>'
     data = base64.b64encode(f.png).decode("ascii")
@@ -114,7 +114,8 @@ def _draw_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFra
 def render_html(summary: dict[str, Any], manifest: dict[str, Any], pairs: pd.DataFrame,
                 gens: pd.DataFrame | None, memo=None) -> str:
     figures = build_figures(summary, pairs, gens, memo)
-    body = ["<h1>stabprobe report</h1>", "<ul>" + "".join(f"<li>{_inline_md(x)}</li>" for x in run_lines(summary, manifest)) + "</ul>"]
+    body = ["<h1>stabprobe report</h1>", "<ul>" + "".join(
+        f"<li>{_inline_md(x)}</li>" for x in run_lines(summary, manifest, text=str, code=lambda c: f"`{c}`")) + "</ul>"]
     placed: set[str] = set()
     for t in report_tables(summary, manifest):
         body.append(_table_html(t))

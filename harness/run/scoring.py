@@ -12,8 +12,9 @@ from typing import Any
 
 from harness.errors import InputError
 
-EMBEDDER_FIELDS = ("name", "sha256", "max_seq_length", "long_text", "window", "overlap")
-"""What decides an embedding distance (the directory it was loaded from and its thread count do not)."""
+EMBEDDER_FIELDS = ("sha256", "max_seq_length", "long_text", "window", "overlap")
+"""What decides an embedding distance (its weights, by hash, and how long texts are read; not its display name,
+the directory it was loaded from or its thread count)."""
 
 
 def scoring_inputs(manifest: Any, embedder: dict[str, Any] | None = None, scorer: str | None = None) -> dict[str, Any]:
