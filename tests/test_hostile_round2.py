@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.core import runlock
 from tests.conftest import write
 
 LADDER = """ladder: hostile
@@ -64,7 +63,7 @@ def base_run(tmp_path_factory) -> Path:
 
 def _copy(run_dir: Path, dest: Path) -> Path:
     shutil.copytree(run_dir, dest)
-    (dest / runlock.LOCK).unlink(missing_ok=True)
+    (dest / ".lock").unlink(missing_ok=True)  # harness.core.runlock.LOCK
     return dest
 
 
@@ -324,6 +323,8 @@ def test_terminal_output_strips_control_sequences():
 
 
 def test_second_writer_is_refused_and_a_dead_one_is_recognised(base_run, tmp_path, capsys):
+    from harness.core import runlock
+
     b = _copy(base_run, tmp_path / "b")
     with runlock.hold(b):
         assert main(["report", str(b)]) == 4
