@@ -111,8 +111,10 @@ def rebuild_report(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         return write_reports(run_dir)  # names the missing directory
     with runlock.claim(run_dir):
-        manifest = json.loads((run_dir / rundir.MANIFEST).read_text(encoding="utf-8")) \
-            if (run_dir / rundir.MANIFEST).is_file() else {}
+        try:
+            manifest = json.loads((run_dir / rundir.MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            manifest = {}  # write_reports names the damage (exit 2)
         finishing = _reports_were_pending(manifest)
         summary = write_reports(run_dir, status="complete" if finishing else None)
         if finishing:
