@@ -337,3 +337,50 @@ def test_second_writer_is_refused_and_a_dead_one_is_recognised(base_run, tmp_pat
     capsys.readouterr()
     m = _manifest(b)
     assert m["status"] == "complete"
+
+
+# -- more weak points: a bad prompt, an embedder that is no model, a merge with a shard missing --------------------
+
+
+def test_lone_surrogate_drops_its_own_pairs_not_the_model(tmp_path, capsys):
+    prompts = write(tmp_path / "p.json", '["Reverse the word apple.", "What is 7 plus 5? \\ud800", '
+                                         '"Name the capital of France."]')
+    out = tmp_path / "r"
+    rc = main(["run", "--models", "tiny-chat", "--prompts", str(prompts), "--lengths", "8", "--out", str(out),
+               "--no-progress", "--no-cache"])
+    capsys.readouterr()
+    assert rc == 0
+    (run_dir,) = out.iterdir()
+    import pandas as pd
+
+    audit = pd.read_parquet(run_dir / "audit.parquet")
+    bad = audit[audit["prompt_id"] == "p002"]
+    assert len(bad) and (bad["reason"] == "invalid_text").all() and not bad["kept"].any()
+    assert audit[audit["prompt_id"] == "p001"]["kept"].any()
+    assert _manifest(run_dir)["models"][0]["status"] == "ok"
+
+
+def test_embedder_directory_that_is_no_model_is_one_line_exit_2(tmp_path, capsys):
+    emb = tmp_path / "emb"
+    emb.mkdir()
+    (emb / "readme.txt").write_text("not a model", encoding="utf-8")
+    out = tmp_path / "r"
+    rc = main([*_run_args(tmp_path, out), "--embedder", str(emb)])
+    assert rc == 2
+    assert _err(capsys) == (f"stabprobe: error: {emb / 'config.json'}: model_type: --embedder directory has no "
+                            "readable config.json with a model_type: not a sentence-transformers model directory")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_merge_with_a_shard_missing_names_the_cell_and_fails(tmp_path, capsys):
+    # Weak (statuses): "partial" with exit 0, the missing cell named only in the manifest.
+    shards = tmp_path / "shards"
+    assert main([*_run_args(tmp_path, shards, "tiny-chat,tiny-base"), "--shard", "0/2"]) == 0
+    capsys.readouterr()
+    (shard,) = shards.iterdir()
+    rc = main(["merge", str(shard), "--out", str(tmp_path / "merged")])
+    out = capsys.readouterr().out
+    assert rc == 3
+    assert "cells missing: tiny-base--bf16 (no shard finished them; resume that shard, then merge again)" in out
+    (merged,) = (tmp_path / "merged").iterdir()
+    assert _manifest(merged)["status"] == "partial"
