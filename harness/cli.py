@@ -6,14 +6,16 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from harness.commands import cmd_audit, cmd_geometry, cmd_ladder, cmd_plan, cmd_registry, ladder_from_args, registry_from_args, words
 from harness.core.engines import engine_names
 from harness.decode.greedy import BATCHING_MODES, DEFAULT_BATCH_SIZE
 from harness.ladder.records import RUNGS
-from harness.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EnvironmentProblem, InputError
+from harness.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EnvironmentProblem, InputError, Terminated
 
 DEFAULT_MODELS = "tiny-chat,tiny-think,tiny-base"
 
@@ -215,7 +217,9 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _print_result(result) -> int:
-    print(result.terminal)
+    from harness.report.text import strip_control
+
+    print(strip_control(result.terminal))  # model and template text: no terminal control sequences
     m = json.loads((result.run_dir / "manifest.json").read_text(encoding="utf-8"))
     print(f"decoded {m.get('decoded_prompts', 0)} prompts, {m.get('cached_prompts', 0)} from cache; status: {m['status']}")
     print(f"run directory: {result.run_dir}")
@@ -338,10 +342,24 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _safe_line(text: str) -> str:
+    from harness.report.text import strip_control
+
+    return " ".join(strip_control(text).split())
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None, prog: str = "stabprobe") -> int:
     from harness.core.log import configure, report_warnings
 
     args = build_parser(prog).parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a scheduler, `kill`, a container stop) ends the run as Ctrl-C does: the manifest says
+        # "interrupted" and --resume finishes it, instead of "running" for ever.
+        signal.signal(signal.SIGTERM, _on_sigterm)
     _quiet_libraries()
     tally = configure(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     handlers = {"merge": cmd_merge, "run": cmd_run, "audit": cmd_audit, "registry": cmd_registry, "report": cmd_report, "ladder": cmd_ladder,
@@ -362,20 +380,20 @@ def _dispatch(handlers, args) -> int:
     try:
         return handlers[args.command](args)
     except InputError as exc:
-        print(f"stabprobe: error: {exc.one_line()}", file=sys.stderr)
+        print(f"stabprobe: error: {_safe_line(exc.one_line())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except EnvironmentProblem as exc:
-        print(f"stabprobe: error: {exc}", file=sys.stderr)
+        print(f"stabprobe: error: {_safe_line(str(exc))}", file=sys.stderr)
         return EXIT_ENVIRONMENT
     except BrokenPipeError:  # output piped into `head`: not an error of ours
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Finished cells are on disk and the manifest says "interrupted": resumable.
         print("stabprobe: interrupted; finish with `stabprobe run --resume RUN_DIR`", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG, errno.ENAMETOOLONG):
             where = exc.filename or "output"
             print(f"stabprobe: error: {where}: {exc.strerror} (finished cells are kept; free space and --resume)",
                   file=sys.stderr)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from harness.core import rundir
 from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, InputError
+from harness.run.scoring import refuse_different_scoring, scoring_inputs
 from harness.ladder.records import POSITIVE_CONTROL, rung_order
 from harness.core.rundir_read import load_manifest, read_table
 from harness.schema import Manifest
@@ -105,6 +106,9 @@ def load_run(run_dir: Path, metric: str) -> tuple[Manifest, pd.DataFrame]:
     if status != "complete":
         raise InputError(str(run_dir / rundir.MANIFEST), "status", f"run is {status!r}, not 'complete'")
     pairs = read_table(run_dir / rundir.PAIRS, (*CELL, "pair_id", "prompt_id", metric))
+    if not pd.api.types.is_numeric_dtype(pairs[metric]):
+        # A text column (answer_a, ...) has no mean to compare: an input error, not compare's "regressed" code.
+        raise InputError(str(run_dir / rundir.PAIRS), metric, f"not a numeric metric (column type {pairs[metric].dtype})")
     nan = pairs[metric].isna()
     if nan.any():
         # A NaN distance is a scoring failure, not a value to average over.
@@ -186,6 +190,9 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
         raise InputError(str(Path(run_b) / rundir.MANIFEST), "config.ladder",
                          f"runs used different ladders ({na} sha256 {str(sa)[:12]} in A, {nb} sha256 {str(sb)[:12]} in B): "
                          "nothing to compare")
+    # Different embedder or metrics: every distance moves with no model changed (issue 34, defect 1).
+    refuse_different_scoring(str(Path(run_b) / rundir.MANIFEST), scoring_inputs(ma), scoring_inputs(mb),
+                             "runs were scored")
     ga = {k: g for k, g in pa.groupby(CELL, sort=False)}
     gb = {k: g for k, g in pb.groupby(CELL, sort=False)}
     keys = sorted(set(ga) | set(gb), key=lambda k: (str(k[0]), str(k[1]), rung_order(k[2]), int(k[3])))

@@ -29,6 +29,10 @@ class InputError(Exception):
         return ": ".join([*parts, text])
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: handled like Ctrl-C (the run ends ``interrupted``), exit 143."""
+
+
 class EnvironmentProblem(Exception):
     """The environment cannot do what was asked (no hub, no GPU); exit code 4."""
 

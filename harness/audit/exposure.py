@@ -42,7 +42,7 @@ def exposure_table(audit: pd.DataFrame) -> pd.DataFrame:
         first = audit.assign(_ref=audit["variant"] != "bf16").sort_values("_ref", kind="stable")
         chosen = first.groupby("model", sort=False)["variant"].first()
         audit = audit[audit["variant"] == audit["model"].map(chosen)]
-    relevant = audit[(audit["rung"] != NOISE_FLOOR) & ~audit["reason"].isin(["identical_input", "exceeds_context"])]
+    relevant = audit[(audit["rung"] != NOISE_FLOOR) & ~audit["reason"].isin(["identical_input", "exceeds_context", "invalid_text"])]
     if relevant.empty:
         return pd.DataFrame(columns=COLUMNS)
     relevant = relevant.assign(edit_kind=[_kind_label(r, k) for r, k in zip(relevant["rung"], relevant["edit_kind"])])

@@ -51,7 +51,8 @@ class AuditRow:
     kept: bool
     """True when the pair is decoded and scored (reason == '')."""
     reason: str
-    """'' when kept; otherwise identical_input, identical_after_template or exceeds_context."""
+    """'' when kept; otherwise identical_input, identical_after_template, exceeds_context or invalid_text (a side
+    is not valid Unicode)."""
     n_tokens_a: int
     """Rendered prompt length of side A, in tokens."""
     n_tokens_b: int

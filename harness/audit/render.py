@@ -7,7 +7,9 @@ the harness is made on the ids produced here.
 
 from __future__ import annotations
 
-from typing import Iterable
+import sys
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 from harness.errors import InputError
 from harness.audit.records import RenderedPrompt, RenderPolicy
@@ -33,6 +35,68 @@ def _template_line(exc: BaseException) -> int | None:
     return line
 
 
+TEMPLATE_SECONDS = 5.0
+"""Time one prompt's rendering may take (a published template renders in well under a millisecond); a template
+that runs longer (nested loops) fails its model with the reason, and the run goes on. STABPROBE_TEMPLATE_SECONDS
+overrides it."""
+MAX_RENDERED_CHARS = 1_000_000
+"""Characters a rendered prompt may hold beyond 4 per prompt character."""
+
+
+class TemplateBudgetExceeded(Exception):
+    """The chat template ran past its time or size bound."""
+
+
+def template_seconds() -> float:
+    import os
+
+    try:
+        return max(0.001, float(os.environ.get("STABPROBE_TEMPLATE_SECONDS", TEMPLATE_SECONDS)))
+    except ValueError:
+        return TEMPLATE_SECONDS
+
+
+@contextmanager
+def render_budget(seconds: float) -> Iterator[None]:
+    """Raise TemplateBudgetExceeded inside the block once it has run ``seconds``.
+
+    Jinja's sandbox bounds what a template may touch, not how long it runs, and a thread cannot be stopped
+    from outside. In the main thread a one-shot ITIMER_REAL signal interrupts the template's Python between
+    two bytecodes (cost: two setitimer calls per prompt, nothing while it renders); elsewhere (a Ray worker
+    thread) a trace function checks the clock on every line of the compiled template (slower, and only there).
+    A single C call (``'x' * 10**9``) is not interrupted: the size bound after it applies.
+    """
+    import signal
+    import threading
+    import time
+
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        def _expired(signum, frame):  # noqa: ARG001
+            raise TemplateBudgetExceeded(f"rendering took over {seconds:g} s")
+
+        previous = signal.signal(signal.SIGALRM, _expired)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        return
+    deadline = time.monotonic() + seconds
+
+    def _trace(frame, event, arg):  # noqa: ARG001
+        if time.monotonic() > deadline:
+            raise TemplateBudgetExceeded(f"rendering took over {seconds:g} s")
+        return _trace if frame.f_code.co_filename == "<template>" else None
+
+    old = sys.gettrace()
+    sys.settrace(_trace)
+    try:
+        yield
+    finally:
+        sys.settrace(old)
+
+
 def render_prompt(tokenizer, prompt: str, policy: RenderPolicy) -> RenderedPrompt:
     if policy.use_chat_template:
         template = policy.template_override or getattr(tokenizer, "chat_template", None)
@@ -43,13 +107,17 @@ def render_prompt(tokenizer, prompt: str, policy: RenderPolicy) -> RenderedPromp
             )
         with template_clock(policy.template_date) as reads:
             try:
-                text = tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt}],
-                    chat_template=template,
-                    add_generation_prompt=True,
-                    tokenize=False,
-                    **policy.template_kwargs,
-                )
+                with render_budget(template_seconds()):
+                    text = tokenizer.apply_chat_template(
+                        [{"role": "user", "content": prompt}],
+                        chat_template=template,
+                        add_generation_prompt=True,
+                        tokenize=False,
+                        **policy.template_kwargs,
+                    )
+                if len(text) > MAX_RENDERED_CHARS + 4 * len(prompt):
+                    raise TemplateBudgetExceeded(f"rendered {len(text):,} characters for a {len(prompt):,}-character "
+                                                 f"prompt (limit {MAX_RENDERED_CHARS:,} plus 4 per prompt character)")
             except Exception as exc:  # noqa: BLE001 - any error raised by the template's own code
                 # e.g. a published template that iterates `tools` whenever it is defined, while
                 # transformers passes tools=None: a bare TypeError would not say it is the template.

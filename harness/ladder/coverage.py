@@ -16,11 +16,10 @@ def _selected(ladder: Ladder, rung: str) -> list[str]:
     return [k for k in kinds if k in chosen]
 
 
-def _skip_groups(ladder: Ladder, rung: str) -> tuple[SkipGroup, ...]:
+def _skip_groups(skipped: list) -> tuple[SkipGroup, ...]:
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for s in ladder.skipped:
-        if s.rung == rung:
-            groups[(s.edit_kind, s.reason)].append(s.prompt_id)
+    for s in skipped:
+        groups[(s.edit_kind, s.reason)].append(s.prompt_id)
     return tuple(SkipGroup(kind, reason, tuple(ids)) for (kind, reason), ids in groups.items())
 
 
@@ -45,9 +44,12 @@ def rung_coverage(ladder: Ladder) -> tuple[RungCoverage, ...]:
     for p in ladder.pairs:
         pairs[p.rung] += 1
         covered[p.rung].add(p.prompt_id)
+    by_rung: dict[str, list] = defaultdict(list)
+    for s in ladder.skipped:  # one pass, not one per rung
+        by_rung[s.rung].append(s)
     out = []
     for rung in RUNGS:
-        skipped = _skip_groups(ladder, rung)
+        skipped = _skip_groups(by_rung[rung])
         empty = "" if pairs[rung] else _empty_reason(ladder, rung, skipped)
         out.append(RungCoverage(rung, pairs[rung], len(covered[rung]), empty, skipped))
     return tuple(out)
@@ -65,12 +67,13 @@ def coverage_lines(ladder: Ladder, id_limit: int | None = 12) -> list[str]:
     """The coverage as plain lines: one per rung, then one per group of skipped edits (ids cut at ``id_limit``)."""
     n = len(ladder.prompts)
     lines = []
-    for c in rung_coverage(ladder):
+    coverage = rung_coverage(ladder)
+    for c in coverage:
         if c.pairs:
             lines.append(f"{c.rung}: {c.pairs} pairs, {c.prompts}/{n} prompts")
         else:
             lines.append(f"{c.rung}: EMPTY ({c.empty_reason})")
-    skips = [(c.rung, g) for c in rung_coverage(ladder) for g in c.skipped]
+    skips = [(c.rung, g) for c in coverage for g in c.skipped]
     if skips:
         lines.append(f"edits not applicable ({len(ladder.skipped)}):")
         for rung, g in skips:
@@ -83,10 +86,12 @@ def kind_count_lines(ladder: Ladder) -> list[str]:
     n = len(ladder.prompts)
     chosen = set(GENERATED_KINDS if ladder.edit_kinds is None else ladder.edit_kinds)
     kinds = [(r, k) for k, r in KIND_RUNG.items()]
-    lines = []
-    for rung, kind in kinds:
-        if kind not in chosen:
-            continue
-        mine = [p for p in ladder.pairs if p.rung == rung and p.edit_kind == kind and p.origin == "generated"]
-        lines.append(f"{rung}/{kind}: {len(mine)} pairs, {len({p.prompt_id for p in mine})}/{n} prompts")
-    return lines
+    # One pass over the pairs (a pass per kind was 43 passes: 16 s of a 10,000-prompt build).
+    count: dict[tuple[str, str], int] = defaultdict(int)
+    prompts: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for p in ladder.pairs:
+        if p.origin == "generated":
+            count[(p.rung, p.edit_kind)] += 1
+            prompts[(p.rung, p.edit_kind)].add(p.prompt_id)
+    return [f"{rung}/{kind}: {count[(rung, kind)]} pairs, {len(prompts[(rung, kind)])}/{n} prompts"
+            for rung, kind in kinds if kind in chosen]

@@ -50,6 +50,7 @@ class CuratedVariant(_Strict):
     def _nonempty(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("empty prompt")
+        check_prompt_length(v)
         return v
 
 
@@ -58,6 +59,17 @@ CuratedSet = create_model(
     "CuratedSet", __base__=_Strict,
     **{rung: (list[str | CuratedVariant], Field(default_factory=list)) for rung in CURATED_RUNGS},  # type: ignore[call-overload]
 )
+
+
+MAX_PROMPT_CHARS = 100_000
+"""Longest prompt a ladder takes (characters); a longer one is refused with one line naming it."""
+
+
+def check_prompt_length(text: str) -> None:
+    """Every edit reads the whole prompt, so a ladder's cost grows with its length (a 1 MB prompt took 5 s of CPU
+    to build, and no model's context holds it): a prompt over MAX_PROMPT_CHARS is refused."""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"prompt is {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
 
 
 class PromptSpec(_Strict):
@@ -84,6 +96,7 @@ class PromptSpec(_Strict):
     def _text(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("empty prompt")
+        check_prompt_length(v)
         return v
 
 

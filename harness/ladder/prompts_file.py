@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from harness.errors import InputError, pydantic_error_to_input_error
 from harness.core.hashing import sha256_text
 from harness.ladder.build import build_ladder
-from harness.ladder.load import PromptSpec, parse_json_strict, prompt_set_from_specs
+from harness.ladder.load import PromptSpec, check_prompt_length, parse_json_strict, prompt_set_from_specs
 from harness.ladder.records import Ladder, PromptSet, PromptsFile
 from harness.core.yaml_strict import load_yaml_strict, read_text_strict
 
@@ -123,6 +123,11 @@ def _txt_specs(body: str, path: Path | None = None) -> list[PromptSpec]:
                          f"{lines[n - 1].strip()[:40]!r} continues a prompt over several lines (answer options), but a "
                          ".txt holds one prompt per line; put multi-line prompts in a .json or .yaml list")
     texts = [line for line in lines if line.strip()]
+    for k, t in enumerate(texts):
+        try:
+            check_prompt_length(t)
+        except ValueError as exc:
+            raise InputError(str(path or "prompts"), f"prompt {k + 1}", str(exc)) from None
     return [PromptSpec(id=pid, text=t, topic=pid) for pid, t in zip(prompt_ids(len(texts)), texts)]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
+from harness.ladder.textspans import bounded_opcodes
 import re
 import unicodedata
 
@@ -50,7 +50,7 @@ def describe_change(a: str, b: str, limit: int = 3) -> str:
     starts = [0]
     for piece in pa:
         starts.append(starts[-1] + len(piece))
-    ops = [op for op in difflib.SequenceMatcher(None, pa, pb, autojunk=False).get_opcodes() if op[0] != "equal"]
+    ops = [op for op in bounded_opcodes(pa, pb) if op[0] != "equal"]
     parts = [
         f"@{starts[i1]} '{visible(''.join(pa[i1:i2]), False)}' -> '{visible(''.join(pb[j1:j2]), False)}'"
         for _, i1, i2, j1, j2 in ops[:limit]

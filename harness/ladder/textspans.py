@@ -140,12 +140,52 @@ def replace_span(text: str, start: int, end: int, new: str) -> str:
 
 def first_change(a: str, b: str) -> str:
     """``old -> new`` for the whitespace-separated tokens that differ (a note a reader can check)."""
-    import difflib
-
     ta, tb = a.split(), b.split()
     changes = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ta, b=tb, autojunk=False).get_opcodes():
+    for op, i1, i2, j1, j2 in bounded_opcodes(ta, tb):
         old, new = " ".join(ta[i1:i2]), " ".join(tb[j1:j2])
         if op != "equal":
             changes.append(f"+ {new}" if not old else f"- {old}" if not new else f"{old} -> {new}")
     return "; ".join(changes) or "whitespace only"
+
+
+MAX_DIFF_ITEMS = 2000
+"""Longest differing middle (in tokens or pieces, after the common head and tail) aligned item by item; a
+longer one is reported as one replacement. SequenceMatcher without autojunk is quadratic in it (a 200 KB
+prompt took 54 s), and an edit note only needs to say where the change is."""
+
+
+SHORT_DIFF_ITEMS = 1000
+"""Up to this many items (both sides) the whole texts are aligned directly (cheap, and exactly the notes made
+before the bound)."""
+
+
+def bounded_opcodes(a: list, b: list) -> list[tuple[str, int, int, int, int]]:
+    """difflib's opcodes of ``a`` -> ``b`` in time linear in the common head and tail.
+
+    The common head and tail are matched first (an edit is local: that leaves its neighbourhood), then the
+    middle is aligned by SequenceMatcher (autojunk off: a repeated token is no junk) when it is at most
+    MAX_DIFF_ITEMS long, else it is one ``replace``. On short texts the opcodes are SequenceMatcher's own
+    (below SHORT_DIFF_ITEMS they are exactly SequenceMatcher's).
+    """
+    import difflib
+
+    if len(a) + len(b) <= SHORT_DIFF_ITEMS:  # SequenceMatcher's own opcodes, as every note before the bound
+        return difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    n = min(len(a), len(b))
+    head = 0
+    while head < n and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
+        tail += 1
+    ma, mb = a[head:len(a) - tail], b[head:len(b) - tail]
+    ops: list[tuple[str, int, int, int, int]] = [("equal", 0, head, 0, head)] if head else []
+    if len(ma) + len(mb) > 2 * MAX_DIFF_ITEMS:
+        ops.append(("replace" if ma and mb else "delete" if ma else "insert", head, head + len(ma), head, head + len(mb)))
+    elif ma or mb:
+        ops += [(op, i1 + head, i2 + head, j1 + head, j2 + head)
+                for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, ma, mb, autojunk=False).get_opcodes()]
+    if tail:
+        ops.append(("equal", len(a) - tail, len(a), len(b) - tail, len(b)))
+    return ops

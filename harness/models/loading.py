@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,9 +125,40 @@ def load_tokenizer(entry: ModelEntry):
         # transformers' own message for this is several lines long and names no file.
         raise ValueError(f"{entry.source}: no tokenizer files (expected tokenizer.json, tokenizer.model, "
                          "or vocab.json with merges.txt, next to config.json)")
+    if entry.is_local:
+        check_template_files(Path(entry.source))
     if not entry.is_local and entry.revision:
         kwargs["revision"] = entry.revision
     return AutoTokenizer.from_pretrained(entry.source, **kwargs)
+
+
+MAX_TEMPLATE_BYTES = 1_000_000
+"""Largest chat template file read (published templates are a few KB)."""
+
+
+def check_template_files(root: Path) -> None:
+    """A model directory's chat template files are regular, bounded, UTF-8 files, else ValueError naming the file.
+
+    transformers skips a template file it cannot use and the model would be decoded on the raw prompt text
+    (a dangling link: status ok, positive control 0.557 instead of 0.781), or reads ``/dev/zero`` for ever.
+    """
+    for name in ("chat_template.jinja", "chat_template.json"):
+        path = root / name
+        if not os.path.lexists(path):
+            continue
+        if path.is_symlink() and not path.exists():
+            raise ValueError(f"{path}: chat template is a dangling symbolic link (to {os.readlink(path)})")
+        if not path.is_file():
+            raise ValueError(f"{path}: chat template is not a regular file")
+        size = path.stat().st_size
+        if size > MAX_TEMPLATE_BYTES:
+            raise ValueError(f"{path}: chat template is {size:,} bytes; the limit is {MAX_TEMPLATE_BYTES:,}")
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: chat template is not UTF-8 (byte {exc.start})") from None
+        except OSError as exc:
+            raise ValueError(f"{path}: chat template cannot be read ({exc.strerror})") from None
 
 
 def _snapshot_dir(entry: ModelEntry, revision: str | None) -> Path | None:

@@ -7,6 +7,7 @@ of record.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -256,7 +257,9 @@ def entry_for_local_dir(path: Path) -> ModelEntry:
 def _has_chat_template(path: Path) -> bool:
     import json
 
-    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+    # lexists: a dangling link or a device named chat_template.jinja is a damaged template, not "no template":
+    # the model then fails naming the file (harness.models.loading) instead of silently decoding raw text.
+    if os.path.lexists(path / "chat_template.jinja") or os.path.lexists(path / "chat_template.json"):
         return True
     cfg = path / "tokenizer_config.json"
     if cfg.is_file():

@@ -46,7 +46,7 @@ def _inline_md(text: str) -> str:
 
 
 def _table_html(t: Table) -> str:
-    parts = [f'<h2 id="{t.key}">{html.escape(t.title)}</h2>']
+    parts = [f'<h2 id="{html.escape(t.key, quote=True)}">{html.escape(t.title)}</h2>']
     if t.note:
         parts.append(f'<p class="note">{html.escape(t.note)}</p>')
     if not t.rows:
@@ -62,7 +62,7 @@ def _table_html(t: Table) -> str:
 
 
 def _figure_html(f: Figure) -> str:
-    head = f'<h2 id="{f.key}">{html.escape(f.title)}</h2>'
+    head = f'<h2 id="{html.escape(f.key, quote=True)}">{html.escape(f.title)}</h2>'
     if f.png is None:
         return f'{head}\n<p class="missing">Not drawn: {html.escape(f.missing)}.</p>'
     data = base64.b64encode(f.png).decode("ascii")
@@ -139,7 +139,7 @@ def render_html(summary: dict[str, Any], manifest: dict[str, Any], pairs: pd.Dat
     # A figure whose anchor table is absent (e.g. a summary without a drift table) still appears.
     sections += [(k, f.title, _figure_html(f)) for k, f in figures.items() if k not in placed]
     skipped = manifest.get("config", {}).get("ladder", {}).get("skipped_edits", 0)
-    run = ("<h2 id=\"run\">The run</h2><ul>" + "".join(f"<li>{_inline_md(x)}</li>" for x in run_lines(summary, manifest))
+    run = ("<h2 id=\"run\">The run</h2><ul>" + "".join(f"<li>{_inline_md(x)}</li>" for x in run_lines(summary, manifest, text=str, code=lambda c: f"`{c}`"))
            + f"<li>Edits not applicable to their prompt (listed in the manifest): {html.escape(str(skipped))}</li></ul>")
     sections.append(("run", "The run", run))
     ladder = manifest.get("config", {}).get("ladder", {}).get("name")

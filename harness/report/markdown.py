@@ -16,7 +16,7 @@ from harness.summary.build import SPREAD_METRIC
 from harness.summary.stats import MIN_CI_PROMPTS, letter_index, split_letters
 from harness.report.records import Table
 from harness.report.answer_tables import answer_tables, terminal_answers, tf_drift_report_table
-from harness.report.text import fmt, md_cell, mde_text, pct as _pct
+from harness.report.text import fmt, md_cell, md_code, md_text, mde_text, pct as _pct, strip_control
 
 
 def _diff(x: float | None, ci: list[float] | None) -> str:
@@ -37,8 +37,13 @@ def _p(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
-def run_lines(summary: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
-    """The run at a glance: status, provenance, determinism verdict, counts."""
+def run_lines(summary: dict[str, Any], manifest: dict[str, Any], text=None, code=None) -> list[str]:
+    """The run at a glance: status, provenance, determinism verdict, counts.
+
+    ``text``/``code`` quote what the harness did not write (the command line, the ladder's name and source):
+    Markdown escaping by default (harness.report.text.md_text / md_code); the HTML report passes its own."""
+    text = text or md_text
+    code = code or md_code
     det = summary["determinism"]
     cfg = manifest.get("config", {})
     ladder = cfg.get("ladder", {})
@@ -46,9 +51,9 @@ def run_lines(summary: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     ok = sum(1 for m in models if m.get("status") == "ok")
     n_flags = len(summary.get("flags") or [])
     return [
-        f"status: **{manifest.get('status')}**; command: `{' '.join(manifest.get('argv', []))}`",
+        f"status: **{text(manifest.get('status'))}**; command: {code(' '.join(manifest.get('argv', [])))}",
         f"harness {manifest.get('harness', {}).get('version')} at commit {manifest.get('harness', {}).get('commit')}",
-        f"ladder: {ladder.get('name')} ({ladder.get('source')}); lengths: {cfg.get('lengths')}",
+        f"ladder: {text(ladder.get('name'))} ({text(ladder.get('source'))}); lengths: {cfg.get('lengths')}",
         f"models × variants: {ok} ok, {len(models) - ok} failed; scored cells: {len(summary.get('cells', []))}; flags raised: {n_flags}",
         f"determinism: **{det['verdict']}** ({det['nonzero_rows']} of {det['identical_rows']} identical-rung rows non-zero)",
     ]
@@ -363,4 +368,5 @@ def terminal_summary(summary: dict[str, Any]) -> str:
     for m in summary["models"]:
         if m["status"] != "ok":
             lines.append(f"FAILED {m['name']} ({m['variant']}): {m['error']}")
-    return "\n".join(lines)
+    # Template and model text reach the terminal here: no control sequence of theirs does.
+    return strip_control("\n".join(lines))

@@ -39,12 +39,14 @@ def load_run_tables(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.Dat
     return manifest, pairs, audit, gens
 
 
-def write_reports(run_dir: Path) -> dict[str, Any]:
+def write_reports(run_dir: Path, status: str | None = None) -> dict[str, Any]:
     """summary.json, exposure.parquet, report.md and report.html from manifest.json and the parquet files; returns the summary."""
     run_dir = Path(run_dir)
     from harness.core.memo import Memo
 
     manifest, pairs, audit, gens = load_run_tables(run_dir)
+    if status is not None:  # the status the run ends with once these reports exist (harness.run.pipeline)
+        manifest = {**manifest, "status": status}
     memo = Memo(manifest.get("config", {}).get("cache_dir"))
     drift_path = run_dir / rundir.DRIFT
     drift = pd.read_parquet(drift_path) if drift_path.is_file() else None

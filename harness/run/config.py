@@ -131,6 +131,28 @@ def check_environment(cfg: RunConfig) -> None:
         except ImportError:
             raise EnvironmentProblem("--executor ray: Ray is not installed (pip install 'stabprobe[ray]'), "
                                      "or run with --executor local") from None
+        if cfg.ray_address and cfg.ray_address != "auto":
+            check_ray_reachable(cfg.ray_address)
+
+
+RAY_CONNECT_SECONDS = 10.0
+"""How long a --ray-address gets to accept a connection (ray.init has no timeout: it waited over 400 s)."""
+
+
+def check_ray_reachable(address: str, timeout: float = RAY_CONNECT_SECONDS) -> None:
+    """The cluster's head accepts a TCP connection within ``timeout``, else exit 4 before any run directory
+    exists (``host:port``, ``ray://host:port``)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError("--ray-address", address, "expected host:port (or ray://host:port, or auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
+        raise EnvironmentProblem(f"--ray-address {address}: cannot connect within {timeout:g} s ({reason})") from None
 
 
 def variants_for(cfg: RunConfig, entry: ModelEntry) -> tuple[str, ...]:

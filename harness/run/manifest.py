@@ -109,7 +109,10 @@ def base_manifest(command: str, argv: list[str], config: dict[str, Any]) -> dict
 
 def run_manifest(command: str, argv: list[str], config: RunConfigRecord) -> Manifest:
     """The manifest of `stabprobe run` (and gate, merge) as it starts: status ``running``, no cell yet."""
-    return Manifest.model_validate({**base_manifest(command, argv, {}), "config": config})
+    from harness.score.registry import scorer_version
+
+    return Manifest.model_validate({**base_manifest(command, argv, {}), "config": config,
+                                    "scorer_version": scorer_version()})
 
 
 def write_manifest(run_dir: Path, manifest: Manifest) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from harness.audit.records import AuditRow
-from harness.core import rundir
+from harness.core import rundir, runlock
 from harness.core.checked import counts as cache_counts, first_write_error
 from harness.core.threads import thread_policy
 from harness.errors import EXIT_ENVIRONMENT, EXIT_MODEL_FAILED, EXIT_OK
@@ -107,11 +107,12 @@ def _run(cfg: RunConfig) -> RunResult:
     validate_config(cfg)
     embedder = Embedder(cfg.embedder, cache_dir=cfg.cache_dir)  # an unusable --embedder is an input error: before any directory exists
     run_dir = rundir.new_run_dir(cfg.out)
-    enable_gpu_determinism()
-    manifest = run_manifest(cfg.command, list(cfg.argv), config_record(cfg, embedder.info))
-    rundir.atomic_write_json(run_dir / LADDER_FILE, ladder_record(cfg.ladder))
-    write_manifest(run_dir, manifest)
-    return run_in(run_dir, cfg, manifest, embedder)
+    with runlock.hold(run_dir):  # one writer per run directory; released however this process ends
+        enable_gpu_determinism()
+        manifest = run_manifest(cfg.command, list(cfg.argv), config_record(cfg, embedder.info))
+        rundir.atomic_write_json(run_dir / LADDER_FILE, ladder_record(cfg.ladder))
+        write_manifest(run_dir, manifest)
+        return run_in(run_dir, cfg, manifest, embedder)
 
 
 def run_in(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedder) -> RunResult:
@@ -121,7 +122,7 @@ def run_in(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedder
         _execute(cfg, cells, run_dir, manifest, embedder)
     except BaseException as exc:
         # Finished cells stay on disk; `stabprobe run --resume RUN_DIR` redoes only the rest.
-        write_manifest(run_dir, manifest.evolve(
+        mark_ended(run_dir, manifest.evolve(
             status="interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed",
             error=f"{type(exc).__name__}: {exc}"[:500],
             models=[r for c in plan_cells(cfg) if (r := read_cell_record(run_dir, c))]))
@@ -140,14 +141,18 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedd
     log.info("merging %d cells' tables (and the drift between variants)", len(finished))
     gens_df, pairs_df, drift_df, tf_read = _merge_tables(run_dir, cfg, finished, embedder)
     manifest = _merged_manifest(manifest, all_cells, records, pairs_df.empty, tf_read, t0)
-    write_manifest(run_dir, manifest)
+    # "complete" only once every promised file exists: until the reports are written the manifest says
+    # "running" (a crash that cannot even rewrite it, e.g. on a full disk, is then recognised by the next
+    # `report`/`--resume` through the run lock: harness.core.runlock). The reports show the final status.
+    write_manifest(run_dir, manifest.evolve(status="running") if manifest.status == "complete" else manifest)
     log.info("writing summary.json, report.md and report.html")
     try:
-        summary = write_reports(run_dir)
+        summary = write_reports(run_dir, status=manifest.status)
     except BaseException as exc:
         # The parquet files are whole, but a run without its reports is not complete.
-        write_manifest(run_dir, manifest.evolve(status="crashed",
-                                                error=f"writing reports: {type(exc).__name__}: {exc}"[:500]))
+        mark_ended(run_dir, manifest.evolve(
+            status="interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed",
+            error=f"{REPORTS_FAILED}{type(exc).__name__}: {exc}"[:500]))
         raise
     write_error = next((r.cache_write_error for r in records if r.cache_write_error), None)
     after = cache_counts()
@@ -165,6 +170,11 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedd
     if manifest.cache_entries_rejected:
         terminal += f"\ncache entries rejected: {manifest.cache_entries_rejected} (damaged or unreadable; recomputed)"
     code = EXIT_MODEL_FAILED if failed or manifest.status == "empty" else EXIT_OK
+    if manifest.command == "merge" and manifest.cells_missing:
+        # A merge is meant to give the whole plan: a shard that died is said here, not only in the manifest.
+        terminal += (f"\ncells missing: {', '.join(manifest.cells_missing)} (no shard finished them; resume that "
+                     "shard, then merge again)")
+        code = EXIT_MODEL_FAILED
     if manifest.cache_write_failures:
         # The results are whole; the machine could not keep the cache: the environment's exit code, not a model's.
         write_manifest(run_dir, manifest.evolve(cache_write_error=write_error))
@@ -172,6 +182,19 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedd
                      "the results are complete but were not cached)")
         code = EXIT_ENVIRONMENT
     return RunResult(run_dir, code, summary, terminal)
+
+
+REPORTS_FAILED = "writing reports: "
+"""How the error of a run whose reports failed starts (`stabprobe report` and --resume finish such a run)."""
+
+
+def mark_ended(run_dir: Path, manifest: Manifest) -> None:
+    """Record how a run ended, best effort: when even this write fails (the disk that failed the run is full),
+    the manifest stays ``running`` and the run lock tells the next reader the writer died."""
+    try:
+        write_manifest(run_dir, manifest)
+    except OSError:
+        pass
 
 
 def _merge_tables(run_dir: Path, cfg: RunConfig, finished: list[tuple[Cell, CellRecord]], embedder: Embedder):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
-from harness.core import rundir
+from harness.core import rundir, runlock
 from harness.core.jsonsafe import json_safe
 from harness.core.threads import thread_policy
 from harness.errors import EXIT_MODEL_FAILED, EXIT_OK, error_line
@@ -114,13 +114,17 @@ def study_run(command: str, out: Path, argv: Sequence[str], config: dict[str, An
         manifest = base_manifest(command, list(argv or sys.argv), record)
         manifest["libraries"].update(libraries or {})
         study = StudyRun(run_dir, manifest)
-        study.write_manifest()
-        try:
-            yield study
-        except BaseException as exc:
-            manifest["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed"
-            manifest["error"] = error_line(exc)
+        with runlock.hold(run_dir):  # one writer; a writer that dies is recognised (harness.core.runlock)
             study.write_manifest()
-            raise
-        manifest["status"] = "complete"
-        study.write_manifest()
+            try:
+                yield study
+            except BaseException as exc:
+                manifest["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed"
+                manifest["error"] = error_line(exc)
+                try:
+                    study.write_manifest()
+                except OSError:
+                    pass  # the disk that failed the study: the raised error says why, the lock says the writer died
+                raise
+            manifest["status"] = "complete"
+            study.write_manifest()

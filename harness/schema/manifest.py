@@ -75,6 +75,9 @@ class Manifest(Record):
     resumed: list[ResumeRecord] | None = Field(None, description="Each --resume of this directory.")
     merged_from: list[StrictStr] | None = Field(None, description="Shard directories a merge joined.")
     error: StrictStr | None = Field(None, description="Why the run is interrupted, crashed or empty.")
+    scorer_version: StrictStr | None = Field(
+        None, description="Version of the pair metrics the run scored with (harness.score.registry.scorer_version); "
+                          "compare, merge and --resume refuse runs whose scoring inputs differ. None: not recorded.")
     phase_seconds: dict[str, StrictFloat | StrictInt] | None = Field(
         None, description="Seconds of the run's phases (cells, merge).")
     teacher_forced_drift: dict[str, Any] | None = Field(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,15 @@ def resolve_embedder_path(name_or_path: str | None) -> tuple[str, Path]:
     p = Path(name_or_path).expanduser()
     if not p.is_dir():
         raise InputError("--embedder", name_or_path, "not a local sentence-transformers directory (no hub access)")
+    cfg = p / "config.json"
+    try:
+        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    if not model_type:
+        # Checked before any run directory exists: transformers' own error came as a traceback mid-run.
+        raise InputError(str(cfg), "model_type", "--embedder directory has no readable config.json with a "
+                         "model_type: not a sentence-transformers model directory")
     return p.name, p
 
 
