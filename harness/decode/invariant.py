@@ -18,8 +18,10 @@ larger batch. Where any shape differs, :func:`fixed_row_linears` makes every
 linear layer run in chunks of exactly ``CHUNK_ROWS`` rows (the last chunk
 padded with zeros, the padding dropped), so every call has one shape. The
 cost is the padding: a 40-row decode step runs as 48 rows. Attention's
-batched products (``bmm`` over rows x heads) were invariant to the batch count
-here and are left alone. Where the probe finds every shape invariant nothing
+batched products (``bmm`` over rows x heads) are not probed here: above
+oneDNN's size threshold they were invariant to the batch count, below it
+torch takes another kernel, which rows batching avoids by padding small
+groups (harness.decode.rows._group_pad). Where the probe finds every shape invariant nothing
 is wrapped. Either way the verdict goes to the manifest (engine note), and
 the identical rung still checks the outcome.
 """

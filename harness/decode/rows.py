@@ -97,6 +97,27 @@ def _group_mask(inner: str, nq: int, nk: int, window: int | None, dtype, device)
     return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
 
 
+ONEDNN_MIN_VOLUME = 16 * 16 * 16
+"""torch's CPU ``bmm`` runs a bf16 product on oneDNN only when batch x M x K x N exceeds this (ATen's
+``mkldnn_gemm_min_size``, aten/src/ATen/native/mkldnn/Matmul.cpp), else on its own gemm, which rounds differently."""
+
+
+def _group_pad(rows: int, heads: int, q_len: int, kv_len: int, head_dim: int) -> int:
+    """Zero rows to add to a group so that its attention products are as large as ``ONEDNN_MIN_VOLUME`` and more.
+
+    Why: a group's products are batched over rows x heads, so whether they run on oneDNN depended on how many
+    rows of one length the batch held, and the two kernels round apart. Measured on tiny-chat (4 heads of 32,
+    torch 2.13, AVX-512 bf16 Xeon, one thread): a 21-token prompt alone in its group at 26 keys (4 x 1 x 32 x 26
+    = 3,328 products: ATen's gemm) scored 0.000244 apart in q.k from the same row in a group of 12 (oneDNN), and
+    its identical-rung copy drifted (hidden_dist 6.5e-7, same tokens). Past the threshold every group runs on
+    oneDNN, whose per-row result did not depend on the group's size (1 to 48 rows tested); padding rows are zeros
+    that no kept row reads. Where bf16 never runs on oneDNN (no AVX-512) the padding changes nothing.
+    """
+    per_row = heads * q_len * kv_len * head_dim
+    need = ONEDNN_MIN_VOLUME // per_row + 1
+    return max(0, need - rows)
+
+
 def _rows_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                     stabprobe_rows: _RowsState | None = None, **kwargs):
     """Attention over each equal-length group's own positions (query [B, H, q, D], key/value [B, Hkv, kv, D])."""
@@ -121,8 +142,13 @@ def _rows_attention(module, query, key, value, attention_mask, dropout: float = 
             qg, kg, vg = query[:, :, q0:, :], key[:, :, k0:, :], value[:, :, k0:, :]
         else:
             qg, kg, vg = query[rows, :, q0:, :], key[rows, :, k0:, :], value[rows, :, k0:, :]
+        n = qg.shape[0]
+        pad = _group_pad(n, qg.shape[1], qg.shape[2], kg.shape[2], min(qg.shape[3], vg.shape[3]))
+        if pad:
+            qg, kg, vg = (torch.cat([x, x.new_zeros((pad,) + tuple(x.shape[1:]))]) for x in (qg, kg, vg))
         mask = _group_mask(state.inner, qg.shape[2], kg.shape[2], window, query.dtype, query.device)
         o, _ = inner(module, qg, kg, vg, mask, dropout=dropout, scaling=scaling, **kwargs)  # [n, q, H, Dv]
+        o = o[:n]  # zero rows added by _group_pad: their outputs are dropped
         if rows is None and q0 == 0:
             return o, None
         if out is None:
