@@ -17,6 +17,7 @@ from harness.audit.exposure import exposure_table
 from harness.ladder.records import NEGATIVE_CONTROL, POSITIVE_CONTROL, rung_order
 from harness.score.registry import summary_metrics
 from harness.summary.determinism import determinism_verdict
+from harness.summary.floor import floor_flags, floor_table
 from harness.summary.collapse import collapse_flags, drift_table
 from harness.summary.engines import engine_table
 from harness.summary.flags import compute_flags, scaffold_table
@@ -208,6 +209,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     memo = memo or Memo(None)
     exposure = exposure_table(audit) if exposure is None else exposure
     determinism = determinism_verdict(pairs)
+    noise_floor = floor_table(pairs)
     scaffold = scaffold_table(generations)
     drift_rows = drift_table(pairs, drift if drift is not None else pd.DataFrame(columns=pairs.columns))
     unresponsive = unresponsive_table(pairs, generations)
@@ -238,12 +240,14 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "clusters": clusters,
         "tests": test_design(clusters),
         "flags": (compute_flags(pairs, scaffold, determinism) + collapse_flags(drift_rows)
-                  + unresponsive_flags(unresponsive) + loop_flags(loops) + answer_missing_flags(cells)),
+                  + unresponsive_flags(unresponsive) + loop_flags(loops) + answer_missing_flags(cells)
+                  + floor_flags(noise_floor)),
         "drift": drift_rows,
         "tf_drift": tf_drift_table(drift if drift is not None else pd.DataFrame(), pairs),
         "answers": answers,
         "answer_flips": answer_flips,
         "unresponsive": unresponsive,
+        "noise_floor": noise_floor,
         "scaffold": scaffold,
         "loops": loops,
         "engines": engine_table(generations if generations is not None else pd.DataFrame(), manifest),
