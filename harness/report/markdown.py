@@ -66,7 +66,11 @@ def _metric_cell(c: dict[str, Any], m: MetricSpec) -> str:
     if not s:
         return "-"
     show = fmt if m.report_format == "fixed" else (lambda x: f"{x:.3g}")
-    return f"{show(s['mean'])} [{show(s['ci95'][0])}, {show(s['ci95'][1])}]" if m.report_ci else show(s["mean"])
+    lo, hi = s["ci95"][:2]
+    ci = f" [no CI: {s['ci_note']}]" if s.get("ci_note") and lo != lo else f" [{show(lo)}, {show(hi)}]"
+    # The mean is over the finite values only: how many were missing is said next to it, in every row.
+    missing = f" ({s['n_missing']} of {s['n_missing'] + s.get('n_pairs', 0)} missing)" if s.get("n_missing") else ""
+    return (f"{show(s['mean'])}{ci}" if m.report_ci else show(s["mean"])) + missing
 
 
 def _cells_table(summary: dict[str, Any]) -> Table:

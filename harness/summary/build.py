@@ -34,6 +34,7 @@ from harness.summary.stats import (
     MIN_CI_PROMPTS,
     PERMUTATION_SEED,
     PERMUTATIONS,
+    ci_note,
     cluster_bootstrap_ci,
     cluster_groups,
 )
@@ -76,7 +77,12 @@ def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
             finite = vals[ok]
             lo, hi = cluster_bootstrap_ci(finite, prompts[ok])
             row[m] = {"mean": float(np.mean(finite)) if finite.size else float("nan"), "ci95": [lo, hi],
-                      "mde": cell_mde(finite, prompts[ok])}
+                      "mde": cell_mde(finite, prompts[ok]),
+                      # Counts over the finite values the mean is over (the row's n_pairs counts every pair).
+                      "n_pairs": int(finite.size), "n_prompts": int(len(set(prompts[ok])))}
+            note = ci_note(finite, prompts[ok])
+            if note is not None:
+                row[m]["ci_note"] = note
             if finite.size < vals.size:  # said, not hidden: the mean is over fewer pairs than n_pairs
                 row[m]["n_missing"] = int(vals.size - finite.size)
         row["diverged_share"] = float((g["first_div"] > 0).mean())
@@ -217,7 +223,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
     # "spread": cells memoized before the spread existed must not be served without it; the aggregated
     # metrics: a metric newly aggregated over an unchanged table must not be served from before either.
-    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread", "mde-ci5", *summary_metrics()],
+    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread", "mde-ci5", "ci-note-prompt-weighted", *summary_metrics()],
                                lambda: (cell_stats(pairs), cluster_stats(pairs)), encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
     # Answer statistics read the pairs table alone too (their bootstraps memoized the same way).
