@@ -21,7 +21,14 @@ from harness.summary.floor import floor_flags, floor_table
 from harness.summary.collapse import collapse_flags, drift_table
 from harness.summary.engines import engine_table
 from harness.summary.flags import compute_flags, scaffold_table
-from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
+from harness.summary.traps import (
+    answer_missing_flags,
+    loop_flags,
+    loop_table,
+    no_signal_flags,
+    unresponsive_flags,
+    unresponsive_table,
+)
 from harness.summary.answers import ANSWERS_VERSION, answer_table, dutta_flips
 from harness.summary.tf_drift import tf_drift_table
 from harness.summary.power import POWER, mde, prompt_sd
@@ -247,7 +254,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "tests": test_design(clusters),
         "flags": (compute_flags(pairs, scaffold, determinism) + collapse_flags(drift_rows)
                   + unresponsive_flags(unresponsive) + loop_flags(loops) + answer_missing_flags(cells)
-                  + floor_flags(noise_floor)),
+                  + floor_flags(noise_floor) + no_signal_flags(unresponsive)),
         "drift": drift_rows,
         "tf_drift": tf_drift_table(drift if drift is not None else pd.DataFrame(), pairs),
         "answers": answers,
