@@ -46,10 +46,11 @@ LOOP_SHARE = 0.5
 when at least this share of its outputs loop."""
 PREAMBLE_TOKENS = 8
 NO_SIGNAL_GAP = 0.5
-"""No task signal when even the upper end of the 95% CI of the relative gap (positive control minus no-op
-formatting, over the positive control, per prompt) is below this: invisible edits move the output at least half as
-much as a different task does. A random-init Qwen3 gave 0.697 against 0.753 (relative gap 7%, CI excluding 0, so the
-absolute gap check stayed silent); the demo models and SmolLM2 are far above."""
+"""No task signal unless the relative gap (positive control minus no-op formatting, over the positive control, per
+prompt) is clearly above this: the lower end of its 95% CI must reach it, i.e. a different task must move the output
+clearly more than twice as much as an invisible edit. A random-init Qwen3 gave 0.697 against 0.753 (relative gap 7%,
+absolute gap CI excluding 0, so the absolute check stayed silent; issue 30) and, on tasks-small at L = 32, 0.40
+[0.10, 0.80]; tiny-chat 0.87 [0.75, 0.97] and SmolLM2-135M bf16 0.86 [0.79, 0.93] on the same ladder."""
 
 
 def answer_missing_flags(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -135,7 +136,7 @@ def unresponsive_table(pairs: pd.DataFrame, gens: pd.DataFrame | None) -> list[d
                 reasons.append(f"positive control minus no-op formatting, per prompt: {gap:.3f} [95% CI {lo:.3f}, {hi:.3f}] "
                                "includes 0")
             checked = diversity == diversity or lo == lo
-            no_signal = None if rel_hi != rel_hi else bool(rel_hi < NO_SIGNAL_GAP)
+            no_signal = None if rel_lo != rel_lo else bool(rel_lo < NO_SIGNAL_GAP)  # None: too few prompts
             out.append({"model": model, "variant": variant, "length": L, "base_prompts": len(outputs),
                         "distinct_outputs": len(set(outputs)), "diversity": diversity,
                         POSITIVE_CONTROL: pos, NEGATIVE_CONTROL: noop, "gap": gap, "gap_ci95": [lo, hi], "gap_prompts": n,
@@ -176,7 +177,7 @@ def no_signal_flags(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
             flags.append({"flag": "no_task_signal", "model": model, "variant": variant,
                           "detail": (f"at {r['length']} tokens the positive control ({r[POSITIVE_CONTROL]:.3f}) moves the "
                                      f"output little more than invisible edits ({r[NEGATIVE_CONTROL]:.3f}): relative gap "
-                                     f"{r['relative_gap']:.0%} [95% CI {lo:.0%}, {hi:.0%}] < {NO_SIGNAL_GAP:.0%}; the outputs "
+                                     f"{r['relative_gap']:.0%} [95% CI {lo:.0%}, {hi:.0%}], not clearly above {NO_SIGNAL_GAP:.0%}; the outputs "
                                      "carry no task signal, so no distance of this model is about its prompts"),
                           "values": {k: r[k] for k in ("length", POSITIVE_CONTROL, NEGATIVE_CONTROL, "relative_gap",
                                                        "relative_gap_ci95")}})
