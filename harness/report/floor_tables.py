@@ -37,7 +37,7 @@ def noise_floor_table(floor: list[dict[str, Any]]) -> Table:
                    r["verdict"].upper() if r["verdict"] == "unmeasurable" else r["verdict"], r.get("reason", "")]
                   for r in floor],
                  note=("Embedding distance, means over base prompts. exact: every identical pair is 0; noisy: the floor "
-                       "is at most half the perturbation distance and the margin's CI excludes 0 (distances include the "
+                       "is at most a quarter of the perturbation distance and the margin's CI excludes 0 (distances include the "
                        "floor); UNMEASURABLE: the decode's own noise is as large as the edits' effect, so this variant's "
                        "rung means, drift, KLD and answer flips are noise, not findings (left out of the drift figure; "
                        "`stabprobe gate` fails on it unless its file allows it)."),

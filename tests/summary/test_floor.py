@@ -28,6 +28,9 @@ def test_exact_noisy_unmeasurable():
     bad = floor_table(_pairs(0.277, 0.287))[0]
     assert bad["verdict"] == UNMEASURABLE and "0.2" in bad["reason"]
     assert bad["n_identical_nonzero"] == 12 and bad["n_perturbed"] == 24  # positive control left out
+    # SmolLM2 int8 on tasks-small (this machine): floor 0.122 against 0.252, a margin whose CI excludes 0 -- still
+    # half of every distance is the decode's own noise.
+    assert floor_table(_pairs(0.122, 0.252))[0]["verdict"] == UNMEASURABLE
     (flag,) = floor_flags([bad])
     assert flag["flag"] == "unmeasurable" and flag["variant"] == "int8"
 
