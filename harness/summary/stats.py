@@ -134,7 +134,8 @@ def ci_note(values: Sequence[float] | np.ndarray, prompts: Sequence[str] | np.nd
     k = int(np.unique(np.asarray(prompts).astype(str)).size)
     if k < MIN_CI_PROMPTS:
         return f"{k} prompt{'s' if k != 1 else ''} (< {MIN_CI_PROMPTS})"
-    if np.all(v == v[0]):
+    # Equal up to float rounding (x + 0.2 - x is not exactly 0.2): the bootstrap would print a zero-width interval.
+    if float(np.ptp(v)) <= 1e-12 * max(1.0, float(np.abs(v).max())):
         return "constant values"
     return None
 
