@@ -85,7 +85,12 @@ def _probe_modules(model) -> tuple[list[str], list[str], int]:
         for (name, k, n), m in seen.items():
             try:
                 dev = next((p.device for p in m.parameters()), torch.device("cpu"))
-                x = torch.randn(160, k, generator=gen).to(dtype=_input_dtype(model, m), device=dev)
+                x = torch.randn(160, k, generator=gen)
+                # One late row with large entries in a few columns (only the 160-row batch holds it): LLM.int8 picks
+                # its outlier columns (|x| > 6) across the whole batch, so a row's result can depend on its batch
+                # mates -- N(0, 1) inputs alone never reach the threshold and would pass it.
+                x[-1, :: max(1, k // 8)] = 20.0
+                x = x.to(dtype=_input_dtype(model, m), device=dev)
                 full = m(x)
                 # The same 160 rows again too: a kernel that is not even run-to-run reproducible shows here.
                 same = [torch.equal(m(x), full)] + [torch.equal(m(x[:rows]), full[:rows]) for rows in PROBE_ROWS]
