@@ -154,7 +154,11 @@ def build_parser(prog: str = "stabprobe") -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="per model x variant x rung x length: did RUN_B move more or less than RUN_A?")
     cmp_.add_argument("run_a", metavar="RUN_A", help="the baseline run directory")
-    cmp_.add_argument("run_b", metavar="RUN_B", help="the run directory compared with it")
+    cmp_.add_argument("run_b", metavar="RUN_B", nargs="?", default=None,
+                      help="the run directory compared with it (omit with --models to compare two models of RUN_A)")
+    cmp_.add_argument("--models", default=None, metavar="X,Y",
+                      help="model selection: model X of RUN_A against model Y of RUN_B (or of RUN_A), paired by pair id")
+    cmp_.add_argument("--json", action="store_true", help="JSON instead of a table (the same numbers)")
     cmp_.add_argument("--threshold", type=float, default=0.02,
                       help="smallest change of the mean that counts as regressed/improved (default 0.02)")
     cmp_.add_argument("--metric", default="emb_dist", help="pairs.parquet column to compare (default emb_dist)")
@@ -303,10 +307,23 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from harness.compare import compare_runs, exit_code, render_compare
+    import json
 
-    rows = compare_runs(Path(args.run_a), Path(args.run_b), threshold=args.threshold, metric=args.metric)
-    print(render_compare(rows, args.metric, args.threshold))
+    from harness.compare import compare_json, compare_runs, exit_code, render_compare
+    from harness.errors import InputError
+
+    models = None
+    if args.models is not None:
+        parts = [m.strip() for m in args.models.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise InputError("--models", args.models, "expected two model names: X,Y")
+        models = (parts[0], parts[1])
+    rows = compare_runs(Path(args.run_a), Path(args.run_b) if args.run_b else None, threshold=args.threshold,
+                        metric=args.metric, models=models)
+    if args.json:
+        print(json.dumps(compare_json(rows, args.metric, args.threshold, models), indent=1))
+    else:
+        print(render_compare(rows, args.metric, args.threshold, models))
     return exit_code(rows)
 
 

@@ -21,6 +21,22 @@ control is the one rung read the other way round: its prompts differ in
 meaning, so a model whose outputs move *less* there has become less
 responsive (the collapse pattern), and that is the regression. Nothing is
 written into either run directory.
+
+Model selection (``--models X,Y``): model X of run A against model Y of run B
+(or of run A again when only one run is given) on the same ladder, per variant
+x rung x length, paired by pair id: the same test, CI and family, with the
+verdicts ``a_better`` / ``b_better`` / ``no_difference`` (lower distance is
+better, except on the positive control) and no failing exit code: choosing a
+model is not a regression.
+
+One weighting everywhere: the change is the mean over base prompts of each
+prompt's mean difference (over its shared pairs), the quantity the sign-flip
+test is about and the CI resamples; the printed per-side means are per-prompt
+means too. Rows whose metric is NaN (e.g. ``emb_dist_answer`` without an
+answer span) are dropped and counted (``n_missing_a``/``n_missing_b``). Every
+row carries the minimum detectable difference at its prompts and prompt-level
+SD (harness.summary.power.mde, 80% power): ``no_difference`` with an MDE of
+0.3 says little.
 """
 
 from __future__ import annotations
@@ -37,7 +53,9 @@ from harness.run.scoring import refuse_different_scoring, scoring_inputs
 from harness.ladder.records import POSITIVE_CONTROL, rung_order
 from harness.core.rundir_read import load_manifest, read_table
 from harness.schema import Manifest
-from harness.summary.stats import FDR_Q, benjamini_hochberg, cluster_bootstrap_ci, paired_prompt_test
+from harness.summary.power import mde as _mde
+from harness.summary.power import prompt_sd as _prompt_sd
+from harness.summary.stats import FDR_Q, benjamini_hochberg, cluster_bootstrap_ci, prompt_permutation_tests
 from harness.report.text import fmt
 
 DEFAULT_THRESHOLD = 0.02
@@ -48,6 +66,9 @@ MIN_PROMPTS = 2
 
 REGRESSED, IMPROVED, UNCHANGED = "regressed", "improved", "unchanged"
 TOO_FEW, ONLY_A, ONLY_B = "too_few_prompts", "only_in_a", "only_in_b"
+A_BETTER, B_BETTER, NO_DIFFERENCE = "a_better", "b_better", "no_difference"
+MODEL_VERDICT = {REGRESSED: A_BETTER, IMPROVED: B_BETTER, UNCHANGED: NO_DIFFERENCE}
+"""Model-selection names of the regression verdicts (B worse than A = A better)."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +92,11 @@ class CompareRow:
     n_prompts: int
     """Base prompts among the shared pairs: the units of the test and the CI."""
     mean_a: float
-    """Mean over all of run A's pairs in the cell."""
+    """Mean over base prompts of the per-prompt means of run A's finite pairs in the cell."""
     mean_b: float
-    """Mean over all of run B's pairs in the cell."""
+    """The same for run B."""
     change: float
-    """Mean over the shared pairs of B - A; nan when the cell is in one run only."""
+    """Mean over base prompts of the per-prompt mean of B - A over the shared pairs; nan when the cell is in one run only."""
     ci_low: float
     """Lower end of the 95% prompt-level bootstrap CI of ``change`` (not multiplicity-adjusted)."""
     ci_high: float
@@ -85,7 +106,17 @@ class CompareRow:
     p_adj: float
     """Benjamini-Hochberg adjusted over every tested cell of this comparison; nan when not tested."""
     verdict: str
-    """regressed / improved / unchanged / too_few_prompts / only_in_a / only_in_b."""
+    """regressed / improved / unchanged (model selection: a_better / b_better / no_difference) / too_few_prompts /
+    only_in_a / only_in_b."""
+    n_missing_a: int = 0
+    """Run A's pairs of this cell whose metric is NaN: dropped from every number of the row, counted here."""
+    n_missing_b: int = 0
+    """The same for run B."""
+    prompt_sd: float = float("nan")
+    """SD (ddof 1) over base prompts of the per-prompt differences: what the test's power depends on."""
+    mde: float = float("nan")
+    """Minimum detectable difference at 80% power with these prompts and that SD (harness.summary.power.mde); inf
+    below the fewest prompts a sign-flip test can reject with."""
 
 
 def load_pairs(run_dir: Path, metric: str) -> pd.DataFrame:
@@ -94,7 +125,7 @@ def load_pairs(run_dir: Path, metric: str) -> pd.DataFrame:
 
 
 def load_run(run_dir: Path, metric: str) -> tuple[Manifest, pd.DataFrame]:
-    """(manifest, pairs) of a finished run, validated; the metric present and finite."""
+    """(manifest, pairs) of a finished run, validated; the metric present (NaN rows kept: the cells count them)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(str(run_dir), "", "not a directory (expected a run directory)")
@@ -109,10 +140,6 @@ def load_run(run_dir: Path, metric: str) -> tuple[Manifest, pd.DataFrame]:
     if not pd.api.types.is_numeric_dtype(pairs[metric]):
         # A text column (answer_a, ...) has no mean to compare: an input error, not compare's "regressed" code.
         raise InputError(str(run_dir / rundir.PAIRS), metric, f"not a numeric metric (column type {pairs[metric].dtype})")
-    nan = pairs[metric].isna()
-    if nan.any():
-        # A NaN distance is a scoring failure, not a value to average over.
-        raise InputError(str(run_dir / rundir.PAIRS), metric, f"{int(nan.sum())} rows are NaN")
     return manifest, pairs
 
 
@@ -141,49 +168,82 @@ class CellTest:
     """What one cell present in both runs gives before the family-wide correction."""
 
     paired: bool
-    """Both runs scored exactly the same pair ids."""
+    """Both runs scored exactly the same pair ids (finite in both)."""
     n_shared: int
-    """Shared pair ids."""
+    """Shared pair ids with a finite metric on both sides."""
     n_prompts: int
     """Base prompts among them."""
     change: float
-    """Mean over the shared pairs of B - A."""
+    """Mean over base prompts of the per-prompt mean of B - A."""
     ci_low: float
     """95% prompt-level CI of ``change``, lower end."""
     ci_high: float
     """Upper end."""
     p: float
     """Raw two-sided p-value; nan when there are fewer than MIN_PROMPTS prompts."""
+    prompt_sd: float = float("nan")
+    """SD over base prompts of the per-prompt differences."""
+    mde: float = float("nan")
+    """Minimum detectable difference at that SD and prompt count."""
+
+
+def _finite(g: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return g[g[metric].notna()]
+
+
+def _prompt_mean(g: pd.DataFrame, metric: str) -> float:
+    f = _finite(g, metric)
+    return float(f.groupby(f["prompt_id"].astype(str))[metric].mean().mean()) if len(f) else float("nan")
 
 
 def compare_cell(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> CellTest:
-    """Change, CI and raw p-value of one cell present in both runs, on the pair ids both scored."""
+    """Change, CI, raw p-value and MDE of one cell present in both, on the pair ids both scored with a finite metric.
+
+    Each base prompt counts once (its mean difference over its shared pairs) in the change, the CI and the test.
+    """
     ids_a, ids_b = a["pair_id"].astype(str), b["pair_id"].astype(str)
     for ids, name in ((ids_a, "A"), (ids_b, "B")):
         if not ids.is_unique:
             dup = ids[ids.duplicated()].iloc[0]
             raise InputError(rundir.PAIRS, "pair_id", f"run {name} scored pair {dup!r} twice in one cell")
-    paired = set(ids_a) == set(ids_b)
-    va = a.set_index(ids_a)
-    vb = b.set_index(ids_b)
+    fa, fb = _finite(a, metric), _finite(b, metric)
+    va, vb = fa.set_index(fa["pair_id"].astype(str)), fb.set_index(fb["pair_id"].astype(str))
+    paired = set(ids_a) == set(ids_b) and len(fa) == len(a) and len(fb) == len(b)
     shared = va.index.intersection(vb.index).sort_values()
-    x = va.loc[shared, metric].astype(float).to_numpy()
-    y = vb.loc[shared, metric].astype(float).to_numpy()
-    prompts = va.loc[shared, "prompt_id"].astype(str).to_numpy()
-    n_prompts = len(set(prompts))
-    change = float((y - x).mean()) if len(shared) else float("nan")
+    d = vb.loc[shared, metric].astype(float).to_numpy() - va.loc[shared, metric].astype(float).to_numpy()
+    per_prompt = pd.Series(d).groupby(va.loc[shared, "prompt_id"].astype(str).to_numpy()).mean()
+    n_prompts = int(per_prompt.size)
+    change = float(per_prompt.mean()) if n_prompts else float("nan")
+    sd = _prompt_sd(per_prompt.to_numpy())
+    floor = _mde(sd, n_prompts)
     if n_prompts < MIN_PROMPTS:
-        return CellTest(paired, len(shared), n_prompts, change, float("nan"), float("nan"), float("nan"))
-    lo, hi = cluster_bootstrap_ci(y - x, prompts)
-    p = paired_prompt_test(y, x, prompts).pvalue
-    return CellTest(paired, len(shared), n_prompts, change, lo, hi, p)
+        return CellTest(paired, len(shared), n_prompts, change, float("nan"), float("nan"), float("nan"), sd, floor)
+    # One value per prompt: the bootstrap of their mean is the prompt-weighted interval of ``change``.
+    lo, hi = cluster_bootstrap_ci(per_prompt.to_numpy(), per_prompt.index.to_numpy())
+    p = prompt_permutation_tests(per_prompt.to_numpy()[None])[0].pvalue
+    return CellTest(paired, len(shared), n_prompts, change, lo, hi, p, sd, floor)
 
 
-def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
-                 metric: str = DEFAULT_METRIC) -> list[CompareRow]:
+def _select_model(pairs: pd.DataFrame, model: str, run: Path) -> pd.DataFrame:
+    g = pairs[pairs["model"].astype(str) == model]
+    if g.empty:
+        raise InputError(str(Path(run) / rundir.PAIRS), "model",
+                         f"no pairs of {model!r} (models: {', '.join(sorted(pairs['model'].astype(str).unique()))})")
+    return g.assign(model=model)
+
+
+def compare_runs(run_a: Path, run_b: Path | None = None, threshold: float = DEFAULT_THRESHOLD,
+                 metric: str = DEFAULT_METRIC, models: tuple[str, str] | None = None) -> list[CompareRow]:
+    """Regression mode (``models`` None): per model x variant x rung x length, B against A. Model selection
+    (``models`` = (X, Y)): X of run A against Y of run B (run A when ``run_b`` is None), per variant x rung x length.
+    """
     if not threshold >= 0:  # also rejects NaN
         raise InputError("--threshold", str(threshold), "expected a non-negative number")
-    (ma, pa), (mb, pb) = load_run(run_a, metric), load_run(run_b, metric)
+    if run_b is None and models is None:
+        raise InputError("compare", "RUN_B", "one run directory compares two of its models: give --models X,Y")
+    ma, pa = load_run(run_a, metric)
+    mb, pb = (ma, pa) if run_b is None else load_run(run_b, metric)
+    run_b = run_a if run_b is None else run_b
     if _ladder_identity(ma) != _ladder_identity(mb):
         # Different prompts: a change of the mean says nothing about the model, and no pair is paired.
         (na, sa), (nb, sb) = _ladder_identity(ma), _ladder_identity(mb)
@@ -193,6 +253,11 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
     # Different embedder or metrics: every distance moves with no model changed (issue 34, defect 1).
     refuse_different_scoring(str(Path(run_b) / rundir.MANIFEST), scoring_inputs(ma), scoring_inputs(mb),
                              "runs were scored")
+    if models is not None:
+        label = f"{models[0]} vs {models[1]}"
+        # One model column for both sides: the cells then meet on variant x rung x length.
+        pa = _select_model(pa, models[0], run_a).assign(model=label)
+        pb = _select_model(pb, models[1], run_b).assign(model=label)
     ga = {k: g for k, g in pa.groupby(CELL, sort=False)}
     gb = {k: g for k, g in pb.groupby(CELL, sort=False)}
     keys = sorted(set(ga) | set(gb), key=lambda k: (str(k[0]), str(k[1]), rung_order(k[2]), int(k[3])))
@@ -204,31 +269,37 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float = DEFAULT_THRESHOLD,
     for key in keys:
         model, variant, rung, length = str(key[0]), str(key[1]), str(key[2]), int(key[3])
         a, b = ga.get(key), gb.get(key)
-        mean_a = float(a[metric].mean()) if a is not None else float("nan")
-        mean_b = float(b[metric].mean()) if b is not None else float("nan")
+        mean_a = _prompt_mean(a, metric) if a is not None else float("nan")
+        mean_b = _prompt_mean(b, metric) if b is not None else float("nan")
         n_a, n_b = 0 if a is None else len(a), 0 if b is None else len(b)
+        miss_a = 0 if a is None else int(a[metric].isna().sum())
+        miss_b = 0 if b is None else int(b[metric].isna().sum())
         t = tests.get(key)
         if t is None:
             rows.append(CompareRow(model, variant, rung, length, n_a, n_b, False, 0, 0, mean_a, mean_b, float("nan"),
-                                   float("nan"), float("nan"), float("nan"), float("nan"), ONLY_B if a is None else ONLY_A))
+                                   float("nan"), float("nan"), float("nan"), float("nan"), ONLY_B if a is None else ONLY_A,
+                                   miss_a, miss_b))
             continue
         q = p_adj.get(key, float("nan"))
         verdict = TOO_FEW if np.isnan(t.p) else _verdict(t.change, q, threshold, rung)
+        if models is not None:
+            verdict = MODEL_VERDICT.get(verdict, verdict)
         rows.append(CompareRow(model, variant, rung, length, n_a, n_b, t.paired, t.n_shared, t.n_prompts, mean_a, mean_b,
-                               t.change, t.ci_low, t.ci_high, t.p, q, verdict))
+                               t.change, t.ci_low, t.ci_high, t.p, q, verdict, miss_a, miss_b, t.prompt_sd, t.mde))
     if not any(r.verdict not in (ONLY_A, ONLY_B) for r in rows):
         models_a = sorted({f"{m}/{v}" for m, v in zip(pa["model"], pa["variant"])})
         models_b = sorted({f"{m}/{v}" for m, v in zip(pb["model"], pb["variant"])})
+        hint = "" if models is not None else "; to compare two models, give --models X,Y"
         raise InputError(f"{run_a} vs {run_b}", "model x variant",
                          f"no model x variant x rung x length in both runs (A: {', '.join(models_a) or 'none'}; "
-                         f"B: {', '.join(models_b) or 'none'}): nothing to compare")
+                         f"B: {', '.join(models_b) or 'none'}): nothing to compare{hint}")
     return rows
 
 
 def family_note(rows: list[CompareRow]) -> str:
     """How many cells were tested and what error rate the decision rule implies (printed under the table)."""
     tested = [r for r in rows if not np.isnan(r.p)]
-    called = [r for r in tested if r.verdict in (REGRESSED, IMPROVED)]
+    called = [r for r in tested if r.verdict in (REGRESSED, IMPROVED, A_BETTER, B_BETTER)]
     significant = [r.p for r in tested if r.p_adj < FDR_Q]
     cut = f"raw p <= {max(significant):.3g}" if significant else "no cell reached it"
     return (f"family: {len(tested)} cells tested (paired sign-flip test on per-prompt mean differences over shared pairs), "
@@ -242,24 +313,52 @@ def _p(x: float) -> str:
     return "-" if np.isnan(x) else f"{x:.3g}"
 
 
-def render_compare(rows: list[CompareRow], metric: str, threshold: float) -> str:
+def render_compare(rows: list[CompareRow], metric: str, threshold: float, models: tuple[str, str] | None = None) -> str:
     mw = max([18] + [len(r.model) + 2 for r in rows])
     vw = max([9] + [len(r.variant) + 2 for r in rows])
-    head = (f"{'model':<{mw}}{'variant':<{vw}}{'rung':<18}{'L':>5}{'n A':>6}{'n B':>6}{'shared':>7}{'prompts':>8}  "
-            f"{'mean A':>9}{'mean B':>9}{'change':>9}  {'95% CI':<21}{'p':>8}{'p (BH)':>8}  verdict")
-    lines = [f"compare {metric}: change = mean over shared pairs of B - A, unit = base prompt; regressed/improved need "
-             f"the BH-adjusted p < {FDR_Q} and |change| > {threshold}; on {', '.join(sorted(HIGHER_IS_BETTER))} "
-             f"a fall is the regression", head, "-" * len(head)]
+    head = (f"{'model':<{mw}}{'variant':<{vw}}{'rung':<18}{'L':>5}{'n A':>6}{'n B':>6}{'shared':>7}{'prompts':>8}"
+            f"{'NaN A':>6}{'NaN B':>6}  {'mean A':>9}{'mean B':>9}{'change':>9}  {'95% CI':<21}{'MDE':>8}{'p':>8}"
+            f"{'p (BH)':>8}  verdict")
+    if models is None:
+        intro = (f"compare {metric}: change = B - A, mean over base prompts of each prompt's mean over shared pairs; "
+                 f"regressed/improved need the BH-adjusted p < {FDR_Q} and |change| > {threshold}; on "
+                 f"{', '.join(sorted(HIGHER_IS_BETTER))} a fall is the regression")
+    else:
+        intro = (f"compare {metric}: A = {models[0]}, B = {models[1]}; change = B - A, mean over base prompts of each "
+                 f"prompt's mean over shared pairs; a_better/b_better need the BH-adjusted p < {FDR_Q} and |change| > "
+                 f"{threshold} (lower is better, except on {', '.join(sorted(HIGHER_IS_BETTER))}); MDE = smallest "
+                 f"change detected 80% of the time at these prompts")
+    lines = [intro, head, "-" * len(head)]
     for r in rows:
         ci = "-" if np.isnan(r.ci_low) else f"[{fmt(r.ci_low, True, nan='-')}, {fmt(r.ci_high, True, nan='-')}]"
         verdict = r.verdict.upper() if r.verdict == REGRESSED else r.verdict
+        floor = "-" if np.isnan(r.mde) else ("inf" if np.isinf(r.mde) else fmt(r.mde, nan="-"))
         lines.append(f"{r.model:<{mw}}{r.variant:<{vw}}{r.rung:<18}{r.length:>5}{r.n_a:>6}{r.n_b:>6}{r.n_shared:>7}"
-                     f"{r.n_prompts:>8}  {fmt(r.mean_a, nan='-'):>9}{fmt(r.mean_b, nan='-'):>9}{fmt(r.change, True, nan='-'):>9}  "
-                     f"{ci:<21}{_p(r.p):>8}{_p(r.p_adj):>8}  {verdict}")
-    counts = {v: sum(r.verdict == v for r in rows) for v in (REGRESSED, IMPROVED, UNCHANGED, TOO_FEW, ONLY_A, ONLY_B)}
-    lines.append(", ".join(f"{n} {v.replace('_', ' ')}" for v, n in counts.items() if n or v in (REGRESSED, IMPROVED, UNCHANGED)))
+                     f"{r.n_prompts:>8}{r.n_missing_a:>6}{r.n_missing_b:>6}  {fmt(r.mean_a, nan='-'):>9}"
+                     f"{fmt(r.mean_b, nan='-'):>9}{fmt(r.change, True, nan='-'):>9}  {ci:<21}{floor:>8}{_p(r.p):>8}"
+                     f"{_p(r.p_adj):>8}  {verdict}")
+    names = (REGRESSED, IMPROVED, UNCHANGED) if models is None else (A_BETTER, B_BETTER, NO_DIFFERENCE)
+    counts = {v: sum(r.verdict == v for r in rows) for v in (*names, TOO_FEW, ONLY_A, ONLY_B)}
+    lines.append(", ".join(f"{n} {v.replace('_', ' ')}" for v, n in counts.items() if n or v in names))
     lines.append(family_note(rows))
     return "\n".join(lines)
+
+
+def _num(x: float) -> float | str | None:
+    """JSON has no NaN or inf: NaN is null (not computed), inf the string "inf" (MDE below the fewest prompts)."""
+    return None if np.isnan(x) else ("inf" if np.isinf(x) else float(x))
+
+
+def compare_json(rows: list[CompareRow], metric: str, threshold: float, models: tuple[str, str] | None = None) -> dict:
+    """The table's numbers as one JSON object (``compare --json``): the same rows, fields as in CompareRow."""
+    from dataclasses import asdict
+
+    out = []
+    for r in rows:
+        d = asdict(r)
+        out.append({k: _num(v) if isinstance(v, float) else v for k, v in d.items()})
+    return {"mode": "regression" if models is None else "models", "metric": metric, "threshold": threshold,
+            "fdr_q": FDR_Q, "models": list(models) if models else None, "rows": out, "family": family_note(rows)}
 
 
 def exit_code(rows: list[CompareRow]) -> int:

@@ -12,6 +12,7 @@ EXIT_FAILED_CHECK = 1  # gate / compare verdicts
 EXIT_BAD_INPUT = 2
 EXIT_MODEL_FAILED = 3
 EXIT_ENVIRONMENT = 4  # e.g. the hub cannot be reached for `registry pin`
+EXIT_UNMEASURABLE = 5  # gate: a model x variant whose decode is nondeterministic or whose noise floor is unmeasurable
 
 
 class InputError(Exception):

@@ -60,7 +60,8 @@ def test_injected_regression_is_flagged(run_a, tmp_path, capsys):
     regressed = {(r.model, r.variant, r.rung, r.length) for r in rows if r.verdict == REGRESSED}
     assert regressed == {("steady", "bf16", "paraphrase", 8), ("steady", "bf16", "paraphrase", 32)}
     hit = [r for r in rows if r.verdict == REGRESSED]
-    assert all(r.change == pytest.approx(0.2) and r.ci_low > 0 for r in hit)
+    # Every prompt moved by exactly 0.2: constant differences give no interval (NaN, never a zero-width one).
+    assert all(r.change == pytest.approx(0.2) and np.isnan(r.ci_low) for r in hit)
     assert exit_code(rows) == 1
     assert main(["compare", str(run_a), str(run_b)]) == 1
     out = capsys.readouterr().out
@@ -159,3 +160,68 @@ def test_positive_control_reads_the_other_way_round(run_a, tmp_path):
     verdicts = lambda rows: {r.verdict for r in rows if r.model == "steady" and r.rung == "positive_control"}  # noqa: E731
     assert verdicts(down) == {REGRESSED} and exit_code(down) == 1
     assert verdicts(up) == {"improved"} and exit_code(up) == 0
+
+
+# ---- model selection (issue 30) ----
+
+def test_two_models_of_one_run_per_rung_with_mde_and_json(run_a, capsys):
+    from harness.compare import A_BETTER, B_BETTER, NO_DIFFERENCE
+
+    rows = compare_runs(run_a, None, models=("steady", "jumpy"))
+    assert rows and all(r.model == "steady vs jumpy" for r in rows)
+    assert {r.verdict for r in rows} <= {A_BETTER, B_BETTER, NO_DIFFERENCE, "too_few_prompts", "only_in_a", "only_in_b"}
+    tested = [r for r in rows if r.n_prompts >= 6]
+    assert tested and all(np.isfinite(r.mde) and r.mde >= 0 for r in tested)
+    assert main(["compare", str(run_a), "--models", "steady,jumpy"]) == 0  # choosing a model never fails
+    out = capsys.readouterr().out
+    assert "A = steady, B = jumpy" in out and "MDE" in out
+    assert main(["compare", str(run_a), "--models", "steady,jumpy", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["mode"] == "models" and len(doc["rows"]) == len(rows)
+    for r, j in zip(rows, doc["rows"]):
+        assert (j["variant"], j["rung"], j["length"], j["verdict"]) == (r.variant, r.rung, r.length, r.verdict)
+        for f in ("change", "ci_low", "ci_high", "p_adj", "mde"):
+            v = getattr(r, f)
+            assert (j[f] is None) if np.isnan(v) else (j[f] == ("inf" if np.isinf(v) else v))
+
+
+def test_a_model_against_itself_across_runs_is_no_difference(run_a, tmp_path):
+    run_b = _copy_with(run_a, tmp_path / "b")
+    rows = compare_runs(run_a, run_b, models=("steady", "steady"))
+    assert {r.verdict for r in rows} == {"no_difference"} and all(r.change == 0.0 for r in rows)
+
+
+def test_unknown_model_exits_2(run_a, capsys):
+    assert main(["compare", str(run_a), "--models", "steady,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["compare", str(run_a)]) == 2  # one run without --models: nothing to compare
+
+
+def test_nan_metric_is_dropped_and_counted(run_a, tmp_path):
+    def edit(p: pd.DataFrame) -> pd.DataFrame:
+        p = p.copy()
+        m = (p["model"] == "steady") & (p["rung"] == "paraphrase")
+        p.loc[p.index[m][:3], "emb_dist"] = np.nan
+        return p
+    run_b = _copy_with(run_a, tmp_path / "b", edit)
+    rows = compare_runs(run_a, run_b)
+    hit = [r for r in rows if r.model == "steady" and r.rung == "paraphrase"]
+    assert sum(r.n_missing_b for r in hit) == 3 and all(r.n_shared == r.n_a - r.n_missing_b for r in hit)
+    assert any(not r.paired for r in hit) and all(r.verdict == UNCHANGED for r in hit)
+
+
+def test_change_sign_follows_the_prompts_not_the_pairs(run_a, tmp_path):
+    # 14 prompts move up a little with one pair each; 2 prompts move down a lot with many pairs. Pair-weighted, the
+    # mean falls; prompt-weighted (the test's unit) it rises: the printed change must agree with the test.
+    rows = []
+    for k in range(16):
+        n = 1 if k < 14 else 20
+        for j in range(n):
+            rows.append({"prompt_id": f"p{k}", "pair_id": f"p{k}-{j}", "a": 0.5, "b": 0.55 if k < 14 else 0.2})
+    df = pd.DataFrame(rows)
+    from harness.compare import compare_cell
+    a = df.assign(emb_dist=df["a"])
+    b = df.assign(emb_dist=df["b"])
+    t = compare_cell(a, b, "emb_dist")
+    assert float((df["b"] - df["a"]).mean()) < 0 < t.change
+    assert t.ci_low <= t.change <= t.ci_high

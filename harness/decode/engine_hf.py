@@ -54,7 +54,7 @@ def hf_engine_run(loaded: LoadedModel, seconds: float, tokens: int, batching: st
     return EngineRun(engine=name, version=f"transformers {transformers.__version__}",
                      args={"attn_implementation": loaded.info.attn_implementation, "dtype": loaded.info.dtype,
                            "batching": used, "linear_chunk_rows": inv.chunk_rows if inv is not None else None},
-                     env={}, attention_backend=loaded.info.attn_implementation, batch_invariant=used != "padded",
+                     env={}, attention_backend=loaded.info.attn_implementation, batch_invariant=used != "padded" and inv is not None and inv.covered,  # never unmeasured
                      batch_invariant_note=note,
                      load_seconds=loaded.weights_seconds, decode_seconds=round(seconds, 3), generated_tokens=tokens,
                      torch_threads=torch.get_num_threads())

@@ -133,3 +133,27 @@ def step_logits(model, prompt_ids: Sequence[int], tokens: Sequence[int]):
         except TypeError:  # a model class without logits_to_keep: every row, then the last `steps`
             out = model(input_ids=ids, use_cache=False)
     return out.logits[0, -steps:].float()
+
+
+def step_logits_batch(model, items: Sequence[tuple[Sequence[int], Sequence[int]]]):
+    """:func:`step_logits` of several (prompt ids, tokens) of one shape in one forward: [batch, steps, V] float32.
+
+    Every item must have the same input length (prompt + tokens - 1) and the same number of steps: no padding, so
+    no row attends to another's positions (the caller groups by shape).
+    """
+    import torch
+
+    shapes = {(len(p) + len(t) - 1, len(t)) for p, t in items}
+    if len(shapes) != 1:
+        raise ValueError(f"items of different shapes in one batch: {sorted(shapes)}")
+    ((_, steps),) = shapes
+    if steps == 0 or any(not p for p, _ in items):
+        raise ValueError("nothing to probe: empty prompt or no token")
+    ids = torch.tensor([list(p) + list(t[:-1]) for p, t in items], dtype=torch.long,
+                       device=next(model.parameters()).device)
+    with torch.inference_mode():
+        try:
+            out = model(input_ids=ids, use_cache=False, logits_to_keep=steps)
+        except TypeError:  # a model class without logits_to_keep: every row, then the last `steps`
+            out = model(input_ids=ids, use_cache=False)
+    return out.logits[:, -steps:].float()

@@ -68,6 +68,10 @@ class GateConfig:
     """Directory that receives the run directory (``--out``, else the file's ``out`` relative to it)."""
     junit: Path | None
     """None: ``<run dir>/gate-junit.xml``."""
+    variants: tuple[str, ...] | None = None
+    """The file's ``variants`` (None: each model's registry variants)."""
+    allow_unmeasurable: tuple[str, ...] = ()
+    """Variants or model/variant names allowed to be nondeterministic or unmeasurable (harness.summary.floor)."""
     threads: int | None = None
     """torch CPU threads of the gate's run (``--threads``; None: the project's policy, one on CPU:
     harness.core.threads), as for `stabprobe run`."""
@@ -196,4 +200,5 @@ def load_gate_config(path: Path | str, *, out: Path | None = None, junit: Path |
     junit_path = Path(junit) if junit is not None else (_relative_to(path.parent, spec.junit) if spec.junit else None)
     if junit_path is not None and junit_path.is_dir():
         raise InputError(str(path) if junit is None else "--junit", "junit", f"{junit_path} is a directory, expected a file path")
-    return GateConfig(path, spec, models, ladder, groups, tuple(sorted(spec.lengths)), out_dir, junit_path, threads)
+    return GateConfig(path, spec, models, ladder, groups, tuple(sorted(spec.lengths)), out_dir, junit_path,
+                      spec.variants, spec.allow_unmeasurable, threads)

@@ -52,6 +52,8 @@ class GateCheck:
 
     @property
     def label(self) -> str:
+        if self.metric == "noise_floor":  # harness.gate.floor: no threshold, a verdict on the identical pairs
+            return "noise floor exact (identical pairs reproduce)"
         rel = " - floor" if self.relative else ""
         return f"{self.metric}{rel} <= {self.threshold:g}"
 

@@ -22,8 +22,13 @@ the identical pair(s)). A check passes when its value is <= the limit. A check
 that cannot be evaluated (model failed, every pair dropped by the audit, a nan)
 fails: a gate that measured nothing must not pass.
 
-Exit codes: 0 every check passed, 1 at least one failed, 2 configuration error
-(before any run directory exists).
+Before the thresholds, each model x variant's noise floor (harness.gate.floor):
+a decode whose identical pairs differ fails the gate unless the file allows
+the variant (``allow_unmeasurable``) or leaves it out (``variants``).
+
+Exit codes: 0 every check passed, 1 at least one threshold failed, 5 a model x
+variant is nondeterministic or unmeasurable (takes precedence over 1), 2
+configuration error (before any run directory exists).
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from harness.core import rundir
-from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, EnvironmentProblem
+from harness.errors import EXIT_FAILED_CHECK, EXIT_OK, EXIT_UNMEASURABLE, EnvironmentProblem
 from harness.gate.config import JUNIT_NAME, GateConfig, GateNeighbourhood, Thresholds, load_gate_config
+from harness.gate.floor import FLOOR_CHECK, floor_checks
 from harness.gate.records import FAIL, PASS, GateCheck, GateResult, ModelRun
 from harness.core.rundir_read import load_manifest
 from harness.ladder.records import NOISE_FLOOR
@@ -174,8 +180,10 @@ HEADER = ["neighbourhood", "model", "metric", "value", "threshold", "pairs", "ve
 
 def _verdict_line(checks: Sequence[GateCheck]) -> str:
     failed = sum(not c.passed for c in checks)
+    floor = [f"{c.model}/{c.variant}" for c in checks if c.metric == FLOOR_CHECK and not c.passed]
     if failed:
-        return f"gate: FAIL ({failed} of {len(checks)} checks failed)"
+        return (f"gate: FAIL ({failed} of {len(checks)} checks failed"
+                + (f"; nondeterministic or unmeasurable: {', '.join(floor)}" if floor else "") + ")")
     return f"gate: PASS (all {len(checks)} checks passed)"
 
 
@@ -239,7 +247,8 @@ def junit_xml(cfg: GateConfig, run_dir: Path, runs: Sequence[ModelRun], checks: 
             case = ET.SubElement(suite, "testcase", classname=f"stabprobe.gate.{run.model}/{run.variant}",
                                  name=_x(f"{c.neighbourhood}: {c.label}"), time="0")
             if not c.passed:
-                kind = "model_failed" if run.status != "ok" else ("no_value" if c.value is None else "threshold")
+                kind = ("model_failed" if run.status != "ok" else "unmeasurable" if c.metric == FLOOR_CHECK
+                        else "no_value" if c.value is None else "threshold")
                 fail = ET.SubElement(case, "failure", message=_x(c.message), type=kind)
                 fail.text = _x("\n".join(f"{k}: {v}" for k, v in asdict(c).items()))
     ET.indent(root)
@@ -271,17 +280,19 @@ def run_gate(config_path: Path | str, argv: Sequence[str] = (), *, out: Path | N
     from harness.run.pipeline import RunConfig, run  # torch and transformers: only once the config is known to be good
 
     result = run(RunConfig(models=cfg.models, ladder=cfg.ladder, out=cfg.out, lengths=cfg.lengths, argv=tuple(argv), command="gate",
-                           progress=progress, threads=cfg.threads))
+                           progress=progress, threads=cfg.threads, variants=cfg.variants))
     run_dir = result.run_dir
     manifest = load_manifest(run_dir)
     runs = model_runs(manifest, [m.name for m in cfg.models])
     pairs = pd.read_parquet(run_dir / rundir.PAIRS)
-    checks = tuple(evaluate(cfg, pairs, runs))
+    floors = floor_checks(pairs, runs, cfg.lengths[0], cfg.allow_unmeasurable)
+    checks = tuple(floors + evaluate(cfg, pairs, runs))
     determinism = str((manifest.determinism or {}).get("verdict", "unknown"))
     timestamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
     junit_path = cfg.junit if cfg.junit is not None else run_dir / JUNIT_NAME
-    exit_code = EXIT_FAILED_CHECK if any(not c.passed for c in checks) else EXIT_OK
+    exit_code = (EXIT_UNMEASURABLE if any(not c.passed for c in floors)
+                 else EXIT_FAILED_CHECK if any(not c.passed for c in checks) else EXIT_OK)
     # The run directory's own records first: if a path outside it fails below, the verdict is still on disk.
     markdown = markdown_summary(cfg, run_dir, checks, determinism)
     rundir.atomic_write_text(run_dir / SUMMARY_MD, markdown)

@@ -279,7 +279,19 @@ class GateSpec(_Strict):
     lengths: tuple[StrictInt, ...] = Field(DEFAULT_LENGTHS, description="Decoded lengths to score (one decode at the longest).")
     out: StrictStr = Field(DEFAULT_OUT, description="Directory that receives the run directory.")
     junit: StrictStr | None = Field(None, description=f"JUnit XML path (default: <run dir>/{JUNIT_NAME}).")
+    variants: tuple[StrictStr, ...] | None = Field(
+        None, description="Variants to decode and check (e.g. [bf16, int4]; default: each model's registry variants).")
+    allow_unmeasurable: tuple[StrictStr, ...] = Field(
+        (), description=("Variants (``int8``) or model/variant names whose nondeterministic decode or unmeasurable noise "
+                         "floor does not fail the gate (their checks still run); by default such a cell fails."))
     neighbourhoods: tuple[Neighbourhood, ...]
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None and (not v or any(not x.strip() for x in v) or len(set(v)) != len(v)):
+            raise ValueError("expected a non-empty list of distinct variant names (e.g. [bf16, int4])")
+        return v
 
     @field_validator("models")
     @classmethod

@@ -104,9 +104,27 @@ class LinearInvariance:
     """The shapes that were not invariant, as 'KxN dtype' (empty when invariant)."""
     chunk_rows: int | None
     """Rows per linear call while decoding (harness.decode.invariant.CHUNK_ROWS) when not invariant; None when calls run unchunked."""
+    variant_layers: tuple[str, ...] = ()
+    """Shapes of quantized or other non-plain linear layers (bitsandbytes, quanto: 'Linear8bitLt 576x576') that were
+    not invariant: chunking covers plain ``nn.Linear`` only, so these stay batch-dependent."""
+    not_probed: tuple[str, ...] = ()
+    """Layer types that compute in the model but could not be probed, with the reason: nothing is claimed for them."""
+
+    @property
+    def covered(self) -> bool:
+        """Every computing layer was probed and is invariant, or made so by chunking (plain linear layers only)."""
+        return not self.variant_layers and not self.not_probed
 
     def note(self) -> str:
         if self.invariant:
-            return f"linear layers batch-invariant on this machine ({self.shapes_probed} shapes probed)"
-        return (f"linear layers not batch-invariant on this machine ({', '.join(self.variant_shapes)}): run in fixed "
-                f"chunks of {self.chunk_rows} rows (harness.decode.invariant)")
+            note = f"linear layers batch-invariant on this machine ({self.shapes_probed} shapes probed)"
+        elif self.variant_shapes:
+            note = (f"linear layers not batch-invariant on this machine ({', '.join(self.variant_shapes)}): run in fixed "
+                    f"chunks of {self.chunk_rows} rows (harness.decode.invariant)")
+        else:
+            note = f"plain linear layers batch-invariant ({self.shapes_probed} shapes probed)"
+        if self.variant_layers:
+            note += f"; NOT batch-invariant and not chunked: {', '.join(self.variant_layers)}"
+        if self.not_probed:
+            note += f"; not probed: {', '.join(self.not_probed)}"
+        return note

@@ -83,7 +83,9 @@ def answer_tables(summary: dict[str, Any]) -> list[Table]:
               note=("Y = 1 when a side's answer span passes its prompt's check (exact, contains, regex, number, choice). "
                     "Flip rate: share of pairs with Y(a) ≠ Y(b); PSS (ProSA): per base prompt the mean |Y(a) − Y(b)|, "
                     "averaged over prompts; spread (FormatSpread): per prompt max − min of Y over its variants; "
-                    "PDR (PromptBench): 1 − ΣY(b)/ΣY(a). CIs resample base prompts. Pairs without an expected answer "
+                    "PDR (PromptBench): 1 − ΣY(b)/ΣY(a). Accuracy and flip-rate intervals are Agresti-Coull at the "
+                    "prompt-clustered effective n (never [0, 0] at zero events); PSS, spread and PDR CIs resample base "
+                    "prompts. Pairs without an expected answer "
                     "or an answer span on a side are left out (counted in summary.json: n_pairs_one_side_missing)."),
               empty="no prompt carries an expected answer (add `answer` and `check` to the ladder's base prompts)"),
         Table("answer_flips", "Answers: flips of each variant against its reference (Dutta et al. 2024)",

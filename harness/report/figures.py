@@ -271,8 +271,13 @@ def fig_drift(summary: dict[str, Any]) -> Figure:
         return not_drawn(key, title, "every model ran with one variant: there is no drift to plot")
     L = max(r["length"] for r in table)
     rows = [r for r in table if r["length"] == L and len(by_model[r["model"]]) > 1]
-    drawn = [r for r in rows if r["drift"] is not None]
+    # A variant whose own noise floor is as large as its distances (harness.summary.floor) is no point on this plane.
+    unmeasurable = {(f["model"], f["variant"]): f["detail"] for f in summary.get("flags") or []
+                    if f.get("flag") == "unmeasurable"}
+    drawn = [r for r in rows if r["drift"] is not None and (r["model"], r["variant"]) not in unmeasurable]
     notes = [f"{r['model']} ({r['variant']}): no drift measured against {r['reference']}" for r in rows if r["drift"] is None]
+    notes += [f"{r['model']} ({r['variant']}): unmeasurable, {unmeasurable[(r['model'], r['variant'])]}" for r in rows
+              if (r["model"], r["variant"]) in unmeasurable]
     if not any(r["variant"] != r["reference"] for r in drawn):
         why = "; ".join(notes) or (f"at {L} tokens every row is a reference against itself "
                                    "(drift 0 by construction)")

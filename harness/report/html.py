@@ -83,7 +83,8 @@ def build_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFra
     from harness.core.memo import Memo, b64, frame_digest, unb64
 
     memo = memo or Memo(None)
-    parts = [json.dumps({k: summary.get(k) for k in ("cells", "drift", "tf_drift")}, sort_keys=True, default=str),
+    # noise_floor: an unmeasurable variant is left out of the drift figure (harness.report.figures.fig_drift).
+    parts = [json.dumps({k: summary.get(k) for k in ("cells", "drift", "tf_drift", "noise_floor")}, sort_keys=True, default=str),
              frame_digest(pairs), frame_digest(gens)]
     return memo.get(
         "figures", parts, lambda: _draw_figures(summary, pairs, gens),

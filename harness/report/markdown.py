@@ -16,6 +16,7 @@ from harness.summary.build import SPREAD_METRIC
 from harness.summary.stats import MIN_CI_PROMPTS, letter_index, split_letters
 from harness.report.records import Table
 from harness.report.answer_tables import answer_tables, terminal_answers, tf_drift_report_table
+from harness.report.floor_tables import noise_floor_table, unmeasurable_variants
 from harness.report.text import fmt, md_cell, md_code, md_text, mde_text, pct as _pct, strip_control
 
 
@@ -70,7 +71,11 @@ def _metric_cell(c: dict[str, Any], m: MetricSpec) -> str:
     if not s:
         return "-"
     show = fmt if m.report_format == "fixed" else (lambda x: f"{x:.3g}")
-    return f"{show(s['mean'])} [{show(s['ci95'][0])}, {show(s['ci95'][1])}]" if m.report_ci else show(s["mean"])
+    lo, hi = s["ci95"][:2]
+    ci = f" [no CI: {s['ci_note']}]" if s.get("ci_note") and lo != lo else f" [{show(lo)}, {show(hi)}]"
+    # The mean is over the finite values only: how many were missing is said next to it, in every row.
+    missing = f" ({s['n_missing']} of {s['n_missing'] + s.get('n_pairs', 0)} missing)" if s.get("n_missing") else ""
+    return (f"{show(s['mean'])}{ci}" if m.report_ci else show(s["mean"])) + missing
 
 
 def _cells_table(summary: dict[str, Any]) -> Table:
@@ -254,6 +259,8 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
         _cells_table(summary),
         *_cluster_tables(summary),
     ]
+    if summary.get("noise_floor"):
+        tables.append(noise_floor_table(summary["noise_floor"]))
     checks = summary["checks"]["positive_control_exceeds_noop"]
     tables.append(Table("checks", "Check: positive control moves more than no-op formatting",
                         ["model", "variant", "L", POSITIVE_CONTROL, NEGATIVE_CONTROL, "prompts / pairs (pc; noop)", "holds"],
@@ -262,6 +269,7 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                           "yes" if c["holds"] else "no"] for c in checks],
                         bold_rows={i for i, c in enumerate(checks) if not c["holds"]},
                         empty="not checked: no model has both rungs scored"))
+    unmeasurable = unmeasurable_variants(summary.get("noise_floor") or [])
     if "drift" in summary:
         drift, drift_empty = _drift_rows(summary["drift"])
         tables.append(Table("drift", "Drift from the reference and collapse",
@@ -271,7 +279,9 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
                               fmt(r["perturbation_distance"]), f"{r.get('n_prompts', '-')} / {r.get('n_pairs', '-')}",
                               fmt(r["reference_perturbation_distance"]), _diff(r.get("delta_p"), r.get("delta_p_ci95")),
                               fmt(r["drift"]), _diff(r.get("d_minus_p"), r.get("d_minus_p_ci95")),
-                              f"{r['drift_prompts']} / {r.get('drift_rows', '-')}", _collapse(r["collapse"])] for r in drift],
+                              f"{r['drift_prompts']} / {r.get('drift_rows', '-')}",
+                              _collapse(r["collapse"]) if (r["model"], str(r["variant"])) not in unmeasurable
+                              else "unmeasurable: " + unmeasurable[(r["model"], str(r["variant"]))]] for r in drift],
                             note=("P: mean embedding distance over perturbed pairs (identical rung and positive control left out); "
                                   "D: distance between the variant's and the reference's output on the same prompt. "
                                   "CIs resample base prompts. Collapse: P − P(ref) < 0 and D − P > 0, each shown by its "
@@ -314,7 +324,7 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
     return sorted(tables, key=lambda t: order.get(t.key, len(order)))
 
 
-_READING_ORDER = ("flags", "failed", "distances", "answers", "answer_flips", "clusters", "separated", "checks", "drift",
+_READING_ORDER = ("flags", "failed", "noise_floor", "distances", "answers", "answer_flips", "clusters", "separated", "checks", "drift",
                   "tf_drift", "engines", "unresponsive", "scaffold", "loops",
                   "determinism", "models", "audit", "exposure")
 

@@ -217,7 +217,8 @@ def _merge_tables(run_dir: Path, cfg: RunConfig, finished: list[tuple[Cell, Cell
 
     texts = list(dict.fromkeys(t for p in cfg.ladder.pairs for t in (p.prompt_a, p.prompt_b)))
     tf_df, tf_read = teacher_forced_frame(cfg.models, texts, cfg.lengths, gens_df,
-                                          [r.to_json_dict() for _, r in finished], cfg.loader, cfg.cache_dir)
+                                          [r.to_json_dict() for _, r in finished], cfg.loader, cfg.cache_dir,
+                                          progress=cfg.progress)
     drift_df = with_tf_columns(drift_df, tf_df)
     for name, frame in ((rundir.AUDIT, audit_df), (rundir.GENERATIONS, gens_df), (rundir.PAIRS, pairs_df),
                         (rundir.DRIFT, drift_df)):

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from harness.core.memo import Memo, b64, unb64
+from harness.core.noise import once_each, repeated
 from harness.errors import error_line
 from harness.models.variants import engine_of
 from harness.score.drift import reference_of
@@ -50,11 +51,21 @@ def _prompt_ids(loaded, texts: Sequence[str]) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="prompt", disable=not enabled, leave=False)
+
+
 def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], gens: pd.DataFrame,
-                         records: Sequence[dict[str, Any]], loader: Callable, cache_dir=None
+                         records: Sequence[dict[str, Any]], loader: Callable, cache_dir=None, progress: bool = False
                          ) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Rows (model, variant, length, prompt_key, tf_*) for every non-reference variant; and per cell "ok" or why not."""
+    """Rows (model, variant, length, prompt_key, tf_*) for every non-reference variant; and per cell "ok" or why not.
+
+    ``progress``: a progress bar per variant. Third-party warnings inside are shown once each and counted in the
+    cell's note (harness.core.noise)."""
     notes: dict[str, str] = {}
+    warned: dict[str, str] = {}
     frames: list[pd.DataFrame] = []
     if gens.empty:
         return pd.DataFrame(columns=[*KEYS, *TF_COLUMNS]), notes
@@ -92,7 +103,9 @@ def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], g
                 r, q = loaded_ref[ref], loader(entry, variant)
                 ids = _prompt_ids(r, texts)
                 items = [(k, ids[k], toks) for k, toks in tokens.items() if k in ids and toks]
-                rows = teacher_forced_rows(r.model, q.model, items, lengths)
+                with _bar(len(items), f"teacher-forced {model}--{variant}", progress) as bar, once_each() as seen:
+                    rows = teacher_forced_rows(r.model, q.model, items, lengths, progress=bar)
+                warned[name] = repeated(seen)
                 del q
                 return pd.DataFrame(rows, columns=["prompt_key", "length", *TF_COLUMNS])
 
@@ -102,7 +115,8 @@ def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], g
                 notes[name] = f"failed: {error_line(exc)}"
                 continue
             missing = len(tokens) - frame["prompt_key"].nunique()
-            notes[name] = "ok" + (f" ({missing} prompts could not be re-rendered)" if missing else "")
+            notes[name] = "ok" + (f" ({missing} prompts could not be re-rendered)" if missing else "") + (
+                f"; third-party warnings shown once: {warned[name]}" if warned.get(name) else "")
             frames.append(frame.assign(model=model, variant=variant))
     if not frames:
         return pd.DataFrame(columns=[*KEYS, *TF_COLUMNS]), notes

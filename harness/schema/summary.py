@@ -77,6 +77,9 @@ class Summary(Record):
     answers: Rows = Field(description="Per rung: accuracy per side, flip rate, PSS, spread, PDR.")
     answer_flips: Rows = Field(description="Dutta flips per variant against its reference.")
     unresponsive: Rows = Field(description="The unresponsive check per model x variant x length.")
+    noise_floor: Rows = Field(default_factory=list, description=(
+        "Per model x variant x length: the identical rung's distance against the perturbation rungs' and the verdict "
+        "exact / noisy / unmeasurable / unknown with its reason (harness.summary.floor)."))
     scaffold: Rows = Field(description="Scaffold shares per model x variant.")
     loops: Rows = Field(description="Repetition loops per model x variant.")
     engines: Rows = Field(description="How each cell's tokens were chosen and read.")

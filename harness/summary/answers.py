@@ -29,17 +29,28 @@ from scipy import stats as _ss
 
 from harness.ladder.records import NOISE_FLOOR, rung_order
 from harness.score.drift import reference_of
+from harness.summary.proportions import METHOD as PROPORTION_METHOD
+from harness.summary.proportions import proportion_ci
 from harness.summary.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, cluster_bootstrap_ci, expanded_level
 
 ANSWER_COLUMNS = ("correct_a", "correct_b")
-ANSWERS_VERSION = "2"
-"""Part of the statistics memo key: bump when these tables change (2: Dutta flips over every answered output)."""
+ANSWERS_VERSION = "3"
+"""Part of the statistics memo key: bump when these tables change (2: Dutta flips over every answered output;
+3: accuracy and flip-rate intervals are score intervals, harness.summary.proportions)."""
 NO_PDR_REASON = "no correct answer on side a (sum Y(a) = 0): the drop rate is undefined"
 
 
 def _mean_ci(values: np.ndarray, prompts: np.ndarray) -> dict[str, Any]:
     lo, hi = cluster_bootstrap_ci(values, prompts)
     return {"mean": float(values.mean()) if values.size else float("nan"), "ci95": [lo, hi]}
+
+
+def _share_ci(values: np.ndarray, prompts: np.ndarray) -> dict[str, Any]:
+    """A share of 0/1 outcomes: a score interval at the design-effect n (harness.summary.proportions), which never
+    collapses to [0, 0] at zero events as the bootstrap does."""
+    lo, hi = proportion_ci(values, prompts)
+    return {"mean": float(values.mean()) if values.size else float("nan"), "ci95": [lo, hi],
+            "ci_method": PROPORTION_METHOD}
 
 
 def _pdr(ya: np.ndarray, yb: np.ndarray, prompts: np.ndarray) -> dict[str, Any]:
@@ -111,8 +122,8 @@ def answer_table(pairs: pd.DataFrame) -> list[dict[str, Any]]:
             # Pairs with an expected answer on a side but no correctness on the other (no answer span, or a
             # task-changing rung without an answer for side b): counted, left out of every number below.
             "n_pairs_one_side_missing": one_side,
-            "accuracy_a": _mean_ci(ya, prompts), "accuracy_b": _mean_ci(yb, prompts),
-            "flip_rate": _mean_ci(np.abs(ya - yb), prompts),
+            "accuracy_a": _share_ci(ya, prompts), "accuracy_b": _share_ci(yb, prompts),
+            "flip_rate": _share_ci(np.abs(ya - yb), prompts),
             "flips_a_to_b": {"right_to_wrong": int(((ya == 1) & (yb == 0)).sum()),
                              "wrong_to_right": int(((ya == 0) & (yb == 1)).sum())},
             "pss": _mean_ci(pss, ids), "spread": _mean_ci(spread, ids),
@@ -144,7 +155,7 @@ def _output_correctness(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _flip_counts(y: np.ndarray, y_ref: np.ndarray, prompts: np.ndarray) -> dict[str, Any]:
-    return {"flips": _mean_ci(np.abs(y - y_ref), prompts),
+    return {"flips": _share_ci(np.abs(y - y_ref), prompts),
             "right_to_wrong": int(((y_ref == 1) & (y == 0)).sum()), "wrong_to_right": int(((y_ref == 0) & (y == 1)).sum())}
 
 

@@ -17,10 +17,18 @@ from harness.audit.exposure import exposure_table
 from harness.ladder.records import NEGATIVE_CONTROL, POSITIVE_CONTROL, rung_order
 from harness.score.registry import summary_metrics
 from harness.summary.determinism import determinism_verdict
+from harness.summary.floor import floor_flags, floor_table
 from harness.summary.collapse import collapse_flags, drift_table
 from harness.summary.engines import engine_table
 from harness.summary.flags import compute_flags, scaffold_table
-from harness.summary.traps import answer_missing_flags, loop_flags, loop_table, unresponsive_flags, unresponsive_table
+from harness.summary.traps import (
+    answer_missing_flags,
+    loop_flags,
+    loop_table,
+    no_signal_flags,
+    unresponsive_flags,
+    unresponsive_table,
+)
 from harness.summary.answers import ANSWERS_VERSION, answer_table, dutta_flips
 from harness.summary.tf_drift import tf_drift_table
 from harness.summary.power import POWER, mde, prompt_sd
@@ -33,6 +41,7 @@ from harness.summary.stats import (
     MIN_CI_PROMPTS,
     PERMUTATION_SEED,
     PERMUTATIONS,
+    ci_note,
     cluster_bootstrap_ci,
     cluster_groups,
 )
@@ -75,7 +84,12 @@ def cell_stats(pairs: pd.DataFrame) -> list[dict[str, Any]]:
             finite = vals[ok]
             lo, hi = cluster_bootstrap_ci(finite, prompts[ok])
             row[m] = {"mean": float(np.mean(finite)) if finite.size else float("nan"), "ci95": [lo, hi],
-                      "mde": cell_mde(finite, prompts[ok])}
+                      "mde": cell_mde(finite, prompts[ok]),
+                      # Counts over the finite values the mean is over (the row's n_pairs counts every pair).
+                      "n_pairs": int(finite.size), "n_prompts": int(len(set(prompts[ok])))}
+            note = ci_note(finite, prompts[ok])
+            if note is not None:
+                row[m]["ci_note"] = note
             if finite.size < vals.size:  # said, not hidden: the mean is over fewer pairs than n_pairs
                 row[m]["n_missing"] = int(vals.size - finite.size)
         row["diverged_share"] = float((g["first_div"] > 0).mean())
@@ -208,6 +222,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     memo = memo or Memo(None)
     exposure = exposure_table(audit) if exposure is None else exposure
     determinism = determinism_verdict(pairs)
+    noise_floor = floor_table(pairs)
     scaffold = scaffold_table(generations)
     drift_rows = drift_table(pairs, drift if drift is not None else pd.DataFrame(columns=pairs.columns))
     unresponsive = unresponsive_table(pairs, generations)
@@ -215,7 +230,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
     # "spread": cells memoized before the spread existed must not be served without it; the aggregated
     # metrics: a metric newly aggregated over an unchanged table must not be served from before either.
-    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread", "mde-ci5", *summary_metrics()],
+    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread", "mde-ci5", "ci-note-prompt-weighted", *summary_metrics()],
                                lambda: (cell_stats(pairs), cluster_stats(pairs)), encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
     # Answer statistics read the pairs table alone too (their bootstraps memoized the same way).
@@ -238,12 +253,14 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "clusters": clusters,
         "tests": test_design(clusters),
         "flags": (compute_flags(pairs, scaffold, determinism) + collapse_flags(drift_rows)
-                  + unresponsive_flags(unresponsive) + loop_flags(loops) + answer_missing_flags(cells)),
+                  + unresponsive_flags(unresponsive) + loop_flags(loops) + answer_missing_flags(cells)
+                  + floor_flags(noise_floor) + no_signal_flags(unresponsive)),
         "drift": drift_rows,
         "tf_drift": tf_drift_table(drift if drift is not None else pd.DataFrame(), pairs),
         "answers": answers,
         "answer_flips": answer_flips,
         "unresponsive": unresponsive,
+        "noise_floor": noise_floor,
         "scaffold": scaffold,
         "loops": loops,
         "engines": engine_table(generations if generations is not None else pd.DataFrame(), manifest),

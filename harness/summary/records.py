@@ -34,7 +34,8 @@ class Comparison:
     n_prompts: int
     """Base prompts among the shared pairs: the units of the test."""
     mean_diff: float
-    """mean(a - b) over the shared pairs; nan when none is shared."""
+    """a - b over the shared pairs, the mean over base prompts of each prompt's mean difference (the test's unit
+    and weighting); nan when none is shared."""
     pvalue: float | None
     """Sign-flip test on the per-prompt mean differences; None when no pair is shared (nothing to test)."""
     pvalue_holm: float | None

@@ -110,19 +110,34 @@ def cluster_bootstrap_ci(
 ) -> tuple[float, float]:
     """CI of the mean over pairs, resampling base prompts (each keeps all its pairs).
 
-    (nan, nan) without data or with fewer than ``MIN_CI_PROMPTS`` prompts (too few
-    for the interval to cover what it claims); (x, x) when every value is x (every resample
-    has that mean, e.g. the identical rung's exact zeros).
+    (nan, nan) without data, with fewer than ``MIN_CI_PROMPTS`` prompts (too few
+    for the interval to cover what it claims) or when every value is the same
+    (:func:`ci_note` says which). Why not (x, x) for constant values: every resample
+    then has mean x, so the bootstrap reports certainty it has not measured -- 12
+    prompts whose outputs never moved cannot rule out that one prompt in 5 would
+    (rule of three: up to 3/12 of prompts). The exact zeros of a deterministic
+    identical rung are counted by the determinism verdict and the noise floor
+    instead (harness.summary.determinism, harness.summary.floor).
     """
     v = _as_1d(values)
-    if v.size == 0:
+    if ci_note(v, prompts) is not None:
         return (float("nan"), float("nan"))
     ids, sums, counts = _group(v, prompts)
-    if ids.size < MIN_CI_PROMPTS:
-        return (float("nan"), float("nan"))
-    if np.all(v == v[0]):
-        return (float(v[0]), float(v[0]))
     return _ratio_interval(sums[None], counts[None], resamples, seed, level)
+
+
+def ci_note(values: Sequence[float] | np.ndarray, prompts: Sequence[str] | np.ndarray) -> str | None:
+    """Why :func:`cluster_bootstrap_ci` gives no interval for these values, or None when it gives one."""
+    v = _as_1d(values)
+    if v.size == 0:
+        return "no finite value"
+    k = int(np.unique(np.asarray(prompts).astype(str)).size)
+    if k < MIN_CI_PROMPTS:
+        return f"{k} prompt{'s' if k != 1 else ''} (< {MIN_CI_PROMPTS})"
+    # Equal up to float rounding (x + 0.2 - x is not exactly 0.2): the bootstrap would print a zero-width interval.
+    if float(np.ptp(v)) <= 1e-12 * max(1.0, float(np.abs(v).max())):
+        return "constant values"
+    return None
 
 
 def cluster_bootstrap_diff_ci(
@@ -148,8 +163,9 @@ def cluster_bootstrap_diff_ci(
     sums, counts = np.stack([sx[kx], sy[ky]]), np.stack([cx[kx], cy[ky]])
     d = sums / counts
     if np.all(d[1] - d[0] == d[1, 0] - d[0, 0]) and np.all(counts == counts[:, :1]):
-        c = float(d[1, 0] - d[0, 0])  # every prompt has the same difference and weight: every resample gives it
-        return (c, c, int(shared.size))
+        # Every prompt has the same difference and weight: every resample gives it, a width not measured (see
+        # cluster_bootstrap_ci): no interval.
+        return (float("nan"), float("nan"), int(shared.size))
     lo, hi = _ratio_interval(sums, counts, resamples, seed, level)
     return (lo, hi, int(shared.size))
 
@@ -311,7 +327,12 @@ def cluster_groups(
     comparisons = []
     for k, (a, b) in enumerate(pairs_of):
         shared = shared_of[k]
-        diff = float(np.mean([values[a][i] - values[b][i] for i in shared])) if shared else float("nan")
+        # One weighting for the test, the printed difference and the letter order: each base prompt counts once.
+        diff = float("nan")
+        if shared:
+            _, dsum, dcount = _group(np.array([values[a][i] - values[b][i] for i in shared]),
+                                     np.array([prompt_of[i] for i in shared]))
+            diff = float(np.mean(dsum / dcount))
         r = results.get(k)
         ci, sd = (float("nan"), float("nan")), float("nan")
         if shared:
@@ -322,6 +343,12 @@ def cluster_groups(
             sd = float(np.std(sums / counts, ddof=1)) if sums.size >= 2 else float("nan")
         comparisons.append(Comparison(a, b, len(shared), r.n_prompts if r else 0, diff, r.pvalue if r else None,
                                       adj_of.get(k), bool(k in adj_of and adj_of[k] < alpha), ci, sd))
-    means = {g: float(np.mean(list(v.values()))) if v else float("nan") for g, v in values.items()}
+    def prompt_weighted(v: Mapping[str, float]) -> float:
+        if not v:
+            return float("nan")
+        _, sums, counts = _group(np.array(list(v.values()), dtype=np.float64), np.array([prompt_of[i] for i in v]))
+        return float(np.mean(sums / counts))
+
+    means = {g: prompt_weighted(v) for g, v in values.items()}
     separated = {frozenset((c.a, c.b)) for c in comparisons if c.separated}
     return compact_letter_display(means, separated), comparisons

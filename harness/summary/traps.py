@@ -10,6 +10,10 @@ Each of these makes a low distance mean "the probe saw nothing", not "stable":
   outputs per base prompt, and the positive control against the model's own
   no-op formatting distance, per prompt with a bootstrap CI, plus an absolute
   floor (a positive control that moves less than that is not a positive control);
+- ``no_task_signal``: the positive control does not move the output clearly
+  more than invisible edits do, as a share of the positive control (relative
+  gap, per prompt, with its CI): a chaotic model moves every output a lot, so
+  its absolute gap can exclude 0 while the task plays no part;
 - ``repetition_loop``: most outputs sit in a repeating n-gram cycle
   (harness.score.metrics.repetition);
 - the scaffold flag's "common opening" counts only a preamble of real content
@@ -41,6 +45,12 @@ LOOP_SHARE = 0.5
 """An output is looping when at least this share of its tokens sits in a cycle; the model is flagged
 when at least this share of its outputs loop."""
 PREAMBLE_TOKENS = 8
+NO_SIGNAL_GAP = 0.5
+"""No task signal unless the relative gap (positive control minus no-op formatting, over the positive control, per
+prompt) is clearly above this: the lower end of its 95% CI must reach it, i.e. a different task must move the output
+clearly more than twice as much as an invisible edit. A random-init Qwen3 gave 0.697 against 0.753 (relative gap 7%,
+absolute gap CI excluding 0, so the absolute check stayed silent; issue 30) and, on tasks-small at L = 32, 0.40
+[0.10, 0.80]; tiny-chat 0.87 [0.75, 0.97] and SmolLM2-135M bf16 0.86 [0.79, 0.93] on the same ladder."""
 
 
 def answer_missing_flags(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,8 +108,8 @@ def unresponsive_table(pairs: pd.DataFrame, gens: pd.DataFrame | None) -> list[d
             diversity = len(set(outputs)) / len(outputs) if outputs else float("nan")
             per_prompt = gl[gl["rung"].isin((POSITIVE_CONTROL, NEGATIVE_CONTROL))].pivot_table(
                 index="prompt_id", columns="rung", values="emb_dist", aggfunc="mean")
-            pos = noop = gap = float("nan")
-            lo = hi = float("nan")
+            pos = noop = gap = rel_gap = float("nan")
+            lo = hi = rel_lo = rel_hi = float("nan")
             n = 0
             if {POSITIVE_CONTROL, NEGATIVE_CONTROL} <= set(per_prompt.columns):
                 both = per_prompt.dropna()
@@ -110,6 +120,13 @@ def unresponsive_table(pairs: pd.DataFrame, gens: pd.DataFrame | None) -> list[d
                     diff = (both[POSITIVE_CONTROL] - both[NEGATIVE_CONTROL]).to_numpy(dtype=float)
                     gap = float(diff.mean())
                     lo, hi = cluster_bootstrap_ci(diff, both.index.astype(str).to_numpy())  # one value per prompt
+                    moved = both[both[POSITIVE_CONTROL] > 0]
+                    if len(moved):
+                        # The gap as a share of the positive control, per prompt: scale-free, so a chaotic model
+                        # whose every output moves a lot (large absolute gap CI above 0) is still caught.
+                        rel = ((moved[POSITIVE_CONTROL] - moved[NEGATIVE_CONTROL]) / moved[POSITIVE_CONTROL]).to_numpy(float)
+                        rel_gap = float(rel.mean())
+                        rel_lo, rel_hi = cluster_bootstrap_ci(rel, moved.index.astype(str).to_numpy())
             reasons = []
             if diversity == diversity and diversity < DIVERSITY_FLOOR:
                 reasons.append(f"{len(set(outputs))} distinct outputs for {len(outputs)} base prompts")
@@ -119,9 +136,11 @@ def unresponsive_table(pairs: pd.DataFrame, gens: pd.DataFrame | None) -> list[d
                 reasons.append(f"positive control minus no-op formatting, per prompt: {gap:.3f} [95% CI {lo:.3f}, {hi:.3f}] "
                                "includes 0")
             checked = diversity == diversity or lo == lo
+            no_signal = None if rel_lo != rel_lo else bool(rel_lo < NO_SIGNAL_GAP)  # None: too few prompts
             out.append({"model": model, "variant": variant, "length": L, "base_prompts": len(outputs),
                         "distinct_outputs": len(set(outputs)), "diversity": diversity,
                         POSITIVE_CONTROL: pos, NEGATIVE_CONTROL: noop, "gap": gap, "gap_ci95": [lo, hi], "gap_prompts": n,
+                        "relative_gap": rel_gap, "relative_gap_ci95": [rel_lo, rel_hi], "no_task_signal": no_signal,
                         "unresponsive": bool(reasons) if checked else None, "reasons": reasons})
     return out
 
@@ -141,6 +160,27 @@ def unresponsive_flags(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                      + ": low distances here mean the model ignores its prompt, not that it is stable"),
                           "values": {k: r[k] for k in ("length", "diversity", POSITIVE_CONTROL, NEGATIVE_CONTROL, "gap",
                                                        "gap_ci95")}})
+    return flags
+
+
+def no_signal_flags(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flag a model x variant whose positive control does not clearly out-move invisible edits (longest length)."""
+    longest: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in table:
+        key = (r["model"], r["variant"])
+        if key not in longest or r["length"] > longest[key]["length"]:
+            longest[key] = r
+    flags = []
+    for (model, variant), r in sorted(longest.items()):
+        if r.get("no_task_signal"):
+            lo, hi = r["relative_gap_ci95"]
+            flags.append({"flag": "no_task_signal", "model": model, "variant": variant,
+                          "detail": (f"at {r['length']} tokens the positive control ({r[POSITIVE_CONTROL]:.3f}) moves the "
+                                     f"output little more than invisible edits ({r[NEGATIVE_CONTROL]:.3f}): relative gap "
+                                     f"{r['relative_gap']:.0%} [95% CI {lo:.0%}, {hi:.0%}], not clearly above {NO_SIGNAL_GAP:.0%}; the outputs "
+                                     "carry no task signal, so no distance of this model is about its prompts"),
+                          "values": {k: r[k] for k in ("length", POSITIVE_CONTROL, NEGATIVE_CONTROL, "relative_gap",
+                                                       "relative_gap_ci95")}})
     return flags
 
 

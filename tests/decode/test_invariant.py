@@ -92,3 +92,34 @@ def test_decode_with_chunked_linears_is_bitwise_the_plain_decode_where_kernels_a
     run = hf_engine_run(forced, 1.0, 10, "rows")
     assert run.args["linear_chunk_rows"] == CHUNK_ROWS and "fixed chunks of 48 rows" in run.batch_invariant_note
     assert hf_engine_run(plain, 1.0, 10, "rows").args["linear_chunk_rows"] is None
+
+
+def test_quantized_layers_are_probed_or_said_not_probed():
+    """bitsandbytes int8 (a subclass of nn.Linear) used to be skipped, so a run on it claimed invariance it never
+    measured (issue 30). Now its layers are probed through their own forward; a layer that refuses a bare call is
+    recorded as not probed, and either way nothing un-measured is claimed."""
+    entry = load_registry(DEFAULT_REGISTRY).by_name()["tiny-chat"]
+    q = load_model(entry, variant="int8")
+    verdict = probe_linear_invariance(q.model)
+    kinds = {type(m).__name__ for m in q.model.modules() if hasattr(m, "in_features")} - {"Linear"}
+    assert kinds, "the int8 variant has quantized layers"
+    assert verdict.variant_layers or verdict.not_probed or verdict.invariant
+    named = " ".join(verdict.variant_layers + verdict.not_probed)
+    assert verdict.invariant or any(k in named for k in kinds)
+    q.linear_invariance = verdict
+    run = hf_engine_run(q, 1.0, 10, "rows")
+    assert run.batch_invariant == verdict.covered
+
+    class Refuses(torch.nn.Module):
+        in_features, out_features = 8, 8
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(8, 8))
+
+        def forward(self, x):
+            raise RuntimeError("needs a GPU")
+
+    v = probe_linear_invariance(torch.nn.Sequential(_layer(8, 8), Refuses()))
+    assert not v.invariant and not v.covered and v.not_probed == ("Refuses: RuntimeError: needs a GPU",)
+    assert "not probed: Refuses" in v.note()

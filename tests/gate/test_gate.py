@@ -110,7 +110,7 @@ def failing(tmp_path_factory):
 def test_passing_config_exits_0(passing):
     rc, out, err, run_dir, _ = passing
     assert rc == 0, err
-    assert "gate: PASS (all 4 checks passed)" in out
+    assert "gate: PASS (all 5 checks passed)" in out
     assert out.splitlines()[0].split() == ["neighbourhood", "model", "metric", "value", "threshold", "pairs", "verdict"]
     assert f"run directory: {run_dir}" in out
     for name in ("manifest.json", "pairs.parquet", "gate-junit.xml", "gate-summary.md", "gate.json"):
@@ -120,11 +120,11 @@ def test_passing_config_exits_0(passing):
 def test_passing_junit_parses(passing):
     run_dir = passing[3]
     root = ET.parse(run_dir / "gate-junit.xml").getroot()
-    assert root.tag == "testsuites" and root.get("tests") == "4" and root.get("failures") == "0"
+    assert root.tag == "testsuites" and root.get("tests") == "5" and root.get("failures") == "0"
     (suite,) = root.findall("testsuite")
     assert suite.get("name") == "tiny-chat/bf16"
     names = [c.get("name") for c in suite.findall("testcase")]
-    assert names == ["reverse: mean_emb_dist <= 1", "reverse: flip_rate <= 1",
+    assert names == ["noise_floor: noise floor exact (identical pairs reproduce)", "reverse: mean_emb_dist <= 1", "reverse: flip_rate <= 1",
                      "add: mean_emb_dist - floor <= 2", "add: early_divergence_share@4 - floor <= 1"]
     assert not root.findall(".//failure")
 
@@ -316,3 +316,21 @@ def test_the_cli_and_the_python_api_run_the_gate_on_the_same_thread_count(passin
     cli = json.loads((passing[3] / "manifest.json").read_text(encoding="utf-8"))["device"]["torch_threads"]
     api = json.loads((failing.run_dir / "manifest.json").read_text(encoding="utf-8"))["device"]["torch_threads"]
     assert cli == api == (torch.get_num_threads() if torch.cuda.is_available() else 1)
+
+
+def test_noise_floor_check_fails_on_a_nondeterministic_variant_unless_allowed():
+    from harness.gate.floor import floor_checks
+    from harness.gate.records import ModelRun
+
+    rows = []
+    for k in range(3):
+        rows += [{"model": "m", "variant": v, "length": 16, "prompt_id": f"p{k}", "pair_id": f"p{k}/{r}", "rung": r,
+                  "emb_dist": (0.25 if v == "int8" else 0.0) if r == "identical" else 0.3}
+                 for v in ("bf16", "int8") for r in ("identical", "punctuation")]
+    pairs = pd.DataFrame(rows)
+    runs = [ModelRun("m", "bf16", "ok", "", 1.0, ""), ModelRun("m", "int8", "ok", "", 1.0, "")]
+    bf16, int8 = floor_checks(pairs, runs, 16, ())
+    assert bf16.passed and not int8.passed
+    assert "m/int8 is nondeterministic" in int8.message and "3 of 3 identical pairs non-zero" in int8.message
+    assert all(c.passed for c in floor_checks(pairs, runs, 16, ("int8",)))
+    assert all(c.passed for c in floor_checks(pairs, runs, 16, ("m/int8",)))

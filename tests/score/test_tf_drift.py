@@ -89,3 +89,27 @@ def test_step_logits_are_the_rows_of_the_full_forward(models):
     got = torch.log_softmax(step_logits(ref.model, prompt_ids, tokens), dim=-1).numpy()
     np.testing.assert_allclose(got, _direct(ref.model, prompt_ids, tokens), atol=2e-2)  # bf16 rounding of fewer rows
     assert (got.argmax(-1) == np.asarray(tokens)).all()  # greedy's own tokens: the probe reproduces them
+
+
+def test_batched_rows_are_the_one_at_a_time_rows_and_warnings_are_counted(models):
+    """Items of equal shape share one forward (issue 30: the pass took as long as the decodes). Each prompt is
+    duplicated so batches of several rows form; every value equals the one-item batch's, bit for bit (tiny-chat's
+    kernels are batch-invariant: harness.decode.invariant)."""
+    import logging
+
+    from harness.core.noise import once_each, repeated
+    from harness.score.tf_drift import _batches
+
+    ref, q, items = models
+    many = [(f"{k}#{j}", p, t) for k, p, t in items for j in range(3)]
+    assert max(len(b) for b in _batches(many)) == 3
+    batched = teacher_forced_rows(ref.model, q.model, many, LENGTHS)
+    single = [r for it in many for r in teacher_forced_rows(ref.model, q.model, [it], LENGTHS)]
+    assert [r["prompt_key"] for r in batched] == [r["prompt_key"] for r in single]
+    for a, b in zip(batched, single):
+        assert all(a[c] == b[c] or (a[c] != a[c] and b[c] != b[c]) for c in a if isinstance(a[c], float)), a["prompt_key"]
+    log = logging.getLogger("bitsandbytes.test")
+    with once_each() as seen:
+        for _ in range(50):
+            log.warning("MatMul8bitLt: inputs will be cast from %s to float16", "bf16")
+    assert sum(seen.values()) == 50 and repeated(seen).startswith("50 x bitsandbytes.test: MatMul8bitLt")

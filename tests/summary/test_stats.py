@@ -71,7 +71,10 @@ def test_cluster_bootstrap_degenerate_cases_are_defined():
     assert np.isnan(st.cluster_bootstrap_ci([0.3], ["a"])).all()
     assert np.isnan(st.cluster_bootstrap_ci(np.zeros(10), ["a"] * 5 + ["b"] * 5)).all()
     five = [p for p in "abcde" for _ in range(2)]
-    assert st.cluster_bootstrap_ci(np.zeros(10), five) == (0.0, 0.0)  # identical rung, deterministic run
+    # Constant values (the identical rung of a deterministic run): no zero-width interval, NaN with the reason.
+    assert np.isnan(st.cluster_bootstrap_ci(np.zeros(10), five)).all()
+    assert st.ci_note(np.zeros(10), five) == "constant values" and st.ci_note([0.3], ["a"]) == "1 prompt (< 5)"
+    assert st.ci_note(np.arange(10.0), five) is None
     assert np.isnan(st.cluster_bootstrap_ci(np.arange(8.0), list("aabbccdd"))).all()  # 4 prompts
     # One prompt with spread among its pairs: no prompt-to-prompt spread to resample, so no interval (not zero width).
     assert np.isnan(st.cluster_bootstrap_ci([0.1, 0.2, 0.3], ["a"] * 3)).all()

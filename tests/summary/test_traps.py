@@ -230,3 +230,33 @@ def test_outputs_differing_only_after_word_piece_300_are_apart(embedder):
     info = embedder.info
     assert (info.long_text, info.window, info.overlap) == ("windows", 246, 61)
     assert len(embedder.windows([a])[0]) == 2 and embedder.count_windowed([a, "short"]) == 1
+
+
+# --- no task signal (issue 30) ---------------------------------------------------
+
+def _controls(pos: float, noop: float, n: int = 12):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for k in range(n):
+        for rung, v in (("identical", 0.0), ("noop_format", noop), ("positive_control", pos)):
+            rows.append({"model": "m", "variant": "bf16", "length": 32, "prompt_id": f"p{k}", "pair_id": f"p{k}/{rung}",
+                         "rung": rung, "prompt_key_a": f"k{k}", "emb_dist": v * rng.uniform(0.9, 1.1) if v else 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_no_task_signal_fires_on_the_chaotic_case_only():
+    from harness.summary.traps import no_signal_flags, unresponsive_table
+
+    # The issue's random-init figures: noop_format 0.697 against positive control 0.753, gap CI excluding 0.
+    chaotic = unresponsive_table(_controls(0.753, 0.697), None)
+    (row,) = chaotic
+    assert row["gap_ci95"][0] > 0 and not row["unresponsive"]  # the absolute check is silent, as the issue found
+    assert row["no_task_signal"] and row["relative_gap"] < 0.15
+    (flag,) = no_signal_flags(chaotic)
+    assert flag["flag"] == "no_task_signal" and "relative gap" in flag["detail"]
+    # A demo-like model: invisible edits move little, a different task a lot.
+    healthy = unresponsive_table(_controls(0.72, 0.10), None)
+    assert healthy[0]["no_task_signal"] is False and no_signal_flags(healthy) == []
