@@ -38,6 +38,7 @@ BENCHMARKS = {
     "validity": ("benchmarks.bench_validity", "run"),  # error rates and coverage by simulation, not speed
     "engines": ("benchmarks.bench_engines", "run"),  # vLLM vs HF tokens/s, run in .venv-vllm (issue 20)
     "real_vocab": ("benchmarks.bench_real_vocab", "run"),  # issue 19: V = 151,936 against plain generate
+    "llamacpp": ("benchmarks.bench_llamacpp", "run"),  # llama.cpp vs HF tokens/s on SmolLM2 (issue 31)
 }
 RESULTS = REPO / "benchmarks" / "results.json"
 
