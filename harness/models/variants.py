@@ -28,6 +28,9 @@ GGUF_WEIGHTS = ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k", "q4
 """llama.cpp file types (harness.models.gguf_build.FILE_TYPES): only the ``llamacpp`` engine decodes them."""
 GGUF_ENGINE = "llamacpp"
 REFERENCE = "bf16"
+ENGINE_FLOOR = {GGUF_ENGINE: "f16@llamacpp"}
+"""Per engine whose files are quantized, its unquantized file: read against the HF reference it is the engine floor
+(what the engine and the file format alone change), the row every quantized row of that engine is read beside."""
 _PATTERN = re.compile(rf"^({'|'.join(WEIGHTS + GGUF_WEIGHTS)})(-nothink)?(@([a-z0-9_]+))?$")
 
 

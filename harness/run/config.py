@@ -21,7 +21,7 @@ from harness.errors import EnvironmentProblem, InputError, pydantic_error_to_inp
 from harness.ladder.records import Ladder, PromptPair
 from harness.models.loading import load_model
 from harness.models.registry import ModelEntry
-from harness.models.variants import GGUF_ENGINE, REFERENCE, engine_of, parse_variant, with_engine
+from harness.models.variants import ENGINE_FLOOR, REFERENCE, engine_of, parse_variant, with_engine
 from harness.core.engines import engine_names
 from harness.decode.engines import CAPTURES
 from harness.core import rundir
@@ -140,11 +140,6 @@ def variants_for(cfg: RunConfig, entry: ModelEntry) -> tuple[str, ...]:
     names = tuple(with_engine(v, engine) for v in (cfg.variants if cfg.variants is not None else entry.variants))
     names += engine_floor_variants(names)
     return tuple(sorted(dict.fromkeys(names), key=lambda v: (v != REFERENCE, names.index(v))))
-
-
-ENGINE_FLOOR = {GGUF_ENGINE: "f16@llamacpp"}
-"""Per engine whose files are quantized, its unquantized file: read against the HF reference it is the engine floor
-(what the engine and the file format alone change), the row every quantized row of that engine is read beside."""
 
 
 def engine_floor_variants(names: Sequence[str]) -> tuple[str, ...]:
