@@ -8,7 +8,7 @@ STAMP := $(VENV)/.stabprobe-installed
 OUT ?= runs
 ARGS ?=
 
-.PHONY: install install-vllm run test test-vllm demo-models clean-venv
+.PHONY: install install-vllm install-llamacpp run test test-vllm demo-models clean-venv
 
 $(STAMP): pyproject.toml constraints.txt setup.py harness/score/metrics/_levtraj.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,39 @@ $(VLLM_STAMP): pyproject.toml constraints.txt setup.py harness/score/metrics/_le
 
 install-vllm: $(VLLM_STAMP)
 
+# llama.cpp (--engine llamacpp, q4_k_m@llamacpp ...): llama-cpp-python is a source distribution only, so its wheel is
+# built once (8 min of CPU) into LLAMA_WHEELS, a cache outside the checkout that every clone on this machine (CI's
+# fresh ones included) reuses; a later install is a local wheel install. Portable x86-64 build (AVX2/FMA/F16C, no
+# -march=native, so the cached wheel runs on any x86-64-v3 machine it is copied to), no OpenMP (ggml's own thread
+# pool: no libgomp spinning next to torch's threads), no tools/examples/llava (the harness quantizes through the
+# bindings). The sdist's converter tree is unpacked into $(WHEELS) (harness/models/gguf_build.py finds it there).
+LLAMA_VERSION := 0.3.36
+LLAMA_WHEELS ?= $(HOME)/.cache/stabprobe/wheels
+LLAMA_SDIST := $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION).tar.gz
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_OPENMP=OFF \
+	-DLLAVA_BUILD=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+LLAMA_STAMP := $(VENV)/.llamacpp-installed
+LLAMA_SRC := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/convert_hf_to_gguf.py
+
+$(LLAMA_SDIST): | $(STAMP)
+	$(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_VERSION) -d $(LLAMA_WHEELS)
+
+$(LLAMA_SRC): $(LLAMA_SDIST)
+	@mkdir -p $(WHEELS)
+	tar xzf $(LLAMA_SDIST) -C $(WHEELS) llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/convert_hf_to_gguf.py \
+		llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/conversion llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp/gguf-py
+	@touch $(LLAMA_SRC)
+
+$(LLAMA_STAMP): $(STAMP) $(LLAMA_SDIST) $(LLAMA_SRC)
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(PY) -m pip wheel -q --no-deps -w $(LLAMA_WHEELS) $(LLAMA_SDIST)
+	$(PY) -m pip install -q --no-deps $$(ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl | head -1)
+	$(PY) -m pip install -q -c constraints.txt -e '.[llamacpp]' --find-links $(LLAMA_WHEELS)
+	@touch $(LLAMA_STAMP)
+
+install-llamacpp: $(LLAMA_STAMP)
+
 # The demo models on the default ladder, then the real model on its own ladder and lengths (a separate run
 # directory: a run has one ladder and one set of lengths; tasks-small + 32,256 keep make run within its budget).
 # REAL_ARGS= (empty) skips it.
@@ -55,7 +88,7 @@ run: $(STAMP) $(SMOLLM2_WHEEL)
 	$(VENV)/bin/stabprobe run --out $(OUT) $(ARGS)
 	$(if $(strip $(REAL_ARGS)),$(VENV)/bin/stabprobe run --out $(OUT) $(REAL_ARGS))
 
-test: $(STAMP) $(VLLM_STAMP) $(SMOLLM2_WHEEL)
+test: $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP) $(SMOLLM2_WHEEL)
 	$(PY) -m pytest -q $(ARGS)
 	$(VLLM_PY) -m pytest -q $(VLLM_TESTS)
 
@@ -66,7 +99,7 @@ test-vllm: $(VLLM_STAMP)
 # real-vocabulary decode of issue 19 and about 2 the engines side by side in .venv-vllm; exits 1 if a target is
 # missed).
 .PHONY: bench
-bench: $(STAMP) $(VLLM_STAMP)
+bench: $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP)
 	$(PY) -m benchmarks.run $(ARGS)
 
 # Retrains the committed demo models (never run in CI; about 10 minutes on 2 cores).

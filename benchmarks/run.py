@@ -39,6 +39,7 @@ BENCHMARKS = {
     "engines": ("benchmarks.bench_engines", "run"),  # vLLM vs HF tokens/s, run in .venv-vllm (issue 20)
     "real_vocab": ("benchmarks.bench_real_vocab", "run"),  # issue 19: V = 151,936 against plain generate
     "study_rss": ("benchmarks.bench_study_rss", "run"),  # issue 35: peak RSS of stabprobe geometry at V = 151,936
+    "llamacpp": ("benchmarks.bench_llamacpp", "run"),  # llama.cpp vs HF tokens/s on SmolLM2 (issue 31)
 }
 RESULTS = REPO / "benchmarks" / "results.json"
 

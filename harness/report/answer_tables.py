@@ -36,7 +36,7 @@ def tf_drift_report_table(summary: dict[str, Any]) -> Table:
         k = (r["model"], r["variant"], r["length"])
         lo, hi = r["kl_mean"]["ci95"]
         f = flips.get(k)
-        rows.append([r["model"], str(r["variant"]), r["reference"], str(r["length"]),
+        rows.append([r["model"], str(r["variant"]) + (" (engine floor)" if r.get("engine_floor") else ""), r["reference"], str(r["length"]),
                      f"{r['n_prompts']} / {r['n_outputs']} / {r['positions']}",
                      _sci(r["kl_mean"]["mean"]) + ("" if lo != lo else f" [{_sci(lo)}, {_sci(hi)}]"),
                      _sci(r["kl_median"]), _sci(r["kl_p99"]), _sci(r["kl_max"]), _ci_cell(r["same_top1"], pct=True),

@@ -12,7 +12,7 @@ import dataclasses
 import errno
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from harness.decode.greedy import BATCHING_MODES, DECODER_VERSION, DEFAULT_BATCH_SIZE
 from pydantic import ValidationError
@@ -21,7 +21,7 @@ from harness.errors import EnvironmentProblem, InputError, pydantic_error_to_inp
 from harness.ladder.records import Ladder, PromptPair
 from harness.models.loading import load_model
 from harness.models.registry import ModelEntry
-from harness.models.variants import REFERENCE, parse_variant, with_engine
+from harness.models.variants import ENGINE_FLOOR, REFERENCE, engine_of, parse_variant, with_engine
 from harness.core.engines import engine_names
 from harness.decode.engines import CAPTURES
 from harness.core import rundir
@@ -160,7 +160,17 @@ def variants_for(cfg: RunConfig, entry: ModelEntry) -> tuple[str, ...]:
     the reference (bf16) always comes first when present."""
     engine = cfg.engine or entry.engine
     names = tuple(with_engine(v, engine) for v in (cfg.variants if cfg.variants is not None else entry.variants))
+    names += engine_floor_variants(names)
     return tuple(sorted(dict.fromkeys(names), key=lambda v: (v != REFERENCE, names.index(v))))
+
+
+def engine_floor_variants(names: Sequence[str]) -> tuple[str, ...]:
+    """The engine-floor variants a run of ``names`` gains: ``f16@llamacpp`` beside any other llama.cpp variant."""
+    out = []
+    for engine, floor in ENGINE_FLOOR.items():
+        if floor not in names and any(engine_of(v) == engine for v in names):
+            out.append(floor)
+    return tuple(out)
 
 
 def cell_names(cfg: RunConfig) -> list[str]:

@@ -23,6 +23,7 @@ from harness.core.memo import Memo, b64, unb64
 from harness.core.noise import once_each, repeated
 from harness.errors import error_line
 from harness.models.variants import engine_of
+from harness.run.tf_drift_llamacpp import llamacpp_rows
 from harness.score.drift import reference_of
 from harness.score.tf_drift import TF_COLUMNS, TF_VERSION, teacher_forced_rows
 
@@ -80,7 +81,7 @@ def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], g
             if ref == variant or ref not in variants:
                 continue
             name = f"{model}--{variant}"
-            if engine_of(variant) != "hf":
+            if engine_of(variant) not in ("hf", "llamacpp"):
                 # The same weights on another engine: read teacher-forced they are the reference itself; the
                 # engine's own reading is the probe's agreement with its tokens (manifest `probe`).
                 notes[name] = f"skipped: engine {engine_of(variant)} (teacher-forced drift compares weights, read by HF)"
@@ -104,7 +105,11 @@ def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], g
                 ids = _prompt_ids(r, texts)
                 items = [(k, ids[k], toks) for k, toks in tokens.items() if k in ids and toks]
                 with _bar(len(items), f"teacher-forced {model}--{variant}", progress) as bar, once_each() as seen:
-                    rows = teacher_forced_rows(r.model, q.model, items, lengths, progress=bar)
+                    if engine_of(variant) == "llamacpp":  # the GGUF read by llama.cpp (harness.run.tf_drift_llamacpp)
+                        rows = llamacpp_rows(r, q, items, lengths)
+                        bar.update(len(items))
+                    else:
+                        rows = teacher_forced_rows(r.model, q.model, items, lengths, progress=bar)
                 warned[name] = repeated(seen)
                 del q
                 return pd.DataFrame(rows, columns=["prompt_key", "length", *TF_COLUMNS])

@@ -3,12 +3,15 @@
 Per model: the stretching of the reference weights (σ of the end-to-end
 residual-stream Jacobian at the prompt end, fp32, :mod:`harness.stretch_study.measure`);
 then for every variant ``q`` (bf16 reference, bitsandbytes int8/int4,
-optimum-quanto int2, ...), greedy outputs of every distinct prompt and
+optimum-quanto int2, llama.cpp's GGUF ladder f16 ... q2_k read by llama.cpp:
+harness.stretch_study.floor_gguf), greedy outputs of every distinct prompt and
 
 - ``P(q)``: normalized token edit distance between the two sides of every
   perturbed pair (identical and positive-control rungs left out), decoded by ``q``;
 - ``D(q)``: normalized token edit distance between ``q``'s and the
   reference's output of the same prompt (symmetric);
+- answer flips: the share of prompts with a known answer whose correctness
+  differs from the reference's (either direction), and the accuracy itself;
 - teacher-forced drift both ways (asymmetric): ``KL(p_ref ‖ p_q)`` on the
   reference's tokens and ``KL(p_q ‖ p_ref)`` on ``q``'s own tokens, mean over
   generated positions, with the same-top-1 share of each.
@@ -42,11 +45,13 @@ from harness.ladder.records import Ladder
 from harness.models.loading import load_model
 from harness.models.registry import ModelEntry
 from harness.run.study import ModelOutcome, StudyRun, study_run
+from harness.score.answers import correctness
 from harness.score.metrics.edit_distance import first_divergence, normalized_edit_distance
 from harness.stretch.growth import drift_growth, prompt_mean_ci, rank_correlation
 from harness.stretch_study import measure
 from harness.stretch_study.common import EXCLUDED_FROM_P, fits, render_pairs, select_pairs
 from harness.stretch_study.records import StudyResult
+from harness.stretch_study.floor_gguf import GgufFloorVariant
 from harness.stretch_study.floor_variants import FLOOR_VARIANTS, REFERENCE, load_floor_variant, parse_floor_variants
 
 SCHEMA = "stabprobe-floor/1"
@@ -116,7 +121,21 @@ def random_init_twin(entry: ModelEntry, dest: Path, seed: int) -> ModelEntry:
 
 
 def _decode_all(loaded, keys: list[tuple[int, ...]], n: int) -> dict[tuple[int, ...], list[int]]:
+    if isinstance(loaded, GgufFloorVariant):  # llama.cpp decodes its own file
+        return {k: loaded.greedy(k, n, loaded.info.eos_token_ids) for k in keys}
     return {k: measure.greedy(loaded.model, k, n, loaded.info.eos_token_ids) for k in keys}
+
+
+def _forced(loaded, prompt, tokens) -> np.ndarray:
+    """Log-probabilities [n + 1, V] of ``tokens`` after ``prompt``: HF's, or llama.cpp's for a GGUF variant."""
+    if isinstance(loaded, GgufFloorVariant):
+        return loaded.teacher_forced(prompt, tokens)
+    return measure.teacher_forced(loaded.model, prompt, tokens)[0]
+
+
+def _text(ref, ids) -> str:
+    # One tokenizer for every variant of a model (a GGUF variant is fed and read in the HF tokenizer's ids).
+    return ref.tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
 def _same_top1(logp_a: np.ndarray, logp_b: np.ndarray) -> float:
@@ -136,11 +155,11 @@ def measure_variant(ref, var, keys, out_ref, out_var, prompt_of, forced_ref) -> 
                 continue
             if side == "ref_tokens":
                 if k not in forced_ref:
-                    forced_ref[k] = measure.teacher_forced(ref.model, k, y)[0]
+                    forced_ref[k] = _forced(ref, k, y)
                 lp_own = forced_ref[k][: len(y)]
             else:
-                lp_own = measure.teacher_forced(own.model, k, y)[0][: len(y)]
-            lp_other = measure.teacher_forced(other.model, k, y)[0][: len(y)]
+                lp_own = _forced(own, k, y)[: len(y)]
+            lp_other = _forced(other, k, y)[: len(y)]
             row[f"kl_{side}"] = float(np.mean(measure.kl_rows(lp_own, lp_other)))
             row[f"same_top1_{side}"] = _same_top1(lp_own, lp_other)
         rows.append(row)
@@ -158,6 +177,12 @@ def run_model(entry: ModelEntry, cfg: FloorConfig, record: dict[str, Any]) -> tu
         prompt_of.setdefault(p.ids_a, p.pair.prompt_id)
         prompt_of.setdefault(p.ids_b, p.pair.prompt_id)
     keys = list(prompt_of)
+    # Expected answer of every distinct prompt (None: unknown): the answer flips against the reference.
+    expected_of: dict[tuple[int, ...], Any] = {}
+    for p in pairs:
+        expected_of.setdefault(p.ids_a, p.pair.expected("a"))
+        if expected_of.get(p.ids_b) is None:
+            expected_of[p.ids_b] = p.pair.expected("b")
     base = list(dict.fromkeys((p.pair.prompt_id, p.ids_a) for p in pairs))[: cfg.stretch_prompts]
     stretch_rows = []
     for pid, ids in base:
@@ -178,11 +203,16 @@ def run_model(entry: ModelEntry, cfg: FloorConfig, record: dict[str, Any]) -> tu
             t1 = time.perf_counter()
             var = ref if v == REFERENCE else load_floor_variant(entry, v, cfg.loader)
             record["variants"][v] = dataclasses.asdict(var.info)
+            if isinstance(var, GgufFloorVariant):
+                record["variants"][v]["gguf"] = var.gguf
             t2 = time.perf_counter()
             out_v = out_ref if v == REFERENCE else _decode_all(var, keys, cfg.max_new_tokens)
             t3 = time.perf_counter()
-            for r in measure_variant(ref, var, keys, out_ref, out_v, prompt_of, forced_ref):
-                prompt_rows.append({"model": entry.name, "variant": v, "bits": bits, "scheme": scheme, **r})
+            for k, r in zip(keys, measure_variant(ref, var, keys, out_ref, out_v, prompt_of, forced_ref)):
+                c_ref = correctness(_text(ref, out_ref[k]), expected_of.get(k))
+                c_q = correctness(_text(ref, out_v[k]), expected_of.get(k))
+                prompt_rows.append({"model": entry.name, "variant": v, "bits": bits, "scheme": scheme, **r,
+                                    "correct": c_q, "answer_flip": abs(c_q - c_ref)})  # NaN where no answer is known
             for p in pairs:
                 if p.pair.rung in EXCLUDED_FROM_P or p.erased:
                     continue
@@ -190,6 +220,8 @@ def run_model(entry: ModelEntry, cfg: FloorConfig, record: dict[str, Any]) -> tu
                                   "prompt_id": p.pair.prompt_id, "rung": p.pair.rung,
                                   "p_tokens": normalized_edit_distance(out_v[p.ids_a], out_v[p.ids_b])})
             timings[v] = {"load": round(t2 - t1, 2), "decode": round(t3 - t2, 2), "measure": round(time.perf_counter() - t3, 2)}
+            if isinstance(var, GgufFloorVariant):
+                var.close()
             if var is not ref:
                 del var
                 gc.collect()
@@ -205,8 +237,12 @@ def floor_table(stretch: pd.DataFrame, prompts: pd.DataFrame, pairs: pd.DataFram
     for (model, v), g in prompts.groupby(["model", "variant"], sort=False):
         pg = pairs[(pairs["model"] == model) & (pairs["variant"] == v)]
         row = {"model": model, "variant": v, "bits": int(g["bits"].iloc[0]), "scheme": g["scheme"].iloc[0]}
+        # A GGUF's file bits per parameter (block scales, fallback types): what the nominal width hides.
+        gguf = (variants_info.get(model, {}).get(v) or {}).get("gguf") or {}
+        row["bits_effective"] = float(gguf.get("bits_per_parameter", row["bits"]))
         for col, frame in (("p_tokens", pg), ("d_tokens", g), ("kl_ref_tokens", g), ("kl_var_tokens", g),
-                           ("same_top1_ref_tokens", g), ("same_top1_var_tokens", g)):
+                           ("same_top1_ref_tokens", g), ("same_top1_var_tokens", g),
+                           ("correct", g), ("answer_flip", g)):
             c = prompt_mean_ci(frame[col], frame["prompt_id"]) if len(frame) else prompt_mean_ci([], [])
             row[col] = c["mean"]
             row[f"{col}_ci_low"], row[f"{col}_ci_high"] = c["ci"]

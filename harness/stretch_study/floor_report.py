@@ -57,12 +57,12 @@ def render_floor_markdown(summary: dict[str, Any]) -> str:
              "prompt; KL(ref‖q) on bf16's greedy tokens and KL(q‖ref) on the variant's own tokens (nats, mean over "
              "generated positions) with the same-top-1 shares. Means over base prompts with 95% bootstrap CIs "
              "(prompts resampled). Collapse: P(q) < P(bf16) and D(q) > P(q).", "",
-             "| model | variant | bits | P | D | KL(ref‖q), ref tokens | KL(q‖ref), q's tokens | same top-1 (ref / q tokens) | prompts/pairs | collapse |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | variant | bits (per parameter in the file) | P | D | KL(ref‖q), ref tokens | KL(q‖ref), q's tokens | same top-1 (ref / q tokens) | answer flips vs bf16 | accuracy | prompts/pairs | collapse |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary.get("table", []):
-        lines.append(f"| {r['model']} | {r['variant']} | {r['bits']} | {_ci(r, 'p_tokens')} | {_ci(r, 'd_tokens')} | "
+        lines.append(f"| {r['model']} | {r['variant']} | {r['bits']} ({fmt(r.get('bits_effective'))}) | {_ci(r, 'p_tokens')} | {_ci(r, 'd_tokens')} | "
                      f"{_ci(r, 'kl_ref_tokens')} | {_ci(r, 'kl_var_tokens')} | {fmt(r['same_top1_ref_tokens'])} / "
-                     f"{fmt(r['same_top1_var_tokens'])} | {r['n_prompts']}/{r['n_pairs']} | {fmt(r.get('collapse'))} |")
+                     f"{fmt(r['same_top1_var_tokens'])} | {_ci(r, 'answer_flip')} | {fmt(r.get('correct'))} | {r['n_prompts']}/{r['n_pairs']} | {fmt(r.get('collapse'))} |")
     lines += ["", "| model | control | end-to-end σ | σ_rel | max block σ_rel | drift growth (D / halving) | "
                   "drift growth (KL / halving) | variants failed |", "|---|---|---|---|---|---|---|---|"]
     for m in summary.get("models", []):

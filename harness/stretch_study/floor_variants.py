@@ -1,4 +1,4 @@
-"""Weight variants of the floor study: the harness's own (dtype, bitsandbytes) plus optimum-quanto.
+"""Weight variants of the floor study: the harness's own (dtype, bitsandbytes), optimum-quanto and llama.cpp's GGUF.
 
 bitsandbytes ``int8`` / ``int4`` (nf4) load through :func:`harness.models.loading.load_model`
 as in every run. optimum-quanto adds weight-only ``int8``/``int4``/``int2``
@@ -16,6 +16,7 @@ from typing import Any
 from harness.errors import InputError
 from harness.models.loading import LoadedModel, load_model
 from harness.models.registry import ModelEntry
+from harness.stretch_study.floor_gguf import GGUF_FLOOR, LADDER_ALIAS, load_gguf_variant
 
 FLOOR_VARIANTS: dict[str, tuple[int, str]] = {
     "fp32": (32, "dtype"),
@@ -26,6 +27,7 @@ FLOOR_VARIANTS: dict[str, tuple[int, str]] = {
     "quanto-int8": (8, "optimum-quanto"),
     "quanto-int4": (4, "optimum-quanto"),
     "quanto-int2": (2, "optimum-quanto"),
+    **{v: (bits, "llama.cpp") for v, bits in GGUF_FLOOR.items()},
 }
 """Variant name -> (weight bits, library)."""
 REFERENCE = "bf16"
@@ -33,6 +35,8 @@ REFERENCE = "bf16"
 
 def parse_floor_variants(text: str | tuple[str, ...]) -> tuple[str, ...]:
     names = tuple(x.strip() for x in (text.split(",") if isinstance(text, str) else text) if x.strip())
+    # `llamacpp`: the whole GGUF ladder (harness.stretch_study.floor_gguf)
+    names = tuple(n for x in names for n in (tuple(GGUF_FLOOR) if x == LADDER_ALIAS else (x,)))
     bad = [n for n in names if n not in FLOOR_VARIANTS]
     if bad or not names:
         raise InputError("--variants", ",".join(names), f"unknown variant {bad[0] if bad else ''!r}: expected some of "
@@ -46,6 +50,8 @@ def parse_floor_variants(text: str | tuple[str, ...]) -> tuple[str, ...]:
 
 def load_floor_variant(entry: ModelEntry, variant: str, loader=load_model) -> Any:
     """A LoadedModel for any floor variant (quanto ones built on the bf16 description, weights quantized)."""
+    if variant in GGUF_FLOOR:
+        return load_gguf_variant(entry, variant, loader)
     if not variant.startswith("quanto-"):
         return loader(entry, variant)
     import torch

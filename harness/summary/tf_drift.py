@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.models.variants import ENGINE_FLOOR
 from harness.score.drift import reference_of
 from harness.summary.collapse import _base_prompt_of_keys
 from harness.summary.stats import cluster_bootstrap_ci
@@ -50,6 +51,8 @@ def tf_drift_table(drift: pd.DataFrame, pairs: pd.DataFrame) -> list[dict[str, A
         changed = ~np.isnan(first)
         out.append({
             "model": model, "variant": variant, "reference": reference_of(str(variant), present[model]), "length": int(length),
+            # the unquantized file in another engine (f16@llamacpp): what the engine alone changes
+            "engine_floor": str(variant) in ENGINE_FLOOR.values(),
             "n_prompts": int(len(set(prompt))), "n_outputs": int(len(g)), "positions": int(pos.sum()),
             "kl_mean": _pooled(kl, per_pos_prompt), "kl_median": float(np.median(kl)),
             "kl_p99": float(np.percentile(kl, 99)), "kl_max": float(kl.max()),

@@ -47,7 +47,7 @@ def tiny_chat():
 
 
 def test_the_registry_lists_hf_and_vllm():
-    assert engine_names() == ("hf", "vllm")
+    assert engine_names() == ("hf", "vllm", "llamacpp")
     hf, vllm = get_engine("hf"), get_engine("vllm")
     assert isinstance(hf, HfEngine) and isinstance(vllm, VllmEngine) and (hf.name, vllm.name) == ("hf", "vllm")
     assert (effective_capture("hf", "generate"), effective_capture("hf", "probe")) == ("generate", "probe")
@@ -63,7 +63,7 @@ def test_vllm_refuses_bitsandbytes_weights(tiny_chat):
 
 
 def test_a_declared_engine_appears_everywhere(fake, tiny_chat):
-    assert engine_names() == ("hf", "vllm", "fake")
+    assert engine_names() == ("hf", "vllm", "llamacpp", "fake")
     # variant parsing
     assert parse_variant("bf16@fake").engine == "fake" and is_valid_variant("int4-nothink@fake")
     assert (with_engine("bf16", "fake"), engine_of("bf16@fake")) == ("bf16@fake", "fake")
@@ -98,7 +98,7 @@ def test_a_missing_requirement_is_one_line(fake, tiny_chat, monkeypatch):
 
 
 def test_unknown_engine_names_the_declared_ones(tiny_chat, tmp_path, capsys):
-    with pytest.raises(ValueError, match=r"unknown engine 'tgi' \(expected one of hf, vllm\)"):
+    with pytest.raises(ValueError, match=r"unknown engine 'tgi' \(expected one of hf, vllm, llamacpp\)"):
         decode_with_engine(tiny_chat, [], 8, [8], engine="tgi")
     with pytest.raises(ValueError, match="unknown variant 'bf16@tgi'.*@hf\\|@vllm"):
         parse_variant("bf16@tgi")
