@@ -49,6 +49,35 @@ def test_ctrl_c_keeps_finished_cells_and_resumes(tmp_path):
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
 
 
+def test_sigterm_leaves_interrupted_and_resumes_to_the_same_tables(tmp_path):
+    # What a CI timeout or a scheduler sends: the run must say "interrupted", keep its finished cells, and
+    # --resume must give exactly the tables an uninterrupted run gives.
+    ladder = write(tmp_path / "l.yaml", LADDER)
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(_cmd(ladder, out, "--no-cache"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(out.glob("*/cells/*/cell.json")) and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be terminated"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "--resume" in err
+    (run_dir,) = out.iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert main(["run", "--resume", str(run_dir), "--no-progress", "--no-cache"]) == 0
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
+    whole = tmp_path / "whole"
+    assert main(["run", "--models", "tiny-chat,tiny-think", "--ladder", str(ladder), "--lengths", "8", "--out",
+                 str(whole), "--no-progress", "--no-cache"]) == 0
+    (ref,) = whole.iterdir()
+    for table, key in (("pairs.parquet", ["model", "variant", "pair_id", "length"]),
+                       ("audit.parquet", ["model", "variant", "pair_id"])):
+        a, b = (pd.read_parquet(d / table).sort_values(key).reset_index(drop=True) for d in (run_dir, ref))
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
 def test_two_runs_at_once_share_runs_dir_and_cache(tmp_path):
     ladder = write(tmp_path / "l.yaml", LADDER)
     out, cache = tmp_path / "runs", tmp_path / "cache"
