@@ -43,8 +43,10 @@ from harness.decode.records import (  # noqa: F401  (re-exported: the decode API
 )
 
 # 2: exact-length buckets, no one-row batches; 3: head check, head top-1 in the traces;
-# 4: traces at the steps the scorer reads (trace_steps), compact prompt-end record
-DECODER_VERSION = "4"
+# 4: traces at the steps the scorer reads (trace_steps), compact prompt-end record;
+# 5: rows batching pads small attention groups past torch's oneDNN bf16 threshold (harness.decode.rows._group_pad):
+#    a decode cached before could hold a row whose states depended on its batch mates, so none is reused
+DECODER_VERSION = "5"
 
 DEFAULT_BATCH_SIZE = 48
 """Prompts per batch: on one CPU thread a Qwen3-sized output head (V = 151,936, bf16) costs per row 0.81 ms in
