@@ -91,7 +91,9 @@ def test_real_quantized_variants(tmp_path, entry):
     assert set(drift_rows.variant) == {"bf16", "int8", "int4"}
     assert (drift_rows[drift_rows.variant == "bf16"].emb_dist == 0).all()
     # Teacher-forced drift: every quantized row read on bf16's tokens; the reference's own rows have none (NaN).
-    assert manifest["teacher_forced_drift"] == {"tiny-chat--int8": "ok", "tiny-chat--int4": "ok"}
+    # "ok", possibly followed by what was noted on the way (bitsandbytes' repeated cast warning, counted once).
+    tf = manifest["teacher_forced_drift"]
+    assert set(tf) == {"tiny-chat--int8", "tiny-chat--int4"} and all(v.split(";")[0] == "ok" for v in tf.values())
     assert drift_rows[drift_rows.variant == "bf16"].tf_positions.isna().all()
     q = drift_rows[drift_rows.variant != "bf16"]
     assert (q.tf_positions > 0).all() and (q.tf_kl_mean >= 0).all() and (q.tf_kl_max >= q.tf_kl_p99).all()
