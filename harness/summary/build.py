@@ -230,7 +230,7 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     # The statistics read the pairs table alone: identical tables, identical (memoized) numbers.
     # "spread": cells memoized before the spread existed must not be served without it; the aggregated
     # metrics: a metric newly aggregated over an unchanged table must not be served from before either.
-    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread", "mde-ci5", "ci-note-prompt-weighted", *summary_metrics()],
+    cells, clusters = memo.get("stats-prompt-unit", [frame_digest(pairs), "spread", "mde-ci5-pp", "ci-note-prompt-weighted", *summary_metrics()],
                                lambda: (cell_stats(pairs), cluster_stats(pairs)), encode=list, decode=tuple)
     _annotate_clusters(cells, clusters)
     # Answer statistics read the pairs table alone too (their bootstraps memoized the same way).

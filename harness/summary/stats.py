@@ -336,11 +336,12 @@ def cluster_groups(
         r = results.get(k)
         ci, sd = (float("nan"), float("nan")), float("nan")
         if shared:
-            prompts = np.array([prompt_of[i] for i in shared])
-            xa, xb = np.array([values[a][i] for i in shared]), np.array([values[b][i] for i in shared])
-            ci = cluster_bootstrap_diff_ci(xb, prompts, xa, prompts)[:2]
-            _, sums, counts = _group(xa - xb, prompts)
-            sd = float(np.std(sums / counts, ddof=1)) if sums.size >= 2 else float("nan")
+            # The interval of the same per-prompt quantity: one value (the prompt's mean difference) per prompt.
+            ids, sums, counts = _group(np.array([values[a][i] - values[b][i] for i in shared]),
+                                       np.array([prompt_of[i] for i in shared]))
+            per_prompt = sums / counts
+            ci = cluster_bootstrap_diff_ci(np.zeros(ids.size), ids, per_prompt, ids)[:2]
+            sd = float(np.std(per_prompt, ddof=1)) if per_prompt.size >= 2 else float("nan")
         comparisons.append(Comparison(a, b, len(shared), r.n_prompts if r else 0, diff, r.pvalue if r else None,
                                       adj_of.get(k), bool(k in adj_of and adj_of[k] < alpha), ci, sd))
     def prompt_weighted(v: Mapping[str, float]) -> float:
