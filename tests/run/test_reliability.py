@@ -29,7 +29,8 @@ def _cmd(ladder, out, *extra):
             "--lengths", "8", "--out", str(out), "--no-progress", *extra]
 
 
-def test_ctrl_c_keeps_finished_cells_and_resumes(tmp_path):
+def _interrupted_run(tmp_path, sig):
+    """A two-model run sent ``sig`` once its first cell is finished: (exit code, stderr, run directory, ladder)."""
     ladder = write(tmp_path / "l.yaml", LADDER)
     out = tmp_path / "runs"
     proc = subprocess.Popen(_cmd(ladder, out, "--no-cache"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -38,10 +39,15 @@ def test_ctrl_c_keeps_finished_cells_and_resumes(tmp_path):
     while time.time() < deadline and not list(out.glob("*/cells/*/cell.json")) and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "--resume" in err
     (run_dir,) = out.iterdir()
+    return proc.returncode, err, run_dir, ladder
+
+
+def test_ctrl_c_keeps_finished_cells_and_resumes(tmp_path):
+    code, err, run_dir, _ = _interrupted_run(tmp_path, signal.SIGINT)
+    assert code == 130 and "--resume" in err
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     assert any(m["status"] == "ok" for m in manifest["models"])  # the finished cell is kept
@@ -52,20 +58,9 @@ def test_ctrl_c_keeps_finished_cells_and_resumes(tmp_path):
 def test_sigterm_leaves_interrupted_and_resumes_to_the_same_tables(tmp_path):
     # What a CI timeout or a scheduler sends: the run must say "interrupted", keep its finished cells, and
     # --resume must give exactly the tables an uninterrupted run gives.
-    ladder = write(tmp_path / "l.yaml", LADDER)
-    out = tmp_path / "runs"
-    proc = subprocess.Popen(_cmd(ladder, out, "--no-cache"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(out.glob("*/cells/*/cell.json")) and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be terminated"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and "--resume" in err
-    (run_dir,) = out.iterdir()
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "interrupted"
+    code, err, run_dir, ladder = _interrupted_run(tmp_path, signal.SIGTERM)
+    assert code == 143 and "--resume" in err
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
     assert main(["run", "--resume", str(run_dir), "--no-progress", "--no-cache"]) == 0
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
     whole = tmp_path / "whole"
