@@ -160,6 +160,18 @@ SHORT_DIFF_ITEMS = 1000
 before the bound)."""
 
 
+
+def common_ends(a: Sequence, b: Sequence) -> tuple[int, int]:
+    """Lengths of the common head and of the common tail of a and b (the tail never overlaps the head)."""
+    n = min(len(a), len(b))
+    head = 0
+    while head < n and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
+        tail += 1
+    return head, tail
+
 def bounded_opcodes(a: list, b: list) -> list[tuple[str, int, int, int, int]]:
     """difflib's opcodes of ``a`` -> ``b`` in time linear in the common head and tail.
 
@@ -172,13 +184,7 @@ def bounded_opcodes(a: list, b: list) -> list[tuple[str, int, int, int, int]]:
 
     if len(a) + len(b) <= SHORT_DIFF_ITEMS:  # SequenceMatcher's own opcodes, as every note before the bound
         return difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
-    n = min(len(a), len(b))
-    head = 0
-    while head < n and a[head] == b[head]:
-        head += 1
-    tail = 0
-    while tail < n - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
-        tail += 1
+    head, tail = common_ends(a, b)
     ma, mb = a[head:len(a) - tail], b[head:len(b) - tail]
     ops: list[tuple[str, int, int, int, int]] = [("equal", 0, head, 0, head)] if head else []
     if len(ma) + len(mb) > 2 * MAX_DIFF_ITEMS:

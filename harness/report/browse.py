@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from harness.core import rundir
+from harness.ladder.textspans import common_ends
 from harness.report.records import Span
 
 PAGE_METRICS = ("emb_dist", "emb_dist_answer", "tok_edit_norm", "first_div", "js", "top1_flip", "hidden_dist")
@@ -33,13 +34,7 @@ PAGE_PAIRS = 3000
 
 def edit_span(a: str, b: str) -> Span:
     """The smallest middle part whose replacement turns a into b (common prefix and suffix kept)."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    j = 0
-    while j < n - i and a[len(a) - 1 - j] == b[len(b) - 1 - j]:
-        j += 1
+    i, j = common_ends(a, b)
     return Span(i, len(a) - j, len(b) - j)
 
 
