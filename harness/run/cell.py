@@ -33,6 +33,7 @@ from harness.ladder.records import PromptPair
 from harness.run.records import Cell, CellSettings
 from harness.run.keys import GENERATIONS, RESULTS, cell_key, ids_key, results_key
 from harness.run.complete import complete, one_token_prompt_ends
+from harness.run.twin import twin_stage
 from harness.score.pairs import kept_pairs, pairs_frame, score_generations
 from harness.decode.engines import agreement_summary, decode_with_engine, effective_capture
 from harness.models.variants import engine_of
@@ -155,9 +156,10 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         log.info("%s: token audit of %d pairs", cell.name, len(settings.pairs))
         if _audit(ctx) and not _restore_results(ctx, embed):
             gens = _decode(ctx)
+            twin = twin_stage(ctx, gens)  # the teacher-forced twin divergence (harness.run.twin)
             log.info("%s: scoring %d kept pairs at lengths %s", cell.name, sum(1 for r in ctx.rows if r.kept),
                      ", ".join(map(str, settings.lengths)))
-            scored, scores = _score(ctx, gens)
+            scored, scores = _score(ctx, gens, twin)
             _write_tables(ctx, gens, scored, scores)
     except NonFiniteOutput as exc:
         where = _prompt_of_key(settings.pairs, ctx.rendered, exc.prompt_key)
@@ -273,7 +275,7 @@ def _decode(ctx: CellContext) -> list:
     return gens
 
 
-def _score(ctx: CellContext, gens: list) -> tuple[list, list]:
+def _score(ctx: CellContext, gens: list, twin=None) -> tuple[list, list]:
     """Stage 5: every kept pair scored at every length (the embedder's load timed on its own)."""
     owner = getattr(ctx.embed, "__self__", None)
     if owner is not None and getattr(owner, "loaded", True) is False:
@@ -285,7 +287,7 @@ def _score(ctx: CellContext, gens: list) -> tuple[list, list]:
     tok = ctx.loaded.tokenizer
     decode_text = lambda ids: tok.decode(list(ids), skip_special_tokens=False)  # noqa: E731
     scored, scores, texts = score_generations(ctx.settings.pairs, ctx.rows, ctx.sides, gens, ctx.settings.lengths,
-                                              decode_text, ctx.cell.entry.scaffold, ctx.embed)
+                                              decode_text, ctx.cell.entry.scaffold, ctx.embed, twin)
     ctx.note(embedded_texts=len(texts))
     if owner is not None and texts:
         # MiniLM reads 256 word pieces; longer texts are embedded whole as overlapping windows. Counted.

@@ -28,6 +28,7 @@ class CellTimings(Record):
     load_weights: Seconds | None = Field(None, description="Loading the weights (0 when every prompt was cached).")
     load_embedder: Seconds | None = Field(None, description="Loading the sentence embedder (first cell only).")
     score: Seconds | None = Field(None, description="Embedding and scoring the pairs.")
+    twin: Seconds | None = Field(None, description="The teacher-forced twin passes and their reduction (harness.run.twin).")
 
 
 class Numerics(Record):
@@ -104,6 +105,9 @@ class CellRecord(Record):
     decoded_prompts: StrictInt | None = Field(None, description="Prompts decoded in this cell.")
     cached_prompts: StrictInt | None = Field(None, description="Prompts whose decode came from the cache.")
     generated_tokens: StrictInt | None = Field(None, description="Tokens over every generation of the cell.")
+    twin: StrictStr | None = Field(
+        None, description="The teacher-forced twin divergence (harness.run.twin): 'ok: N pairs, ...' or why its "
+                          "columns are NaN (an engine other than HF).")
     # --- the scoring
     embedded_texts: StrictInt | None = Field(None, description="Texts embedded.")
     embedder_windowed_texts: StrictInt | None = Field(None, description="Of those, texts embedded as windows.")

@@ -17,10 +17,47 @@ from harness.score.records import GateUse, MetricSpec
 NAN_NO_ANSWER = "a side has no answer span (answer_missing)"
 NAN_NO_FULL_ROW = "a side's full prompt-end row was not kept (read back without --store-full-dist)"
 NAN_AGREE = "the prefixes agree (no first divergence within L)"
+NAN_TWIN = "not computed: the cell's engine is not HF (cell.json `twin` says why), or the output read is empty"
 
 
 def _answer_edit(v: PairView) -> float:
     return float("nan") if v.answer_missing else normalized_edit_distance(v.answer_ids_a, v.answer_ids_b)
+
+
+def _twin(direction: str) -> tuple[MetricSpec, ...]:
+    """The teacher-forced twin divergence of one direction (harness.score.twin): 'ab' reads side A's greedy output
+    after prompt A (own) and after prompt B (other), 'ba' side B's output after prompt B and after prompt A."""
+    own, other = ("A", "B") if direction == "ab" else ("B", "A")
+    read = f"side {own}'s greedy output (first L steps, its end token included) read after prompt {own} and prompt {other}"
+
+    def get(key: str):
+        return lambda v: v.twin(direction, key)
+
+    return (
+        MetricSpec(f"twin_kl_{direction}", "float", get("kl"),
+                   f"Teacher-forced twin divergence: mean over steps of KL(p_{own} || p_{other}), {read}. A belief "
+                   "shift shows here even when no argmax changes; one low-margin flip amplified by free running does not.",
+                   unit="nats", nan=NAN_TWIN, aggregate="mean", better="lower", identical_zero=True, optional=True,
+                   report=f"twin KL ({own.lower()}'s output)", report_format="3g"),
+        MetricSpec(f"twin_kl_max_{direction}", "float", get("kl_max"), f"Largest per-step KL of twin_kl_{direction}.",
+                   unit="nats", nan=NAN_TWIN, better="lower", identical_zero=True, optional=True),
+        MetricSpec(f"twin_top1_changed_{direction}", "float", get("top1_changed"),
+                   f"1 / 0: at some step the argmax after prompt {other} is not the argmax after prompt {own}, on "
+                   f"{own}'s tokens (teacher-forced: a flip of belief, not its free-running consequences).",
+                   unit="1 / 0", nan=NAN_TWIN, aggregate="mean", better="lower", identical_zero=True, optional=True,
+                   report="twin top-1 change" if direction == "ab" else ""),
+        MetricSpec(f"twin_first_top1_{direction}", "float", get("first_top1"),
+                   f"1-based first step where the two argmaxes of twin_kl_{direction} differ.",
+                   unit="step", nan=NAN_TWIN + "; or no step differs within L (never 0: see twin_top1_changed)",
+                   optional=True),
+        MetricSpec(f"twin_llr_{direction}", "float", get("llr"),
+                   f"log P(y_{own} | prompt {other}) - log P(y_{own} | prompt {own}) summed over the steps of "
+                   f"twin_kl_{direction} (POSIX-style log-likelihood ratio; < 0: prompt {other} finds {own}'s output "
+                   "less likely).", unit="nats", nan=NAN_TWIN, aggregate="mean", identical_zero=True, optional=True),
+        MetricSpec(f"twin_llr_tok_{direction}", "float", get("llr_tok"), f"twin_llr_{direction} per step read.",
+                   unit="nats / token", nan=NAN_TWIN, aggregate="mean", identical_zero=True, optional=True,
+                   report="twin LLR / token" if direction == "ab" else "", report_format="3g"),
+    )
 
 
 BUILTIN: tuple[MetricSpec, ...] = (
@@ -121,5 +158,7 @@ BUILTIN: tuple[MetricSpec, ...] = (
                gate=GateUse("answer_flip_rate", 0.0, 1.0,
                             "Share of perturbed pairs whose answer correctness differs between the sides (needs `answer`).",
                             needs_answer=True)),
-)
+) + _twin("ab") + _twin("ba")
 """The built-in pair metrics, in pairs.parquet column order (after harness.score.records.PairIdentity)."""
+
+

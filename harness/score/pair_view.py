@@ -20,7 +20,8 @@ from harness.decode.greedy import Generation
 from harness.ladder.records import PromptPair
 from harness.score.answers import correctness
 from harness.score.metrics.edit_distance import first_divergence
-from harness.score.records import PairSides, ScoredSide
+from harness.score.records import PairSides, ScoredSide, TwinSteps
+from harness.score.twin import SUMMARY_KEYS, summarize
 from harness.stability.traces import first_divergence_margin_percentile
 
 TRIVIAL_SHIFT = 2
@@ -54,8 +55,11 @@ class PairView:
 
     def __init__(self, sides: PairSides, length: int, traj: np.ndarray, prompt_end: PromptEndScores,
                  texts: tuple[int, int, int, int], emb: Callable[[int, int], float],
-                 span_text: Callable[[ScoredSide, tuple[int, ...]], str | None]) -> None:
+                 span_text: Callable[[ScoredSide, tuple[int, ...]], str | None],
+                 twin: tuple[TwinSteps | None, TwinSteps | None] = (None, None)) -> None:
         self.sides = sides
+        self._twin = twin
+        """The twin divergence per step, (side A's output, side B's output); None where it was not computed."""
         self.L = length
         self.traj = traj
         """The Levenshtein trajectory d(t) = Lev(A[:t], B[:t]) for t <= L (harness.score.metrics.edit_distance)."""
@@ -111,6 +115,15 @@ class PairView:
         if fd == 0 or fd > self.L or fd - 1 >= len(trace):
             return float("nan")
         return float(trace[fd - 1])
+
+    @cached_property
+    def _twin_at_L(self) -> dict[str, dict[str, float]]:
+        nan = dict.fromkeys(SUMMARY_KEYS, float("nan"))
+        return {d: (nan if t is None else summarize(t, self.L)) for d, t in zip(("ab", "ba"), self._twin)}
+
+    def twin(self, direction: str, key: str) -> float:
+        """A twin-divergence summary (harness.score.twin.summarize) over the first L steps; NaN when not computed."""
+        return self._twin_at_L[direction][key]
 
     def _correct(self, side: str) -> float:
         s = self.sides.a if side == "a" else self.sides.b

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ from harness.score.pair_view import (  # noqa: F401 - TRIVIAL_SHIFT and cosine_d
     PromptEndScores,
     cosine_distance,
 )
-from harness.score.records import PairSides, ScoredSide
+from harness.score.records import PairSides, ScoredSide, TwinSteps
 from harness.score.registry import PairScore
 from harness.score.scaffold import answer_start_token
 
@@ -48,8 +48,13 @@ def score_pairs(
     lengths: Sequence[int],
     decode_text: Callable[[tuple[int, ...]], str],
     embed: Callable[[list[str]], np.ndarray],
+    twin: Mapping[tuple[str, str], TwinSteps] | None = None,
 ) -> tuple[list[PairScore], list[str]]:
-    """Scores for every pair and length, and the distinct texts that were embedded (only those compared with another)."""
+    """Scores for every pair and length, and the distinct texts that were embedded (only those compared with another).
+
+    ``twin``: (pair id, 'ab' or 'ba') -> the pair's twin divergence per step (harness.run.twin); None or a missing
+    entry leaves the twin columns NaN."""
+    twin = twin or {}
     texts: dict[str, int] = {}
     decoded: dict[tuple[int, ...], str] = {}
 
@@ -106,7 +111,9 @@ def score_pairs(
     prompt_end = {id(s): e for s, e in zip(sides, ends)}
     metrics, score_cls = registry.metrics(), registry.pair_score_class()
     for s, L, traj, ta, tb, t_ans_a, t_ans_b in plan:
-        view = PairView(s, L, traj, prompt_end[id(s)], (ta, tb, t_ans_a, t_ans_b), edist, span)
+        pid = s.pair.pair_id
+        view = PairView(s, L, traj, prompt_end[id(s)], (ta, tb, t_ans_a, t_ans_b), edist, span,
+                        (twin.get((pid, "ab")), twin.get((pid, "ba"))))
         p = s.pair
         rows.append(score_cls(model=s.a.gen.model, variant=s.a.gen.variant, pair_id=p.pair_id, prompt_id=p.prompt_id,
                               rung=p.rung, edit_kind=p.edit_kind, length=L, **{m.name: m.compute(view) for m in metrics}))
@@ -188,16 +195,17 @@ def scored_sides_from_frame(frame: pd.DataFrame, lengths: Sequence[int]) -> dict
 
 def score_generations(pairs: Sequence[PromptPair], audit: Sequence[AuditRow], sides: dict[str, tuple[str, str, int]],
                       gens: Sequence[Generation], lengths: Sequence[int], decode_text: Callable,
-                      scaffold, embed) -> tuple[dict[tuple[str, int], ScoredSide], list[PairScore], list[str]]:
+                      scaffold, embed, twin: Mapping[tuple[str, str], TwinSteps] | None = None
+                      ) -> tuple[dict[tuple[str, int], ScoredSide], list[PairScore], list[str]]:
     """One cell's scoring: each generation's scaffold split, then every kept pair scored.
 
     ``sides`` maps a pair to the prompt keys of its two sides and side B's replicate
-    (harness.decode.requests); ``scaffold`` is the model's registry entry for it.
+    (harness.decode.requests); ``scaffold`` is the model's registry entry for it; ``twin`` as in score_pairs.
     Returns the scored sides (by prompt key and replicate), the pair scores and the texts embedded.
     """
     scored = {(g.prompt_key, g.replicate): ScoredSide(g, *answer_start_token(g.gen_ids, decode_text, scaffold))
               for g in gens}
     pair_sides = [PairSides(p, scored[(sides[p.pair_id][0], 0)], scored[(sides[p.pair_id][1], sides[p.pair_id][2])])
                   for p in kept_pairs(pairs, audit)]
-    scores, texts = score_pairs(pair_sides, lengths, decode_text, embed)
+    scores, texts = score_pairs(pair_sides, lengths, decode_text, embed, twin)
     return scored, scores, texts

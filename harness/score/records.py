@@ -100,6 +100,9 @@ class MetricSpec:
     """``fixed``: 4 decimals (harness.report.text.fmt); ``3g``: three significant digits (tiny divergences)."""
     version: int = 1
     """Bumped when the computation changes: part of the scorer version, so cached scored tables are not reused."""
+    optional: bool = False
+    """Computed only where the cell can (e.g. the twin divergence: HF engine only): a NaN says nothing about
+    determinism, so the verdict reads the finite values only (as for the answer-span columns)."""
 
 
 @dataclass(frozen=True)
@@ -175,3 +178,25 @@ class EmbedderInfo:
         """One string for cache keys: a change of window or overlap changes every long text's vector (and threads
         might: see ``threads``)."""
         return f"{self.long_text}:{self.window}/{self.overlap}" + ("" if self.threads == 1 else f"/t{self.threads}")
+
+
+@dataclass(frozen=True)
+class TwinPass:
+    """One teacher-forced pass of the twin divergence (harness.score.twin): an output fed after a prompt."""
+
+    prompt_ids: tuple[int, ...]
+    """The rendered prompt's token ids (the output's own prompt, or the pair's other prompt)."""
+    tokens: tuple[int, ...]
+    """The output read: every token the engine chose, the end-token step included (``trace_top1_id``)."""
+
+
+@dataclass(frozen=True)
+class TwinSteps:
+    """Per generated position of one output: the model after its own prompt against after the pair's other one."""
+
+    kl: np.ndarray
+    """KL(p_own || p_other) per step, nats (float64, >= 0; exactly 0 where the two logit rows are equal)."""
+    same_top1: np.ndarray
+    """argmax p_own == argmax p_other per step (bool)."""
+    llr: np.ndarray
+    """log p_other(y_t) - log p_own(y_t) for the output's token y_t (float64; summed, POSIX's log-likelihood ratio)."""

@@ -133,6 +133,11 @@ def answer_span_columns() -> tuple[str, ...]:
     return tuple(s.name for s in _specs if s.answer_span)
 
 
+def optional_columns() -> tuple[str, ...]:
+    """Columns computed only where the cell can (MetricSpec.optional): NaN there is no evidence either way."""
+    return tuple(s.name for s in _specs if s.optional)
+
+
 def gate_metrics() -> tuple[tuple[str, GateUse], ...]:
     """(column, gate use) of every metric the gate may check, in column order."""
     return tuple((s.name, s.gate) for s in _specs if s.gate is not None)

@@ -8,7 +8,8 @@ reproducible and every other number in the run carries that noise.
 A NaN there (non-finite logits or states) proves nothing either way: the
 verdict is then ``unknown``, never ``deterministic``. The answer-span columns
 are the exception: they are NaN by construction when an output has no answer
-span (an unclosed scaffold), which says nothing about reproducibility.
+span (an unclosed scaffold), which says nothing about reproducibility; so are the optional columns (the twin
+divergence) in a cell that cannot compute them (another engine).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from harness.ladder.records import NOISE_FLOOR
-from harness.score.registry import answer_span_columns, determinism_columns
+from harness.score.registry import answer_span_columns, determinism_columns, optional_columns
 
 VERDICTS = ("deterministic", "nondeterministic", "unknown")
 
@@ -37,7 +38,7 @@ def determinism_verdict(pairs: pd.DataFrame) -> dict[str, Any]:
     cols = [c for c in determinism_columns() if c in ident.columns]
     values = ident[cols].astype(float)
     nonzero = (values.fillna(0.0) != 0).any(axis=1)
-    strict = [c for c in cols if c not in answer_span_columns()]
+    strict = [c for c in cols if c not in answer_span_columns() and c not in optional_columns()]
     unknown = values[strict].isna().any(axis=1)
     bad = ident[nonzero]
     keys = [ident["model"], ident["variant"]]
