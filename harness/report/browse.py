@@ -24,8 +24,11 @@ from harness.core import rundir
 from harness.ladder.textspans import common_ends
 from harness.report.records import Span
 
-PAGE_METRICS = ("emb_dist", "emb_dist_answer", "tok_edit_norm", "first_div", "js", "top1_flip", "hidden_dist")
-"""Metrics shown per pair, in this order, where the run has them."""
+PAGE_METRICS = ("emb_dist", "emb_dist_answer", "tok_edit_norm", "first_div", "js", "top1_flip", "hidden_dist",
+                "div_margin_a", "twin_kl_ab", "twin_top1_changed_ab", "twin_first_top1_ab", "twin_llr_tok_ab")
+"""Metrics shown per pair, in this order, where the run has them: the free-running distances, then what tells a
+belief shift from one low-margin flip amplified (side A's margin where the outputs part; the teacher-forced twin
+divergence on side A's output, harness.score.twin)."""
 TEXT_LIMIT = 4000
 """Characters of an output kept in the page (the rest is cut, and the page says by how much)."""
 PAGE_PAIRS = 3000

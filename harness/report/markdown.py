@@ -120,7 +120,11 @@ def _cells_table(summary: dict[str, Any]) -> Table:
                        "its pairs on the rung, averaged over the prompts with two pairs or more; on the format rung, how "
                        "far apart the best and the worst format of one prompt land. '-' when no prompt has two pairs. "
                        "No answer span: pairs where a side's scaffold never closed; their answer-span distances are "
-                       "missing (not 0) and the answer-span mean is over the other pairs."),
+                       "missing (not 0) and the answer-span mean is over the other pairs. "
+                       "Twin KL / top-1 change / LLR per token: one output read by the same model after both prompts "
+                       "(teacher-forced; 'a's output' reads side A's greedy tokens, 'b's output' side B's): a belief "
+                       "shift shows there, one low-margin flip amplified by free running does not; missing where the "
+                       "engine is not HF."),
                  empty="no pairs were scored")
 
 

@@ -23,7 +23,7 @@ from harness.report.headline import RUNG_WORDS, build_headline
 from harness.report.lengths import lengths_view
 from harness.report.text import fmt, mde_text
 
-_METRICS = ("emb_dist", "tok_edit_norm", "first_div", "js")
+_METRICS = ("emb_dist", "tok_edit_norm", "first_div", "js", "twin_kl_ab", "twin_first_top1_ab")
 
 
 def _visible(s: str) -> str:

@@ -53,9 +53,11 @@ def _twin(direction: str) -> tuple[MetricSpec, ...]:
         MetricSpec(f"twin_llr_{direction}", "float", get("llr"),
                    f"log P(y_{own} | prompt {other}) - log P(y_{own} | prompt {own}) summed over the steps of "
                    f"twin_kl_{direction} (POSIX-style log-likelihood ratio; < 0: prompt {other} finds {own}'s output "
-                   "less likely).", unit="nats", nan=NAN_TWIN, aggregate="mean", identical_zero=True, optional=True),
+                   f"less likely; usually < 0, since each token is the argmax after prompt {own}: nearer 0 is more "
+                   "stable).", unit="nats", nan=NAN_TWIN, aggregate="mean", better="higher", identical_zero=True,
+                   optional=True),
         MetricSpec(f"twin_llr_tok_{direction}", "float", get("llr_tok"), f"twin_llr_{direction} per step read.",
-                   unit="nats / token", nan=NAN_TWIN, aggregate="mean", identical_zero=True, optional=True,
+                   unit="nats / token", nan=NAN_TWIN, aggregate="mean", better="higher", identical_zero=True, optional=True,
                    report="twin LLR / token" if direction == "ab" else "", report_format="3g"),
     )
 

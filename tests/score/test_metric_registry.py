@@ -35,6 +35,9 @@ COLUMNS_V4 = {
     "div_delta_tcb_a": "float", "div_flip_radius_a": "float", "js": "float", "kl_ab": "float", "kl_ba": "float",
     "top1_flip": "bool", "top1_prob_a": "float", "top1_prob_b": "float", "margin_a": "float", "margin_b": "float",
     "prompt_key_a": "str", "prompt_key_b": "str", "correct_a": "float", "correct_b": "float", "answer_flip": "float",
+    # the teacher-forced twin divergence (issue 36), both directions
+    **{f"twin_{k}_{d}": "float" for d in ("ab", "ba")
+       for k in ("kl", "kl_max", "top1_changed", "first_top1", "llr", "llr_tok")},
 }
 PANDAS_KIND = {"float": "f", "int": "i", "bool": "b", "str": "O"}
 
@@ -65,11 +68,16 @@ def test_the_registry_keeps_pairs_parquet_as_it_was():
     assert registry.pair_columns() == list(COLUMNS_V4)
     assert registry.PairScore is cls
     assert registry.summary_metrics() == ("emb_dist", "emb_dist_answer", "tok_edit_norm", "tok_edit_norm_answer",
-                                          "hidden_dist", "js", "top1_flip")
+                                          "hidden_dist", "js", "top1_flip",
+                                          *(f"twin_{k}_{d}" for d in ("ab", "ba")
+                                            for k in ("kl", "top1_changed", "llr", "llr_tok")))
     assert registry.determinism_columns() == (
         "emb_dist", "emb_dist_answer", "tok_edit", "tok_edit_norm", "tok_edit_norm_answer", "first_div", "lev_traj_max",
-        "steps_above_shift", "hidden_dist", "js", "kl_ab", "kl_ba", "top1_flip")
+        "steps_above_shift", "hidden_dist", "js", "kl_ab", "kl_ba", "top1_flip",
+        *(f"twin_{k}_{d}" for d in ("ab", "ba") for k in ("kl", "kl_max", "top1_changed", "llr", "llr_tok")))
     assert registry.answer_span_columns() == ("emb_dist_answer", "tok_edit_norm_answer")
+    assert registry.optional_columns() == tuple(
+        f"twin_{k}_{d}" for d in ("ab", "ba") for k in ("kl", "kl_max", "top1_changed", "first_top1", "llr", "llr_tok"))
     assert [(c, g.check) for c, g in registry.gate_metrics()] == [
         ("emb_dist", "mean_emb_dist"), ("top1_flip", "flip_rate"), ("answer_flip", "answer_flip_rate")]
 

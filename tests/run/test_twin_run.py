@@ -1,0 +1,78 @@
+"""The twin divergence in a run: its columns in pairs.parquet, exact zeros on the identical rung, the cell's note, the
+report's columns, a cached re-run, and a cell that cannot compute it (NaN, not 0, and no verdict from it)."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.ladder.load import load_ladder
+from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models
+from harness.run.pipeline import RunConfig, run
+from harness.score.registry import optional_columns
+from harness.summary.determinism import determinism_verdict
+from tests.conftest import write
+
+LADDER = """ladder: twin
+edit_kinds: [trailing_space, final_question, parenthesized_word]
+prompts:
+  - id: rev
+    topic: demo-reverse
+    in_domain: true
+    text: "Reverse the word apple."
+    curated:
+      paraphrase: ["Spell apple backwards."]
+  - id: add
+    topic: demo-arithmetic
+    in_domain: true
+    text: "What is 7 plus 5?"
+"""
+TWIN = [c for c in optional_columns() if c.startswith("twin_")]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("twin")
+    ladder = load_ladder(write(tmp / "twin.yaml", LADDER))
+    models = resolve_models("tiny-chat", load_registry(DEFAULT_REGISTRY))
+    cfg = dict(models=tuple(models), ladder=ladder, out=tmp / "runs", lengths=(8, 24), progress=False,
+               variants=("bf16",), cache_dir=tmp / "cache")
+    return run(RunConfig(**cfg)), run(RunConfig(**cfg))
+
+
+def test_columns_zeros_note_and_report(runs):
+    first, _ = runs
+    pairs = pd.read_parquet(first.run_dir / "pairs.parquet")
+    assert set(TWIN) <= set(pairs.columns)
+    ident = pairs[pairs["rung"] == "identical"]
+    assert len(ident) and (ident[[c for c in TWIN if "first_top1" not in c]] == 0).all().all()
+    assert ident["twin_first_top1_ab"].isna().all()  # the top-1 never changes: missing, never step 0
+    moved = pairs[pairs["rung"] != "identical"]
+    assert moved["twin_kl_ab"].notna().all() and (moved["twin_kl_ab"] > 0).any()
+    cell = json.loads((first.run_dir / "cells" / "tiny-chat--bf16" / "cell.json").read_text())
+    assert cell["twin"].startswith("ok: ") and cell["timings_s"]["twin"] >= 0
+    report = (first.run_dir / "report.md").read_text()
+    assert "twin KL (a's output)" in report and "twin top-1 change" in report
+    assert "twin_kl_ab" in (first.run_dir / "report.html").read_text()
+    assert first.summary["determinism"]["verdict"] == "deterministic"
+
+
+def test_a_cached_rerun_gives_the_same_values(runs):
+    first, second = runs
+    a = pd.read_parquet(first.run_dir / "pairs.parquet")[TWIN].to_numpy()
+    b = pd.read_parquet(second.run_dir / "pairs.parquet")[TWIN].to_numpy()
+    np.testing.assert_array_equal(a, b)  # NaN where NaN, equal elsewhere
+    cell = json.loads((second.run_dir / "cells" / "tiny-chat--bf16" / "cell.json").read_text())
+    assert cell["weights_loaded"] is False
+
+
+def test_a_cell_without_the_twin_keeps_its_verdict(runs):
+    """A vLLM or llama.cpp cell leaves the twin columns NaN: the determinism verdict reads the rest."""
+    first, _ = runs
+    pairs = pd.read_parquet(first.run_dir / "pairs.parquet")
+    pairs[TWIN] = math.nan
+    assert determinism_verdict(pairs)["verdict"] == "deterministic"
+    pairs.loc[pairs["rung"] == "identical", "twin_kl_ab"] = 1e-7  # a twin pass that was not reproducible
+    assert determinism_verdict(pairs)["verdict"] == "nondeterministic"
