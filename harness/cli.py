@@ -107,6 +107,9 @@ def build_parser(prog: str = "stabprobe") -> argparse.ArgumentParser:
     r.add_argument("--store-full-dist", action="store_true",
                    help="also write each prompt's full prompt-end log-probabilities (V float32: ~0.6 MB per prompt at "
                         "Qwen3's vocabulary); by default the top-64 and the tail mass are kept")
+    r.add_argument("--twin", action="store_true",
+                   help="also read each pair's outputs after both prompts (teacher-forced twin divergence: KL per "
+                        "step, first top-1 change, LLR; HF cells only; about the decode's cost again)")
     add_threads(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bars (logging still says each phase)")
     r.add_argument("--cache", default=None,
@@ -255,6 +258,7 @@ def _resume_conflicts(args) -> list[str]:
         "batch_size": lambda v: v == conf["batch_size"],
         "batching": lambda v: v == conf["batching"],
         "store_full_dist": lambda v: v == bool(conf.get("store_full_dist", False)),
+        "twin": lambda v: v == bool(conf.get("twin", False)),
         "executor": lambda v: v == conf.get("executor", "local"),
         "shard": lambda v: v == conf.get("shard"),
         "out": lambda v: Path(v).resolve() == Path(args.resume).resolve().parent,
@@ -286,7 +290,7 @@ def cmd_run(args) -> int:
         embedder=args.embedder, argv=tuple(sys.argv), progress=not args.no_progress, cache_dir=_cache_dir(args),
         shard=_shard(args.shard), executor=args.executor, ray_address=args.ray_address, engine=args.engine,
         capture=args.capture,
-        store_full_dist=args.store_full_dist, threads=args.threads,
+        store_full_dist=args.store_full_dist, threads=args.threads, twin=args.twin,
     )
     return _print_result(run(cfg))
 

@@ -125,7 +125,8 @@ def render_html(summary: dict[str, Any], manifest: dict[str, Any], pairs: pd.Dat
     head = build_headline(summary, view.informative)
     figures = build_figures(shown, shown_pairs, gens, memo)
     records = browse_pairs(shown_pairs, gens, prompts or {}, head.length)
-    metrics = [m for m in PAGE_METRICS if m in pairs.columns]
+    # a column no pair has a value in (the twin divergence of a run without --twin) is left out
+    metrics = [m for m in PAGE_METRICS if m in pairs.columns and not (m.startswith("twin_") and pairs[m].isna().all())]
     sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
     sections.append(("pairs", "Pair browser", browser_html(records, metrics)))
     placed: set[str] = set()

@@ -83,6 +83,8 @@ def _cells_table(summary: dict[str, Any]) -> Table:
     the spread beside its metric, the pairs without an answer span after the answer-span metrics."""
     cells = summary["cells"]
     shown = [m for m in report_metrics() if any(m.name in c for c in cells) or m.name == SPREAD_METRIC]
+    # A metric only some runs compute (the twin divergence without --twin) is left out where no cell has a value.
+    shown = [m for m in shown if not m.optional or any((c.get(m.name) or {}).get("n_pairs") for c in cells)]
     last_answer = max((i for i, m in enumerate(shown) if m.answer_span), default=None)
     header = ["model", "variant", "rung", "L", "prompts", "pairs", "cluster"]
     for i, m in enumerate(shown):
@@ -121,7 +123,8 @@ def _cells_table(summary: dict[str, Any]) -> Table:
                        "far apart the best and the worst format of one prompt land. '-' when no prompt has two pairs. "
                        "No answer span: pairs where a side's scaffold never closed; their answer-span distances are "
                        "missing (not 0) and the answer-span mean is over the other pairs. "
-                       "Twin KL / top-1 change / LLR per token: one output read by the same model after both prompts "
+                       "Twin KL / top-1 change / LLR per token (with --twin): one output read by the same model after "
+                       "both prompts "
                        "(teacher-forced; 'a's output' reads side A's greedy tokens, 'b's output' side B's): a belief "
                        "shift shows there, one low-margin flip amplified by free running does not; missing where the "
                        "engine is not HF."),

@@ -114,12 +114,13 @@ def browser_html(records: list[dict[str, Any]], metrics: list[str]) -> str:
                      **{m: r.get(m) for m in metrics}})
     data = {"texts": texts, "metrics": metrics, "pairs": rows, "left_out": len(records) - len(kept),
             "controls": list(CONTROL_RUNGS)}
+    twin = ("\nA large distance with a small <code>twin_kl_ab</code> (side A's output read after both prompts) and a small "
+            "<code>div_margin_a</code> is one low-margin flip amplified by free running; a large <code>twin_kl_ab</code> "
+            "is a shift of belief.") if "twin_kl_ab" in metrics else ""
     return f"""{head}
 <section id="browser">
 <p class="note">Every scored pair at {kept[0]['length']} tokens, most moved first (embedding distance); the identical rung and
-the positive control are left out until you pick "all rungs". Pick a pair in the list, or filter by model, variant, rung or any part of its id (a link to <code>#pair=ID</code> opens that pair).
-A large distance with a small <code>twin_kl_ab</code> (side A's output read after both prompts) and a small
-<code>div_margin_a</code> is one low-margin flip amplified by free running; a large <code>twin_kl_ab</code> is a shift of belief.</p>
+the positive control are left out until you pick "all rungs". Pick a pair in the list, or filter by model, variant, rung or any part of its id (a link to <code>#pair=ID</code> opens that pair).{twin}</p>
 <div class="controls">
 <select name="model"><option value="">all models</option></select>
 <select name="variant"><option value="">all variants</option></select>

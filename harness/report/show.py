@@ -53,7 +53,8 @@ def _marked_output(text: str | None, d: int) -> Text:
 
 def _pair_block(console: Console, rec: dict) -> None:
     console.rule(Text(f"{rec['id']}  ({rec['rung']} / {rec['edit_kind']}, {rec['length']} tokens)"))
-    metrics = "  ".join(f"{m} {fmt(rec[m]) if rec.get(m) is not None else '–'}" for m in _METRICS if m in rec)
+    metrics = "  ".join(f"{m} {fmt(rec[m]) if rec.get(m) is not None else '–'}" for m in _METRICS
+                        if m in rec and not (m.startswith("twin_") and rec.get("twin_kl_ab") is None))
     console.print(Text(metrics, style="dim"))
     grid = RichTable(show_header=True, expand=True, show_lines=True)
     grid.add_column("side a")

@@ -229,7 +229,7 @@ def _restore_results(ctx: CellContext, embed: Callable | None) -> bool:
     ctx.note(engine_name=engine, capture=effective_capture(engine, s.capture))
     ctx.key = cell_key(ctx.record, s.lengths, DECODER_VERSION, s.batching, s.libraries, s.device)
     ctx.rkey = results_key(ctx.key, s.pairs, s.lengths, entry.scaffold.model_dump() if entry.scaffold else None,
-                           entry.name, ctx.embedder_sha, s.store_full_dist)
+                           entry.name, ctx.embedder_sha, s.store_full_dist, s.twin)
     if not Memo(s.cache_dir).restore_files(RESULTS, ctx.rkey, _RESULT_FILES, ctx.out):
         return False
     # Same decodes, same pairs, same scorer and embedder: the scored tables are

@@ -78,6 +78,8 @@ class RunConfig:
     """Per-step readings of the HF engine: 'generate' (in-generation capture) or 'probe' (teacher-forced)."""
     store_full_dist: bool = False
     """Also keep every full prompt-end log-softmax row in generations.parquet (harness.decode.prompt_end)."""
+    twin: bool = False
+    """Compute the teacher-forced twin divergence in every HF cell (harness.run.twin); off: its columns are NaN."""
     threads: int | None = None
     """torch CPU threads of the decode (None: one on CPU, torch's own count on CUDA: harness.core.threads, applied
     by run, resume and merge). Recorded as the manifest's ``device.torch_threads``, not in this record."""
@@ -207,6 +209,7 @@ def config_record(cfg: RunConfig, embedder_info) -> RunConfigRecord:
         "engine": cfg.engine,
         "capture": cfg.capture,
         "store_full_dist": cfg.store_full_dist,
+        "twin": cfg.twin,
         "cache_dir": None if cfg.cache_dir is None else str(cfg.cache_dir),
         "embedder": dataclasses.asdict(embedder_info),
     })
@@ -237,6 +240,7 @@ def config_from_record(conf: RunConfigRecord, ladder: Ladder, out: Path, source:
         batch_size=conf.batch_size, batching=conf.batching, embedder=conf.embedder.path,
         cache_dir=Path(conf.cache_dir) if conf.cache_dir else None,
         shard=shard, executor=conf.executor, capture=conf.capture, store_full_dist=conf.store_full_dist,
+        twin=conf.twin,
         # The recorded variant names already carry a non-HF engine, and with_engine keeps what is written.
         engine=conf.engine,
     )

@@ -85,13 +85,14 @@ def engine_libraries() -> tuple[str, ...]:
 
 
 def results_key(decode_key: str, pairs: Sequence, lengths: Sequence[int], scaffold: dict | None, name: str,
-                embedder_sha: str, store_full_dist: bool = False) -> str:
+                embedder_sha: str, store_full_dist: bool = False, twin: bool = False) -> str:
     """Everything a cell's scored tables depend on beyond its decodes (``store_full_dist``: generations.parquet
-    holds the full prompt-end rows)."""
+    holds the full prompt-end rows; ``twin``: pairs.parquet holds the twin divergence, else NaN there)."""
     return memo_key(RESULTS, {
         "decode": decode_key, "scorer": scorer_version(), "embedder": embedder_sha,
         "pairs": [dataclasses.astuple(p) for p in pairs], "lengths": list(lengths),
         "scaffold": scaffold, "name": name, "store_full_dist": store_full_dist,
+        **({"twin": True} if twin else {}),  # absent when off: keys of runs without it stay as they were
     })
 
 

@@ -80,7 +80,7 @@ def _settings(cfg: RunConfig, manifest: Manifest) -> CellSettings:
     return CellSettings(
         pairs=tuple(cfg.ladder.pairs), lengths=tuple(cfg.lengths), batch_size=cfg.batch_size, batching=cfg.batching,
         embedder=cfg.embedder, cache_dir=None if cfg.cache_dir is None else str(cfg.cache_dir), progress=cfg.progress,
-        capture=cfg.capture, store_full_dist=cfg.store_full_dist,
+        capture=cfg.capture, store_full_dist=cfg.store_full_dist, twin=cfg.twin,
         libraries=manifest.libraries, device=manifest.device,
     )
 

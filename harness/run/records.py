@@ -64,3 +64,5 @@ class CellSettings:
     """HF engine's readings: 'generate' or 'probe' (harness.decode.engines)."""
     store_full_dist: bool = False
     """Also write every full prompt-end log-softmax row into generations.parquet (``--store-full-dist``)."""
+    twin: bool = False
+    """Compute the teacher-forced twin divergence of the cell's pairs (``--twin``, harness.run.twin)."""

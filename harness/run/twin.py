@@ -143,12 +143,15 @@ def cell_twin(loaded, engine: str, pairs: Sequence[PromptPair], sides: dict[str,
 
 
 def twin_stage(ctx, gens: Sequence[Any]) -> Reading | None:
-    """Stage 4b of a cell (harness.run.cell): the twin readings of its kept pairs; notes cell.json ``twin`` and
-    ``timings_s.twin``. ``ctx`` is the cell's CellContext."""
+    """Stage 4b of a cell (harness.run.cell): the twin readings of its kept pairs with ``--twin`` (None without);
+    notes cell.json ``twin`` and ``timings_s.twin``. ``ctx`` is the cell's CellContext."""
     import time
 
     from harness.score.pairs import kept_pairs
 
+    if not getattr(ctx.settings, "twin", False):
+        ctx.note(twin="not computed: --twin not given (the columns are NaN)")
+        return None
     t = time.perf_counter()
     reading, note = cell_twin(ctx.loaded, ctx.record.engine_name or "hf", kept_pairs(ctx.settings.pairs, ctx.rows),
                               ctx.sides, gens, ctx.reqs, ctx.key, ctx.settings.cache_dir)

@@ -64,5 +64,7 @@ class RunConfigRecord(Record):
     engine: StrictStr | None = Field(description="Engine asked for on the command line; None: each model's own.")
     capture: StrictStr = Field(description="Where the per-step readings come from: generate or probe.")
     store_full_dist: StrictBool = Field(description="generations.parquet keeps the full prompt-end rows.")
+    twin: StrictBool = Field(False, description="The teacher-forced twin divergence was computed (--twin; "
+                                                "harness.run.twin); False: its pairs.parquet columns are NaN.")
     cache_dir: StrictStr | None = Field(description="Memo store directory; None: no cache.")
     embedder: EmbedderRecord = Field(description="The sentence embedder.")

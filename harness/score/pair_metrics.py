@@ -17,7 +17,8 @@ from harness.score.records import GateUse, MetricSpec
 NAN_NO_ANSWER = "a side has no answer span (answer_missing)"
 NAN_NO_FULL_ROW = "a side's full prompt-end row was not kept (read back without --store-full-dist)"
 NAN_AGREE = "the prefixes agree (no first divergence within L)"
-NAN_TWIN = "not computed: the cell's engine is not HF (cell.json `twin` says why), or the output read is empty"
+NAN_TWIN = ("not computed: the run had no --twin, or the cell's engine is not HF (cell.json `twin` says which), or the "
+            "output read is empty")
 
 
 def _answer_edit(v: PairView) -> float:

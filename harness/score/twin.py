@@ -4,7 +4,7 @@ Free-running distances (harness.score.pair_metrics) compare two greedy outputs, 
 they part the autoregressive amplifier makes them differ whatever the model believes next. Here the model is fed
 one output -- side A's greedy tokens ``y`` -- once after prompt A and once after prompt B (one teacher-forced pass
 each, harness.decode.probe.step_logits_batch), and the two readings are compared position by position
-(``docs/metrics.md``, "Teacher-forced twin divergence"). At generated step t, with ``p_A,t`` and ``p_B,t`` the
+(README, "Teacher-forced twin divergence"). At generated step t, with ``p_A,t`` and ``p_B,t`` the
 next-token distributions after (prompt A, y[:t]) and (prompt B, y[:t]):
 
 - ``KL_t = KL(p_A,t || p_B,t)`` in nats, from float64 log-softmax of both float32 logit rows; exactly 0 where the
