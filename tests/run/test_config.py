@@ -19,7 +19,7 @@ def test_record_round_trips_every_recorded_field(tmp_path):
     embedder = EmbedderInfo(name="minilm", path="/opt/minilm", sha256="sha256:" + "1" * 64, max_seq_length=256)
     cfg = RunConfig(models=(reg["tiny-chat"], reg["tiny-think"]), ladder=ladder, out=tmp_path, lengths=(8, 24),
                     variants=("bf16",), batch_size=3, batching="padded", embedder=embedder.path,
-                    cache_dir=tmp_path / "cache", shard=(1, 4), executor="ray")
+                    cache_dir=tmp_path / "cache", shard=(1, 4), executor="ray", twin=True)
     back = config_from_record(config_record(cfg, embedder), ladder, tmp_path)
     for f in dataclasses.fields(RunConfig):
         if f.name in PER_INVOCATION or f.name == "models":
