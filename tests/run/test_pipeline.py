@@ -69,11 +69,14 @@ def test_identical_rung_is_exactly_zero_on_every_metric(small_run):
     cells = 3  # tiny-chat/bf16, tiny-think/bf16, tiny-think/bf16-nothink (the thinking-off control)
     assert len(ident) == 3 * cells * 2  # prompts x cells x lengths
     from harness.score.pairs import answer_columns, divergence_columns
+    from harness.score.registry import optional_columns
 
     assert {"emb_dist_answer", "tok_edit_norm_answer", "lev_traj_max", "steps_above_shift"} <= set(divergence_columns())
     for col in divergence_columns():
         if col in answer_columns():  # missing (never 0) where a scaffold did not close within the output
             assert (ident.loc[~ident.answer_missing, col] == 0).all() and ident.loc[ident.answer_missing, col].isna().all()
+        elif col in optional_columns():  # the twin divergence: not computed without --twin, missing (never 0)
+            assert ident[col].isna().all(), col  # its exact zeros with --twin: tests/run/test_twin_run.py
         else:
             assert (ident[col] == 0).all(), col
     assert not ident.top1_flip.any()
