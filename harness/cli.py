@@ -109,7 +109,7 @@ def build_parser(prog: str = "stabprobe") -> argparse.ArgumentParser:
                         "Qwen3's vocabulary); by default the top-64 and the tail mass are kept")
     r.add_argument("--twin", action="store_true",
                    help="also read each pair's outputs after both prompts (teacher-forced twin divergence: KL per "
-                        "step, first top-1 change, LLR; HF cells only; about the decode's cost again)")
+                        "step, first top-1 change, LLR; HF cells only; costs 1-2x the decode again)")
     add_threads(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bars (logging still says each phase)")
     r.add_argument("--cache", default=None,
