@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,6 +25,8 @@ from harness.core.memo import Memo
 from harness.ladder.records import PromptPair
 from harness.score.records import TwinPass, TwinSteps
 from harness.score.twin import LOGIT_BUDGET, TWIN_VERSION, run_passes, twin_steps
+
+log = logging.getLogger(__name__)
 
 Side = tuple[str, int]
 """(prompt key, replicate) of a decoded output."""
@@ -152,6 +155,7 @@ def twin_stage(ctx, gens: Sequence[Any]) -> Reading | None:
     if not getattr(ctx.settings, "twin", False):
         ctx.note(twin="not computed: --twin not given (the columns are NaN)")
         return None
+    log.info("%s--%s: teacher-forced twin passes", ctx.record.name, ctx.record.variant)  # minutes on a real model
     t = time.perf_counter()
     reading, note = cell_twin(ctx.loaded, ctx.record.engine_name or "hf", kept_pairs(ctx.settings.pairs, ctx.rows),
                               ctx.sides, gens, ctx.reqs, ctx.key, ctx.settings.cache_dir)
