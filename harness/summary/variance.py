@@ -15,7 +15,8 @@ moment estimator is closed-form least squares (milliseconds), never fails to con
 normality. A negative estimate is set to 0 and said.
 
 Intervals resample base prompts (the statistical unit: a prompt keeps all its pairs; a prompt drawn twice is two
-levels), percentile, ``scipy.stats.bootstrap``. They are conditional on the rungs, models and variants of the run:
+levels), percentile at the level expanded for the number of prompts as every prompt-level interval of the run,
+``scipy.stats.bootstrap``. They are conditional on the rungs, models and variants of the run:
 they say how the numbers would move with other prompts, not with other models. A factor with one level is left out
 and said (not given 0); a factor whose levels another factor determines (each variant runs on one engine) is left
 out, its variation counted in that factor, and said.
@@ -23,6 +24,7 @@ out, its variation counted in that factor, and said.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from scipy import stats as _ss
 from harness.ladder.records import NOISE_FLOOR, rung_info
 from harness.models.variants import base_name
 from harness.summary.records import VarianceFit
+from harness.summary.stats import CONFIDENCE, expanded_level
 
 VARIANCE_VERSION = 1
 VARIANCE_RESAMPLES = 1000
@@ -225,9 +228,15 @@ def decompose(y: np.ndarray, factors: pd.DataFrame, floor_y: np.ndarray | None =
         return np.concatenate([comps, [nz], comps / total if total > 0 else np.full(comps.size, np.nan),
                                [nz / total if total > 0 else np.nan]])
 
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        # scipy warns when a statistic is constant over the resamples (a noise floor of exact zeros, a factor whose
+        # estimate is 0 in every draw): those intervals are said in the table, not a library warning.
+        warnings.simplefilter("ignore", _ss.DegenerateDataWarning)
+        # The level is expanded for the number of prompts as every prompt-level interval of the run
+        # (harness.summary.stats.expanded_level): the plain percentile interval is too narrow at few prompts.
         res = _ss.bootstrap((np.arange(prompt_ids.size),), statistic, n_resamples=resamples, vectorized=False,
-                            method="percentile", rng=np.random.default_rng(seed))
+                            method="percentile", confidence_level=expanded_level(CONFIDENCE, prompt_ids.size),
+                            rng=np.random.default_rng(seed))
     lo, hi = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
     comps = np.clip(est, 0.0, None)
     total = float(comps.sum())
@@ -238,9 +247,15 @@ def decompose(y: np.ndarray, factors: pd.DataFrame, floor_y: np.ndarray | None =
                      "ci95": [float(lo[i]), float(hi[i])], "share": float(comps[i] / total) if total > 0 else float("nan"),
                      "share_ci95": [float(lo[m + 1 + i]), float(hi[m + 1 + i])],
                      "truncated": bool(est[i] < 0)})
+    noise_ci = [float(lo[m]), float(hi[m])]
+    noise_share_ci = [float(lo[2 * m + 1]), float(hi[2 * m + 1])]
+    if f_n.sum() and not np.any(f_sum):
+        # Every identical pair the same: no resample can move it, and a [0, 0] interval would claim a certainty
+        # the prompts have not shown (as harness.summary.stats.cluster_bootstrap_ci for constant values).
+        noise_ci = noise_share_ci = [float("nan"), float("nan")]
     out.update({"total": total, "components": rows,
                 "noise": {"variance": noise, "share": noise / total if total > 0 else float("nan"),
-                          "ci95": [float(lo[m]), float(hi[m])], "share_ci95": [float(lo[2 * m + 1]), float(hi[2 * m + 1])],
+                          "ci95": noise_ci, "share_ci95": noise_share_ci,
                           "n_pairs": int(f_n.sum())}})
     return out
 
