@@ -363,10 +363,6 @@ def compare_json(rows: list[CompareRow], metric: str, threshold: float, models: 
             "fdr_q": FDR_Q, "models": list(models) if models else None, "rows": out, "family": family_note(rows)}
 
 
-RANKING_COLUMNS = ("correct_a", "correct_b", DEFAULT_METRIC)
-"""What ranking stability reads (harness.summary.ranking): both sides' correctness and the embedding distance."""
-
-
 def compare_ranking(run_a: Path, run_b: Path | None, models: tuple[str, str]) -> list[dict]:
     """Ranking stability of model X (run A) against model Y (run B, or A) per variant x length x rung x measure.
 
@@ -379,10 +375,9 @@ def compare_ranking(run_a: Path, run_b: Path | None, models: tuple[str, str]) ->
         # The same model from two runs needs two names: the unit says which run it came from.
         unit = model if models[0] != models[1] else f"{model} ({side})"
         frames.append(_select_model(pairs, model, run).assign(unit=unit))
+    # Answers absent from both runs: distance only; from one run: NaN on its side, so the accuracy rows say they
+    # have no prompt with a value for both (never a ranking of one side against nothing).
     both = pd.concat(frames, ignore_index=True)
-    for col in RANKING_COLUMNS:
-        if col not in both.columns:
-            both[col] = np.nan
     return ranking_stability(both, "unit", ("variant", "length"))
 
 

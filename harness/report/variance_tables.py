@@ -15,8 +15,8 @@ from harness.report.figures import _png, not_drawn
 from harness.report.records import Figure, Table
 from harness.report.text import pct
 
-_WHAT = {"prompt": "base prompt", "rung": "rung (edit kind)", "model": "model", "variant": "variant",
-         "engine": "engine", "residual": "residual (pair: edit x prompt x model interactions)"}
+_WHAT = {"prompt": "base prompt", "rung": "rung", "model": "model", "variant": "variant",
+         "engine": "engine", "residual": "residual (the pair: its edit kind, edit x prompt x model)"}
 
 
 def _num(x: float | None) -> str:
@@ -130,7 +130,7 @@ def fig_variance(summary: dict[str, Any]) -> Figure:
             hi.append(b - c["share"] if b == b else 0.0)
         ax.barh(ys, xs, height=height * 0.9, xerr=np.vstack([np.clip(lo, 0, None), np.clip(hi, 0, None)]), capsize=3,
                 label=f"{r['outcome']} ({r['what']}), L={r['length']}")
-    ax.set_yticks(range(len(factors)), [_WHAT.get(f, "noise floor (identical rung)").split(" (pair")[0] for f in factors])
+    ax.set_yticks(range(len(factors)), [_WHAT.get(f, "noise floor (identical rung)").split(" (the pair")[0] for f in factors])
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of the total variance")
