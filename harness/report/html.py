@@ -87,7 +87,7 @@ def build_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFra
     memo = memo or Memo(None)
     # noise_floor: an unmeasurable variant is left out of the drift figure (harness.report.figures.fig_drift).
     parts = [json.dumps({k: summary.get(k) for k in ("cells", "drift", "tf_drift", "noise_floor", "variance")}, sort_keys=True, default=str),
-             frame_digest(pairs), frame_digest(gens)]
+             frame_digest(pairs), frame_digest(gens), "fig_variance-2"]  # the variance figure's drawing (issue 36)
     return memo.get(
         "figures", parts, lambda: _draw_figures(summary, pairs, gens),
         encode=lambda figs: [{**f.__dict__, "png": b64(f.png)} for f in figs.values()],
