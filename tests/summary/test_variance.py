@@ -54,7 +54,6 @@ def _brute(y: np.ndarray, codes: dict[str, np.ndarray]) -> dict[str, float]:
     for f in codes:
         rest = [g for g in codes if g != f]
         rss_f, rank_f, x = fit(rest)
-        q, _ = np.linalg.qr(x)
         u, s, _ = np.linalg.svd(x, full_matrices=False)
         u = u[:, s > s.max() * 1e-10]
         mz = dum[f] - u @ (u.T @ dum[f])
