@@ -313,7 +313,8 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     import json
 
-    from harness.compare import compare_json, compare_runs, exit_code, render_compare
+    from harness.compare import compare_json, compare_ranking, compare_runs, exit_code, render_compare, render_ranking
+    from harness.core.jsonsafe import json_safe
     from harness.errors import InputError
 
     models = None
@@ -324,10 +325,18 @@ def cmd_compare(args) -> int:
         models = (parts[0], parts[1])
     rows = compare_runs(Path(args.run_a), Path(args.run_b) if args.run_b else None, threshold=args.threshold,
                         metric=args.metric, models=models)
+    # Model selection also says whether the two models' order survives the perturbations (issue 36).
+    ranking = compare_ranking(Path(args.run_a), Path(args.run_b) if args.run_b else None, models) if models else None
     if args.json:
-        print(json.dumps(compare_json(rows, args.metric, args.threshold, models), indent=1))
+        out = compare_json(rows, args.metric, args.threshold, models)
+        if ranking is not None:
+            out["ranking"] = json_safe(ranking)
+        print(json.dumps(out, indent=1))
     else:
         print(render_compare(rows, args.metric, args.threshold, models))
+        if ranking is not None:
+            print()
+            print(render_ranking(ranking))
     return exit_code(rows)
 
 

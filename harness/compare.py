@@ -56,7 +56,9 @@ from harness.schema import Manifest
 from harness.summary.power import mde as _mde
 from harness.summary.power import prompt_sd as _prompt_sd
 from harness.summary.stats import FDR_Q, benjamini_hochberg, cluster_bootstrap_ci, prompt_permutation_tests
+from harness.summary.ranking import ranking_stability
 from harness.report.text import fmt
+from harness.report.variance_tables import RANKING_HEADER, RANKING_NOTE, ranking_rows
 
 DEFAULT_THRESHOLD = 0.02
 DEFAULT_METRIC = "emb_dist"
@@ -359,6 +361,38 @@ def compare_json(rows: list[CompareRow], metric: str, threshold: float, models: 
         out.append({k: _num(v) if isinstance(v, float) else v for k, v in d.items()})
     return {"mode": "regression" if models is None else "models", "metric": metric, "threshold": threshold,
             "fdr_q": FDR_Q, "models": list(models) if models else None, "rows": out, "family": family_note(rows)}
+
+
+def compare_ranking(run_a: Path, run_b: Path | None, models: tuple[str, str]) -> list[dict]:
+    """Ranking stability of model X (run A) against model Y (run B, or A) per variant x length x rung x measure.
+
+    The two are the ranked units, paired by pair id as in :func:`compare_runs` (whose checks, run first, refuse
+    different ladders or scoring). A run from before answers were checked lacks ``correct_a``: distance only.
+    """
+    frames = []
+    for run, model, side in ((run_a, models[0], "A"), (run_b if run_b is not None else run_a, models[1], "B")):
+        pairs = read_table(Path(run) / rundir.PAIRS, (*CELL, "pair_id", "prompt_id"))
+        # The same model from two runs needs two names: the unit says which run it came from.
+        unit = model if models[0] != models[1] else f"{model} ({side})"
+        frames.append(_select_model(pairs, model, run).assign(unit=unit))
+    # Answers absent from both runs: distance only; from one run: NaN on its side, so the accuracy rows say they
+    # have no prompt with a value for both (never a ranking of one side against nothing).
+    both = pd.concat(frames, ignore_index=True)
+    return ranking_stability(both, "unit", ("variant", "length"))
+
+
+def render_ranking(rows: list[dict]) -> str:
+    """The ranking-stability rows as a text table (under the model-selection table)."""
+    body = ranking_rows(rows, ("variant", "length"))
+    header = ["variant", "L", *RANKING_HEADER]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)] if body else [len(h) for h in header]
+    lines = ["ranking stability: " + RANKING_NOTE,
+             "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("-" * len(lines[-1]))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
+    if not body:
+        lines.append("no rung has pairs of both models")
+    return "\n".join(lines)
 
 
 def exit_code(rows: list[CompareRow]) -> int:

@@ -26,6 +26,7 @@ from harness.report.figures import (
     fig_trajectories,
 )
 from harness.report.markdown import report_tables, run_lines
+from harness.report.variance_tables import fig_variance
 from harness.report.browse import PAGE_METRICS, browse_pairs
 from harness.report.headline import build_headline
 from harness.report.lengths import drop_collapsed, lengths_view
@@ -36,7 +37,8 @@ REPORT_HTML = "report.html"
 
 
 # Figures are placed after the table with this key.
-_FIGURES_AFTER = {"distances": ("fig_rungs",), "separated": ("fig_traj", "fig_margins"), "drift": ("fig_drift",)}
+_FIGURES_AFTER = {"distances": ("fig_rungs",), "separated": ("fig_traj", "fig_margins"), "drift": ("fig_drift",),
+                  "variance": ("fig_variance",)}
 
 
 def _inline_md(text: str) -> str:
@@ -84,8 +86,8 @@ def build_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFra
 
     memo = memo or Memo(None)
     # noise_floor: an unmeasurable variant is left out of the drift figure (harness.report.figures.fig_drift).
-    parts = [json.dumps({k: summary.get(k) for k in ("cells", "drift", "tf_drift", "noise_floor")}, sort_keys=True, default=str),
-             frame_digest(pairs), frame_digest(gens)]
+    parts = [json.dumps({k: summary.get(k) for k in ("cells", "drift", "tf_drift", "noise_floor", "variance")}, sort_keys=True, default=str),
+             frame_digest(pairs), frame_digest(gens), "fig_variance-2"]  # the variance figure's drawing (issue 36)
     return memo.get(
         "figures", parts, lambda: _draw_figures(summary, pairs, gens),
         encode=lambda figs: [{**f.__dict__, "png": b64(f.png)} for f in figs.values()],
@@ -99,6 +101,7 @@ def _draw_figures(summary: dict[str, Any], pairs: pd.DataFrame, gens: pd.DataFra
         _safe("fig_traj", "Levenshtein trajectories", lambda: fig_trajectories(pairs, gens)),
         _safe("fig_margins", "Per-step margins", lambda: fig_margins(pairs, gens)),
         _safe("fig_drift", "Drift", lambda: fig_drift(summary)),
+        _safe("fig_variance", "Variance components", lambda: fig_variance(summary)),
     ]
     return {f.key: f for f in figs}
 

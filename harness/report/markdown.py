@@ -17,6 +17,7 @@ from harness.summary.stats import MIN_CI_PROMPTS, letter_index, split_letters
 from harness.report.records import Table
 from harness.report.answer_tables import answer_tables, terminal_answers, tf_drift_report_table
 from harness.report.floor_tables import noise_floor_table, unmeasurable_variants
+from harness.report.variance_tables import variance_report_tables
 from harness.report.text import fmt, md_cell, md_code, md_text, mde_text, pct as _pct, strip_control
 
 
@@ -300,6 +301,7 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
         tables.append(tf_drift_report_table(summary))
     if "answers" in summary:
         tables += answer_tables(summary)
+    tables += variance_report_tables(summary)  # issue 36: variance components; ranking stability (several models)
     if "unresponsive" in summary:
         tables.append(_unresponsive_table(summary["unresponsive"]))
     if "scaffold" in summary:
@@ -331,7 +333,8 @@ def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Tab
     return sorted(tables, key=lambda t: order.get(t.key, len(order)))
 
 
-_READING_ORDER = ("flags", "failed", "noise_floor", "distances", "answers", "answer_flips", "clusters", "separated", "checks", "drift",
+_READING_ORDER = ("flags", "failed", "noise_floor", "distances", "answers", "answer_flips", "clusters", "separated", "ranking",
+                  "variance", "checks", "drift",
                   "tf_drift", "engines", "unresponsive", "scaffold", "loops",
                   "determinism", "models", "audit", "exposure")
 

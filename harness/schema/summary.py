@@ -83,3 +83,13 @@ class Summary(Record):
     scaffold: Rows = Field(description="Scaffold shares per model x variant.")
     loops: Rows = Field(description="Repetition loops per model x variant.")
     engines: Rows = Field(description="How each cell's tokens were chosen and read.")
+    variance: Rows = Field(default_factory=list, description=(
+        "Per outcome (emb_dist, correct_b) x length: variance components of the pairs of the task-keeping "
+        "perturbation rungs over base prompt, rung, model, variant and engine (Henderson method III, crossed random "
+        "effects) and residual, each with its share and a 95% interval resampling base prompts; factors left out "
+        "(one level, or determined by another) with the reason; the identical rung's noise variance and share "
+        "(harness.summary.variance)."))
+    ranking: Rows = Field(default_factory=list, description=(
+        "Per length x rung x measure (accuracy, distance), over the run's model x variants (two or more): the "
+        "original and perturbed scores and orders, per two units the probability over base-prompt resamples that "
+        "their order is the same (p_same), and Kendall's tau-b with a 95% interval (harness.summary.ranking)."))

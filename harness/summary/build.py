@@ -31,6 +31,8 @@ from harness.summary.traps import (
 )
 from harness.summary.answers import ANSWERS_VERSION, answer_table, dutta_flips
 from harness.summary.tf_drift import tf_drift_table
+from harness.summary.ranking import RANKING_VERSION, ranking_table
+from harness.summary.variance import VARIANCE_VERSION, variance_table
 from harness.summary.power import POWER, mde, prompt_sd
 from harness.schema import SCHEMA_VERSION
 from harness.summary.stats import (
@@ -236,6 +238,9 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
     # Answer statistics read the pairs table alone too (their bootstraps memoized the same way).
     answers, answer_flips = memo.get("answers", [frame_digest(pairs), ANSWERS_VERSION], lambda: (answer_table(pairs), dutta_flips(pairs)),
                                      encode=list, decode=tuple)
+    # Where the variance comes from and whether the ranking survives (issue 36): the pairs table alone, memoized.
+    variance, ranking = memo.get("variance-ranking", [frame_digest(pairs), str(VARIANCE_VERSION), str(RANKING_VERSION)],
+                                 lambda: (variance_table(pairs), ranking_table(pairs)), encode=list, decode=tuple)
     return {
         "schema_version": SCHEMA_VERSION,  # harness.schema: validated by the writer (harness.report.write)
         "run": {"status": manifest.get("status"), "command": manifest.get("command"),
@@ -264,4 +269,6 @@ def build_summary(pairs: pd.DataFrame, audit: pd.DataFrame, manifest: dict[str, 
         "scaffold": scaffold,
         "loops": loops,
         "engines": engine_table(generations if generations is not None else pd.DataFrame(), manifest),
+        "variance": variance,
+        "ranking": ranking,
     }

@@ -48,3 +48,19 @@ class Comparison:
     prompt_sd: float = float("nan")
     """SD (ddof 1) over base prompts of the per-prompt mean differences the test is on: what its power depends on
     (harness.summary.power); nan with fewer than two prompts."""
+
+
+@dataclass(frozen=True)
+class VarianceFit:
+    """Method-III variance components of one outcome (harness.summary.variance.henderson3), not truncated at 0."""
+
+    components: dict[str, float]
+    """Factor -> estimated variance of its random effect (negative when the moment equation says so)."""
+    residual: float
+    """Residual variance: RSS of the full additive model over its residual degrees of freedom."""
+    df: dict[str, int]
+    """Factor -> degrees of freedom it adds after every other factor (its column-space rank gain)."""
+    df_residual: int
+    """n minus the rank of the full model."""
+    n: int
+    """Rows (pairs) fitted."""

@@ -97,7 +97,7 @@ def test_first_screen_shows_the_headline_and_the_browser_a_real_output(run, tmp_
     texts = set(gens["gen_text"])
     assert outs[2] in texts or outs[2].startswith("(empty")
     assert outs[3] in texts
-    assert attrs["title"] == "stabprobe report" and attrs["images"] == "4"  # no injected <img>
+    assert attrs["title"] == "stabprobe report" and attrs["images"] == "5"  # the five figures (issue 36 added the variance bars); no injected <img>
 
 
 def test_edit_span_and_divergence():

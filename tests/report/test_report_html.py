@@ -244,7 +244,7 @@ def _images(page: str) -> list[np.ndarray]:
 def test_every_figure_is_an_inline_non_blank_png(demo_run):
     page = (demo_run / REPORT_HTML).read_text(encoding="utf-8")
     images = _images(page)
-    assert len(images) == 4  # rungs, trajectories, margins, drift (the heatmap is an HTML table: text at any size)
+    assert len(images) == 5  # rungs, trajectories, margins, drift, variance components (the heatmap is an HTML table: text at any size)
     for img in images:
         assert img.std() > MIN_PLOT_STD, "blank plot"
     assert "Not drawn" not in page and "drawing failed" not in page
@@ -296,7 +296,7 @@ def test_missing_tables_are_said_not_hidden(tmp_path):
     page = render_html(summary, {"status": "complete", "models": []},
                        pd.DataFrame(columns=[f.name for f in dataclasses.fields(PairScore)]), None)
     assert "<img" not in page
-    assert page.count("Not drawn:") == 4 and "drawing failed" not in page
+    assert page.count("Not drawn:") == 5 and "drawing failed" not in page
     assert "No perturbed pair was scored" in page and "No pair was scored, so there is nothing to browse" in page
 
 
@@ -304,7 +304,7 @@ def test_single_variant_run_says_why_there_is_no_drift_plot(tmp_path):
     run = build_synthetic_run(tmp_path, with_variant=False)
     page = (run / REPORT_HTML).read_text(encoding="utf-8")
     assert "Not drawn: every model ran with one variant" in page
-    assert len(_images(page)) == 3
+    assert len(_images(page)) == 4  # rungs, trajectories, margins, variance components
 
 
 def _chromium() -> str | None:
@@ -349,7 +349,7 @@ def test_browser_decodes_every_image(demo_run, tmp_path):
     assert res.returncode == 0, f"chromium failed ({res.returncode}): {res.stderr[-2000:]}"
     m = re.search(r'<body[^>]*data-images="(\d+)"[^>]*data-broken="(\d+)"', res.stdout)
     assert m, f"the probe did not run: {res.stdout[:500]} {res.stderr[-1000:]}"
-    assert (int(m.group(1)), int(m.group(2))) == (4, 0)
+    assert (int(m.group(1)), int(m.group(2))) == (5, 0)
 
 
 def test_browser_screenshot_is_not_blank(demo_run, tmp_path):
