@@ -115,8 +115,8 @@ def floor_row(model: str, variant: str, length: int, g: pd.DataFrame) -> dict[st
         why = (f"the floor is {share:.0%} of it, not shown below {FLOOR_SHARE:.0%} (perturbation - "
                f"floor/{FLOOR_SHARE:g}: 95% CI [{elo:.3f}, {ehi:.3f}] reaches 0)" if np.isfinite(elo) else
                "too few prompts for the CI of the floor's share")
-        row.update(verdict=UNMEASURABLE, reason=f"{numbers}: {why}; the decode's own noise is as large as the "
-                                                "edits' effect, so no distance of this variant is a finding")
+        row.update(verdict=UNMEASURABLE, reason=f"{numbers}: {why}; the decode's own noise is not shown smaller "
+                                                "than the edits' effect, so no distance of this variant is a finding")
     return row
 
 
