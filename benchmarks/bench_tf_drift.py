@@ -3,7 +3,9 @@
 Requests: the task ladder's (``ladders/tasks-small.yaml``) distinct prompts as
 the harness renders them for ``smollm2-135m-instruct`` (the first 48; 16 with
 ``--quick``), greedy to 32 new tokens. Timed in this process, one after the
-other, on one thread, weights loaded before each timing:
+other, on one thread, weights loaded before each timing, in process CPU
+seconds (on one thread what the work costs, whatever else the shared machine
+runs; wall seconds are recorded beside them):
 
 - the decode of each variant (bf16, bitsandbytes int8, bitsandbytes nf4) as a
   cell runs it (``harness.decode.greedy.decode_all``: rows batching, deferred
@@ -40,24 +42,28 @@ def _requests(loaded, n: int):
     return sorted((r for r in reqs if r.replicate == 0), key=lambda r: r.prompt_key)[:n]
 
 
-def _decode_s(loaded, reqs, max_new: int) -> tuple[float, list]:
+def _cpu(fn):
+    """(process CPU seconds, wall seconds, result): on one thread the CPU seconds are what the work costs, whatever
+    else the shared machine runs; the wall seconds are reported beside them."""
+    c, w = time.process_time(), time.perf_counter()
+    out = fn()
+    return time.process_time() - c, time.perf_counter() - w, out
+
+
+def _decode_s(loaded, reqs, max_new: int) -> tuple[float, float, list]:
     from harness.decode.greedy import decode_all
 
     decode_all(loaded, reqs[:2], 4, (4,), traces="deferred")  # warm-up and the invariance probe, untimed
-    t = time.perf_counter()
-    gens = decode_all(loaded, reqs, max_new, (max_new,), traces="deferred")
-    return time.perf_counter() - t, gens
+    return _cpu(lambda: decode_all(loaded, reqs, max_new, (max_new,), traces="deferred"))
 
 
-def _drift_s(ref, q, items, lengths, batching: str) -> tuple[float, list]:
+def _drift_s(ref, q, items, lengths, batching: str) -> tuple[float, float, list]:
     from harness.decode.invariant import invariant_linears
     from harness.score.tf_drift import teacher_forced_rows
 
     with invariant_linears(ref), invariant_linears(q):
         teacher_forced_rows(ref.model, q.model, items[:2], lengths, batching=batching)  # warm-up, untimed
-        t = time.perf_counter()
-        rows = teacher_forced_rows(ref.model, q.model, items, lengths, batching=batching)
-    return time.perf_counter() - t, rows
+        return _cpu(lambda: teacher_forced_rows(ref.model, q.model, items, lengths, batching=batching))
 
 
 def run(quick: bool = False) -> Outcome:
@@ -75,18 +81,20 @@ def run(quick: bool = False) -> Outcome:
     with torch_threads(1), once_each():
         ref = load_model(entry, "bf16")
         reqs = _requests(ref, 16 if quick else 48)
-        ref_s, gens = _decode_s(ref, reqs, max_new)
+        ref_s, ref_w, gens = _decode_s(ref, reqs, max_new)
         ids = {r.prompt_key: tuple(r.token_ids) for r in reqs}
         items = [(g.prompt_key, ids[g.prompt_key], tuple(int(t) for t in g.trace_top1_id)) for g in gens]
         out = {"model": entry.name, "requests": len(reqs), "max_new_tokens": max_new, "threads": 1,
-               "load_avg_start": os.getloadavg()[0], "decode_s": {"bf16": ref_s}, "drift_s": {}, "shape_drift_s": {},
+               "load_avg_start": os.getloadavg()[0], "clock": "process CPU seconds (one thread); *_wall_s: wall",
+               "decode_s": {"bf16": ref_s}, "decode_wall_s": {"bf16": ref_w}, "drift_s": {}, "drift_wall_s": {},
+               "shape_drift_s": {},
                "input_positions": sum(len(p) + len(t) - 1 for _, p, t in items)}
         for v in VARIANTS:
             q = load_model(entry, v)
-            out["decode_s"][v], _ = _decode_s(q, reqs, max_new)
-            out["drift_s"][v], rows = _drift_s(ref, q, items, lengths, "rows")
-            shape_items = items[:16]  # the former batching, for the record: per-call cost makes it slow
-            s, _ = _drift_s(ref, q, shape_items, lengths, "shape")
+            out["decode_s"][v], out["decode_wall_s"][v], _ = _decode_s(q, reqs, max_new)
+            out["drift_s"][v], out["drift_wall_s"][v], rows = _drift_s(ref, q, items, lengths, "rows")
+            shape_items = items[:16]  # the former batching, for the record
+            s, _, _ = _drift_s(ref, q, shape_items, lengths, "shape")
             out["shape_drift_s"][v] = s * len(items) / len(shape_items)  # per the same number of prompts
             out.setdefault("tf_kl_mean", {})[v] = sum(r["tf_kl_mean"] for r in rows) / len(rows)
             del q
@@ -99,12 +107,14 @@ def run(quick: bool = False) -> Outcome:
         both = d / (dec + out["decode_s"]["bf16"])
         result_rows.append(Row(
             f"tf_drift_{v}_smollm2",
-            f"drift {d / n:.3f} s/prompt vs {v} decode {dec / n:.3f} s/prompt",
+            f"drift {d / n:.3f} CPU s/prompt vs {v} decode {dec / n:.3f} CPU s/prompt",
             f"<= {TARGET:g}x the decode", ratio, f"{ratio:.2f}x", bool(ratio <= TARGET),
             info=[f"tf_drift_{v}: {n} prompts x <= {max_new} tokens, one thread, SmolLM2-135M bf16 vs bitsandbytes "
-                  f"{v}: rows-batched drift {d:.1f} s ({d / n:.3f} s/prompt; former one-shape batching "
+                  f"{v}: rows-batched drift {d:.1f} CPU s ({d / n:.3f} s/prompt, wall {out['drift_wall_s'][v]:.1f} s; "
+                  f"former one-shape batching "
                   f"{shape / n:.3f} s/prompt (from {min(16, n)} prompts)); decode bf16 "
-                  f"{out['decode_s']['bf16'] / n:.3f}, {v} {dec / n:.3f} s/prompt; drift over both cells' decode "
+                  f"{out['decode_s']['bf16'] / n:.3f}, {v} {dec / n:.3f} CPU s/prompt (wall {out['decode_wall_s'][v]:.1f} s); "
+                  f"drift over both cells' decode "
                   f"{both:.2f}x. Load average {out['load_avg_start']:.1f} -> {out['load_avg_end']:.1f} (shared "
                   f"machine: ratios are side by side in one process)."]))
     return Outcome(result_rows, {"tf_drift": out})
