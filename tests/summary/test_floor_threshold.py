@@ -54,8 +54,8 @@ def test_floor_cut_is_one_half_and_its_errors_by_simulation():
     reps = 100
     for n in (16, 36):
         # At the cut (the noise is half of every perturbation distance) a variant is passed rarely: dense noise
-        # 1-7% in the full study (bench notes), sparse noise up to 11% (few identical pairs deviate, so the floor
-        # itself is measured on a handful of pairs).
+        # 1-7% in a 100-run study per setting at 8-36 prompts, sparse noise up to 11% (few identical pairs
+        # deviate, so the floor itself is measured on a handful of pairs).
         assert _noisy_rate(n, 0.5, 0.9, reps, seed=n) <= 0.10
         assert _noisy_rate(n, 0.5, 0.1, reps, seed=n + 1) <= 0.16
         # A planted nondeterministic variant (noise 70% of the distances, dense as bitsandbytes int8's) is caught.
