@@ -157,3 +157,74 @@ def step_logits_batch(model, items: Sequence[tuple[Sequence[int], Sequence[int]]
         except TypeError:  # a model class without logits_to_keep: every row, then the last `steps`
             out = model(input_ids=ids, use_cache=False)
     return out.logits[:, -steps:].float()
+
+
+ROWS_LOGIT_BUDGET = 1 << 26
+"""float32 logits one rows forward may return (256 MiB): rows x its longest output x V. SmolLM2 (V = 49,152) at
+32 steps fits 42 outputs; Qwen3 (V = 151,936) at 256 steps one (a forward never has fewer than one output)."""
+ROWS_PAD_SHARE = 0.25
+"""Left padding a rows forward may add, as a share of its real positions, before the next length starts a new one:
+padded positions run through every linear layer (not through attention), so they cost what real ones do."""
+
+
+def rows_chunks(shapes: Sequence[tuple[int, int]], vocab: int) -> list[list[int]]:
+    """Indices of (input length, steps) ``shapes`` grouped into rows forwards: sorted by input length, neighbours
+    share one while its padding stays within ``ROWS_PAD_SHARE`` of its real positions and its logits within
+    ``ROWS_LOGIT_BUDGET``. Which outputs share a forward changes no value where the kernels are batch-invariant
+    (:func:`step_logits_rows`); the grouping only sets the cost."""
+    order = sorted(range(len(shapes)), key=lambda i: (shapes[i][0], i))
+    chunks: list[list[int]] = []
+    for i in order:
+        cur = chunks[-1] if chunks else None
+        if cur is not None:
+            lens = [shapes[j][0] for j in cur] + [shapes[i][0]]
+            width, real = max(lens), sum(lens)
+            steps = max(shapes[j][1] for j in [*cur, i])
+            if width * len(lens) - real <= ROWS_PAD_SHARE * real and len(lens) * steps * vocab <= ROWS_LOGIT_BUDGET:
+                cur.append(i)
+                continue
+        chunks.append([i])
+    return chunks
+
+
+def step_logits_rows(model, items: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int = 0):
+    """:func:`step_logits` of (prompt ids, tokens) of any lengths in one forward ("rows" batching): a list of
+    float32 [steps_i, V] tensors, one per item, in order.
+
+    Why: bitsandbytes' per-call cost dominated the teacher-forced pass when only outputs of one shape shared a
+    forward (:func:`step_logits_batch`; a ladder's outputs have many shapes). How: the rows are left-padded to the
+    longest, positions count from each row's first real token, and attention runs per group of equal-length rows
+    on that group's own positions (harness.decode.rows, the decode's own batching, with its padding of small groups
+    past oneDNN's bmm threshold), so no padded key enters a row's attention and every other layer works row by
+    row. A row's logits then equal the one-at-a-time :func:`step_logits` bit for bit wherever the linear layers
+    are batch-invariant (harness.decode.invariant: bf16 and bitsandbytes nf4 here; tests/score/test_tf_drift.py).
+    bitsandbytes int8 (LLM.int8) is not: it picks its outlier columns over every row of a call, padding included,
+    so its rows depend on their batch mates. Raises harness.decode.rows.RowsUnsupported for a model whose layers
+    do not all run the per-group attention (the caller falls back to one shape per forward).
+    """
+    import torch
+
+    from harness.decode.rows import RowsUnsupported, _attention_layers, _RowsState, rows_attention
+
+    if not items:
+        return []
+    if any(not p or not t for p, t in items):
+        raise ValueError("nothing to probe: empty prompt or no token")
+    seqs = [list(p) + list(t[:-1]) for p, t in items]
+    lens = [len(s) for s in seqs]
+    steps = [len(t) for _, t in items]
+    width, keep = max(lens), max(steps)
+    device = next(model.parameters()).device
+    ids = torch.full((len(seqs), width), int(pad_id), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        ids[b, width - len(s):] = torch.tensor(s, dtype=torch.long)
+    pos = (torch.arange(width)[None, :] - torch.tensor([width - n for n in lens])[:, None]).clamp_min(0)
+    with rows_attention(model) as inner, torch.inference_mode():
+        state = _RowsState(lens=lens, inner=inner)
+        out = model(input_ids=ids.to(device), position_ids=pos.to(device), use_cache=False, logits_to_keep=keep,
+                    stabprobe_rows=state)
+    layers = _attention_layers(model)
+    if len(state.seen) != layers:
+        raise RowsUnsupported(f"{len(state.seen)} of {layers} layers ran the per-group attention")
+    logits = out.logits
+    return [logits[b, logits.shape[1] - n:].float() for b, n in enumerate(steps)]

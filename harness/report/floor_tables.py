@@ -10,6 +10,7 @@ from typing import Any
 
 from harness.report.records import Table
 from harness.report.text import fmt
+from harness.summary.floor import FLOOR_SHARE
 
 
 def unmeasurable_variants(floor: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
@@ -30,15 +31,17 @@ def _ci(pair: list | None) -> str:
 def noise_floor_table(floor: list[dict[str, Any]]) -> Table:
     return Table("noise_floor", "Noise floor (identical rung) against the perturbation rungs, per variant",
                  ["model", "variant", "L", "identical pairs non-zero", "floor [95% CI]", "perturbations",
-                  "margin [95% CI]", "missing", "verdict", "reason"],
+                  "margin [95% CI]", f"perturbations - floor/{FLOOR_SHARE:g} [95% CI]", "missing", "verdict", "reason"],
                  [[r["model"], str(r["variant"]), str(r["length"]), f"{r['n_identical_nonzero']} / {r['n_identical']}",
                    f"{fmt(r['floor'])} {_ci(r.get('floor_ci95'))}", f"{fmt(r['perturbed'])} ({r['n_perturbed']} pairs)",
-                   _ci(r.get("margin_ci95")), str(r.get("n_missing", 0)),
+                   _ci(r.get("margin_ci95")), _ci(r.get("excess_ci95")), str(r.get("n_missing", 0)),
                    r["verdict"].upper() if r["verdict"] == "unmeasurable" else r["verdict"], r.get("reason", "")]
                   for r in floor],
                  note=("Embedding distance, means over base prompts. exact: every identical pair is 0; noisy: the floor "
-                       "is at most a quarter of the perturbation distance and the margin's CI excludes 0 (distances include the "
-                       "floor); UNMEASURABLE: the decode's own noise is as large as the edits' effect, so this variant's "
+                       f"is shown below {FLOOR_SHARE:.0%} of the perturbation distance (the 95% CI of perturbations - "
+                       f"floor/{FLOOR_SHARE:g} above 0: the edits move the output more than the decode's own noise; "
+                       "distances include the floor); UNMEASURABLE: the decode's own noise is not shown smaller than the "
+                       "edits' effect, so this variant's "
                        "rung means, drift, KLD and answer flips are noise, not findings (left out of the drift figure; "
                        "`stabprobe gate` fails on it unless its file allows it)."),
                  bold_rows={i for i, r in enumerate(floor) if r["verdict"] == "unmeasurable"},

@@ -21,6 +21,7 @@ import pandas as pd
 
 from harness.core.memo import Memo, b64, unb64
 from harness.core.noise import once_each, repeated
+from harness.decode.invariant import invariant_linears
 from harness.errors import error_line
 from harness.models.variants import engine_of
 from harness.run.tf_drift_llamacpp import llamacpp_rows
@@ -109,7 +110,9 @@ def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], g
                         rows = llamacpp_rows(r, q, items, lengths)
                         bar.update(len(items))
                     else:
-                        rows = teacher_forced_rows(r.model, q.model, items, lengths, progress=bar)
+                        # the decode's contract: where a linear kernel rounds by batch size, fixed-size chunks
+                        with invariant_linears(r), invariant_linears(q):
+                            rows = teacher_forced_rows(r.model, q.model, items, lengths, progress=bar)
                 warned[name] = repeated(seen)
                 del q
                 return pd.DataFrame(rows, columns=["prompt_key", "length", *TF_COLUMNS])

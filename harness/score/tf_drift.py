@@ -26,7 +26,10 @@ import numpy as np
 
 from harness.score.records import StepDivergence
 
-TF_VERSION = "1"  # batching changes no value where kernels are batch-invariant (tests/score/test_tf_drift.py)
+TF_VERSION = "2"
+"""2: rows batching (outputs of any length share a forward). It changes no value where the kernels are
+batch-invariant (tests/score/test_tf_drift.py); bitsandbytes int8's rows depend on their batch mates, so its
+cached readings from version 1 are not reused."""
 CHUNK = 64
 """Positions reduced at once: bounds the float64 temporaries at CHUNK x V per model."""
 TF_COLUMNS = ("tf_positions", "tf_kl_mean", "tf_kl_median", "tf_kl_p99", "tf_kl_max", "tf_same_top1", "tf_dp_mean",
@@ -76,8 +79,8 @@ def summarize(d: StepDivergence, length: int) -> dict[str, object]:
 
 
 BATCH = 16
-"""Items of one shape per forward: batch x steps x V float32 logits per model (16 x 64 x 151,936 x 4 B = 0.6 GB at
-Qwen3's vocabulary, 0.2 GB at SmolLM2's)."""
+"""Items of one shape per forward in the fallback (a model rows batching cannot run): batch x steps x V float32
+logits per model (16 x 64 x 151,936 x 4 B = 0.6 GB at Qwen3's vocabulary, 0.2 GB at SmolLM2's)."""
 
 
 def _batches(items: Sequence[tuple[str, Sequence[int], Sequence[int]]]) -> list[list[int]]:
@@ -89,20 +92,54 @@ def _batches(items: Sequence[tuple[str, Sequence[int], Sequence[int]]]) -> list[
     return [g[j:j + BATCH] for g in groups.values() for j in range(0, len(g), BATCH)]
 
 
-def teacher_forced_rows(ref_model, var_model, items: Sequence[tuple[str, Sequence[int], Sequence[int]]],
-                        lengths: Sequence[int], progress=None) -> list[dict[str, object]]:
-    """One row per (prompt key, length), in ``items`` order: ``items`` are (prompt key, prompt ids, the reference's
-    tokens). Items of equal shape share one forward per model; ``progress`` (a tqdm-like) advances per item."""
-    from harness.decode.probe import step_logits_batch
+def _vocab(model) -> int:
+    head = model.get_output_embeddings()
+    return int(getattr(head, "out_features", 0) or head.weight.shape[0])
 
+
+def _logits(model, batch, rows: bool) -> list:
+    from harness.decode.probe import step_logits_batch, step_logits_rows
+
+    if rows:
+        return step_logits_rows(model, batch)
+    return list(step_logits_batch(model, batch))
+
+
+def teacher_forced_rows(ref_model, var_model, items: Sequence[tuple[str, Sequence[int], Sequence[int]]],
+                        lengths: Sequence[int], progress=None, batching: str = "rows") -> list[dict[str, object]]:
+    """One row per (prompt key, length), in ``items`` order: ``items`` are (prompt key, prompt ids, the reference's
+    tokens). ``progress`` (a tqdm-like) advances per item.
+
+    ``batching``: "rows" packs outputs of any lengths into one forward per model (harness.decode.probe.step_logits_rows,
+    grouped by :func:`harness.decode.probe.rows_chunks`); "shape" shares a forward only among outputs of one shape
+    (the fallback where a model cannot run rows batching, chosen here on its first forward); "single" runs one
+    output per forward (the unbatched path the tests compare with).
+    """
+    from harness.decode.probe import rows_chunks
+    from harness.decode.rows import RowsUnsupported
+
+    if batching not in ("rows", "shape", "single"):
+        raise ValueError(f"batching {batching!r}: rows, shape or single")
+    rows = batching == "rows"
+    if rows:
+        shapes = [(len(p) + len(t) - 1, len(t)) for _, p, t in items]
+        groups = rows_chunks(shapes, max(_vocab(ref_model), _vocab(var_model)))
+    else:
+        groups = _batches(items) if batching == "shape" else [[i] for i in range(len(items))]
     by_item: dict[int, list[dict[str, object]]] = {}
-    for idx in _batches(items):
+    for n, idx in enumerate(groups):
         batch = [(items[i][1], items[i][2]) for i in idx]
-        ref, var = step_logits_batch(ref_model, batch), step_logits_batch(var_model, batch)
+        try:
+            ref, var = _logits(ref_model, batch, rows), _logits(var_model, batch, rows)
+        except RowsUnsupported:
+            if n:  # a model runs every forward the same way: only the first can find it cannot
+                raise
+            return teacher_forced_rows(ref_model, var_model, items, lengths, progress, batching="shape")
         for b, i in enumerate(idx):
             key, _, tokens = items[i]
             d = step_divergence(ref[b], var[b], tokens)
             by_item[i] = [{"prompt_key": key, "length": int(L), **summarize(d, L)} for L in lengths]
+        del ref, var
         if progress is not None:
             progress.update(len(idx))
     return [row for i in range(len(items)) for row in by_item[i]]
