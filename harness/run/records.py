@@ -64,3 +64,10 @@ class CellSettings:
     """HF engine's readings: 'generate' or 'probe' (harness.decode.engines)."""
     store_full_dist: bool = False
     """Also write every full prompt-end log-softmax row into generations.parquet (``--store-full-dist``)."""
+    workers: int | None = 1
+    """Decode workers of one cell (``--workers``; None: as many as the cores, at most one per 16 requests);
+    harness.run.workers. The tables do not depend on it."""
+    auto_workers: int = 1
+    """The default count when ``workers`` is None: the cores this process may use, capped by memory."""
+    worker_pool: str = "local"
+    """Where the workers run: 'local' (processes on this machine) or 'ray' (actors on the Ray cluster)."""
