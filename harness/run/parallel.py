@@ -78,7 +78,9 @@ class CellDecoder:
         if not self.n or self.n == 1:
             return None
         head_ok = all((st.get("head_check") or {}).get("ok", True) for st in self.pool.states)
-        return self._run([("fill", (list(gens), want, head_ok))] + [None] * (self.n - 1))[0]
+        filled = self._run([("fill", (list(gens), want, head_ok))] + [None] * (self.n - 1))[0]
+        self._sync()  # the head's status as the traces found it
+        return filled
 
     # -- what the cell record reads ---------------------------------------------------------------------------
 
