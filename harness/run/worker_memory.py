@@ -15,10 +15,10 @@ from pathlib import Path
 
 from harness.errors import InputError
 
-BASE_WORKER_MIB = 900.0
+BASE_WORKER_MIB = 1300.0
 """A worker before its weights: Python, torch, transformers and the harness imported, a decode's buffers.
-Measured (VmHWM, torch 2.x, transformers 5.x): 228 MiB after the imports, 394 MiB with a demo model bound, 830-880
-MiB at the end of a demo-model cell (cell.json workers.rss_mib). Rounded up."""
+Measured (VmHWM, torch 2.x, transformers 5.x): 228 MiB after the imports, 394 MiB with a demo model bound, 830-1290
+MiB at the end of a demo-model cell (cell.json workers.rss_mib; the decode's batches and kept states). Rounded up."""
 
 WORK_FACTOR = 1.3
 """Weights times this: the KV cache, activations and the output head's logits grow with the batch."""
@@ -79,11 +79,11 @@ def available_mib() -> float:
 
 def resolved_workers(cfg) -> int:
     """The workers per cell this run asks for: ``cfg.workers``, else the cores this process may use, capped by
-    memory (with the Ray executor: one per cell task, the cells being the tasks)."""
+    memory (one with the Ray executor, the cells being the tasks, and with ``--threads`` above one)."""
     if cfg.workers is not None:
         return cfg.workers
-    if cfg.executor == "ray":
-        return 1
+    if cfg.executor == "ray" or (cfg.threads or 1) > 1:
+        return 1  # Ray: the cells are the tasks; --threads N > 1: the decode asked for threads, not processes
     from harness.run.workers import default_workers
 
     n = default_workers()

@@ -191,7 +191,7 @@ def _death(proc) -> str:
     code = proc.exitcode
     if code is not None and code < 0:
         name = signal.Signals(-code).name
-        hint = " (killed: out of memory?)" if -code == signal.SIGKILL else ""
+        hint = ": out of memory?" if -code == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     return f"exit code {code}"
 
