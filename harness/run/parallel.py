@@ -107,6 +107,11 @@ class CellDecoder:
         if self.n is None:
             parallel = self.engine in PARALLEL_ENGINES and self.loader is not None
             self.n = workers_for(self.s.workers, todo, self.s.auto_workers) if parallel else 1
+            if self.n > 1 and not _picklable(self.loader):
+                if self.s.workers is not None:
+                    raise RuntimeError(f"--workers {self.s.workers}: the run's loader ({self.loader!r}) cannot be sent "
+                                       "to a worker process (define it at module level), or use --workers 1")
+                self.n = 1  # the default: this process decodes, as it can
             if self.n > 1:
                 self.pool, self._startup = run_pool(self.s.worker_pool, self.n)
                 self._kind = self.pool.kind
@@ -148,6 +153,16 @@ class CellDecoder:
         status = [st["stability_status"] for st in states if st.get("stability_status")]
         lo.stability_status = next((x for x in status if x != "ok"), status[0] if status else lo.stability_status)
         lo.weights_seconds = max([st.get("weights_seconds", 0.0) for st in states] + [lo.weights_seconds])
+
+
+def _picklable(obj) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+        return True
+    except Exception:  # noqa: BLE001 - lambdas, closures, local functions
+        return False
 
 
 _POOLS: dict[tuple[str, int], Any] = {}

@@ -77,13 +77,33 @@ def available_mib() -> float:
     return avail
 
 
+WORKERS_ENV = "STABPROBE_WORKERS"
+"""The default of ``--workers`` when set (like STABPROBE_CACHE for ``--cache``); the test suite sets it to 1."""
+
+
+def env_workers() -> int | None:
+    """``$STABPROBE_WORKERS`` as a count (None: unset); anything but a positive integer is an input error."""
+    import os
+
+    text = os.environ.get(WORKERS_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise InputError(WORKERS_ENV, text, "expected a positive integer (the default of --workers)")
+    return int(text)
+
+
 def resolved_workers(cfg) -> int:
-    """The workers per cell this run asks for: ``cfg.workers``, else the cores this process may use, capped by
-    memory (one with the Ray executor, the cells being the tasks, and with ``--threads`` above one)."""
+    """The workers per cell this run asks for: ``cfg.workers``, else ``$STABPROBE_WORKERS``, else the cores this
+    process may use, capped by memory (one with the Ray executor, the cells being the tasks, and with
+    ``--threads`` above one)."""
     if cfg.workers is not None:
         return cfg.workers
     if cfg.executor == "ray" or (cfg.threads or 1) > 1:
         return 1  # Ray: the cells are the tasks; --threads N > 1: the decode asked for threads, not processes
+    env = env_workers()
+    if env is not None:
+        return env
     from harness.run.workers import default_workers
 
     n = default_workers()
@@ -96,6 +116,7 @@ def check_workers(cfg) -> None:
     """``--workers`` is a positive integer whose workers fit in memory (exit 2 otherwise, before any directory)."""
     w = cfg.workers
     if w is None:
+        env_workers()  # a bad default is refused too
         return
     if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
         raise InputError("--workers", str(w), "expected a positive integer")
