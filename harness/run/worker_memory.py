@@ -20,8 +20,10 @@ BASE_WORKER_MIB = 1300.0
 Measured (VmHWM, torch 2.x, transformers 5.x): 228 MiB after the imports, 394 MiB with a demo model bound, 830-1290
 MiB at the end of a demo-model cell (cell.json workers.rss_mib; the decode's batches and kept states). Rounded up."""
 
-WORK_FACTOR = 1.3
-"""Weights times this: the KV cache, activations and the output head's logits grow with the batch."""
+WORK_FACTOR = 2.0
+"""Weights times this: the KV cache, activations and the output head's logits grow with the batch. Measured:
+a SmolLM2-135M worker (bf16, 270 MB of weights, 49,152-row head) peaked at 1,769-1,835 MiB on the small task
+ladder, 32 tokens: the base and 2.0x the weights."""
 
 _BYTES = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "int8": 1.0, "int4": 0.5}
 _SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
