@@ -1,7 +1,7 @@
 """Decode workers within a cell (issue 33): one cell at 1 and 2 workers, and raw engines on the same prompts.
 
 Per model (the demo model tiny-chat, and SmolLM2-135M-Instruct), one single-model run of the small task ladder
-(``ladders/tasks-small.yaml``, 32 new tokens, no cache) with ``--workers 1`` and then ``--workers 2``, in this
+(``ladders/tasks-small.yaml``, the pairs of its first 12 prompts, 32 new tokens, no cache) with ``--workers 1`` and then ``--workers 2``, in this
 process one after the other. Figures from each cell's record: the engine's decode seconds (for 2 workers the
 wall time of the split decode), the whole decode phase (with 2 workers it also holds the pool's start and
 each worker loading the weights: reported apart), and the tables of the two runs compared exactly
@@ -28,17 +28,29 @@ from benchmarks.common import REPO, Outcome, Row
 
 LADDER = "ladders/tasks-small.yaml"
 MAX_NEW = 32
+PROMPTS = 12
+"""The pairs of the ladder's first 12 prompts (of 36; 6 with --quick): about 130 decode requests on SmolLM2, which
+keeps the benchmark's rows near 3 minutes on an idle 2-core machine (the whole ladder is 400 requests)."""
 
 
-def _cell(model: str, workers: int, out: Path) -> dict:
-    import pandas as pd
+def _ladder(quick: bool):
+    import dataclasses
 
     from harness.ladder.load import load_ladder
+
+    ladder = load_ladder(REPO / LADDER)
+    first = list(dict.fromkeys(p.prompt_id for p in ladder.pairs))[: PROMPTS // 2 if quick else PROMPTS]
+    return dataclasses.replace(ladder, pairs=tuple(p for p in ladder.pairs if p.prompt_id in first))
+
+
+def _cell(model: str, workers: int, out: Path, ladder) -> dict:
+    import pandas as pd
+
     from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models
     from harness.run.pipeline import RunConfig, run
 
     cfg = RunConfig(models=tuple(resolve_models(model, load_registry(DEFAULT_REGISTRY))),
-                    ladder=load_ladder(REPO / LADDER), out=out, lengths=(MAX_NEW,), progress=False, workers=workers,
+                    ladder=ladder, out=out, lengths=(MAX_NEW,), progress=False, workers=workers,
                     variants=("bf16",), threads=1)
     t = time.perf_counter()
     res = run(cfg)
@@ -65,16 +77,14 @@ def _equal(a: dict, b: dict) -> str | None:
     return None
 
 
-def _requests(model: str):
+def _requests(model: str, ladder):
     from harness.audit.tokens import audit_pairs
     from harness.decode.requests import decode_requests
-    from harness.ladder.load import load_ladder
     from harness.models.loading import load_model
     from harness.models.registry import DEFAULT_REGISTRY, load_registry
 
     entry = load_registry(DEFAULT_REGISTRY).by_name()[model]
     loaded = load_model(entry, "bf16")
-    ladder = load_ladder(REPO / LADDER)
     rows, rendered = audit_pairs(loaded.info.name, loaded.tokenizer, loaded.policy, ladder.pairs,
                                  context_len=loaded.info.context_length, max_new_tokens=MAX_NEW)
     reqs, _ = decode_requests(ladder.pairs, rows, rendered)
@@ -146,11 +156,13 @@ def run(quick: bool = False) -> Outcome:
     from harness.core.threads import available_cpus
 
     cores = available_cpus()
+    ladder = _ladder(quick)
     rows, figures = [], {"cores": cores, "load_before": os.getloadavg()}
     cells = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model, short in (("tiny-chat", "demo"), ("smollm2-135m-instruct", "smollm2")):
-            one, two = _cell(model, 1, Path(tmp) / f"{short}1"), _cell(model, 2, Path(tmp) / f"{short}2")
+            one = _cell(model, 1, Path(tmp) / f"{short}1", ladder)
+            two = _cell(model, 2, Path(tmp) / f"{short}2", ladder)
             diff = _equal(one, two)
             cells[short] = two
             ratio = one["engine_decode_s"] / two["engine_decode_s"]
@@ -162,12 +174,13 @@ def run(quick: bool = False) -> Outcome:
                 f"2 workers {two['tokens'] / two['engine_decode_s']:.0f} vs 1 worker "
                 f"{one['tokens'] / one['engine_decode_s']:.0f} tok/s; tables " + ("equal" if diff is None else "DIFFER"),
                 ">= 1.7x faster, tables equal", ratio, f"{ratio:.2f}x", bool(ratio >= 1.7 and diff is None),
-                info=[f"workers_{short}: {model}, {LADDER}, {MAX_NEW} tokens, {one['tokens']} tokens decoded; decode "
+                info=[f"workers_{short}: {model}, {LADDER} (first {len(set(p.prompt_id for p in ladder.pairs))} "
+                      f"prompts' pairs), {MAX_NEW} tokens, {one['tokens']} tokens decoded; decode "
                       f"{one['engine_decode_s']:.1f} s (1 worker) vs {two['engine_decode_s']:.1f} s (2); the whole decode "
                       f"phase {one['decode_phase_s']:.1f} s vs {two['decode_phase_s']:.1f} s ({phase:.2f}x), of which "
                       f"pool start {two['pool_start_s']:.1f} s and weights per worker {two['bind_s']:.1f} s; worker "
                       f"peak RSS {two['rss_mib']} MiB" + ("" if diff is None else f"; DIFFERENCE: {diff}")]))
-    entry, loaded, reqs = _requests("smollm2-135m-instruct")
+    entry, loaded, reqs = _requests("smollm2-135m-instruct", ladder)
     raw = {"hf_generate": _hf_generate(loaded, reqs, cores), "llamacpp_f16": _llamacpp(entry, reqs, cores),
            "vllm": _vllm("smollm2-135m-instruct", reqs, cores)}
     figures["raw_smollm2"] = raw
