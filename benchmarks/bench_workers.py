@@ -1,8 +1,8 @@
 """Decode workers within a cell (issue 33): one cell at 1 and 2 workers, and raw engines on the same prompts.
 
-Per model (the demo model tiny-chat, and SmolLM2-135M-Instruct), one single-model run of the small task ladder
-(``ladders/tasks-small.yaml``, the pairs of its first 12 prompts, 32 new tokens, no cache) with ``--workers 1`` and then ``--workers 2``, in this
-process one after the other. Figures from each cell's record: the engine's decode seconds (for 2 workers the
+Per model (the demo model tiny-chat, and SmolLM2-135M-Instruct), one single-model run of the small task
+ladder (``ladders/tasks-small.yaml``, the pairs of its first 12 prompts, 32 new tokens, no cache) with
+``--workers 1`` and then ``--workers 2``, in this process one after the other. Figures from each cell's record: the engine's decode seconds (for 2 workers the
 wall time of the split decode), the whole decode phase (with 2 workers it also holds the pool's start and
 each worker loading the weights: reported apart), and the tables of the two runs compared exactly
 (``assert_frame_equal(check_exact=True)``; a difference fails the row).
