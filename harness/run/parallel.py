@@ -75,8 +75,8 @@ class CellDecoder:
 
     def fill(self, gens, want):
         """Traces at the wanted steps; None when this process holds the model (harness.run.complete fills them)."""
-        if not self.n or self.n == 1:
-            return None
+        if not self.n or self.n == 1 or not any(want.values()):
+            return None  # nothing to evaluate: harness.run.complete drops the states without touching the model
         head_ok = all((st.get("head_check") or {}).get("ok", True) for st in self.pool.states)
         filled = self._run([("fill", (list(gens), want, head_ok))] + [None] * (self.n - 1))[0]
         self._sync()  # the head's status as the traces found it
