@@ -38,6 +38,7 @@ class CellDecoder:
         self.n: int | None = None  # decided by the first call
         self._last_states: list[dict] = []
         self._kind, self._startup, self._bind = "local", 0.0, 0.0
+        self._cpu0: list[float] = []
 
     # -- the four things the cell asks for ----------------------------------------------------------------
 
@@ -92,8 +93,9 @@ class CellDecoder:
         """cell.json's ``workers``: how many, their startup (spawn, imports, weights) and peak RSS; None: one, here."""
         if not self.n or self.n == 1:
             return None
+        cpu = [round(st.get("cpu_s", 0.0) - c0, 3) for st, c0 in zip(self._states(), self._cpu0)]
         return {"count": self.n, "pool": self._kind, "startup_seconds": self._startup, "bind_seconds": self._bind,
-                "rss_mib": [st.get("rss_mb", -1.0) for st in self._states()]}
+                "rss_mib": [st.get("rss_mb", -1.0) for st in self._states()], "cpu_seconds": cpu}
 
     def close(self) -> None:
         """Done with the workers for this cell (they stay up for the next cell; a broken pool is closed)."""
@@ -117,6 +119,7 @@ class CellDecoder:
                 self._kind = self.pool.kind
                 try:
                     self._bind = self.pool.bind(self.entry, self.variant, self.loader)
+                    self._cpu0 = [st.get("cpu_s", 0.0) for st in self.pool.states]
                 except BaseException:
                     drop_pool(self.pool)
                     raise

@@ -96,8 +96,8 @@ def rss_mb() -> float:
 def worker_state(loaded) -> dict[str, Any]:
     """What the worker learnt about the model that the cell record reports (harness.run.cell copies it)."""
     if loaded is None:
-        return {"rss_mb": rss_mb(), "pid": os.getpid()}
-    return {"batching_used": loaded.batching_used, "rows_unsupported": loaded.rows_unsupported,
+        return {"rss_mb": rss_mb(), "pid": os.getpid(), "cpu_s": time.process_time()}
+    return {"cpu_s": time.process_time(),"batching_used": loaded.batching_used, "rows_unsupported": loaded.rows_unsupported,
             "linear_invariance": loaded.linear_invariance, "head_check": loaded.head_check,
             "stability_status": loaded.stability_status, "weights_seconds": loaded.weights_seconds,
             "weights_loaded": loaded.weights_loaded, "rss_mb": rss_mb(), "pid": os.getpid()}

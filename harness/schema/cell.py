@@ -104,7 +104,8 @@ class CellRecord(Record):
         None, description="Decode workers of this cell (harness.run.parallel): count, pool (local or ray), "
                           "startup_seconds (starting the run's pool: spawn and imports; 0 when an earlier cell started it), "
                           "bind_seconds (each worker loading this cell's model and weights, in parallel), rss_mib "
-                          "(each worker's peak RSS, VmHWM); "
+                          "(each worker's peak RSS, VmHWM), cpu_seconds (each worker's CPU time on this cell after the weights: "
+                          "how evenly the split shared the work, whatever the machine's load); "
                           "None: one, in the cell's process.")
     results_from_cache: StrictBool | None = Field(None, description="The scored tables came from the cache.")
     decoded_prompts: StrictInt | None = Field(None, description="Prompts decoded in this cell.")
