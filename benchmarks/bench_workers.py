@@ -63,7 +63,7 @@ def _cell(model: str, workers: int, out: Path, ladder) -> dict:
     return {"workers": workers, "run_s": round(wall, 2), "decode_phase_s": cell["timings_s"]["decode"],
             "engine_decode_s": cell["engine"]["decode_seconds"], "tokens": cell["generated_tokens"],
             "pool_start_s": w.get("startup_seconds", 0.0), "bind_s": w.get("bind_seconds", 0.0),
-            "rss_mib": w.get("rss_mib"), "tables": tables}
+            "rss_mib": w.get("rss_mib"), "cpu_s": w.get("cpu_seconds"), "tables": tables}
 
 
 def _equal(a: dict, b: dict) -> str | None:
@@ -179,7 +179,9 @@ def run(quick: bool = False) -> Outcome:
                       f"{one['engine_decode_s']:.1f} s (1 worker) vs {two['engine_decode_s']:.1f} s (2); the whole decode "
                       f"phase {one['decode_phase_s']:.1f} s vs {two['decode_phase_s']:.1f} s ({phase:.2f}x), of which "
                       f"pool start {two['pool_start_s']:.1f} s and weights per worker {two['bind_s']:.1f} s; worker "
-                      f"peak RSS {two['rss_mib']} MiB" + ("" if diff is None else f"; DIFFERENCE: {diff}")]))
+                      f"peak RSS {two['rss_mib']} MiB; worker CPU seconds {two['cpu_s']} (sum / max "
+                      f"{sum(two['cpu_s']) / max(two['cpu_s']):.2f}: the speed-up the split allows on idle cores)"
+                      + ("" if diff is None else f"; DIFFERENCE: {diff}")]))
     entry, loaded, reqs = _requests("smollm2-135m-instruct", ladder)
     raw = {"hf_generate": _hf_generate(loaded, reqs, cores), "llamacpp_f16": _llamacpp(entry, reqs, cores),
            "vllm": _vllm("smollm2-135m-instruct", reqs, cores)}
