@@ -97,7 +97,7 @@ test-vllm: $(VLLM_STAMP)
 
 # Speed benchmarks against the targets of issues 9 and 19 (about 8 minutes in all on 2 cores, about 4 of them the
 # real-vocabulary decode of issue 19 and about 2 the engines side by side in .venv-vllm; exits 1 if a target is
-# missed).
+# missed), and issue 33's decode workers (1 vs 2, and raw engines at all cores: about 3-5 minutes more).
 .PHONY: bench
 bench: $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP)
 	$(PY) -m benchmarks.run $(ARGS)

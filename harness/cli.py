@@ -119,6 +119,10 @@ def build_parser(prog: str = "stabprobe") -> argparse.ArgumentParser:
     r.add_argument("--shard", default=None, metavar="I/N", help="run only cells with index %% N == I (e.g. $SLURM_ARRAY_TASK_ID/N)")
     r.add_argument("--executor", default="local", choices=("local", "ray"), help="where cells run")
     r.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
+    r.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decode workers per cell, each one single-threaded process with its own copy of the model "
+                        "(default: the cores this process may use, at most one per 16 prompts of a cell; with "
+                        "--executor ray: Ray actors, default one per cell task); tables are identical for every N")
 
     mg = sub.add_parser("merge", help="join shard run directories into one run")
     mg.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="shard run directories of one run (--shard I/N)")
@@ -236,7 +240,7 @@ def _print_result(result) -> int:
     return result.exit_code
 
 
-RESUME_KEEPS = ("resume", "threads", "no_progress", "command")
+RESUME_KEEPS = ("resume", "threads", "no_progress", "command", "workers")
 """Flags that may accompany --resume; everything else is the recorded run's configuration."""
 
 
@@ -279,7 +283,8 @@ def cmd_run(args) -> int:
                              "a resumed run keeps its recorded configuration (cache included); "
                              "drop these flags, or start a new run")
         return _print_result(resume(Path(args.resume), argv=tuple(sys.argv), progress=not args.no_progress,
-                                    threads=args.threads))
+                                    threads=args.threads,
+                                    **({"workers": args.workers} if args.workers is not None else {})))
     registry = registry_from_args(args)
     models = resolve_models(args.models, registry, allow_unpinned=args.allow_unpinned,
                             trust_remote_code=getattr(args, "trust_remote_code", False))
@@ -291,6 +296,7 @@ def cmd_run(args) -> int:
         shard=_shard(args.shard), executor=args.executor, ray_address=args.ray_address, engine=args.engine,
         capture=args.capture,
         store_full_dist=args.store_full_dist, threads=args.threads, twin=args.twin,
+        workers=args.workers,
     )
     return _print_result(run(cfg))
 

@@ -18,6 +18,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # CLI runs default to ~/.cache/stabprobe; tests must neither read a user's cache nor fill it.
 os.environ["STABPROBE_CACHE"] = tempfile.mkdtemp(prefix="stabprobe-test-cache-")
+# One decode worker unless a test asks for more (tests/run/test_workers.py): in-process fault injection
+# (monkeypatch) reaches no worker process, and a worker pool per run would slow the suite.
+os.environ["STABPROBE_WORKERS"] = "1"
 
 
 @pytest.fixture(scope="session")

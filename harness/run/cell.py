@@ -32,10 +32,11 @@ from harness.decode.table import generation_from_row, generations_frame
 from harness.ladder.records import PromptPair
 from harness.run.records import Cell, CellSettings
 from harness.run.keys import GENERATIONS, RESULTS, cell_key, ids_key, results_key
-from harness.run.complete import complete, one_token_prompt_ends
+from harness.run.complete import complete
+from harness.run.parallel import CellDecoder
 from harness.run.twin import twin_stage
 from harness.score.pairs import kept_pairs, pairs_frame, score_generations
-from harness.decode.engines import agreement_summary, decode_with_engine, effective_capture
+from harness.decode.engines import agreement_summary, effective_capture
 from harness.models.variants import engine_of
 from harness.schema import CellRecord
 
@@ -60,7 +61,7 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="prompt", disable=not enabled, leave=True, dynamic_ncols=True)
 
 
-def _decode_with_cache(loaded, reqs: list[DecodeRequest], settings: CellSettings, key: str, desc: str):
+def _decode_with_cache(loaded, reqs: list[DecodeRequest], settings: CellSettings, key: str, desc: str, decoder):
     """Generations for every request: cached ones reused (compact rows), the rest decoded (traces deferred)."""
     memo = Memo(settings.cache_dir)
     hits: dict[tuple[str, int], Any] = {}
@@ -77,9 +78,7 @@ def _decode_with_cache(loaded, reqs: list[DecodeRequest], settings: CellSettings
     fresh, engine_run = [], None
     if todo:
         with _progress(len(todo), desc, settings.progress) as bar:
-            fresh, engine_run = decode_with_engine(
-                loaded, todo, max(settings.lengths), settings.lengths, settings.batch_size, bar.update, settings.batching,
-                engine_of(loaded.info.variant), settings.capture, traces="deferred")
+            fresh, engine_run = decoder.decode(todo, bar.update)  # one worker or N (harness.run.parallel)
     return list(hits.values()) + fresh, len(todo), len(hits), engine_run, {(r.prompt_key, r.replicate) for r in todo}
 
 
@@ -113,6 +112,8 @@ class CellContext:
     """cell.json so far."""
     loaded: Any = None
     """The LoadedModel (stage 1; weights load lazily on the first cache miss)."""
+    loader: Callable | None = None
+    """How the model was loaded: decode workers load their own copy with it (harness.run.workers)."""
     embed: Callable | None = None
     """The sentence embedder's encode (stage 3)."""
     embedder_sha: str = ""
@@ -147,7 +148,8 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
     before = cache_counts()
     entry = cell.entry
     ctx = CellContext(cell, settings, out, CellRecord(
-        name=entry.name, variant=cell.variant, source=entry.source, requested_revision=entry.revision, timings_s={}))
+        name=entry.name, variant=cell.variant, source=entry.source, requested_revision=entry.revision, timings_s={}),
+        loader=loader)
     log.info("%s: loading", cell.name)
     if not _load(ctx, loader):
         log.info("%s: failed to load: %s", cell.name, ctx.record.error)  # recorded; the run's end lists it
@@ -243,19 +245,18 @@ def _restore_results(ctx: CellContext, embed: Callable | None) -> bool:
 def _decode(ctx: CellContext) -> list:
     """Stage 4: generations for every request (cache, then the engine), traces completed, cache updated."""
     s, loaded, t = ctx.settings, ctx.loaded, time.perf_counter()
-    engine = ctx.record.engine_name
-    gens, decoded, cached, engine_run, fresh_keys = _decode_with_cache(loaded, ctx.reqs, s, ctx.key,
-                                                                       f"decode {ctx.cell.name}")
-    _check_finite(gens)  # cached decodes too: a cache written before this check may hold them
-
-    def redecode(subset):
-        return decode_with_engine(loaded, subset, max(s.lengths), s.lengths, s.batch_size, None,
-                                  s.batching, engine, s.capture, traces="deferred")[0]
-
-    # Traces at the steps the pairs read, full prompt-end rows for the pair divergences (harness.run.complete).
-    ends = one_token_prompt_ends(loaded, s.batch_size, s.batching) if ctx.record.capture == "generate" else redecode
-    gens, counts, again = complete(loaded, gens, ctx.reqs, kept_pairs(s.pairs, ctx.rows), ctx.sides, s.lengths,
-                                   redecode, ends)
+    decoder = CellDecoder(loaded, s, ctx.record.engine_name, ctx.record.capture, ctx.cell.entry, ctx.cell.variant,
+                          ctx.loader)
+    try:
+        gens, decoded, cached, engine_run, fresh_keys = _decode_with_cache(loaded, ctx.reqs, s, ctx.key,
+                                                                           f"decode {ctx.cell.name}", decoder)
+        _check_finite(gens)  # cached decodes too: a cache written before this check may hold them
+        # Traces at the steps the pairs read, full prompt-end rows for the pair divergences (harness.run.complete).
+        gens, counts, again = complete(loaded, gens, ctx.reqs, kept_pairs(s.pairs, ctx.rows), ctx.sides, s.lengths,
+                                       decoder.redecode, decoder.prompt_ends, decoder.fill)
+    finally:
+        decoder.close()
+    ctx.note(workers=decoder.record())
     ctx.note(decode_completion=counts)
     _store_generations(s, ctx.key, gens, ctx.reqs, fresh_keys | again)
     ctx.timed("decode", t)
@@ -263,7 +264,7 @@ def _decode(ctx: CellContext) -> list:
         # How the tokens were chosen and read; None when every prompt came from the cache.
         engine=None if engine_run is None else dataclasses.asdict(engine_run),
         probe=agreement_summary(gens),
-        weights_loaded=loaded.weights_loaded,  # False when every prompt came from the cache
+        weights_loaded=decoder.weights_loaded,  # False when every prompt came from the cache
         stability_traces=loaded.stability_note,
         # The closed-form head checked against the model's logits (harness.decode.greedy.check_trace_head), and
         # how often its top-1 is not greedy's (near-ties: the traces there describe another token).

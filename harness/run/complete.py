@@ -46,7 +46,8 @@ def wanted_trace_steps(pairs: Sequence[PromptPair], sides: dict[str, tuple[str, 
 def complete(loaded, gens: Sequence[Generation], reqs: Sequence[DecodeRequest], pairs: Sequence[PromptPair],
              sides: dict[str, tuple[str, str, int]], lengths: Sequence[int],
              redecode: Callable[[list[DecodeRequest]], list[Generation]],
-             prompt_ends: Callable[[list[DecodeRequest]], list[Generation]]) -> tuple[list[Generation], dict[str, int], set[Key]]:
+             prompt_ends: Callable[[list[DecodeRequest]], list[Generation]],
+             fill: Callable | None = None) -> tuple[list[Generation], dict[str, int], set[Key]]:
     """The outputs with traces at the wanted steps and full prompt-end rows, counts for the cell record,
     and the keys of the outputs decoded again here (their cache rows are to be replaced).
 
@@ -54,7 +55,8 @@ def complete(loaded, gens: Sequence[Generation], reqs: Sequence[DecodeRequest], 
     engine and capture); ``prompt_ends``: outputs whose ``prompt_end_logprobs``
     are the ones that decode would give (for in-generation capture a one-token
     decode; for the probe the whole probe, whose prompt-end row depends on the
-    length of the pass). Returns the outputs in the order given (re-decoded ones
+    length of the pass). ``fill(gens, want)``: the traces filled where the model is (decode workers,
+    harness.run.parallel); None or its None answer: filled here with ``loaded``. Returns the outputs in the order given (re-decoded ones
     in place) and ``{"trace_steps_evaluated", "redecoded_for_traces",
     "prompt_ends_redecoded"}``.
     """
@@ -71,7 +73,9 @@ def complete(loaded, gens: Sequence[Generation], reqs: Sequence[DecodeRequest], 
         for g in prompt_ends([req_of[k] for k in no_full]):
             k = (g.prompt_key, g.replicate)
             by_key[k] = dataclasses.replace(by_key[k], prompt_end_logprobs=g.prompt_end_logprobs, prompt_end=g.prompt_end)
-    filled = drop_states(fill_traces(loaded, list(by_key.values()), want))
+    filled = fill(list(by_key.values()), want) if fill is not None else None
+    if filled is None:
+        filled = drop_states(fill_traces(loaded, list(by_key.values()), want))
     by_key = {(g.prompt_key, g.replicate): g for g in filled}
     counts = {"trace_steps_evaluated": int(sum(len(s) for s in want.values())), "redecoded_for_traces": len(stale),
               "prompt_ends_redecoded": len(no_full)}

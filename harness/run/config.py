@@ -26,6 +26,7 @@ from harness.core.engines import engine_names
 from harness.decode.engines import CAPTURES
 from harness.core import rundir
 from harness.core.threads import policy_threads
+from harness.run.worker_memory import check_workers, resolved_workers
 from harness.core.rundir_read import load_manifest, read_ladder_record
 from harness.schema import Manifest, RunConfigRecord
 
@@ -83,6 +84,9 @@ class RunConfig:
     threads: int | None = None
     """torch CPU threads of the decode (None: one on CPU, torch's own count on CUDA: harness.core.threads, applied
     by run, resume and merge). Recorded as the manifest's ``device.torch_threads``, not in this record."""
+    workers: int | None = None
+    """Decode workers per cell (``--workers``; None: as many as the cores this process may use, at most one per 16
+    requests of a cell; with the Ray executor, None keeps one worker per cell task). harness.run.workers."""
     loader: Callable[[ModelEntry, str], Any] = None  # type: ignore[assignment]
     """How a (model, variant) is loaded (default: lazy_load_model); tests inject degraded weights through it."""
 
@@ -93,6 +97,7 @@ class RunConfig:
 
 def validate_config(cfg: RunConfig) -> None:
     policy_threads(cfg.threads)  # a bad count is an input error before any directory exists
+    check_workers(cfg)  # a bad or too large --workers too (harness.run.worker_memory)
     if not cfg.lengths or any(L <= 0 for L in cfg.lengths):
         raise InputError("--lengths", "", "expected positive integers, e.g. 64,512")
     if cfg.batch_size <= 0:
@@ -203,6 +208,7 @@ def config_record(cfg: RunConfig, embedder_info) -> RunConfigRecord:
         "cells": cell_names(cfg),
         "shard": None if cfg.shard is None else f"{cfg.shard[0]}/{cfg.shard[1]}",
         "executor": cfg.executor,
+        "workers": resolved_workers(cfg),
         "batch_size": cfg.batch_size,
         "batching": cfg.batching,
         "decoder_version": DECODER_VERSION,
@@ -241,6 +247,7 @@ def config_from_record(conf: RunConfigRecord, ladder: Ladder, out: Path, source:
         cache_dir=Path(conf.cache_dir) if conf.cache_dir else None,
         shard=shard, executor=conf.executor, capture=conf.capture, store_full_dist=conf.store_full_dist,
         twin=conf.twin,
+        workers=conf.workers,
         # The recorded variant names already carry a non-HF engine, and with_engine keeps what is written.
         engine=conf.engine,
     )

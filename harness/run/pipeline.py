@@ -36,6 +36,7 @@ from harness.run.config import (  # noqa: F401 - RunConfig: the library API (REA
     variants_for,
 )
 from harness.run.manifest import run_manifest, write_manifest
+from harness.run.worker_memory import resolved_workers
 from harness.run.records import Cell, CellSettings, RunResult
 from harness.score import drift
 from harness.score.embedder import Embedder
@@ -82,19 +83,29 @@ def _settings(cfg: RunConfig, manifest: Manifest) -> CellSettings:
         embedder=cfg.embedder, cache_dir=None if cfg.cache_dir is None else str(cfg.cache_dir), progress=cfg.progress,
         capture=cfg.capture, store_full_dist=cfg.store_full_dist, twin=cfg.twin,
         libraries=manifest.libraries, device=manifest.device,
+        # Ray without --workers: one worker per cell task (the cells are the tasks).
+        workers=cfg.workers if cfg.executor == "local" else (cfg.workers or 1), auto_workers=resolved_workers(cfg),
+        worker_pool="ray" if cfg.executor == "ray" else "local",
     )
 
 
 def _execute(cfg: RunConfig, cells: Sequence[Cell], run_dir: Path, manifest: Manifest, embedder: Embedder) -> None:
+    from harness.run.parallel import close_pools, prestart_pool
+
     settings = _settings(cfg, manifest)
     todo = [c for c in cells if not is_finished(run_dir, c)]
-    if cfg.executor == "ray":
-        from harness.run.executor_ray import run_cells_ray
+    if todo and cfg.executor == "local" and cfg.workers:
+        prestart_pool(cfg.workers)  # asked for: start importing now (the default waits to see a cell worth it)
+    try:
+        if cfg.executor == "ray":
+            from harness.run.executor_ray import run_cells_ray
 
-        run_cells_ray(todo, settings, run_dir, cfg.loader, cfg.ray_address)
-        return
-    for cell in todo:
-        run_cell(cell, settings, run_dir, cfg.loader, embedder.encode)
+            run_cells_ray(todo, settings, run_dir, cfg.loader, cfg.ray_address, embedder.encode)
+            return
+        for cell in todo:
+            run_cell(cell, settings, run_dir, cfg.loader, embedder.encode)
+    finally:
+        close_pools()  # the decode workers of the cells (harness.run.workers), if any were started
 
 
 def run(cfg: RunConfig) -> RunResult:

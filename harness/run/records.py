@@ -66,3 +66,10 @@ class CellSettings:
     """Also write every full prompt-end log-softmax row into generations.parquet (``--store-full-dist``)."""
     twin: bool = False
     """Compute the teacher-forced twin divergence of the cell's pairs (``--twin``, harness.run.twin)."""
+    workers: int | None = 1
+    """Decode workers of one cell (``--workers``; None: as many as the cores, at most one per 16 requests);
+    harness.run.workers. The tables do not depend on it."""
+    auto_workers: int = 1
+    """The default count when ``workers`` is None: the cores this process may use, capped by memory."""
+    worker_pool: str = "local"
+    """Where the workers run: 'local' (processes on this machine) or 'ray' (actors on the Ray cluster)."""

@@ -14,6 +14,7 @@ from harness.report.write import write_reports
 from harness.core.rundir_read import read_table
 from harness.run.cell import EMPTY as EMPTY_CELL, cell_dir, is_finished, read_cell_record
 from harness.run.config import LADDER_FILE, RunConfig, check_environment, config_from_run_dir
+from harness.run.worker_memory import check_workers
 from harness.run.records import RunResult
 from harness.run.manifest import device_info, library_versions, write_manifest
 from harness.schema import Manifest
@@ -39,6 +40,7 @@ def _resume(run_dir: Path, cfg: RunConfig, manifest: Manifest, overrides: dict[s
     if manifest.status == "complete":
         raise InputError(str(run_dir), "status", "run is already complete")
     check_environment(cfg)
+    check_workers(cfg)
     embedder = Embedder(cfg.embedder, cache_dir=cfg.cache_dir)
     # The embedder directory (or this harness's metrics) may have changed since the run began: cells scored
     # before and after would not be comparable.

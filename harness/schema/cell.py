@@ -101,6 +101,13 @@ class CellRecord(Record):
         None, description="The closed-form head checked against the model's logits (None: not checked).")
     trace_head_top1_disagreements: HeadTop1 | None = Field(None, description="Head top-1 against greedy's.")
     cache_key: StrictStr | None = Field(None, description="Decode cache key (harness.run.keys.cell_key).")
+    workers: dict[str, Any] | None = Field(
+        None, description="Decode workers of this cell (harness.run.parallel): count, pool (local or ray), "
+                          "startup_seconds (starting the run's pool: spawn and imports; 0 when an earlier cell started it), "
+                          "bind_seconds (each worker loading this cell's model and weights, in parallel), rss_mib "
+                          "(each worker's peak RSS, VmHWM), cpu_seconds (each worker's CPU time on this cell after the weights: "
+                          "how evenly the split shared the work, whatever the machine's load); "
+                          "None: one, in the cell's process.")
     results_from_cache: StrictBool | None = Field(None, description="The scored tables came from the cache.")
     decoded_prompts: StrictInt | None = Field(None, description="Prompts decoded in this cell.")
     cached_prompts: StrictInt | None = Field(None, description="Prompts whose decode came from the cache.")

@@ -58,6 +58,10 @@ class RunConfigRecord(Record):
     cells: list[StrictStr] = Field(description="<model>--<variant> of every cell, in plan order.")
     shard: StrictStr | None = Field(description="'i/n' when only a shard of the cells runs; None: all.")
     executor: StrictStr = Field(description="local or ray.")
+    workers: StrictInt | None = Field(
+        None, description="Decode workers per cell (--workers; harness.run.workers): the count asked for, or the "
+                          "default resolved (the cores this process may use); a cell uses at most one per 16 of its "
+                          "requests unless asked for a count. None: a run made before workers existed (one).")
     batch_size: StrictInt = Field(description="Prompts per decode batch.")
     batching: StrictStr = Field(description="rows, bucket or padded (harness.decode.greedy).")
     decoder_version: StrictStr = Field(description="Version of the decoder's outputs (part of the decode key).")

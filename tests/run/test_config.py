@@ -10,7 +10,8 @@ from harness.score.records import EmbedderInfo
 from tests.conftest import ROOT
 
 # The fields the record does not keep: they belong to one invocation, not to the run's results.
-PER_INVOCATION = {"argv", "progress", "ray_address", "command", "loader", "variants"}
+PER_INVOCATION = {"argv", "progress", "ray_address", "command", "loader", "variants",
+                  "workers"}  # recorded as resolved (the default becomes a count): checked on its own below
 
 
 def test_record_round_trips_every_recorded_field(tmp_path):
@@ -32,3 +33,6 @@ def test_record_round_trips_every_recorded_field(tmp_path):
     strip = lambda rec: [{k: v for k, v in m.items() if k != "variants"} for m in rec.pop("models")]  # noqa: E731
     assert strip(a) == strip(b) and a == b
     assert isinstance(back.cache_dir, Path)
+    from harness.run.worker_memory import resolved_workers
+
+    assert back.workers == resolved_workers(cfg) == 1  # Ray without --workers: one per cell task

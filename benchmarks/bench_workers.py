@@ -1,0 +1,204 @@
+"""Decode workers within a cell (issue 33): one cell at 1 and 2 workers, and raw engines on the same prompts.
+
+Per model (the demo model tiny-chat, and SmolLM2-135M-Instruct), one single-model run of the small task
+ladder (``ladders/tasks-small.yaml``, the pairs of its first 12 prompts, 32 new tokens, no cache) with
+``--workers 1`` and then ``--workers 2``, in this process one after the other. Figures from each cell's record: the engine's decode seconds (for 2 workers the
+wall time of the split decode), the whole decode phase (with 2 workers it also holds the pool's start and
+each worker loading the weights: reported apart), and the tables of the two runs compared exactly
+(``assert_frame_equal(check_exact=True)``; a difference fails the row).
+
+Then, on SmolLM2 and the same requests (the cell's: every distinct prompt, the identical rung's second copies
+included), at all the cores this process may use: plain batched ``model.generate`` (left padding, batches of
+16, bf16, torch threads = cores), llama.cpp on the F16 GGUF of the same weights (n_threads = cores) and vLLM
+(``.venv-vllm``, when present; its own process, start-up not timed). The last row is the harness at 2 workers
+(its fastest engine here, hf) against the fastest of those raw engines, in tokens per second of decoding.
+Quantized GGUFs are left out: a faster engine on other weights answers another question (bench_llamacpp).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import REPO, Outcome, Row
+
+LADDER = "ladders/tasks-small.yaml"
+MAX_NEW = 32
+PROMPTS = 12
+"""The pairs of the ladder's first 12 prompts (of 36; 6 with --quick): about 130 decode requests on SmolLM2, which
+keeps the benchmark's rows near 3 minutes on an idle 2-core machine (the whole ladder is 400 requests)."""
+
+
+def _ladder(quick: bool):
+    import dataclasses
+
+    from harness.ladder.load import load_ladder
+
+    ladder = load_ladder(REPO / LADDER)
+    first = list(dict.fromkeys(p.prompt_id for p in ladder.pairs))[: PROMPTS // 2 if quick else PROMPTS]
+    return dataclasses.replace(ladder, pairs=tuple(p for p in ladder.pairs if p.prompt_id in first))
+
+
+def _cell(model: str, workers: int, out: Path, ladder) -> dict:
+    import pandas as pd
+
+    from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models
+    from harness.run.pipeline import RunConfig, run
+
+    cfg = RunConfig(models=tuple(resolve_models(model, load_registry(DEFAULT_REGISTRY))),
+                    ladder=ladder, out=out, lengths=(MAX_NEW,), progress=False, workers=workers,
+                    variants=("bf16",), threads=1)
+    t = time.perf_counter()
+    res = run(cfg)
+    wall = time.perf_counter() - t
+    cell = json.loads((res.run_dir / "manifest.json").read_text(encoding="utf-8"))["models"][0]
+    if cell["status"] != "ok":
+        raise RuntimeError(f"{model} with {workers} workers: {cell.get('error')}")
+    tables = {n: pd.read_parquet(res.run_dir / n) for n in ("generations.parquet", "pairs.parquet", "drift.parquet")}
+    w = cell.get("workers") or {}
+    return {"workers": workers, "run_s": round(wall, 2), "decode_phase_s": cell["timings_s"]["decode"],
+            "engine_decode_s": cell["engine"]["decode_seconds"], "tokens": cell["generated_tokens"],
+            "pool_start_s": w.get("startup_seconds", 0.0), "bind_s": w.get("bind_seconds", 0.0),
+            "rss_mib": w.get("rss_mib"), "cpu_s": w.get("cpu_seconds"), "tables": tables}
+
+
+def _equal(a: dict, b: dict) -> str | None:
+    import pandas as pd
+
+    for name, fa in a["tables"].items():
+        try:
+            pd.testing.assert_frame_equal(fa, b["tables"][name], check_exact=True)
+        except AssertionError as exc:
+            return f"{name}: {str(exc).splitlines()[0]}"
+    return None
+
+
+def _requests(model: str, ladder):
+    from harness.audit.tokens import audit_pairs
+    from harness.decode.requests import decode_requests
+    from harness.models.loading import load_model
+    from harness.models.registry import DEFAULT_REGISTRY, load_registry
+
+    entry = load_registry(DEFAULT_REGISTRY).by_name()[model]
+    loaded = load_model(entry, "bf16")
+    rows, rendered = audit_pairs(loaded.info.name, loaded.tokenizer, loaded.policy, ladder.pairs,
+                                 context_len=loaded.info.context_length, max_new_tokens=MAX_NEW)
+    reqs, _ = decode_requests(ladder.pairs, rows, rendered)
+    return entry, loaded, reqs
+
+
+def _hf_generate(loaded, reqs, threads: int) -> dict:
+    import torch
+
+    from harness.core.threads import torch_threads
+
+    model, pad = loaded.model, loaded.info.pad_token_id
+    eos = list(loaded.info.eos_token_ids)
+    order = sorted(reqs, key=lambda r: len(r.token_ids))
+    tokens = 0
+    with torch_threads(threads), torch.inference_mode():
+        t = time.perf_counter()
+        for i in range(0, len(order), 16):
+            batch = [list(r.token_ids) for r in order[i : i + 16]]
+            width = max(map(len, batch))
+            ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch])
+            mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW, do_sample=False,
+                                 pad_token_id=pad, eos_token_id=eos)
+            for row in out[:, width:].tolist():
+                n = next((j + 1 for j, x in enumerate(row) if x in eos), len(row))
+                tokens += n
+        secs = time.perf_counter() - t
+    return {"decode_s": secs, "tokens": tokens, "tok_s": tokens / secs, "threads": threads}
+
+
+def _llamacpp(entry, reqs, threads: int) -> dict:
+    from harness.core.threads import torch_threads
+    from harness.decode.engine_llamacpp import LlamacppEngine, gguf_for
+    from harness.models.loading import load_model
+
+    loaded = load_model(entry, "f16@llamacpp", lazy=True)
+    gguf_for(loaded, threads)  # made (once) outside the timing
+    eng = LlamacppEngine("llamacpp")
+    with torch_threads(threads):  # the engine runs with the thread count in force
+        try:
+            _, erun = eng.decode_ids(loaded, reqs, MAX_NEW)
+        finally:
+            eng.shutdown()
+    return {"decode_s": erun.decode_seconds, "tokens": erun.generated_tokens,
+            "tok_s": erun.generated_tokens / erun.decode_seconds, "threads": threads, "version": erun.version}
+
+
+def _vllm(model: str, reqs, threads: int) -> dict:
+    from benchmarks.bench_engines import vllm_python
+
+    py = vllm_python()
+    if py is None:
+        return {"error": "no vLLM environment (make install-vllm, or set STABPROBE_VLLM_PYTHON)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, out = Path(tmp) / "in.json", Path(tmp) / "out.json"
+        spec.write_text(json.dumps({"model": model, "max_new_tokens": MAX_NEW,
+                                    "requests": [[r.prompt_key, list(r.token_ids), r.replicate] for r in reqs]}))
+        p = subprocess.run([py, "-m", "benchmarks.workers_vllm", "--requests", str(spec), "--out", str(out)],
+                           cwd=REPO, capture_output=True, text=True, timeout=900,
+                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        if p.returncode != 0 or not out.is_file():
+            return {"error": (p.stderr.strip().splitlines() or ["(no output)"])[-1][:300]}
+        r = json.loads(out.read_text())
+    return {**r, "tok_s": r["tokens"] / r["decode_s"], "threads": threads}
+
+
+def run(quick: bool = False) -> Outcome:
+    from harness.core.threads import available_cpus
+
+    cores = available_cpus()
+    ladder = _ladder(quick)
+    rows, figures = [], {"cores": cores, "load_before": os.getloadavg()}
+    cells = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model, short in (("tiny-chat", "demo"), ("smollm2-135m-instruct", "smollm2")):
+            one = _cell(model, 1, Path(tmp) / f"{short}1", ladder)
+            two = _cell(model, 2, Path(tmp) / f"{short}2", ladder)
+            diff = _equal(one, two)
+            cells[short] = two
+            ratio = one["engine_decode_s"] / two["engine_decode_s"]
+            phase = one["decode_phase_s"] / two["decode_phase_s"]
+            figures[short] = {k: {x: v for x, v in c.items() if x != "tables"} for k, c in (("w1", one), ("w2", two))}
+            figures[short]["tables_equal"] = diff is None
+            rows.append(Row(
+                f"workers_{short}",
+                f"2 workers {two['tokens'] / two['engine_decode_s']:.0f} vs 1 worker "
+                f"{one['tokens'] / one['engine_decode_s']:.0f} tok/s; tables " + ("equal" if diff is None else "DIFFER"),
+                ">= 1.7x faster, tables equal", ratio, f"{ratio:.2f}x", bool(ratio >= 1.7 and diff is None),
+                info=[f"workers_{short}: {model}, {LADDER} (first {len(set(p.prompt_id for p in ladder.pairs))} "
+                      f"prompts' pairs), {MAX_NEW} tokens, {one['tokens']} tokens decoded; decode "
+                      f"{one['engine_decode_s']:.1f} s (1 worker) vs {two['engine_decode_s']:.1f} s (2); the whole decode "
+                      f"phase {one['decode_phase_s']:.1f} s vs {two['decode_phase_s']:.1f} s ({phase:.2f}x), of which "
+                      f"pool start {two['pool_start_s']:.1f} s and weights per worker {two['bind_s']:.1f} s; worker "
+                      f"peak RSS {two['rss_mib']} MiB; worker CPU seconds {two['cpu_s']} (sum / max "
+                      f"{sum(two['cpu_s']) / max(two['cpu_s']):.2f}: the speed-up the split allows on idle cores)"
+                      + ("" if diff is None else f"; DIFFERENCE: {diff}")]))
+    entry, loaded, reqs = _requests("smollm2-135m-instruct", ladder)
+    raw = {"hf_generate": _hf_generate(loaded, reqs, cores), "llamacpp_f16": _llamacpp(entry, reqs, cores),
+           "vllm": _vllm("smollm2-135m-instruct", reqs, cores)}
+    figures["raw_smollm2"] = raw
+    ok = {k: v for k, v in raw.items() if "tok_s" in v}
+    smol = cells["smollm2"]
+    harness_tok_s = smol["tokens"] / smol["engine_decode_s"]
+    best = max(ok, key=lambda k: ok[k]["tok_s"]) if ok else None
+    ratio = harness_tok_s / ok[best]["tok_s"] if best else None
+    figures["harness_vs_fastest"] = {"harness_tok_s": harness_tok_s, "fastest": best, "ratio": ratio}
+    raw_text = "; ".join(f"{k} {v['tok_s']:.0f} tok/s" if "tok_s" in v else f"{k}: {v['error']}" for k, v in raw.items())
+    rows.append(Row(
+        "harness_vs_fastest_raw_smollm2",
+        f"harness (hf, 2 workers) {harness_tok_s:.0f} tok/s vs {best} {ok[best]['tok_s']:.0f} tok/s" if best
+        else "no raw engine ran", ">= 0.8x", ratio, f"{ratio:.2f}x" if ratio else "-", bool(ratio and ratio >= 0.8),
+        info=[f"harness_vs_fastest_raw_smollm2: {len(reqs)} requests x <= {MAX_NEW} tokens, {cores} cores each: "
+              f"{raw_text}. The harness figure is its decode (the engine's seconds with 2 one-thread workers), with "
+              f"its per-step readings; the raw engines choose tokens only. Load average before: "
+              f"{figures['load_before'][0]:.1f}."]))
+    return Outcome(rows, {"workers": figures})

@@ -1,0 +1,214 @@
+"""A cell's decode work, on one worker (this process) or split over N (harness.run.workers), behind one interface.
+
+The cell (harness.run.cell) asks for four things: decode some requests, decode some again (traces wanted
+that a cached output lacks), the prompt-end rows of some, and the traces at the steps the pairs read.
+:class:`CellDecoder` decides once, from the first batch of work, how many workers it is worth
+(harness.run.workers.workers_for) and keeps to it for the cell:
+
+- one: everything in this process, exactly as before the workers existed;
+- N: decode and prompt ends split by :func:`~harness.run.workers.split_requests`, merged back into the
+  order one worker returns them (:func:`~harness.run.workers.one_worker_order`); the traces are filled by
+  the first worker over the whole merged list, because their arithmetic is batched over every wanted step
+  at once and a batched product may round by its row count (harness.decode.invariant): a split there
+  would not be guaranteed bitwise equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+from harness.decode.engines import decode_with_engine
+from harness.decode.greedy import DecodeRequest
+from harness.run.complete import one_token_prompt_ends
+from harness.run.workers import one_worker_order, split_requests, workers_for
+
+PARALLEL_ENGINES = ("hf",)
+"""Engines whose decode splits over workers; others (vLLM, llama.cpp: their own thread pools) decode in this process."""
+
+
+class CellDecoder:
+    """The decode work of one cell; :meth:`close` releases the workers (always call it)."""
+
+    def __init__(self, loaded, settings, engine: str, capture: str, entry, variant: str, loader: Callable | None) -> None:
+        self.loaded, self.s, self.engine, self.capture = loaded, settings, engine, capture
+        self.entry, self.variant, self.loader = entry, variant, loader
+        self.pool = None
+        self.n: int | None = None  # decided by the first call
+        self._last_states: list[dict] = []
+        self._kind, self._startup, self._bind = "local", 0.0, 0.0
+        self._cpu0: list[float] = []
+
+    # -- the four things the cell asks for ----------------------------------------------------------------
+
+    def decode(self, reqs: Sequence[DecodeRequest], progress=None):
+        """(generations in one worker's order, with their states for the traces; how the engine ran)."""
+        if not self._split(len(reqs)):
+            return decode_with_engine(self.loaded, reqs, max(self.s.lengths), self.s.lengths, self.s.batch_size,
+                                      progress, self.s.batching, self.engine, self.s.capture, traces="deferred")
+        t = time.perf_counter()
+        args = (max(self.s.lengths), self.s.lengths, self.s.batch_size, self.s.batching, self.engine, self.s.capture)
+        parts = split_requests(reqs, self.n)
+        results = self._run([("decode", (p, *args)) if p else None for p in parts], progress)
+        self._sync()
+        gens = self._merged([g for r in results if r for g in r[0]], reqs)
+        runs = [r[1] for r in results if r]
+        run = dataclasses.replace(runs[0], decode_seconds=round(time.perf_counter() - t, 3),
+                                  generated_tokens=int(sum(r.generated_tokens for r in runs)),
+                                  load_seconds=max(r.load_seconds for r in runs),
+                                  batch_invariant=all(r.batch_invariant for r in runs))
+        return gens, run
+
+    def redecode(self, reqs: list[DecodeRequest]):
+        return self.decode(reqs)[0]
+
+    def prompt_ends(self, reqs: list[DecodeRequest]):
+        if self.capture != "generate":
+            return self.redecode(reqs)  # the probe's prompt-end row depends on the pass: the whole probe again
+        if not self._split(len(reqs)):
+            return one_token_prompt_ends(self.loaded, self.s.batch_size, self.s.batching)(reqs)
+        parts = split_requests(reqs, self.n)
+        results = self._run([("prompt_ends", (p, self.s.batch_size, self.s.batching)) if p else None
+                             for p in parts])
+        self._sync()
+        return self._merged([g for r in results if r for g in r], reqs)
+
+    def fill(self, gens, want):
+        """Traces at the wanted steps; None when this process holds the model (harness.run.complete fills them)."""
+        if not self.n or self.n == 1 or not any(want.values()):
+            return None  # nothing to evaluate: harness.run.complete drops the states without touching the model
+        head_ok = all((st.get("head_check") or {}).get("ok", True) for st in self.pool.states)
+        filled = self._run([("fill", (list(gens), want, head_ok))] + [None] * (self.n - 1))[0]
+        self._sync()  # the head's status as the traces found it
+        return filled
+
+    # -- what the cell record reads ---------------------------------------------------------------------------
+
+    @property
+    def weights_loaded(self) -> bool:
+        return self.loaded.weights_loaded or any(st.get("weights_loaded") for st in self._states())
+
+    def record(self) -> dict[str, Any] | None:
+        """cell.json's ``workers``: how many, their startup (spawn, imports, weights) and peak RSS; None: one, here."""
+        if not self.n or self.n == 1:
+            return None
+        cpu = [round(st.get("cpu_s", 0.0) - c0, 3) for st, c0 in zip(self._states(), self._cpu0)]
+        return {"count": self.n, "pool": self._kind, "startup_seconds": self._startup, "bind_seconds": self._bind,
+                "rss_mib": [st.get("rss_mb", -1.0) for st in self._states()], "cpu_seconds": cpu}
+
+    def close(self) -> None:
+        """Done with the workers for this cell (they stay up for the next cell; a broken pool is closed)."""
+        if self.pool is not None:
+            self._last_states = list(self.pool.states)
+            self.pool = None
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _split(self, todo: int) -> bool:
+        if self.n is None:
+            parallel = self.engine in PARALLEL_ENGINES and self.loader is not None
+            self.n = workers_for(self.s.workers, todo, self.s.auto_workers) if parallel else 1
+            if self.n > 1 and not _picklable(self.loader):
+                if self.s.workers is not None:
+                    raise RuntimeError(f"--workers {self.s.workers}: the run's loader ({self.loader!r}) cannot be sent "
+                                       "to a worker process (define it at module level), or use --workers 1")
+                self.n = 1  # the default: this process decodes, as it can
+            if self.n > 1:
+                self.pool, self._startup = run_pool(self.s.worker_pool, self.n)
+                self._kind = self.pool.kind
+                try:
+                    self._bind = self.pool.bind(self.entry, self.variant, self.loader)
+                    self._cpu0 = [st.get("cpu_s", 0.0) for st in self.pool.states]
+                except BaseException:
+                    drop_pool(self.pool)
+                    raise
+        return self.n > 1
+
+    def _run(self, calls, progress=None):
+        from harness.run.workers import WorkerDied
+
+        try:
+            return self.pool.run(calls, progress)
+        except WorkerDied:
+            drop_pool(self.pool)  # the others may be mid-call: the next cell starts a fresh pool
+            raise
+
+    def _states(self) -> list[dict]:
+        return self.pool.states if self.pool is not None else self._last_states
+
+    def _merged(self, gens, reqs):
+        by = {(g.prompt_key, g.replicate): g for g in gens}
+        used = self.loaded.batching_used or self.s.batching
+        return [by[k] for k in one_worker_order(reqs, self.s.batch_size, used)]
+
+    def _sync(self) -> None:
+        """The workers' findings onto this process's (weightless) model, where the cell record reads them."""
+        states, lo = self._states(), self.loaded
+        lo.batching_used = next((st["batching_used"] for st in states if st.get("batching_used")), lo.batching_used)
+        lo.rows_unsupported = next((st["rows_unsupported"] for st in states if st.get("rows_unsupported")), None)
+        lo.linear_invariance = next((st["linear_invariance"] for st in states if st.get("linear_invariance")), None)
+        checks = [st["head_check"] for st in states if st.get("head_check")]
+        if checks:
+            # One check per worker (each on its own first batch): the worst deviation, ok only when all are.
+            lo.head_check = {"max_rel_dev": max(c["max_rel_dev"] for c in checks), "tolerance": checks[0]["tolerance"],
+                             "rows": int(sum(c["rows"] for c in checks)), "ok": all(c["ok"] for c in checks)}
+        status = [st["stability_status"] for st in states if st.get("stability_status")]
+        lo.stability_status = next((x for x in status if x != "ok"), status[0] if status else lo.stability_status)
+        lo.weights_seconds = max([st.get("weights_seconds", 0.0) for st in states] + [lo.weights_seconds])
+
+
+def _picklable(obj) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+        return True
+    except Exception:  # noqa: BLE001 - lambdas, closures, local functions
+        return False
+
+
+_POOLS: dict[tuple[str, int], Any] = {}
+"""The run's worker pools by (kind, size): started by the first cell that splits, reused by the next ones (the
+interpreter and torch import once per run; each cell binds its own model), closed by :func:`close_pools`."""
+
+
+def run_pool(kind: str, n: int):
+    """(the pool of ``n`` workers of ``kind``, the seconds waited for its start: 0.0 when it was already up)."""
+    pool = _POOLS.get((kind, n))
+    if pool is not None:
+        if getattr(pool, "ready", True):
+            return pool, 0.0
+        pool.wait_ready()  # started early (:func:`prestart_pool`): only the wait beyond the overlap counts
+        return pool, pool.startup_seconds
+    if kind == "ray":
+        from harness.run.workers_ray import RayPool
+
+        pool = RayPool(n)
+    else:
+        from harness.run.workers import LocalPool
+
+        pool = LocalPool(n)
+    _POOLS[(kind, n)] = pool
+    return pool, pool.startup_seconds
+
+
+def prestart_pool(n: int) -> None:
+    """Spawn ``n`` local workers now without waiting: they import torch while the first cell loads and audits."""
+    if n > 1 and ("local", n) not in _POOLS:
+        from harness.run.workers import LocalPool
+
+        _POOLS[("local", n)] = LocalPool(n, wait=False)
+
+
+def drop_pool(pool) -> None:
+    for key, p in list(_POOLS.items()):
+        if p is pool:
+            del _POOLS[key]
+    pool.close()
+
+
+def close_pools() -> None:
+    """End every worker of this process's pools (the run's cells are done)."""
+    for pool in list(_POOLS.values()):
+        drop_pool(pool)
