@@ -141,3 +141,15 @@ def test_ray_actors_give_the_tables_of_one_worker(one_and_two, tmp_path):
     assert m["config"]["executor"] == "ray" and m["config"]["workers"] == 2
     assert [c["workers"]["pool"] for c in m["models"]] == ["ray", "ray"]
     assert all(c["workers"]["count"] == 2 for c in m["models"])
+
+
+def test_twin_divergence_is_the_same_with_two_workers(tmp_path):
+    # The twin stage (harness.run.twin) reads the cell's own model after the decode: merged outputs of two
+    # workers must give it the same inputs, hence the same bits, as one worker's.
+    one = _run(tmp_path / "one", 1, lengths=(8,), twin=True)
+    two = _run(tmp_path / "two", 2, lengths=(8,), twin=True)
+    assert one.exit_code == 0 and two.exit_code == 0
+    assert_same_tables(one.run_dir, two.run_dir)
+    pairs = pd.read_parquet(two.run_dir / "pairs.parquet")
+    assert pairs["twin_kl_ab"].notna().any()
+    assert (pairs.loc[pairs["rung"] == "identical", "twin_kl_ab"] == 0).all()
