@@ -450,3 +450,64 @@ def test_embedder_failing_at_its_load_keeps_the_decodes(tmp_path, capsys):
     cell2 = _manifest(run2)["models"][0]
     assert cell2["status"] == "ok" and cell2["decoded_prompts"] == 0
     assert cell2["cached_prompts"] == cell["decoded_prompts"]
+
+
+@pytest.fixture(scope="module")
+def qwen3_tokenizer_text() -> str:
+    import gzip
+
+    path = ROOT.parent / "shared" / "fixtures" / "tokenizers" / "qwen3" / "tokenizer.json.gz"
+    if not path.is_file():
+        pytest.skip(f"no {path}")
+    return gzip.decompress(path.read_bytes()).decode("utf-8")
+
+
+def _damaged(kind: str, text: str) -> str:
+    data = json.loads(text)
+    if kind == "truncated":
+        return text[: len(text) // 2]
+    if kind == "wrong_type":
+        return json.dumps({**data, "model": {**data["model"], "vocab": list(data["model"]["vocab"])[:10]}})
+    if kind == "no_model":
+        return json.dumps({k: v for k, v in data.items() if k != "model"})
+    return json.dumps({**data, "added_tokens": "oops"})
+
+
+@pytest.mark.parametrize("kind, field, what", [
+    ("truncated", "(file)", "not valid JSON, truncated or damaged: Unterminated string starting at (line "),
+    ("wrong_type", "model.vocab", "expected an object for a BPE model, got list"),
+    ("no_model", "model", "missing (the tokenizer's vocabulary and type live there)"),
+    ("added_tokens", "added_tokens", "expected a list, got str")])
+def test_damaged_tokenizer_json_names_file_and_field(tmp_path, qwen3_tokenizer_text, kind, field, what):
+    # Weak (errors that do not name their file): a real tokenizer (Qwen3's, from the shared fixtures) damaged
+    # four ways, in a model directory given by path.
+    from harness.models.loading import load_tokenizer
+    from harness.models.registry import entry_for_local_dir
+
+    model = tmp_path / "m"
+    shutil.copytree(ROOT / "models" / "tiny-chat", model)
+    (model / "tokenizer.json").write_text(_damaged(kind, qwen3_tokenizer_text), encoding="utf-8")
+    entry = entry_for_local_dir(model)
+    with pytest.raises(ValueError) as err:
+        load_tokenizer(entry)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{model / 'tokenizer.json'}: {field}: {what}"), msg
+    assert msg.endswith("; restore the file from the model's source")
+
+
+def test_damaged_tokenizer_json_fails_its_model_and_the_run_goes_on(tmp_path, qwen3_tokenizer_text, capsys):
+    model = tmp_path / "m"
+    shutil.copytree(ROOT / "models" / "tiny-chat", model)
+    (model / "tokenizer.json").write_text(_damaged("truncated", qwen3_tokenizer_text), encoding="utf-8")
+    out = tmp_path / "r"
+    rc = main(_run_args(tmp_path, out, f"tiny-chat,{model}"))
+    capsys.readouterr()
+    assert rc == 3
+    (run_dir,) = out.iterdir()
+    by_name = {m["name"]: m for m in _manifest(run_dir)["models"]}
+    assert by_name["tiny-chat"]["status"] == "ok"
+    (bad,) = [m for name, m in by_name.items() if name != "tiny-chat"]
+    assert bad["status"] == "failed"
+    assert bad["error"].startswith(f"ValueError: {model / 'tokenizer.json'}: (file): not valid JSON, truncated or "
+                                   "damaged: "), bad["error"]
