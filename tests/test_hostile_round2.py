@@ -511,3 +511,32 @@ def test_damaged_tokenizer_json_fails_its_model_and_the_run_goes_on(tmp_path, qw
     assert bad["status"] == "failed"
     assert bad["error"].startswith(f"ValueError: {model / 'tokenizer.json'}: (file): not valid JSON, truncated or "
                                    "damaged: "), bad["error"]
+
+
+def test_report_says_which_chat_template_each_model_used(base_run, tmp_path):
+    # Defect 3's last part: `chat_template_policy: none` was only in the manifest. Both reports now say, per
+    # model, the template used (the model's own, a registry file, or none) and where it came from; a path the
+    # harness did not write is escaped like every other cell.
+    b = _copy(base_run, tmp_path / "b")
+    m = _manifest(b)
+    own = dict(m["models"][0])
+    sha = own["chat_template_sha256"][:12]
+    assert own["chat_template_policy"] == "model" and own["chat_template_source"] == "tokenizer"
+    m["models"] = [own,
+                   {**own, "name": "raw", "chat_template_policy": "none", "chat_template_source": None,
+                    "chat_template_sha256": None},
+                   {**own, "name": "filed", "chat_template_policy": "/t/<b>x</b>.jinja",
+                    "chat_template_source": "/t/<b>x</b>.jinja"}]
+    (b / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+    assert main(["report", str(b)]) == 0
+    md = (b / "report.md").read_text(encoding="utf-8")
+    lines = md.splitlines()
+    assert any(ln.startswith("| tiny-chat | bf16 |") and f"| model's own (tokenizer, sha256 {sha}) |" in ln for ln in lines)
+    assert any(ln.startswith("| raw | bf16 |") and "| none (raw prompt text) |" in ln for ln in lines)
+    filed = [ln for ln in lines if ln.startswith("| filed | bf16 |")][0]
+    assert f"registry file /t/&lt;b&gt;x&lt;/b&gt;.jinja, sha256 {sha} |" in filed and "<b>" not in filed, filed
+    assert "Chat template: the model's own" in md
+    page = (b / "report.html").read_text(encoding="utf-8")
+    assert f"model&#x27;s own (tokenizer, sha256 {sha})" in page or f"model's own (tokenizer, sha256 {sha})" in page
+    assert "none (raw prompt text)" in page and "registry file /t/&lt;b&gt;x&lt;/b&gt;.jinja" in page
+    assert "<b>x</b>" not in page
