@@ -40,6 +40,7 @@ BENCHMARKS = {
     "real_vocab": ("benchmarks.bench_real_vocab", "run"),  # issue 19: V = 151,936 against plain generate
     "study_rss": ("benchmarks.bench_study_rss", "run"),  # issue 35: peak RSS of stabprobe geometry at V = 151,936
     "llamacpp": ("benchmarks.bench_llamacpp", "run"),  # llama.cpp vs HF tokens/s on SmolLM2 (issue 31)
+    "ladder_build": ("benchmarks.bench_ladder", "run"),  # ladder build on 100,000 one-line prompts (issue 34)
 }
 RESULTS = REPO / "benchmarks" / "results.json"
 

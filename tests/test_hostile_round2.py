@@ -540,3 +540,63 @@ def test_report_says_which_chat_template_each_model_used(base_run, tmp_path):
     assert f"model&#x27;s own (tokenizer, sha256 {sha})" in page or f"model's own (tokenizer, sha256 {sha})" in page
     assert "none (raw prompt text)" in page and "registry file /t/&lt;b&gt;x&lt;/b&gt;.jinja" in page
     assert "<b>x</b>" not in page
+
+
+# -- the case list of issue 34: each case, its exit code, and the test that holds it (so the list cannot rot) -----
+
+
+CASES: tuple[tuple[str, str, str], ...] = (
+    # (case, exit code / outcome, test)
+    ("compare of runs scored with another embedder", "2: MANIFEST: config.embedder.sha256: runs were scored with "
+     "different scoring inputs ...", "test_compare_refuses_runs_scored_with_another_embedder"),
+    ("compare of runs with another scorer version", "2: ...: scorer_version: ...",
+     "test_compare_refuses_another_scorer_version"),
+    ("--resume after the embedder changed", "2, status unchanged", "test_resume_refuses_when_the_embedder_changed"),
+    ("compare --metric edit_kind", "2: pairs.parquet: edit_kind: not a numeric metric",
+     "test_compare_of_a_text_column_is_an_input_error"),
+    ("SIGKILL while writing reports", "status running; `report` takes the lock and completes",
+     "test_complete_is_never_written_before_the_reports_and_a_killed_writer_is_finished"),
+    ("EFBIG while writing reports", "4 (one line: report.html: File too large), crashed; --resume completes",
+     "test_file_size_limit_while_writing_reports_is_exit_4_and_report_finishes_it"),
+    ("SIGTERM mid-run", "143, interrupted", "test_sigterm_leaves_interrupted_and_resumable"),
+    ("nested range(100000) template", "3: TemplateBudgetExceeded; other models ok",
+     "test_hanging_template_fails_its_model_and_the_run_goes_on"),
+    ("template writing a huge string", "TemplateBudgetExceeded", "test_template_output_size_is_bounded"),
+    ("dangling / /dev/zero chat_template.jinja", "3: FILE: chat template is a dangling symbolic link / not a "
+     "regular file", "test_damaged_template_in_a_model_dir_fails_the_model"),
+    ("non-UTF-8 template", "3: FILE: chat template is not UTF-8 (byte N)", "test_non_utf8_template_names_its_file"),
+    ("--ray-address 127.0.0.1:1", "4: cannot connect within 10 s", "test_unreachable_ray_cluster_is_exit_4_in_seconds"),
+    ("report.md injections", "escaped", "test_report_md_escapes_what_the_harness_did_not_write"),
+    ("forged figure id", "escaped", "test_forged_figure_key_cannot_break_the_id_attribute"),
+    ("escape sequences in terminal output", "stripped", "test_terminal_output_strips_control_sequences"),
+    ("second writer", "4: DIR: another stabprobe process (pid N) is writing this run directory",
+     "test_second_writer_is_refused_and_a_dead_one_is_recognised"),
+    ("lone-surrogate prompt", "0: its pairs dropped as invalid_text", "test_lone_surrogate_drops_its_own_pairs_not_the_model"),
+    ("non-model --embedder", "2: DIR/config.json: model_type: ...",
+     "test_embedder_directory_that_is_no_model_is_one_line_exit_2"),
+    ("merge with a shard missing", "3: cells missing: ... ; partial", "test_merge_with_a_shard_missing_names_the_cell_and_fails"),
+    ("--embedder with pickle weights / custom module / auto_map", "2 before any decode: FILE: weights|[i].type|auto_map",
+     "test_embedder_refused_before_any_decode"),
+    ("--embedder failing at its load after decoding", "3; decodes in the generation cache, rerun decodes nothing",
+     "test_embedder_failing_at_its_load_keeps_the_decodes"),
+    ("damaged tokenizer.json", "3: DIR/tokenizer.json: FIELD: ...; restore the file from the model's source",
+     "test_damaged_tokenizer_json_names_file_and_field"),
+    ("damaged tokenizer.json among other models", "3, the other models ok",
+     "test_damaged_tokenizer_json_fails_its_model_and_the_run_goes_on"),
+    ("chat template used, in the reports", "models table: model's own / registry file / none",
+     "test_report_says_which_chat_template_each_model_used"),
+    ("1 MB prompt", "2: FILE: prompt 1: prompt is N characters; the limit is 100,000",
+     "ladder/test_bounded_work.py::test_one_megabyte_prompt_is_refused_with_one_line"),
+    ("many prompts (positive-control pairing)", "near-linear", "ladder/test_bounded_work.py::test_positive_control_pairing_is_near_linear"),
+    ("long prompt edit notes", "linear", "ladder/test_bounded_work.py::test_edit_notes_are_linear_in_prompt_length"),
+)
+
+
+def test_every_case_of_issue_34_has_its_test():
+    import ast
+
+    for _, _, name in CASES:
+        file, _, fn = name.rpartition("::")
+        path = Path(__file__).parent / file if file else Path(__file__)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert fn in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, name
