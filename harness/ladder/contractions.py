@@ -8,6 +8,7 @@ prompt written with typographic apostrophes keeps them.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -38,7 +39,12 @@ class ContractionLexicon:
 
 
 def load_contractions(path: Path | str = DEFAULT_CONTRACTIONS) -> ContractionLexicon:
-    return _load(str(Path(path).resolve()))
+    return _load(_resolved(str(path), os.getcwd()))
+
+
+@lru_cache(maxsize=16)  # every prompt's contraction and expansion edits load the default: resolve it once
+def _resolved(path: str, cwd: str) -> str:
+    return str(Path(path).resolve())
 
 
 @lru_cache(maxsize=4)

@@ -34,7 +34,8 @@ from harness.ladder.fillers import FILLER_KINDS
 from harness.ladder.formats import FORMAT_KINDS
 from harness.ladder.letters import CASING_KINDS, TYPO_KINDS
 from harness.ladder.options import OPTION_KINDS
-from harness.ladder.textspans import EditKind, NotApplicable, Span, is_mark, pick, seed_for, single_spaces, word_spans
+from harness.ladder.textspans import (EditKind, NotApplicable, SeededRandom, Span, is_mark, pick, seed_for, single_spaces,
+                                      word_spans)
 
 # The helpers live in textspans (shared with the word-level edits); these names stay importable from here.
 __all__ = ["EDIT_KINDS", "EditKind", "NotApplicable", "Span", "apply_edit", "edit_kind", "pick", "seed_for", "word_spans"]
@@ -259,4 +260,4 @@ def apply_edit(kind: EditKind, text: str, *, ladder: str, prompt_id: str, draw: 
     before there could be more, so existing ladders keep their pairs.
     """
     key = (ladder, prompt_id, kind.rung, kind.name) + (() if draw == 1 else (str(draw),))
-    return kind.apply(text, random.Random(seed_for(*key)))
+    return kind.apply(text, SeededRandom(*key))  # type: ignore[arg-type]  # a Random made on first draw

@@ -18,6 +18,7 @@ always stays on its own letter.
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 
 from harness.ladder.textspans import EditKind, NotApplicable, Span, first_change, free_words, is_mark, pick, replace_span
 
@@ -94,7 +95,8 @@ def word_uppercased(text: str, rng: random.Random) -> str:
 
 # --- typos -------------------------------------------------------------------
 
-def _typo_spots(text: str, min_len: int, skip_first: bool = False) -> list[int]:
+@lru_cache(maxsize=64)  # the four typo kinds of one prompt read the same spots
+def _typo_spots(text: str, min_len: int, skip_first: bool = False) -> tuple[int, ...]:
     """Positions of ASCII letters inside free words of ``min_len`` letters or more, not followed by a mark."""
     spots = []
     for w in free_words(text):
@@ -103,7 +105,7 @@ def _typo_spots(text: str, min_len: int, skip_first: bool = False) -> list[int]:
         for i in range(w.start + (1 if skip_first else 0), w.end):
             if text[i].isascii() and text[i].isalpha() and not (i + 1 < len(text) and is_mark(text[i + 1])):
                 spots.append(i)
-    return spots
+    return tuple(spots)
 
 
 def _neighbour(ch: str, rng: random.Random) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from harness.ladder.textspans import is_mark
 
@@ -139,6 +140,7 @@ def _lists(lines: list[str], taken: set[int]) -> list[ItemList]:
     return out
 
 
+@lru_cache(maxsize=64)  # every format and filler kind of one prompt reads the same (frozen) structure
 def parse_structure(text: str) -> Structure:
     """Fields and lists of a prompt (either may be empty)."""
     if "\r" in text:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ from types import MappingProxyType
 from typing import Mapping
 
 from harness.errors import InputError
-from harness.ladder.edits import NotApplicable, Span, pick, seed_for, word_spans
+from harness.ladder.edits import NotApplicable, Span, pick, word_spans
+from harness.ladder.textspans import SeededRandom
 from harness.core.yaml_strict import load_yaml_strict
 from harness.core.resources import data_path
 
@@ -44,7 +46,12 @@ class SynonymEdit:
 
 
 def load_lexicon(path: Path | str = DEFAULT_LEXICON) -> Lexicon:
-    return _load_lexicon(str(Path(path).resolve()))
+    return _load_lexicon(_resolved(str(path), os.getcwd()))
+
+
+@lru_cache(maxsize=16)  # every prompt's synonym edit loads the default lexicon: resolve its path once
+def _resolved(path: str, cwd: str) -> str:
+    return str(Path(path).resolve())
 
 
 @lru_cache(maxsize=4)
@@ -128,8 +135,8 @@ def apply_synonym(text: str, *, ladder: str, prompt_id: str, lexicon: Lexicon | 
 
     ``draw`` > 1 adds the draw number to the key (more pairs per prompt), as ``apply_edit`` does.
     """
-    rng = random.Random(seed_for(ladder, prompt_id, "synonym", LEXICON_EDIT_KIND, *(() if draw == 1 else (str(draw),))))
-    return synonym_edit(text, lexicon or load_lexicon(), rng)
+    rng = SeededRandom(ladder, prompt_id, "synonym", LEXICON_EDIT_KIND, *(() if draw == 1 else (str(draw),)))
+    return synonym_edit(text, lexicon or load_lexicon(), rng)  # type: ignore[arg-type]  # a Random made on first draw
 
 
 __all__ = ["DEFAULT_LEXICON", "LEXICON_EDIT_KIND", "Lexicon", "NotApplicable", "SynonymEdit", "apply_synonym",

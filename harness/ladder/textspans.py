@@ -27,6 +27,27 @@ def seed_for(*key: str) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
+class SeededRandom:
+    """``random.Random(seed_for(*key))``, made on the first draw.
+
+    Most edits never draw (a trailing space, a lowercased prompt) and many find nothing to act on: hashing
+    the key and seeding a generator for each of them was a third of the cost of building a large ladder.
+    Every draw goes to the same generator the eager form would have made, so the edits are the same.
+    """
+
+    __slots__ = ("_key", "_rng")
+
+    def __init__(self, *key: str) -> None:
+        self._key = key
+        self._rng: random.Random | None = None
+
+    def __getattr__(self, name: str):
+        # Only reached for names the proxy lacks (every Random method): seed once, then delegate.
+        if self._rng is None:
+            self._rng = random.Random(seed_for(*self._key))
+        return getattr(self._rng, name)
+
+
 class NotApplicable(Exception):
     """The edit has nothing to act on in this prompt (e.g. no comma)."""
 
@@ -54,7 +75,8 @@ _LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
 def is_mark(ch: str) -> bool:
-    return unicodedata.category(ch).startswith("M")
+    # No combining mark lies below U+0300: most characters of most prompts skip the category lookup.
+    return ch >= "\u0300" and unicodedata.category(ch)[0] == "M"
 
 
 @lru_cache(maxsize=512)
@@ -103,7 +125,8 @@ def _inside(spans: tuple[tuple[int, int], ...], start: int, end: int) -> bool:
     return any(s < end and start < e for s, e in spans)
 
 
-def free_words(text: str, glued: bool = False) -> list[Span]:
+@lru_cache(maxsize=128)  # casing, typo and filler kinds of one prompt read the same words
+def free_words(text: str, glued: bool = False) -> tuple[Span, ...]:
     """Word spans that overlap no protected span and (unless ``glued``) are not glued to a hyphen or apostrophe.
 
     "well-known" and "don't" are left alone by default: a typo or a case
@@ -119,12 +142,16 @@ def free_words(text: str, glued: bool = False) -> list[Span]:
             continue
         if not _inside(guarded, w.start, w.end):
             out.append(w)
-    return out
+    return tuple(out)
 
 
-def single_spaces(text: str) -> list[re.Match]:
+@lru_cache(maxsize=64)  # the space edits of one prompt read the same spaces
+def single_spaces(text: str) -> tuple[re.Match, ...]:
     """Single spaces between two visible characters, not carrying a combining mark."""
-    return [m for m in re.finditer(r"(?<=\S) (?=\S)", text) if not is_mark(text[m.end()])]
+    return tuple(m for m in _SINGLE_SPACE.finditer(text) if not is_mark(text[m.end()]))
+
+
+_SINGLE_SPACE = re.compile(r"(?<=\S) (?=\S)")
 
 
 def free_spaces(text: str) -> list[int]:
@@ -183,6 +210,13 @@ def bounded_opcodes(a: list, b: list) -> list[tuple[str, int, int, int, int]]:
     import difflib
 
     if len(a) + len(b) <= SHORT_DIFF_ITEMS:  # SequenceMatcher's own opcodes, as every note before the bound
+        head, tail = common_ends(a, b)
+        if len(set(a)) == len(a) and not set(b[head:len(b) - tail]) & set(a):
+            # No item of a repeats and b's differing middle holds none of them: the only matches are the common
+            # head and tail, on their diagonals, so SequenceMatcher's blocks are exactly those two (it finds the
+            # longer first, then the other in the remainder). Its opcodes follow without running it (a fifth of
+            # the cost of building a large ladder went into SequenceMatcher on one-word edits).
+            return _ends_opcodes(a, b, head, tail)
         return difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
     head, tail = common_ends(a, b)
     ma, mb = a[head:len(a) - tail], b[head:len(b) - tail]
@@ -194,4 +228,15 @@ def bounded_opcodes(a: list, b: list) -> list[tuple[str, int, int, int, int]]:
                 for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, ma, mb, autojunk=False).get_opcodes()]
     if tail:
         ops.append(("equal", len(a) - tail, len(a), len(b) - tail, len(b)))
+    return ops
+
+
+def _ends_opcodes(a: Sequence, b: Sequence, head: int, tail: int) -> list[tuple[str, int, int, int, int]]:
+    """Opcodes of a common head, one differing middle and a common tail (SequenceMatcher's, when they are its blocks)."""
+    ops: list[tuple[str, int, int, int, int]] = [("equal", 0, head, 0, head)] if head else []
+    ea, eb = len(a) - tail, len(b) - tail
+    if head < ea or head < eb:
+        ops.append(("replace" if head < ea and head < eb else "delete" if head < ea else "insert", head, ea, head, eb))
+    if tail:
+        ops.append(("equal", ea, len(a), eb, len(b)))
     return ops

@@ -129,7 +129,18 @@ def load_tokenizer(entry: ModelEntry):
         check_template_files(Path(entry.source))
     if not entry.is_local and entry.revision:
         kwargs["revision"] = entry.revision
-    return AutoTokenizer.from_pretrained(entry.source, **kwargs)
+    try:
+        return AutoTokenizer.from_pretrained(entry.source, **kwargs)
+    except Exception:
+        tokenizer_json = Path(entry.source) / "tokenizer.json"
+        if entry.is_local and tokenizer_json.is_file():
+            # transformers names neither the file nor the field of a damaged tokenizer.json (issue 34).
+            from harness.models.tokenizer_file import tokenizer_json_problem
+
+            problem = tokenizer_json_problem(tokenizer_json)
+            if problem is not None:
+                raise ValueError(f"{tokenizer_json}: {problem}; restore the file from the model's source") from None
+        raise
 
 
 MAX_TEMPLATE_BYTES = 1_000_000

@@ -235,16 +235,33 @@ def _engines_table(rows: list[dict[str, Any]]) -> Table:
                  empty="no generations")
 
 
+TEMPLATE_NOTE = ("Chat template: the model's own (its tokenizer's), a registry file (the entry's .jinja, used in its "
+                 "place), or none: the raw prompt text is decoded (the entry says `chat_template: none`, or a model "
+                 "directory has no template); '-' when the model did not load.")
+
+
+def template_used(m: dict[str, Any]) -> str:
+    """Which chat template a model's prompts went through, and where it came from (the manifest's policy)."""
+    policy = m.get("chat_template_policy")
+    if policy is None:
+        return "-"
+    if policy == "none":
+        return "none (raw prompt text)"
+    sha = f", sha256 {m['chat_template_sha256'][:12]}" if m.get("chat_template_sha256") else ""
+    source = m.get("chat_template_source")
+    return f"model's own (tokenizer{sha})" if source in (None, "tokenizer") else f"registry file {source}{sha}"
+
+
 def report_tables(summary: dict[str, Any], manifest: dict[str, Any]) -> list[Table]:
     """Every table of the report, in reading order; both renderers use this list."""
     models = manifest.get("models", [])
     failed = [m for m in models if m.get("status") != "ok"]
     det = summary["determinism"]
     tables = [
-        Table("models", "Models", ["model", "variant", "status", "revision", "error"],
+        Table("models", "Models", ["model", "variant", "status", "revision", "chat template", "error"],
               [[m["name"], str(m.get("variant")), str(m.get("status")), str(m.get("resolved_revision") or "")[:19],
-                (m.get("error") or "")[:120]] for m in models],
-              empty="the manifest lists no models"),
+                template_used(m), (m.get("error") or "")[:120]] for m in models],
+              note=TEMPLATE_NOTE, empty="the manifest lists no models"),
         Table("failed", "Failed models and why", ["model", "variant", "error"],
               [[m["name"], str(m.get("variant")), m.get("error") or "(no error recorded)"] for m in failed],
               bold_rows=set(range(len(failed))), empty="none: every model loaded and ran"),

@@ -282,7 +282,12 @@ def _score(ctx: CellContext, gens: list, twin=None) -> tuple[list, list]:
     if owner is not None and getattr(owner, "loaded", True) is False:
         # Like the decode model's load, the embedder's load is not scoring work: timed on its own.
         t = time.perf_counter()
-        _ = owner.model
+        try:
+            _ = owner.model
+        except Exception as exc:  # after the decodes: say where they are (stored by _decode, unless --no-cache)
+            kept = ("the decodes are in the generation cache: a rerun with a working --embedder decodes nothing"
+                    if Memo(ctx.settings.cache_dir).root is not None else "--no-cache: a rerun decodes again")
+            raise RuntimeError(f"embedder {owner.info.path} failed to load ({error_line(exc)}); {kept}") from exc
         ctx.timed("load_embedder", t)
     t = time.perf_counter()
     tok = ctx.loaded.tokenizer

@@ -35,7 +35,37 @@ def resolve_embedder_path(name_or_path: str | None) -> tuple[str, Path]:
         # Checked before any run directory exists: transformers' own error came as a traceback mid-run.
         raise InputError(str(cfg), "model_type", "--embedder directory has no readable config.json with a "
                          "model_type: not a sentence-transformers model directory")
+    _refuse_unsafe_embedder(p, cfg)
     return p.name, p
+
+
+def _refuse_unsafe_embedder(p: Path, cfg: Path) -> None:
+    """What sentence-transformers would refuse (or run) only when it loads: checked before anything is decoded.
+
+    The embedder loads lazily, after the model's decodes; a refusal there failed the model's cell (its decodes
+    kept only in the generation cache). Custom code and pickle weights are refused here instead, with the file.
+    """
+    if json.loads(cfg.read_text(encoding="utf-8")).get("auto_map"):
+        raise InputError(str(cfg), "auto_map", "the --embedder asks for custom model code; refused (the harness "
+                         "runs no code from an embedder directory)")
+    modules = p / "modules.json"
+    if modules.is_file():
+        try:
+            entries = json.loads(modules.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(str(modules), "(file)", f"unreadable: {exc}") from None
+        if not isinstance(entries, list):
+            raise InputError(str(modules), "(top level)", "expected a list of modules")
+        for i, m in enumerate(entries):
+            kind = m.get("type") if isinstance(m, dict) else None
+            if not isinstance(kind, str) or not kind.startswith("sentence_transformers."):
+                raise InputError(str(modules), f"[{i}].type", f"{kind!r} is not a sentence-transformers module: "
+                                 "custom module code is refused")
+    if not any(p.glob("*.safetensors")):
+        pickled = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
+        where = str(p / pickled[0]) if pickled else str(p)
+        raise InputError(where, "weights", "the --embedder has no .safetensors weights" + (
+            " (pickle weights are refused: loading them runs code; convert them to safetensors)" if pickled else ""))
 
 
 class Embedder:

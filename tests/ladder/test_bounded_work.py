@@ -3,6 +3,7 @@ and a prompt over the stated limit is refused with one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import subprocess
 import sys
@@ -85,3 +86,53 @@ def test_one_megabyte_prompt_is_refused_with_one_line(tmp_path):
     assert proc.stderr.strip() == (f"stabprobe: error: {big}: prompt 1: prompt is 1,050,008 characters; "
                                    "the limit is 100,000")
     assert not (tmp_path / "l.yaml").exists() and took < 10
+
+
+def test_indexed_pairing_with_masks_and_counted_overlaps_is_the_definition():
+    from harness.ladder.build import _UnrelatedIndex
+
+    # 700 prompts: words held by 32 or more prompts are masks, rarer ones lists; vocab 2 leaves prompts whose
+    # every other shares a word (the counted path), vocab 8 mostly not.
+    for seed, vocab, topics in [(6, 2, None), (7, 8, None), (8, 4, 50)]:
+        r = random.Random(seed)
+        prompts = [dataclasses.replace(p, text=p.text + (" rare" + "".join(chr(97 + int(d)) for d in str(r.randrange(60))) if r.random() < 0.5 else ""))
+                   for p in _prompts(700, seed, vocab, topics)]
+        index = _UnrelatedIndex(prompts)
+        assert index.masks and index.lists
+        for i in range(0, 700, 7):
+            assert index.pick("lad", i) == _unrelated("lad", prompts[i], prompts), (seed, i)
+
+
+def test_select_finds_the_kth_set_bit():
+    from harness.ladder.pairing import _select
+
+    r = random.Random(3)
+    for n in (1, 9, 300, 70_000):
+        bits = [j for j in range(n) if r.random() < 0.3] or [n - 1]
+        mask = sum(1 << j for j in bits)
+        for k in {0, len(bits) // 2, len(bits) - 1, r.randrange(len(bits))}:
+            assert _select(mask, k) == bits[k]
+
+
+def test_short_opcodes_are_sequence_matchers():
+    # The direct common-head/tail opcodes (no repeated item in a, b's middle new) must be SequenceMatcher's own.
+    import difflib
+
+    from harness.ladder.textspans import bounded_opcodes
+
+    r = random.Random(1)
+    for _ in range(20_000):
+        vocab = r.choice([2, 3, 5, 10, 50])
+        a = [r.randrange(vocab) for _ in range(r.randrange(0, 9))]
+        b = list(a)
+        for _ in range(r.randrange(0, 3)):
+            op = r.randrange(3)
+            if op == 0 and b:
+                b[r.randrange(len(b))] = r.randrange(vocab + 3)
+            elif op == 1:
+                b.insert(r.randrange(len(b) + 1), r.randrange(vocab + 3))
+            elif b:
+                del b[r.randrange(len(b))]
+        if r.random() < 0.5:
+            a, b = b, a
+        assert bounded_opcodes(a, b) == difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes(), (a, b)
