@@ -75,6 +75,11 @@ def open_gguf(path: Path, n_ctx: int, threads: int, logits_all: bool):
 
 
 def _last_logits(llm) -> np.ndarray:
+    """The logits after the last evaluated token, whichever way the context was opened."""
+    if llm._logits_all:
+        # Every row of the last batch is kept and llama_get_logits points at its *first* row (after a whole prompt:
+        # the prediction after the prompt's first token); llama-cpp-python copies each row into ``scores``.
+        return llm.scores[llm.n_tokens - 1]
     # logits_all=False: llama.cpp keeps the last position's row only (llama-cpp-python no longer copies it).
     return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
 
