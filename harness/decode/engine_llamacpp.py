@@ -6,9 +6,10 @@ Choices, each for comparability or for a clear failure:
   memoized by sha256; its record (file type, effective bits per parameter,
   tensor types, llama.cpp version) goes into the manifest under ``engine.args.gguf``;
 - llama.cpp is fed the token ids the harness's template rendering gave, never
-  its own chat formatting or tokenizer (its ``create_chat_completion`` answered
-  SmolLM2's "capital of France" in French where the model's template gives
-  "Paris", ../shared/ENVIRONMENT.md);
+  its own chat formatting or tokenizer, so that engines differ only in
+  arithmetic (SmolLM2's shipped Q4_1 answers "capital of France" with
+  "L'Étoile" in llama.cpp and "Paris" in transformers on the *same* ids: the
+  8-bit activations of llama.cpp's Q4_1 dot product, README "llama.cpp");
 - greedy is argmax of llama.cpp's float32 logits at each step, taken here (the
   first index on ties, like torch.argmax), with no sampler, no prefix cache and
   the KV cache cleared per request: each replicate of the identical rung is its
