@@ -6,9 +6,10 @@ Choices, each for comparability or for a clear failure:
   memoized by sha256; its record (file type, effective bits per parameter,
   tensor types, llama.cpp version) goes into the manifest under ``engine.args.gguf``;
 - llama.cpp is fed the token ids the harness's template rendering gave, never
-  its own chat formatting or tokenizer (its ``create_chat_completion`` answered
-  SmolLM2's "capital of France" in French where the model's template gives
-  "Paris", ../shared/ENVIRONMENT.md);
+  its own chat formatting or tokenizer, so that engines differ only in
+  arithmetic (SmolLM2's shipped Q4_1 answers "capital of France" with
+  "L'Étoile" in llama.cpp and "Paris" in transformers on the *same* ids: the
+  8-bit activations of llama.cpp's Q4_1 dot product, README "llama.cpp");
 - greedy is argmax of llama.cpp's float32 logits at each step, taken here (the
   first index on ties, like torch.argmax), with no sampler, no prefix cache and
   the KV cache cleared per request: each replicate of the identical rung is its
@@ -75,6 +76,11 @@ def open_gguf(path: Path, n_ctx: int, threads: int, logits_all: bool):
 
 
 def _last_logits(llm) -> np.ndarray:
+    """The logits after the last evaluated token, whichever way the context was opened."""
+    if llm._logits_all:
+        # Every row of the last batch is kept and llama_get_logits points at its *first* row (after a whole prompt:
+        # the prediction after the prompt's first token); llama-cpp-python copies each row into ``scores``.
+        return llm.scores[llm.n_tokens - 1]
     # logits_all=False: llama.cpp keeps the last position's row only (llama-cpp-python no longer copies it).
     return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
 

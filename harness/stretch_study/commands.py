@@ -17,7 +17,8 @@ def add_commands(sub, common, add_threads) -> None:
                                       "model x bit width")
     common(fl)
     fl.add_argument("--variants", default="bf16,int8,int4,quanto-int2",
-                    help="bf16 (reference), fp16, fp32, int8, int4 (bitsandbytes), quanto-int8/int4/int2 (optimum-quanto)")
+                    help="bf16 (reference), fp16, fp32, int8, int4 (bitsandbytes), quanto-int8/int4/int2 (optimum-quanto), "
+                         "llama.cpp's GGUF types f16@llamacpp ... q2_k@llamacpp, or `llamacpp` for the whole GGUF ladder")
     fl.add_argument("--random-init-controls", action="store_true",
                     help="add a seeded random-init twin of every local model as a control")
     for sp, prompts in ((st, 8), (fl, 4)):

@@ -16,8 +16,13 @@ harness.stretch_study.floor_gguf), greedy outputs of every distinct prompt and
   reference's tokens and ``KL(p_q ‖ p_ref)`` on ``q``'s own tokens, mean over
   generated positions, with the same-top-1 share of each.
 
+- the identical rung decoded a second time (fresh): the variant's
+  run-to-run floor, 0 when its decode is deterministic.
+
 Means are over base prompts (each prompt's mean, prompts resampled for the
-95% CI). Per model, drift growth = least-squares slope of D against halvings
+95% CI); the paired contrasts against bf16 and the engine floor (ΔP, ΔKL,
+Δaccuracy with CIs and MDEs: harness.stretch_study.floor_contrast) say at
+which bit width each view first moves. Per model, drift growth = least-squares slope of D against halvings
 of the bit width (``log2(16/bits)``, the reference at 16 bits with D = 0);
 across models, Spearman of stretching against drift growth with a bootstrap
 CI over models. With a handful of toy models (and their random-init twins as
@@ -51,6 +56,7 @@ from harness.stretch.growth import drift_growth, prompt_mean_ci, rank_correlatio
 from harness.stretch_study import measure
 from harness.stretch_study.common import EXCLUDED_FROM_P, fits, render_pairs, select_pairs
 from harness.stretch_study.records import StudyResult
+from harness.stretch_study.floor_contrast import contrasts, floor_verdict
 from harness.stretch_study.floor_gguf import GgufFloorVariant
 from harness.stretch_study.floor_variants import FLOOR_VARIANTS, REFERENCE, load_floor_variant, parse_floor_variants
 
@@ -177,6 +183,7 @@ def run_model(entry: ModelEntry, cfg: FloorConfig, record: dict[str, Any]) -> tu
         prompt_of.setdefault(p.ids_a, p.pair.prompt_id)
         prompt_of.setdefault(p.ids_b, p.pair.prompt_id)
     keys = list(prompt_of)
+    ident = list(dict.fromkeys(p.ids_a for p in pairs if p.pair.rung == "identical"))
     # Expected answer of every distinct prompt (None: unknown): the answer flips against the reference.
     expected_of: dict[tuple[int, ...], Any] = {}
     for p in pairs:
@@ -207,12 +214,16 @@ def run_model(entry: ModelEntry, cfg: FloorConfig, record: dict[str, Any]) -> tu
                 record["variants"][v]["gguf"] = var.gguf
             t2 = time.perf_counter()
             out_v = out_ref if v == REFERENCE else _decode_all(var, keys, cfg.max_new_tokens)
+            # The identical rung decoded a second time, fresh: the variant's run-to-run floor (0 when deterministic).
+            again = _decode_all(var, ident, cfg.max_new_tokens)
             t3 = time.perf_counter()
-            for k, r in zip(keys, measure_variant(ref, var, keys, out_ref, out_v, prompt_of, forced_ref)):
+            for i, (k, r) in enumerate(zip(keys, measure_variant(ref, var, keys, out_ref, out_v, prompt_of, forced_ref))):
                 c_ref = correctness(_text(ref, out_ref[k]), expected_of.get(k))
                 c_q = correctness(_text(ref, out_v[k]), expected_of.get(k))
-                prompt_rows.append({"model": entry.name, "variant": v, "bits": bits, "scheme": scheme, **r,
-                                    "correct": c_q, "answer_flip": abs(c_q - c_ref)})  # NaN where no answer is known
+                prompt_rows.append({"model": entry.name, "variant": v, "bits": bits, "scheme": scheme, "key": i, **r,
+                                    "correct": c_q, "answer_flip": abs(c_q - c_ref),  # NaN where no answer is known
+                                    "identical_repeat": normalized_edit_distance(out_v[k], again[k]) if k in again
+                                    else float("nan")})
             for p in pairs:
                 if p.pair.rung in EXCLUDED_FROM_P or p.erased:
                     continue
@@ -242,7 +253,7 @@ def floor_table(stretch: pd.DataFrame, prompts: pd.DataFrame, pairs: pd.DataFram
         row["bits_effective"] = float(gguf.get("bits_per_parameter", row["bits"]))
         for col, frame in (("p_tokens", pg), ("d_tokens", g), ("kl_ref_tokens", g), ("kl_var_tokens", g),
                            ("same_top1_ref_tokens", g), ("same_top1_var_tokens", g),
-                           ("correct", g), ("answer_flip", g)):
+                           ("correct", g), ("answer_flip", g), ("identical_repeat", g)):
             c = prompt_mean_ci(frame[col], frame["prompt_id"]) if len(frame) else prompt_mean_ci([], [])
             row[col] = c["mean"]
             row[f"{col}_ci_low"], row[f"{col}_ci_high"] = c["ci"]
@@ -318,6 +329,8 @@ def _finish(study: StudyRun, variants: tuple[str, ...], outcomes: list[ModelOutc
     PA = [r for d in done for r in d[2]]
     stretch, prompts, pairs = pd.DataFrame(S), pd.DataFrame(PR), pd.DataFrame(PA)
     table, model_table = floor_table(stretch, prompts, pairs, info) if len(prompts) else (pd.DataFrame(), pd.DataFrame())
+    contrast = contrasts(prompts, pairs, REFERENCE) if len(prompts) else pd.DataFrame()
+    verdict = floor_verdict(contrast) if len(contrast) else {}
     # Trained models alone, then with the random-init controls: across the two groups a correlation mostly
     # measures trained vs untrained, so the first is the one that speaks to the question.
     corr: dict[str, dict[str, Any]] = {"trained": {}, "with_controls": {}}
@@ -326,14 +339,15 @@ def _finish(study: StudyRun, variants: tuple[str, ...], outcomes: list[ModelOutc
         for col in ("drift_growth_tokens", "drift_growth_kl"):
             if len(frame):
                 corr[scope][col] = dataclasses.asdict(rank_correlation(frame["stretch_product_sigma_rel"], frame[col]))
-    for name, df in (("floor", table), ("floor_models", model_table), ("floor_stretch", stretch),
+    for name, df in (("floor", table), ("floor_contrast", contrast), ("floor_models", model_table), ("floor_stretch", stretch),
                      ("floor_prompts", prompts), ("floor_pairs", pairs)):
         rundir.atomic_write_parquet(run_dir / f"{name}.parquet", df)
     summary = study.write_summary("floor_summary.json", {"schema": SCHEMA, "config": config, "variants": list(variants),
                          "table": table.to_dict("records"), "models": model_table.to_dict("records"),
+                         "contrast": contrast.to_dict("records"), "verdict": verdict,
                          "rank_correlation": corr, "failed": {m["name"]: m.get("error") for m in manifest["models"] if m.get("status") != "ok"},
                          "variants_info": {m: {v: i.get("error") for v, i in d.items() if i.get("status") == "failed"} for m, d in info.items()}})
-    figures = floor_figure(table, model_table)
+    figures = floor_figure(table, model_table, contrast)
     for name, png in figures.items():
         rundir.atomic_write_bytes(run_dir / f"{name}.png", png)
     md = render_floor_markdown(summary)

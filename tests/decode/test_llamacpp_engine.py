@@ -105,7 +105,7 @@ def test_ggufs_are_made_by_llamacpp_recorded_and_memoized(tiny, store):
 
 def test_decode_is_deterministic_and_matches_its_own_teacher_forced_logits(tiny):
     from harness.audit.render import render_distinct
-    from harness.decode.engine_llamacpp import LlamacppEngine, gguf_for, gguf_step_logits, open_gguf
+    from harness.decode.engine_llamacpp import LlamacppEngine, greedy_ids, gguf_for, gguf_step_logits, open_gguf
     from harness.decode.greedy import prompt_key
     from harness.decode.records import DecodeRequest
 
@@ -124,13 +124,15 @@ def test_decode_is_deterministic_and_matches_its_own_teacher_forced_logits(tiny)
         assert by[(key, 0)] == by[(key, 1)] and 0 < len(by[(key, 0)]) <= 12  # the identical rung's expectation
     eos = set(q.info.eos_token_ids)
     assert all((o.stop_reason == "eos") == (o.tokens[-1] in eos) for o in outs)
-    # the logits_all path (teacher-forced drift) reproduces the decode's argmax at every step
+    # the logits_all path (teacher-forced drift) reproduces the decode's argmax at every step, and greedy on a
+    # logits_all context (the floor study's) chooses the same tokens: its last row, not the batch's first
     path, _ = gguf_for(q)
     llm = open_gguf(path, 256, 1, logits_all=True)
     try:
         for o in outs:
             z = gguf_step_logits(llm, o.request.token_ids, o.tokens)
             assert z.shape == (len(o.tokens), llm.n_vocab()) and tuple(int(t) for t in z.argmax(axis=1)) == o.tokens
+            assert greedy_ids(llm, o.request.token_ids, 12, eos) == (o.tokens, o.stop_reason)
     finally:
         llm.close()
 

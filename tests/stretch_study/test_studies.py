@@ -69,7 +69,7 @@ def test_floor_study_reference_is_exactly_zero_and_variants_drift(ladder, tmp_pa
                                 max_new_tokens=6, stretch_prompts=1))
     assert res.exit_code == 0
     d = res.run_dir
-    for f in ("floor.parquet", "floor_models.parquet", "floor_stretch.parquet", "floor_prompts.parquet",
+    for f in ("floor.parquet", "floor_contrast.parquet", "floor_models.parquet", "floor_stretch.parquet", "floor_prompts.parquet",
               "floor_pairs.parquet", "floor_summary.json", "floor.md", "floor.html", "floor.png"):
         assert (d / f).is_file(), f
     t = pd.read_parquet(d / "floor.parquet").set_index("variant")
@@ -80,6 +80,9 @@ def test_floor_study_reference_is_exactly_zero_and_variants_drift(ladder, tmp_pa
         assert np.isfinite(t.loc[v, ["p_tokens", "d_tokens", "kl_ref_tokens", "kl_var_tokens"]].astype(float)).all()
         assert t.loc[v, "kl_ref_tokens"] > 0 and t.loc[v, "kl_var_tokens"] > 0
     assert t.loc["quanto-int2", "bits"] == 2 and t.loc["int4", "n_pairs"] == 2  # noop + punctuation: P's pairs
+    assert (t["identical_repeat"] == 0).all()  # one thread, one sequence: the repeated decode is exact
+    c = pd.read_parquet(d / "floor_contrast.parquet").set_index("variant")
+    assert list(c.index) == ["int4", "quanto-int2"] and (c["kl_baseline"] == "bf16").all()
     models = pd.read_parquet(d / "floor_models.parquet")
     assert np.isfinite(models["stretch_product_sigma_rel"]).all() and np.isfinite(models["drift_growth_kl"]).all()
     s = json.loads((d / "floor_summary.json").read_text())
