@@ -217,7 +217,22 @@ def _script_not_rerun():
             main.__file__ = path
 
 
-class LocalPool:
+class Pool:
+    """What every pool of decode workers shares; a pool runs one call per worker (:meth:`run`)."""
+
+    n: int
+
+    def run(self, calls: Sequence[tuple[str, tuple] | None], progress: Callable[[int], None] | None = None) -> list:
+        raise NotImplementedError
+
+    def bind(self, entry, variant: str, loader: Callable) -> float:
+        """Every worker loads (entry, variant) and its weights, in parallel; returns the seconds it took."""
+        t = time.perf_counter()
+        self.run([("bind", (entry, variant, loader))] * self.n)
+        return round(time.perf_counter() - t, 3)
+
+
+class LocalPool(Pool):
     """``n`` worker processes (spawn context), kept for the whole run; :meth:`bind` gives them a cell's model and
     :meth:`run` sends one call per worker."""
 
@@ -259,12 +274,6 @@ class LocalPool:
             raise
         self.ready = True
         self.startup_seconds = round(time.perf_counter() - t, 3)
-
-    def bind(self, entry, variant: str, loader: Callable) -> float:
-        """Every worker loads (entry, variant) and its weights, in parallel; returns the seconds it took."""
-        t = time.perf_counter()
-        self.run([("bind", (entry, variant, loader))] * self.n)
-        return round(time.perf_counter() - t, 3)
 
     def run(self, calls: Sequence[tuple[str, tuple] | None], progress: Callable[[int], None] | None = None) -> list:
         """One call (method, args) per worker (None: that worker idles); the results in worker order."""

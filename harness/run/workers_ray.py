@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from harness.run.workers import WorkerDied, WorkerHost
+from harness.run.workers import Pool, WorkerDied, WorkerHost
 
 
-class RayPool:
+class RayPool(Pool):
     """``n`` Ray actors holding one (model, variant); :meth:`run` sends one call per worker."""
 
     kind = "ray"
@@ -33,11 +33,6 @@ class RayPool:
             self.close()
             raise
         self.startup_seconds = round(time.perf_counter() - t, 3)
-
-    def bind(self, entry, variant: str, loader: Callable) -> float:
-        t = time.perf_counter()
-        self.run([("bind", (entry, variant, loader))] * self.n)
-        return round(time.perf_counter() - t, 3)
 
     def run(self, calls: Sequence[tuple[str, tuple] | None], progress: Callable[[int], None] | None = None) -> list:
         import ray
