@@ -24,8 +24,13 @@ prompts:
 """
 
 
+# Four cells: the interrupt lands after the first, and three left keep it from racing the run's end on a loaded machine
+# (with two cells the rest took about a second, and a CI run under load once finished before the signal was handled).
+MODELS = "tiny-chat,tiny-think,tiny-base"
+
+
 def _cmd(ladder, out, *extra):
-    return [sys.executable, "-m", "harness.cli", "run", "--models", "tiny-chat,tiny-think", "--ladder", str(ladder),
+    return [sys.executable, "-m", "harness.cli", "run", "--models", MODELS, "--ladder", str(ladder),
             "--lengths", "8", "--out", str(out), "--no-progress", *extra]
 
 
@@ -64,7 +69,7 @@ def test_sigterm_leaves_interrupted_and_resumes_to_the_same_tables(tmp_path):
     assert main(["run", "--resume", str(run_dir), "--no-progress", "--no-cache"]) == 0
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
     whole = tmp_path / "whole"
-    assert main(["run", "--models", "tiny-chat,tiny-think", "--ladder", str(ladder), "--lengths", "8", "--out",
+    assert main(["run", "--models", MODELS, "--ladder", str(ladder), "--lengths", "8", "--out",
                  str(whole), "--no-progress", "--no-cache"]) == 0
     (ref,) = whole.iterdir()
     for table, key in (("pairs.parquet", ["model", "variant", "pair_id", "length"]),
