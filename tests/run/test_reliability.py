@@ -34,12 +34,21 @@ def _cmd(ladder, out, *extra):
             "--lengths", "8", "--out", str(out), "--no-progress", *extra]
 
 
+def _default_signals():
+    # What a user's terminal gives the run: SIGINT and SIGTERM at their defaults and unblocked. A test process can
+    # inherit them ignored or blocked (a background job of a non-interactive shell, a library that masked them), and
+    # a child started that way would never see the interrupt this test sends.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _interrupted_run(tmp_path, sig):
     """A two-model run sent ``sig`` once its first cell is finished: (exit code, stderr, run directory, ladder)."""
     ladder = write(tmp_path / "l.yaml", LADDER)
     out = tmp_path / "runs"
     proc = subprocess.Popen(_cmd(ladder, out, "--no-cache"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_signals)
     deadline = time.time() + 240
     while time.time() < deadline and not list(out.glob("*/cells/*/cell.json")) and proc.poll() is None:
         time.sleep(0.05)
@@ -52,7 +61,7 @@ def _interrupted_run(tmp_path, sig):
 
 def test_ctrl_c_keeps_finished_cells_and_resumes(tmp_path):
     code, err, run_dir, _ = _interrupted_run(tmp_path, signal.SIGINT)
-    assert code == 130 and "--resume" in err
+    assert code == 130 and "--resume" in err, (code, err[-2000:])
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     assert any(m["status"] == "ok" for m in manifest["models"])  # the finished cell is kept
