@@ -51,6 +51,18 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def demo_ladder(name: str, edit_kinds: list[str], *, in_domain: bool = False, paraphrase: bool = False,
+                extra: str = "") -> str:
+    """The YAML of a ladder on the demo models' two home prompts (reverse a word, add two numbers), which most run
+    tests need and no more: ``paraphrase`` gives the first a curated paraphrase, ``in_domain`` marks both as the
+    demo models' own domain, ``extra`` appends further prompt lines (YAML flow mappings, two-space indented)."""
+    dom = ", in_domain: true" if in_domain else ""
+    cur = ', curated: {paraphrase: ["Spell apple backwards."]}' if paraphrase else ""
+    return (f"ladder: {name}\nedit_kinds: [{', '.join(edit_kinds)}]\nprompts:\n"
+            f'  - {{id: rev, topic: demo-reverse{dom}, text: "Reverse the word apple."{cur}}}\n'
+            f'  - {{id: add, topic: demo-arithmetic{dom}, text: "What is 7 plus 5?"}}\n' + extra)
+
+
 # -- published tokenizers and random-init models on them (tests/fixtures/real_models.py) --------------
 
 

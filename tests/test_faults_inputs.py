@@ -13,14 +13,9 @@ import sys
 import pytest
 
 from harness.cli import main
-from tests.conftest import write
+from tests.conftest import demo_ladder, write
 
-LADDER = """ladder: faults
-edit_kinds: [trailing_space]
-prompts:
-  - {id: rev, topic: demo-reverse, text: "Reverse the word apple."}
-  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?"}
-"""
+LADDER = demo_ladder("faults", ["trailing_space"])
 
 
 def _err(capsys) -> str:

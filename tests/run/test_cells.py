@@ -10,15 +10,10 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from tests.conftest import ROOT, write
+from tests.conftest import ROOT, demo_ladder, write
 
-LADDER = """ladder: cells
-edit_kinds: [trailing_space, parenthesized_word, newline_in_sentence, final_question]
-prompts:
-  - {id: rev, topic: demo-reverse, text: "Reverse the word apple.", curated: {paraphrase: ["Spell apple backwards."]}}
-  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?"}
-  - {id: cap, topic: demo-geography, text: "What is the capital of France?"}
-"""
+LADDER = demo_ladder("cells", ["trailing_space", "parenthesized_word", "newline_in_sentence", "final_question"],
+                     paraphrase=True, extra='  - {id: cap, topic: demo-geography, text: "What is the capital of France?"}\n')
 MODELS = "tiny-chat,tiny-think"  # three cells: tiny-chat/bf16, tiny-think/bf16, tiny-think/bf16-nothink
 SORT = ["model", "variant", "pair_id", "length"]
 

@@ -12,22 +12,9 @@ from harness.ladder.load import load_ladder
 from harness.run.pipeline import RunConfig, run, variants_for
 from harness.models.registry import DEFAULT_REGISTRY, ModelEntry, load_registry, resolve_models
 from harness.models.variants import base_name, engine_of, parse_variant, with_engine
-from tests.conftest import ROOT, write
+from tests.conftest import ROOT, demo_ladder, write
 
-LADDER = """ladder: engines
-edit_kinds: [trailing_space, final_question]
-prompts:
-  - id: rev
-    topic: demo-reverse
-    in_domain: true
-    text: "Reverse the word apple."
-    curated:
-      paraphrase: ["Spell apple backwards."]
-  - id: add
-    topic: demo-arithmetic
-    in_domain: true
-    text: "What is 7 plus 5?"
-"""
+LADDER = demo_ladder("engines", ["trailing_space", "final_question"], in_domain=True, paraphrase=True)
 
 
 def test_variant_names_carry_an_engine():

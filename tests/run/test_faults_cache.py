@@ -12,14 +12,9 @@ import pytest
 
 from harness.core import checked, rundir
 from harness.cli import main
-from tests.conftest import write
+from tests.conftest import demo_ladder, write
 
-LADDER = """ladder: cachefaults
-edit_kinds: [trailing_space, parenthesized_word]
-prompts:
-  - {id: rev, topic: demo-reverse, text: "Reverse the word apple."}
-  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?"}
-"""
+LADDER = demo_ladder("cachefaults", ["trailing_space", "parenthesized_word"])
 SORT = ["model", "variant", "pair_id", "length"]
 
 

@@ -15,15 +15,10 @@ from harness.ladder.load import load_ladder
 from harness.models.loading import load_model
 from harness.run.pipeline import RunConfig, run
 from harness.models.registry import DEFAULT_REGISTRY, load_registry
-from tests.conftest import write
+from tests.conftest import demo_ladder, write
 from tests.report.test_report_html import build_synthetic_run
 
-LADDER = """ladder: runfaults
-edit_kinds: [trailing_space]
-prompts:
-  - {id: rev, topic: demo-reverse, text: "Reverse the word apple."}
-  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?"}
-"""
+LADDER = demo_ladder("runfaults", ["trailing_space"])
 
 
 def _err(capsys) -> str:

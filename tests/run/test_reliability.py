@@ -14,14 +14,9 @@ import pytest
 
 from harness.core import rundir
 from harness.cli import main
-from tests.conftest import ROOT, write
+from tests.conftest import ROOT, demo_ladder, write
 
-LADDER = """ladder: rel
-edit_kinds: [trailing_space, parenthesized_word]
-prompts:
-  - {id: rev, topic: demo-reverse, text: "Reverse the word apple."}
-  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?"}
-"""
+LADDER = demo_ladder("rel", ["trailing_space", "parenthesized_word"])
 
 
 # Four cells: the interrupt lands after the first, and three left keep it from racing the run's end on a loaded machine

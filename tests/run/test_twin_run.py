@@ -13,22 +13,10 @@ from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_mod
 from harness.run.pipeline import RunConfig, run
 from harness.score.registry import optional_columns
 from harness.summary.determinism import determinism_verdict
-from tests.conftest import write
+from tests.conftest import demo_ladder, write
 
-LADDER = """ladder: twin
-edit_kinds: [trailing_space, final_question, parenthesized_word]
-prompts:
-  - id: rev
-    topic: demo-reverse
-    in_domain: true
-    text: "Reverse the word apple."
-    curated:
-      paraphrase: ["Spell apple backwards."]
-  - id: add
-    topic: demo-arithmetic
-    in_domain: true
-    text: "What is 7 plus 5?"
-"""
+LADDER = demo_ladder("twin", ["trailing_space", "final_question", "parenthesized_word"], in_domain=True,
+                     paraphrase=True)
 TWIN = [c for c in optional_columns() if c.startswith("twin_")]
 
 

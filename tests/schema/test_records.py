@@ -17,14 +17,9 @@ from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_mod
 from harness.run.keys import cell_key
 from harness.run.pipeline import RunConfig, run
 from harness.schema import SCHEMA_VERSION, CellRecord, Manifest, Summary
-from tests.conftest import write
+from tests.conftest import demo_ladder, write
 
-LADDER = """ladder: schema
-edit_kinds: [trailing_space, final_question]
-prompts:
-  - {id: rev, topic: demo-reverse, text: "Reverse the word apple."}
-  - {id: add, topic: demo-arithmetic, text: "What is 7 plus 5?"}
-"""
+LADDER = demo_ladder("schema", ["trailing_space", "final_question"])
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_mod
 from harness.run.pipeline import RunConfig, run
 from harness.score import registry
 from harness.score.records import GateUse, MetricSpec, PairIdentity
-from tests.conftest import write
+from tests.conftest import demo_ladder, write
 
 # pairs.parquet's columns as stabprobe has written them since answer correctness (scorer version 4): the
 # registry must keep them, in this order, with these types (a changed column is a changed file format).
@@ -48,18 +48,7 @@ LEN_DIFF = MetricSpec(
     gate=GateUse("mean_len_diff", 0.0, None, "Mean length difference of the two outputs over the perturbed pairs."),
     report="length difference")
 
-LADDER = """ladder: registry
-edit_kinds: [trailing_space, final_question]
-prompts:
-  - id: rev
-    topic: demo-reverse
-    in_domain: true
-    text: "Reverse the word apple."
-  - id: add
-    topic: demo-arithmetic
-    in_domain: true
-    text: "What is 7 plus 5?"
-"""
+LADDER = demo_ladder("registry", ["trailing_space", "final_question"], in_domain=True)
 
 
 def test_the_registry_keeps_pairs_parquet_as_it_was():
