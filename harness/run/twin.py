@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -62,8 +62,9 @@ def plan(pairs: Sequence[PromptPair], sides: dict[str, tuple[str, str, int]], ge
 
 
 def compute(model, passes: Sequence[TwinPass], reads: Sequence[Side], comps, vocab: int,
-            budget: int = LOGIT_BUDGET) -> Reading:
-    """Every comparison's TwinSteps: own passes of a window of outputs first, then the other passes, reduced."""
+            budget: int = LOGIT_BUDGET, progress: Callable[[int], Any] | None = None) -> Reading:
+    """Every comparison's TwinSteps: own passes of a window of outputs first, then the other passes, reduced.
+    ``progress(k)``: called after each forward with the number of passes it ran."""
     own_of = {reads[o]: o for _, _, o, _ in comps}
     by_out: dict[Side, list[tuple[str, str, int, int]]] = {}
     for c in comps:
@@ -86,6 +87,8 @@ def compute(model, passes: Sequence[TwinPass], reads: Sequence[Side], comps, voc
         for idx, logits in run_passes(model, [passes[i] for i in phase1], vocab, budget):
             for b, j in enumerate(idx):
                 held[phase1[j]] = logits[b]
+            if progress is not None:
+                progress(len(idx))
         for s in window:
             for pid, d, o, t in by_out[s]:
                 if t in held:
@@ -101,6 +104,8 @@ def compute(model, passes: Sequence[TwinPass], reads: Sequence[Side], comps, voc
             for b, j in enumerate(idx):
                 for pid, d, o in wanted[rest[j]]:
                     out[(pid, d)] = twin_steps(held[o], logits[b], passes[o].tokens)
+            if progress is not None:
+                progress(len(idx))
         del held
     return out
 
@@ -119,9 +124,10 @@ def _decode(data: dict[str, Any]) -> Reading:
 
 
 def cell_twin(loaded, engine: str, pairs: Sequence[PromptPair], sides: dict[str, tuple[str, str, int]],
-              gens: Sequence[Any], reqs: Sequence[Any], decode_key: str, cache_dir: str | None
-              ) -> tuple[Reading | None, str]:
-    """The cell's twin readings (None when the engine cannot give them) and the note for cell.json ``twin``."""
+              gens: Sequence[Any], reqs: Sequence[Any], decode_key: str, cache_dir: str | None,
+              progress: bool = False, desc: str = "twin") -> tuple[Reading | None, str]:
+    """The cell's twin readings (None when the engine cannot give them) and the note for cell.json ``twin``.
+    ``progress``: a bar over the teacher-forced passes (none when the readings come from the cache)."""
     if engine != "hf":
         return None, (f"not computed: engine {engine} (the twin passes read the HF model the cell decodes with; "
                       "the columns are NaN)")
@@ -138,7 +144,12 @@ def cell_twin(loaded, engine: str, pairs: Sequence[PromptPair], sides: dict[str,
         model = loaded.model
         head = model.get_output_embeddings()
         vocab = int(getattr(head, "out_features", 0) or head.weight.shape[0])
-        return compute(model, passes, reads, comps, vocab)
+        from tqdm import tqdm
+
+        # Minutes on a real model (1-2x the decode): the bar is what the user sees of them.
+        with tqdm(total=len(passes), desc=desc, unit="pass", disable=not progress, leave=True,
+                  dynamic_ncols=True) as bar:
+            return compute(model, passes, reads, comps, vocab, progress=bar.update)
 
     reading = Memo(cache_dir).get("twin", [TWIN_VERSION, decode_key, digest], run, encode=_encode, decode=_decode)
     src = "from the cache" if hit[0] else f"{len(passes)} teacher-forced passes"
@@ -155,10 +166,12 @@ def twin_stage(ctx, gens: Sequence[Any]) -> Reading | None:
     if not getattr(ctx.settings, "twin", False):
         ctx.note(twin="not computed: --twin not given (the columns are NaN)")
         return None
-    log.info("%s--%s: teacher-forced twin passes", ctx.record.name, ctx.record.variant)  # minutes on a real model
+    log.info("%s--%s: teacher-forced twin passes", ctx.record.name, ctx.record.variant)
     t = time.perf_counter()
     reading, note = cell_twin(ctx.loaded, ctx.record.engine_name or "hf", kept_pairs(ctx.settings.pairs, ctx.rows),
-                              ctx.sides, gens, ctx.reqs, ctx.key, ctx.settings.cache_dir)
+                              ctx.sides, gens, ctx.reqs, ctx.key, ctx.settings.cache_dir,
+                              progress=bool(getattr(ctx.settings, "progress", False)),
+                              desc=f"twin {ctx.record.name}--{ctx.record.variant}")
     ctx.note(twin=note)
     ctx.timed("twin", t)
     return reading

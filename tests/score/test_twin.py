@@ -137,7 +137,9 @@ def test_batched_equals_one_at_a_time_and_a_direct_forward(demo):
     ids = {r.prompt_key: tuple(r.token_ids) for r in reqs}
     passes, reads, comps = plan(PAIRS, sides, by_key, ids)
     vocab = loaded.model.get_output_embeddings().weight.shape[0]
-    batched = compute(loaded.model, passes, reads, comps, vocab)
+    ticks: list[int] = []
+    batched = compute(loaded.model, passes, reads, comps, vocab, progress=ticks.append)
+    assert sum(ticks) == len(passes) and all(k > 0 for k in ticks)  # the progress bar counts every pass once
     for pid, d, o, t in comps:
         tokens = passes[o].tokens
         one = twin_steps(step_logits(loaded.model, passes[o].prompt_ids, tokens),
