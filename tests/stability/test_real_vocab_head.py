@@ -16,8 +16,19 @@ from harness.stability.closed_form import head_state, local_stability
 from harness.stability.head import check_head, head_from_model, row_norms_sq
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread for the module, whatever ran before it: the fp32 comparisons below hold to 1e-5 at one
+    thread (a CPU run's default), but with two the model's GEMM and the closed form's split the sums differently
+    and 8 of 1.8M logits of magnitude ~30 differ by 2e-5 (seen when the module ran alone)."""
+    from harness.core.threads import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture(scope="module")
-def gemma(real_model_dir):
+def gemma(real_model_dir, _one_thread):
     """The Gemma 3 model in fp32 with its head scaled so logits reach the softcap (random init gives ~0.5)."""
     from transformers import AutoModelForCausalLM
 
