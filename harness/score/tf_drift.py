@@ -120,6 +120,12 @@ def _vocab(model) -> int:
     return int(getattr(head, "out_features", 0) or head.weight.shape[0])
 
 
+def _slides(model) -> bool:
+    """Whether any attention layer of ``model`` attends within a sliding window (transformers sets the layer's
+    ``sliding_window`` then)."""
+    return any(getattr(m, "sliding_window", None) for m in model.modules())
+
+
 def _logits(model, batch, rows: bool):
     from harness.decode.probe import shared_prefix, step_logits_batch, step_logits_rows
 
@@ -164,6 +170,8 @@ def teacher_forced_many(ref_model, var_models: Mapping[str, object],
     mode: object = {"rows": "prefix", "rows-full": True}.get(batching, False)
     names = list(var_models)
     models = [ref_model, *var_models.values()]
+    if mode == "prefix" and any(_slides(m) for m in models):
+        mode = True  # a sliding-window layer's cache may not hold the prefix: every position in the rows' forward
     if mode:
         # chunked on the positions after the prefix all items share: the padding a forward may add is a share of
         # the positions it computes
@@ -184,6 +192,8 @@ def teacher_forced_many(ref_model, var_models: Mapping[str, object],
                     clock[name] = clock.get(name, 0.0) + time.process_time() - t
             ref, *var = out
         except RowsUnsupported:
+            if mode == "prefix":  # e.g. a sliding-window layer _slides did not see: the same, without the prefix
+                return teacher_forced_many(ref_model, var_models, items, lengths, progress, "rows-full", clock)
             if n:  # a model runs every forward the same way: only the first can find it cannot
                 raise
             return teacher_forced_many(ref_model, var_models, items, lengths, progress, batching="shape", clock=clock)

@@ -264,3 +264,38 @@ def test_divergences_of_several_variants_equal_the_former_arithmetic():
         assert ds[1].kl[4] == (np.inf if r is ref else ds[1].kl[4]) and not np.isnan(ds[1].kl).any()
         assert r is ref or np.isfinite(ds[1].kl).all()
         assert (ds[2].kl == 0).all()  # equal logits: exactly 0
+
+
+def test_variants_are_read_together_only_when_they_fit_in_memory():
+    """The merge loads a model's variants at once when harness.run.worker_memory's estimate says they fit in what
+    this machine has free, else one at a time (the note says why). SmolLM2-135M's fit anywhere this suite runs; the
+    same entry published as 1,000B (4 TB at bf16) does not fit twice anywhere."""
+    from harness.run.tf_drift import _fits_together
+
+    entry = load_registry(DEFAULT_REGISTRY).by_name()["smollm2-135m-instruct"]
+    assert _fits_together(entry, "bf16", ["int8", "int4"]) == [["int8", "int4"]]
+    huge = entry.model_copy(update={"params": "1000B"})
+    assert _fits_together(huge, "bf16", ["int8", "int4", "fp32"]) == [["int8"], ["int4"], ["fp32"]]
+
+
+def test_a_sliding_window_model_is_read_without_the_shared_prefix():
+    """A sliding-window layer's cache may not hold the prefix: the prefix path refuses (RowsUnsupported) and the
+    drift reads every position in the rows' forward instead, with the one-output-per-forward values (random-init
+    Mistral, window 6 under 13-token inputs)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from harness.decode.probe import shared_prefix, step_logits_rows
+    from harness.decode.rows import RowsUnsupported
+    from harness.score.tf_drift import teacher_forced_many
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, sliding_window=6, attn_implementation="eager")
+    a, b = (MistralForCausalLM(cfg).eval().to(torch.bfloat16) for _ in range(2))
+    items = [(f"k{i}", [1, 2, 3, 4, 5, 6, 7, 8] + [9 + i] * (i + 1), [10, 11, 12 + i]) for i in range(4)]
+    pairs = [(p, t) for _, p, t in items]
+    with pytest.raises(RowsUnsupported, match="sliding"):
+        step_logits_rows(a, pairs, prefix=shared_prefix(pairs))
+    rows = teacher_forced_many(a, {"q": b}, items, (3,))["q"]
+    single = teacher_forced_many(a, {"q": b}, items, (3,), batching="single")["q"]
+    assert all(_same(x, y) for x, y in zip(rows, single)) and all(r["tf_kl_mean"] > 0 for r in rows)
