@@ -164,7 +164,9 @@ def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], g
                                                    progress=bar)
                     del qs
             for v in rows:
-                warned[f"{model}--{v}"] = repeated(seen)
+                # counted over the whole group: which variant's layers raised each cannot be told apart
+                text = repeated(seen)
+                warned[f"{model}--{v}"] = f"(while reading {label}) {text}" if text and len(rows) > 1 else text
                 computed[v] = pd.DataFrame(rows[v], columns=["prompt_key", "length", *TF_COLUMNS])
             return computed.pop(variant)
 

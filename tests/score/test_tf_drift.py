@@ -299,3 +299,27 @@ def test_a_sliding_window_model_is_read_without_the_shared_prefix():
     rows = teacher_forced_many(a, {"q": b}, items, (3,))["q"]
     single = teacher_forced_many(a, {"q": b}, items, (3,), batching="single")["q"]
     assert all(_same(x, y) for x, y in zip(rows, single)) and all(r["tf_kl_mean"] > 0 for r in rows)
+
+
+def test_the_harness_own_log_lines_are_never_folded():
+    """once_each folds third-party repeats only: the harness's own progress lines (one template, many cells) pass."""
+    import logging
+
+    from harness.core.noise import once_each
+
+    shown: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            shown.append(record.name)
+
+    h = Keep()
+    logging.getLogger().addHandler(h)
+    try:
+        with once_each() as seen:
+            for name in ("harness.run.cell", "harness.run.cell", "bitsandbytes.x", "bitsandbytes.x"):
+                logging.getLogger(name).warning("%s: loading", "cell")
+    finally:
+        logging.getLogger().removeHandler(h)
+    assert shown == ["harness.run.cell", "harness.run.cell", "bitsandbytes.x"]
+    assert dict(seen) == {"bitsandbytes.x: %s: loading": 2}
