@@ -42,7 +42,8 @@ def _requests(loaded, n: int, max_new: int = 32):
     from harness.ladder.load import load_ladder
 
     ladder = load_ladder(str(REPO / "ladders" / "tasks-small.yaml"))
-    rows, rendered = audit_pairs(loaded.info.name, loaded.tokenizer, loaded.policy, ladder.pairs, max_new_tokens=max_new)
+    rows, rendered = audit_pairs(loaded.info.name, loaded.tokenizer, loaded.policy, ladder.pairs,
+                                 max_new_tokens=max_new)
     reqs, _ = decode_requests(ladder.pairs, rows, rendered)
     return sorted((r for r in reqs if r.replicate == 0), key=lambda r: r.prompt_key)[:n]
 
@@ -131,7 +132,8 @@ def run(quick: bool = False, max_new: int = 32) -> Outcome:
                   f"{'+'.join(x for x in VARIANTS if x != v)} as the merge reads them: {v}'s forwards "
                   f"{clock[v]:.1f} CPU s + 1/{k} of bf16's {clock['reference']:.1f} s + 1/{k} of the divergences' "
                   f"{clock['kl']:.1f} s = {d:.1f} s; read alone (its own bf16 forward) {alone / n:.3f} s/prompt = "
-                  f"{alone / cells:.2f}x; alone without the shared prefix {full / n:.3f} s/prompt = {full / cells:.2f}x; "
+                  f"{alone / cells:.2f}x; alone without the shared prefix {full / n:.3f} s/prompt = "
+                  f"{full / cells:.2f}x; "
                   f"decode bf16 {dec['bf16'] / n:.3f}, {v} {dec[v] / n:.3f} CPU s/prompt (wall "
                   f"{out['decode_wall_s'][v]:.1f} s). Load average {out['load_avg_start']:.1f} -> "
                   f"{out['load_avg_end']:.1f} (shared machine: ratios are side by side in one process)."]))

@@ -13,9 +13,11 @@ reference's greedy output -- and compared position by position
 
 Per prompt and output length L (the first min(L, steps) positions): mean,
 median, p99 and max of KL_t, the same-top-1 share, the mean dp_t and the first
-1-based step whose top-1 differs (NaN when none does: never 0). Memory: one
-output's steps x V logits per model at a time (``logits_to_keep``), reduced in
-chunks of ``CHUNK`` positions.
+1-based step whose top-1 differs (NaN when none does: never 0). Memory: the
+steps x V logits of one forward chunk of outputs per model (only the rows read
+go through the head; at most ``harness.decode.probe.ROWS_LOGIT_BUDGET``),
+reduced in chunks of ``CHUNK`` positions. Several variants of one model are
+read beside one reference forward (:func:`teacher_forced_many`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def step_divergence(ref_logits, var_logits, tokens: Sequence[int], chunk: int = 
     return step_divergences(ref_logits, [var_logits], tokens, chunk)[0]
 
 
-def step_divergences(ref_logits, var_logits: Sequence, tokens: Sequence[int], chunk: int = CHUNK) -> list[StepDivergence]:
+def step_divergences(ref_logits, var_logits: Sequence, tokens: Sequence[int],
+                     chunk: int = CHUNK) -> list[StepDivergence]:
     """:func:`step_divergence` of several variants' [steps, V] logits against one reference's: the reference's
     float64 log-softmax, probabilities and argmax are computed once per chunk of positions and read by every
     variant (the same operations in the same order as one variant alone: the same values)."""
