@@ -314,12 +314,15 @@ def test_the_harness_own_log_lines_are_never_folded():
             shown.append(record.name)
 
     h = Keep()
-    logging.getLogger().addHandler(h)
+    root, ours = logging.getLogger(), logging.getLogger("harness")
+    saved = ours.propagate, ours.level, root.handlers[:]  # the CLI's configure (other tests) may have set them
+    root.handlers[:] = [h]
+    ours.propagate, ours.level = True, logging.NOTSET
     try:
         with once_each() as seen:
             for name in ("harness.run.cell", "harness.run.cell", "bitsandbytes.x", "bitsandbytes.x"):
                 logging.getLogger(name).warning("%s: loading", "cell")
     finally:
-        logging.getLogger().removeHandler(h)
+        ours.propagate, ours.level, root.handlers[:] = saved
     assert shown == ["harness.run.cell", "harness.run.cell", "bitsandbytes.x"]
     assert dict(seen) == {"bitsandbytes.x: %s: loading": 2}
