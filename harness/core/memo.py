@@ -55,6 +55,11 @@ class Memo:
 
     # -- JSON values (statistics, figures) ----------------------------------------
 
+    def has(self, namespace: str, parts: list[str]) -> bool:
+        """Whether :meth:`get` would find a stored value (no cache: False); a damaged one is found by get itself."""
+        path = self.path(namespace, memo_key(namespace, [MEMO_VERSION, *parts]), ".json.checked")
+        return path is not None and path.exists()
+
     def get(self, namespace: str, parts: list[str], compute: Callable[[], Any],
             encode: Callable[[Any], Any] = lambda v: v, decode: Callable[[Any], Any] = lambda v: v) -> Any:
         path = self.path(namespace, memo_key(namespace, [MEMO_VERSION, *parts]), ".json.checked")

@@ -21,8 +21,8 @@ class _Once(logging.Filter):
         self.counts = counts
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
-            return True  # errors are never deduplicated
+        if record.levelno >= logging.ERROR or record.name.split(".")[0] == "harness":
+            return True  # errors are never deduplicated, nor the harness's own progress lines (third parties only)
         key = f"{record.name}: {record.msg}"
         if not getattr(record, "_stabprobe_counted", False):  # one record reaches every handler: count it once
             record._stabprobe_counted = True

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from harness.core.noise import once_each
 from harness.models.records import LinearInvariance
 
 CHUNK_ROWS = 48
@@ -83,7 +84,10 @@ def _probe_modules(model) -> tuple[list[str], list[str], int]:
         seen.setdefault((type(m).__name__, int(m.in_features), int(m.out_features)), m)
     variant, not_probed = [], []
     gen = torch.Generator().manual_seed(1)
-    with torch.inference_mode():
+    # once_each: bitsandbytes int8 logs its bf16 -> fp16 cast on every call (40 lines for SmolLM2's four shapes,
+    # in every decode worker); shown once here. Inside a cell, the cell's own once_each counts them (cell.json
+    # third_party_warnings); a worker process's count is not sent back.
+    with torch.inference_mode(), once_each():
         for (name, k, n), m in seen.items():
             try:
                 dev = next((p.device for p in m.parameters()), torch.device("cpu"))

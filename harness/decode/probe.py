@@ -160,16 +160,19 @@ def step_logits_batch(model, items: Sequence[tuple[Sequence[int], Sequence[int]]
 
 
 ROWS_LOGIT_BUDGET = 1 << 26
-"""float32 logits one rows forward may return (256 MiB): rows x its longest output x V. SmolLM2 (V = 49,152) at
-32 steps fits 42 outputs; Qwen3 (V = 151,936) at 256 steps one (a forward never has fewer than one output)."""
-ROWS_PAD_SHARE = 0.25
+"""float32 logits one rows forward may return (256 MiB): the steps of its outputs x V. SmolLM2 (V = 49,152) fits
+1,365 steps (42 outputs of 32); Qwen3 (V = 151,936) 441 (one output of 256; a forward never has fewer than one)."""
+ROWS_PAD_SHARE = 0.1
 """Left padding a rows forward may add, as a share of its real positions, before the next length starts a new one:
-padded positions run through every linear layer (not through attention), so they cost what real ones do."""
+padded positions run through every linear layer (not through attention), so they cost what real ones do. 0.1
+(was 0.25): on SmolLM2's 48 task prompts after their shared prefix, 2,213 positions computed in 7 forwards
+against 2,521 in 4, 3-5% less CPU time (smaller forwards run their products less efficiently)."""
 
 
-def rows_chunks(shapes: Sequence[tuple[int, int]], vocab: int) -> list[list[int]]:
+def rows_chunks(shapes: Sequence[tuple[int, int]], vocab: int, pad_share: float | None = None) -> list[list[int]]:
     """Indices of (input length, steps) ``shapes`` grouped into rows forwards: sorted by input length, neighbours
-    share one while its padding stays within ``ROWS_PAD_SHARE`` of its real positions and its logits within
+    share one while its padding stays within ``pad_share`` (default ``ROWS_PAD_SHARE``) of its real positions and
+    its logits within
     ``ROWS_LOGIT_BUDGET``. Which outputs share a forward changes no value where the kernels are batch-invariant
     (:func:`step_logits_rows`); the grouping only sets the cost."""
     order = sorted(range(len(shapes)), key=lambda i: (shapes[i][0], i))
@@ -179,15 +182,47 @@ def rows_chunks(shapes: Sequence[tuple[int, int]], vocab: int) -> list[list[int]
         if cur is not None:
             lens = [shapes[j][0] for j in cur] + [shapes[i][0]]
             width, real = max(lens), sum(lens)
-            steps = max(shapes[j][1] for j in [*cur, i])
-            if width * len(lens) - real <= ROWS_PAD_SHARE * real and len(lens) * steps * vocab <= ROWS_LOGIT_BUDGET:
+            steps = sum(shapes[j][1] for j in [*cur, i])  # the rows the output head returns (step_logits_rows)
+            share = ROWS_PAD_SHARE if pad_share is None else pad_share
+            if width * len(lens) - real <= share * real and steps * vocab <= ROWS_LOGIT_BUDGET:
                 cur.append(i)
                 continue
         chunks.append([i])
     return chunks
 
 
-def step_logits_rows(model, items: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int = 0):
+def shared_prefix(items: Sequence[tuple[Sequence[int], Sequence[int]]]) -> int:
+    """Leading tokens every (prompt ids, tokens) item's input shares, never reaching a position whose logits are read
+    (each item's last prompt token onwards): what :func:`step_logits_rows` may compute once. 0 below 2 tokens."""
+    seqs = [list(p) + list(t[:-1]) for p, t in items]
+    cap = min(len(p) - 1 for p, _ in items) if items else 0
+    n = 0
+    while n < cap and all(s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return n if n >= 2 else 0
+
+
+def _prefix_cache(model, ids, rows: int, inner: str, device):
+    """The keys and values of the shared prefix ``ids``, computed once (one row, its own forward), then one cache
+    whose every one of ``rows`` rows holds them."""
+    import torch
+    from transformers import DynamicCache
+
+    from harness.decode.rows import _RowsState, _cache_kwarg
+
+    one = DynamicCache(config=model.config)
+    state = _RowsState(lens=[len(ids)], inner=inner)
+    model(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device),
+          position_ids=torch.arange(len(ids), device=device)[None], use_cache=True, logits_to_keep=1,
+          stabprobe_rows=state, **{_cache_kwarg(model): one})
+    cache = DynamicCache(config=model.config)
+    for layer, lay in enumerate(one.layers):
+        cache.update(lay.keys.expand(rows, -1, -1, -1), lay.values.expand(rows, -1, -1, -1), layer)
+    return cache
+
+
+def step_logits_rows(model, items: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int = 0,
+                     prefix: int = 0):
     """:func:`step_logits` of (prompt ids, tokens) of any lengths in one forward ("rows" batching): a list of
     float32 [steps_i, V] tensors, one per item, in order.
 
@@ -201,30 +236,58 @@ def step_logits_rows(model, items: Sequence[tuple[Sequence[int], Sequence[int]]]
     bitsandbytes int8 (LLM.int8) is not: it picks its outlier columns over every row of a call, padding included,
     so its rows depend on their batch mates. Raises harness.decode.rows.RowsUnsupported for a model whose layers
     do not all run the per-group attention (the caller falls back to one shape per forward).
+
+    ``prefix`` (:func:`shared_prefix`): the first ``prefix`` tokens, the same in every item, are computed once, in a
+    forward of their own, and their keys and values serve every row; the rows' forward then runs only the
+    positions after them, the prefix's keys in front of each group's own (issue 30: SmolLM2's chat template puts
+    the same system prompt before every prompt, a third of the positions of the task ladder). Causal attention
+    makes the prefix's keys and values what the full forward computes at those positions, up to how a kernel
+    rounds a different number of rows or queries; tests/score/test_tf_drift.py measures how close.
     """
     import torch
 
-    from harness.decode.rows import RowsUnsupported, _attention_layers, _RowsState, rows_attention
+    from harness.decode.rows import RowsUnsupported, _attention_layers, _cache_kwarg, _RowsState, rows_attention
 
     if not items:
         return []
     if any(not p or not t for p, t in items):
         raise ValueError("nothing to probe: empty prompt or no token")
     seqs = [list(p) + list(t[:-1]) for p, t in items]
-    lens = [len(s) for s in seqs]
+    if prefix and (prefix > min(len(p) for p, _ in items) - 1 or any(s[:prefix] != seqs[0][:prefix] for s in seqs)):
+        raise ValueError(f"prefix {prefix}: not shared by every item, or it reaches a position whose logits are read")
+    lens = [len(s) - prefix for s in seqs]
     steps = [len(t) for _, t in items]
     width, keep = max(lens), max(steps)
     device = next(model.parameters()).device
     ids = torch.full((len(seqs), width), int(pad_id), dtype=torch.long)
     for b, s in enumerate(seqs):
-        ids[b, width - len(s):] = torch.tensor(s, dtype=torch.long)
-    pos = (torch.arange(width)[None, :] - torch.tensor([width - n for n in lens])[:, None]).clamp_min(0)
+        ids[b, width - lens[b]:] = torch.tensor(s[prefix:], dtype=torch.long)
+    pos = prefix + (torch.arange(width)[None, :] - torch.tensor([width - n for n in lens])[:, None]).clamp_min(0)
+    # Only the rows read go through the output head: row b's last steps[b] of the `keep` kept positions, gathered
+    # into one [1, sum(steps), d] input (a forward's outputs end at many lengths; the head cost 28 M multiply-adds
+    # a row at SmolLM2's vocabulary, a quarter of the rest of the model's). What the model does after its head
+    # (soft-capping, scaling) works element by element, so it applies to the gathered rows as to all of them.
+    take = torch.cat([torch.arange(b * keep + keep - n, b * keep + keep) for b, n in enumerate(steps)]).to(device)
+
+    def gather(_module, args):
+        h = args[0]
+        return (h.reshape(-1, h.shape[-1]).index_select(0, take)[None], *args[1:])
+
     with rows_attention(model) as inner, torch.inference_mode():
-        state = _RowsState(lens=lens, inner=inner)
-        out = model(input_ids=ids.to(device), position_ids=pos.to(device), use_cache=False, logits_to_keep=keep,
-                    stabprobe_rows=state)
+        extra = {}
+        if prefix:
+            extra = {_cache_kwarg(model): _prefix_cache(model, seqs[0][:prefix], len(seqs), inner, device)}
+        state = _RowsState(lens=lens, inner=inner, prefix=prefix)
+        hook = model.get_output_embeddings().register_forward_pre_hook(gather)
+        try:
+            out = model(input_ids=ids.to(device), position_ids=pos.to(device), use_cache=bool(prefix),
+                        logits_to_keep=keep, stabprobe_rows=state, **extra)
+        finally:
+            hook.remove()
     layers = _attention_layers(model)
     if len(state.seen) != layers:
         raise RowsUnsupported(f"{len(state.seen)} of {layers} layers ran the per-group attention")
-    logits = out.logits
-    return [logits[b, logits.shape[1] - n:].float() for b, n in enumerate(steps)]
+    logits = out.logits[0]
+    if logits.shape[0] != len(take):
+        raise RowsUnsupported(f"the output head returned {logits.shape[0]} rows for {len(take)} gathered")
+    return list(logits.float().split(steps))

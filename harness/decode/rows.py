@@ -62,6 +62,10 @@ class _RowsState:
     """ids of the attention modules called during this forward (every layer must be)."""
     groups: dict = field(default_factory=dict)
     """(q_len, kv_len) -> [((first query, first key), row index or None for all rows)], built once per forward."""
+    prefix: int = 0
+    """Positions at the front of the cache shared by every row (a shared prompt prefix computed once,
+    harness.decode.probe.step_logits_rows): each row's keys are these and then its own last ``lens`` positions,
+    with the left padding of this forward in between. ``lens`` then counts only the positions after the prefix."""
 
     def plan(self, q_len: int, kv_len: int, device):
         key = (q_len, kv_len)
@@ -136,12 +140,19 @@ def _rows_attention(module, query, key, value, attention_mask, dropout: float = 
     B, _, q_len, _ = query.shape
     kv_len = key.shape[2]
     window = kwargs.get("sliding_window")
+    P = state.prefix
+    if P and window is not None:
+        raise RowsUnsupported("a shared prefix with a sliding-window layer (its cache may not hold the prefix)")
     out = None
-    for (q0, k0), rows in state.plan(q_len, kv_len, query.device):
+    for (q0, k0), rows in state.plan(q_len, kv_len - P, query.device):
         if rows is None:  # one group: every row has the same length
             qg, kg, vg = query[:, :, q0:, :], key[:, :, k0:, :], value[:, :, k0:, :]
         else:
             qg, kg, vg = query[rows, :, q0:, :], key[rows, :, k0:, :], value[rows, :, k0:, :]
+        if P and k0:  # the shared prefix, then the group's own positions: the padding between is skipped
+            sel = slice(None) if rows is None else rows
+            kg = torch.cat([key[sel, :, :P, :], key[sel, :, P + k0:, :]], dim=2)
+            vg = torch.cat([value[sel, :, :P, :], value[sel, :, P + k0:, :]], dim=2)
         n = qg.shape[0]
         pad = _group_pad(n, qg.shape[1], qg.shape[2], kg.shape[2], min(qg.shape[3], vg.shape[3]))
         if pad:

@@ -24,6 +24,7 @@ from harness.audit.records import AuditRow
 from harness.audit.tokens import audit_pairs
 from harness.core import rundir
 from harness.core.memo import Memo
+from harness.core.noise import once_each
 from harness.core.checked import counts as cache_counts, first_write_error
 from harness.errors import error_line
 from harness.decode.greedy import DECODER_VERSION, DecodeRequest, NonFiniteOutput, first_non_finite, prompt_key
@@ -154,6 +155,8 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
     if not _load(ctx, loader):
         log.info("%s: failed to load: %s", cell.name, ctx.record.error)  # recorded; the run's end lists it
         return _write_record(ctx, before)
+    quiet = once_each()  # a library that warns per call (bitsandbytes) is shown once and counted (issue 30)
+    seen = quiet.__enter__()
     try:
         log.info("%s: token audit of %d pairs", cell.name, len(settings.pairs))
         if _audit(ctx) and not _restore_results(ctx, embed):
@@ -176,6 +179,9 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         error = " ".join(str(exc).split()) if isinstance(exc, TemplateRenderError) else error_line(exc)
         ctx.note(status="failed", error=error, traceback=traceback.format_exc(limit=5))
     finally:
+        quiet.__exit__(None, None, None)
+        if seen:
+            ctx.note(third_party_warnings={k[:200]: n for k, n in seen.items()})
         if ctx.loaded.weights_loaded:
             # Release the weights before the next cell; skipped otherwise, since a
             # full collection costs ~0.3 s once sentence-transformers is imported.

@@ -2,12 +2,13 @@
 
 Cells never see each other, so a variant's cell cannot read the reference's
 tokens; the merge has every cell's generations. Per model it loads the
-reference once and each variant in turn (both at once: one output's logits
-of each are compared position by position), feeds both the reference's greedy
-tokens after each prompt both decoded, and returns one row per variant x
-prompt x length. Results are memoized under the run's cache directory, keyed
-by both cells' decode keys and the reference's tokens, so a cached re-run
-loads no weights.
+reference once and its HF variants together (as many at once as the memory
+estimate allows: harness.run.worker_memory), feeds all of them the
+reference's greedy tokens after each prompt all decoded, reading the
+reference once per forward chunk for every variant (issue 30), and returns one
+row per variant x prompt x length. Results are memoized under the run's cache
+directory, per variant, keyed by both cells' decode keys and the reference's
+tokens, so a cached re-run loads no weights.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from contextlib import ExitStack
 from typing import Any, Callable, Sequence
 
 import pandas as pd
@@ -26,7 +28,7 @@ from harness.errors import error_line
 from harness.models.variants import engine_of
 from harness.run.tf_drift_llamacpp import llamacpp_rows
 from harness.score.drift import reference_of
-from harness.score.tf_drift import TF_COLUMNS, TF_VERSION, teacher_forced_rows
+from harness.score.tf_drift import TF_COLUMNS, TF_VERSION, teacher_forced_many
 
 KEYS = ("model", "variant", "length", "prompt_key")
 
@@ -59,13 +61,36 @@ def _bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="prompt", disable=not enabled, leave=False)
 
 
+def _fits_together(entry, ref: str, variants: Sequence[str]) -> list[list[str]]:
+    """``variants`` in groups read beside one reference forward: as many at once as the memory estimate of
+    harness.run.worker_memory allows (the reference and every variant of a group loaded together), else one at a
+    time."""
+    from harness.run.worker_memory import WORK_FACTOR, available_mib, weights_bytes
+
+    free = available_mib()
+    groups: list[list[str]] = []
+    need = WORK_FACTOR * weights_bytes(entry, ref) / 2**20
+    for v in variants:
+        more = WORK_FACTOR * weights_bytes(entry, v) / 2**20
+        if groups and need + more <= free:
+            groups[-1].append(v)
+            need += more
+        else:
+            groups.append([v])
+            need = WORK_FACTOR * (weights_bytes(entry, ref) + weights_bytes(entry, v)) / 2**20
+    return groups
+
+
 def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], gens: pd.DataFrame,
                          records: Sequence[dict[str, Any]], loader: Callable, cache_dir=None, progress: bool = False
                          ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Rows (model, variant, length, prompt_key, tf_*) for every non-reference variant; and per cell "ok" or why not.
 
-    ``progress``: a progress bar per variant. Third-party warnings inside are shown once each and counted in the
-    cell's note (harness.core.noise)."""
+    The HF variants of a model that read the same reference tokens are read together: one reference forward per
+    chunk of outputs serves all of them (harness.score.tf_drift.teacher_forced_many), with as many variants loaded
+    at once as the memory estimate allows (the note says when they were read apart). ``progress``: a progress bar
+    per group. Third-party warnings inside are shown once each and counted in the cell's note
+    (harness.core.noise)."""
     notes: dict[str, str] = {}
     warned: dict[str, str] = {}
     frames: list[pd.DataFrame] = []
@@ -76,7 +101,10 @@ def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], g
     decode_key = {(r["name"], r["variant"]): r.get("cache_key", "") for r in records if r.get("status") == "ok"}
     for model, g in gens.groupby("model", sort=True):
         variants = list(dict.fromkeys(g["variant"]))
+        entry = by_name[model]
         loaded_ref: dict[str, Any] = {}
+        todo: dict[tuple[str, str], list[str]] = {}  # (reference, tokens digest) -> HF variants not in the memo
+        plan: dict[str, tuple[str, dict, list[str]]] = {}  # variant -> (reference, tokens, memo parts)
         for variant in variants:
             ref = reference_of(variant, variants)
             if ref == variant or ref not in variants:
@@ -97,33 +125,64 @@ def teacher_forced_frame(models, texts: Sequence[str], lengths: Sequence[int], g
             digest = hashlib.sha256(json.dumps(sorted(tokens.items())).encode()).hexdigest()
             parts = [TF_VERSION, decode_key.get((model, ref), ""), decode_key.get((model, variant), ""), digest,
                      ",".join(str(L) for L in lengths)]
+            plan[variant] = (ref, tokens, parts)
+            if engine_of(variant) == "hf" and not memo.has("tf-drift", parts):
+                todo.setdefault((ref, digest), []).append(variant)
+        together: dict[str, list[str]] = {}  # variant -> the HF variants read beside it
+        apart: dict[str, str] = {}  # variant -> why it was not read beside every other one
+        for (ref, _), vs in todo.items():
+            groups = _fits_together(entry, ref, vs)
+            for grp in groups:
+                together.update({v: grp for v in grp})
+                if len(groups) > 1:
+                    apart.update({v: f"read apart from the other variants ({len(groups)} groups): their weights "
+                                     "would not fit in memory at once (harness.run.worker_memory)" for v in grp})
+        computed: dict[str, pd.DataFrame] = {}
 
-            def compute(model=model, ref=ref, variant=variant, tokens=tokens) -> pd.DataFrame:
-                entry = by_name[model]
-                if ref not in loaded_ref:
-                    loaded_ref[ref] = loader(entry, ref)
-                r, q = loaded_ref[ref], loader(entry, variant)
-                ids = _prompt_ids(r, texts)
-                items = [(k, ids[k], toks) for k, toks in tokens.items() if k in ids and toks]
-                with _bar(len(items), f"teacher-forced {model}--{variant}", progress) as bar, once_each() as seen:
-                    if engine_of(variant) == "llamacpp":  # the GGUF read by llama.cpp (harness.run.tf_drift_llamacpp)
-                        rows = llamacpp_rows(r, q, items, lengths)
-                        bar.update(len(items))
-                    else:
-                        # the decode's contract: where a linear kernel rounds by batch size, fixed-size chunks
-                        with invariant_linears(r), invariant_linears(q):
-                            rows = teacher_forced_rows(r.model, q.model, items, lengths, progress=bar)
-                warned[name] = repeated(seen)
-                del q
-                return pd.DataFrame(rows, columns=["prompt_key", "length", *TF_COLUMNS])
+        def compute(variant: str) -> pd.DataFrame:
+            ref, tokens, _ = plan[variant]
+            if variant in computed:
+                return computed.pop(variant)
+            if ref not in loaded_ref:
+                loaded_ref[ref] = loader(entry, ref)
+            r = loaded_ref[ref]
+            ids = _prompt_ids(r, texts)
+            items = [(k, ids[k], toks) for k, toks in tokens.items() if k in ids and toks]
+            group = together.get(variant, [variant])
+            label = ",".join(group)
+            with _bar(len(items), f"teacher-forced {model}--{label}", progress) as bar, once_each() as seen:
+                if engine_of(variant) == "llamacpp":  # the GGUF read by llama.cpp (harness.run.tf_drift_llamacpp)
+                    rows = {variant: llamacpp_rows(r, loader(entry, variant), items, lengths)}
+                    bar.update(len(items))
+                else:
+                    qs = {v: loader(entry, v) for v in group}
+                    # the decode's contract: where a linear kernel rounds by batch size, fixed-size chunks
+                    with ExitStack() as stack:
+                        for x in (r, *qs.values()):
+                            stack.enter_context(invariant_linears(x))
+                        rows = teacher_forced_many(r.model, {v: q.model for v, q in qs.items()}, items, lengths,
+                                                   progress=bar)
+                    del qs
+            for v in rows:
+                # counted over the whole group: which variant's layers raised each cannot be told apart
+                text = repeated(seen)
+                warned[f"{model}--{v}"] = f"(while reading {label}) {text}" if text and len(rows) > 1 else text
+                computed[v] = pd.DataFrame(rows[v], columns=["prompt_key", "length", *TF_COLUMNS])
+            return computed.pop(variant)
 
+        for variant, (ref, tokens, parts) in plan.items():
+            name = f"{model}--{variant}"
             try:
-                frame = memo.get("tf-drift", parts, compute, encode=_encode, decode=_decode)
+                frame = memo.get("tf-drift", parts, lambda variant=variant: compute(variant), encode=_encode,
+                                 decode=_decode)
             except Exception as exc:  # noqa: BLE001 - recorded in the manifest; free-running drift stands
                 notes[name] = f"failed: {error_line(exc)}"
                 continue
             missing = len(tokens) - frame["prompt_key"].nunique()
+            grp = together.get(variant, [variant])
             notes[name] = "ok" + (f" ({missing} prompts could not be re-rendered)" if missing else "") + (
+                f"; read beside {ref} with {','.join(x for x in grp if x != variant)}" if len(grp) > 1 else "") + (
+                f"; {apart[variant]}" if variant in apart else "") + (
                 f"; third-party warnings shown once: {warned[name]}" if warned.get(name) else "")
             frames.append(frame.assign(model=model, variant=variant))
     if not frames:

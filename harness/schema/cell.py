@@ -128,3 +128,6 @@ class CellRecord(Record):
     cache_entries_rejected: StrictInt | None = Field(None, description="Damaged cache entries recomputed.")
     cache_write_failures: StrictInt | None = Field(None, description="Cache writes that failed.")
     cache_write_error: StrictStr | None = Field(None, description="The first failed cache write.")
+    third_party_warnings: dict[str, StrictInt] | None = Field(
+        None, description="Third-party warnings and log records during the cell (each shown once, harness.core.noise):"
+                          " 'logger or category: message' -> how many times it was raised.")

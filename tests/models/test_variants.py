@@ -94,6 +94,14 @@ def test_real_quantized_variants(tmp_path, entry):
     # "ok", possibly followed by what was noted on the way (bitsandbytes' repeated cast warning, counted once).
     tf = manifest["teacher_forced_drift"]
     assert set(tf) == {"tiny-chat--int8", "tiny-chat--int4"} and all(v.split(";")[0] == "ok" for v in tf.values())
+    # both variants read beside one bf16 forward (issue 30: the reference's cost shared)
+    assert "read beside bf16 with int4" in tf["tiny-chat--int8"] and "with int8" in tf["tiny-chat--int4"]
+    # the cell phase: a third-party warning that repeats is shown once and counted in the cell's record
+    cells = {m["variant"]: m for m in manifest["models"]}
+    noted = cells["int8"].get("third_party_warnings") or {}
+    assert any("bitsandbytes" in k and n > 1 for k, n in noted.items()), noted
+    on_disk = json.loads((result.run_dir / "cells" / "tiny-chat--int8" / "cell.json").read_text())
+    assert on_disk["third_party_warnings"] == noted
     assert drift_rows[drift_rows.variant == "bf16"].tf_positions.isna().all()
     q = drift_rows[drift_rows.variant != "bf16"]
     assert (q.tf_positions > 0).all() and (q.tf_kl_mean >= 0).all() and (q.tf_kl_max >= q.tf_kl_p99).all()

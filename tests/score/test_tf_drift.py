@@ -161,3 +161,168 @@ def test_rows_batching_int8_is_reproducible_but_depends_on_its_batch_mates(model
     alone = step_logits(q.model, p, t)
     assert torch.equal(step_logits_rows(q.model, [(p, t), (p, t)])[0], alone)
     assert not all(torch.equal(a, step_logits(q.model, p, t)) for a, (p, t) in zip(once, pairs))
+
+
+@pytest.fixture(scope="module")
+def q4():
+    return load_model(load_registry(DEFAULT_REGISTRY).by_name()["tiny-chat"], "int4")
+
+
+def _prefixed(items):
+    """The outputs again after one long shared prefix (the longest prompt, whole): the shape of a chat template's
+    system prompt in front of every prompt."""
+    head = list(max((p for _, p, _ in items), key=len))
+    return [(list(head) + list(p), t) for _, p, t in items], len(head)
+
+
+def test_shared_prefix_is_exact_for_bf16_and_nf4_and_reproducible_for_int8(models, q4):
+    """TF_VERSION 3 computes the prefix every output of a forward shares once, its keys and values in front of each
+    row's own (harness.decode.probe.step_logits_rows ``prefix``). Against a plain full-sequence forward of one output
+    (step_logits) the logits are bitwise equal (tolerance 0) for bf16 and nf4, whatever the batch; bitsandbytes int8
+    is bitwise reproducible run to run and a batch of copies gives the lone output's bits, as without the prefix."""
+    from harness.decode.probe import shared_prefix, step_logits_rows
+
+    ref, q, _ = models
+    pairs, n = _prefixed(models[2])
+    P = shared_prefix(pairs)
+    assert P >= n  # the whole added prefix (and any common start of the prompts after it)
+    for model in (ref.model, q4.model):
+        got = step_logits_rows(model, pairs, prefix=P)
+        assert all(torch.equal(g, step_logits(model, p, t)) for g, (p, t) in zip(got, pairs))
+        assert all(torch.equal(a, b) for a, b in zip(got, step_logits_rows(model, pairs)))  # no prefix: the same
+        assert all(torch.equal(a, b) for a, b in zip(got, step_logits_rows(model, pairs[::-1], prefix=P)[::-1]))
+    once, twice = step_logits_rows(q.model, pairs, prefix=P), step_logits_rows(q.model, pairs, prefix=P)
+    assert all(torch.equal(a, b) for a, b in zip(once, twice))
+    p, t = pairs[0]
+    assert torch.equal(step_logits_rows(q.model, [(p, t), (p, t)], prefix=P)[0],
+                       step_logits_rows(q.model, [(p, t)], prefix=P)[0])
+
+
+def test_shared_prefix_stops_before_the_positions_read(models):
+    from harness.decode.probe import shared_prefix, step_logits_rows
+
+    _, _, items = models
+    p, t = items[0][1], items[0][2]
+    assert shared_prefix([(p, t), (p, t)]) == len(p) - 1  # identical items: up to the last prompt token, not beyond
+    assert shared_prefix([(p, t), ([p[0] + 1, *p[1:]], t)]) == 0  # nothing shared
+    with pytest.raises(ValueError, match="prefix"):
+        step_logits_rows(models[0].model, [(p, t)], prefix=len(p))
+
+
+def test_variants_read_together_equal_each_read_alone(models, q4):
+    """teacher_forced_many reads the reference once per forward for every variant: each variant's rows equal its
+    rows read alone, bitwise, bitsandbytes int8 included (each model's forwards are the same ones either way)."""
+    from harness.score.tf_drift import teacher_forced_many
+
+    ref, q, items = models
+    pairs, _ = _prefixed(items)
+    many = [(f"{k}#{j}", p, t) for j in range(2) for (k, _, _), (p, t) in zip(items, pairs)] + list(items)
+    clock: dict = {}
+    together = teacher_forced_many(ref.model, {"int8": q.model, "int4": q4.model}, many, LENGTHS, clock=clock)
+    assert set(clock) == {"reference", "int8", "int4", "kl"} and all(s > 0 for s in clock.values())
+    for name, m in (("int8", q.model), ("int4", q4.model)):
+        alone = teacher_forced_rows(ref.model, m, many, LENGTHS)
+        assert [r["prompt_key"] for r in together[name]] == [r["prompt_key"] for r in alone]
+        assert all(_same(a, b) for a, b in zip(together[name], alone))
+    single = teacher_forced_rows(ref.model, q4.model, many, LENGTHS, batching="single")
+    assert all(_same(a, b) for a, b in zip(together["int4"], single))  # nf4: the prefix path is exact
+
+
+def _divergence_v2(ref_logits, var_logits, tokens):
+    """TF_VERSION 2's step_divergence, verbatim (one chunk): the reference the shared computation must equal."""
+    y = torch.as_tensor(list(tokens), dtype=torch.long)
+    zr, zq = ref_logits.double(), var_logits.double()
+    lr, lq = torch.log_softmax(zr, dim=-1), torch.log_softmax(zq, dim=-1)
+    pr = lr.exp()
+    terms = torch.where(pr > 0, pr * (lr - lq), torch.zeros_like(pr))
+    k = terms.sum(dim=-1).clamp_min(0.0)
+    k = torch.where((zr == zq).all(dim=-1), torch.zeros_like(k), k)
+    dp = lq.gather(1, y[:, None])[:, 0].exp() - lr.gather(1, y[:, None])[:, 0].exp()
+    return k.numpy(), (torch.argmax(zr, dim=-1) == torch.argmax(zq, dim=-1)).numpy(), dp.numpy()
+
+
+def test_divergences_of_several_variants_equal_the_former_arithmetic():
+    """step_divergences shares the reference's side between variants and skips the mask where no probability
+    underflows: the values are the former arithmetic's, bit for bit, with and without underflowing tokens."""
+    from harness.score.tf_drift import step_divergences
+
+    g = torch.Generator().manual_seed(3)
+    steps, V = 7, 300
+    ref = torch.randn(steps, V, generator=g) * 4
+    ref_inf = ref.clone()
+    ref_inf[2, 5] = float("-inf")  # a token the reference gives no mass: masked, not nan
+    ref_inf[4, 7] = -1e4  # underflows to 0 in float64 probabilities
+    tokens = [int(i) for i in torch.randint(0, V, (steps,), generator=g)]
+    for r in (ref, ref_inf):
+        vs = [r + torch.randn(steps, V, generator=g) * s for s in (0.01, 1.0)] + [r.clone()]
+        vs[1][4, 7] = float("-inf")
+        ds = step_divergences(r, vs, tokens, chunk=3)
+        for d, v in zip(ds, vs):
+            kl, same, dp = _divergence_v2(r, v, tokens)
+            assert np.array_equal(d.kl, kl) and np.array_equal(d.same_top1, same) and np.array_equal(d.dp, dp)
+        # the variant gives no mass where the reference gives some: infinite; where neither does: nothing (not nan)
+        assert ds[1].kl[4] == (np.inf if r is ref else ds[1].kl[4]) and not np.isnan(ds[1].kl).any()
+        assert r is ref or np.isfinite(ds[1].kl).all()
+        assert (ds[2].kl == 0).all()  # equal logits: exactly 0
+
+
+def test_variants_are_read_together_only_when_they_fit_in_memory():
+    """The merge loads a model's variants at once when harness.run.worker_memory's estimate says they fit in what
+    this machine has free, else one at a time (the note says why). SmolLM2-135M's fit anywhere this suite runs; the
+    same entry published as 1,000B (4 TB at bf16) does not fit twice anywhere."""
+    from harness.run.tf_drift import _fits_together
+
+    entry = load_registry(DEFAULT_REGISTRY).by_name()["smollm2-135m-instruct"]
+    assert _fits_together(entry, "bf16", ["int8", "int4"]) == [["int8", "int4"]]
+    huge = entry.model_copy(update={"params": "1000B"})
+    assert _fits_together(huge, "bf16", ["int8", "int4", "fp32"]) == [["int8"], ["int4"], ["fp32"]]
+
+
+def test_a_sliding_window_model_is_read_without_the_shared_prefix():
+    """A sliding-window layer's cache may not hold the prefix: the prefix path refuses (RowsUnsupported) and the
+    drift reads every position in the rows' forward instead, with the one-output-per-forward values (random-init
+    Mistral, window 6 under 13-token inputs)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from harness.decode.probe import shared_prefix, step_logits_rows
+    from harness.decode.rows import RowsUnsupported
+    from harness.score.tf_drift import teacher_forced_many
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, sliding_window=6, attn_implementation="eager")
+    a, b = (MistralForCausalLM(cfg).eval().to(torch.bfloat16) for _ in range(2))
+    items = [(f"k{i}", [1, 2, 3, 4, 5, 6, 7, 8] + [9 + i] * (i + 1), [10, 11, 12 + i]) for i in range(4)]
+    pairs = [(p, t) for _, p, t in items]
+    with pytest.raises(RowsUnsupported, match="sliding"):
+        step_logits_rows(a, pairs, prefix=shared_prefix(pairs))
+    rows = teacher_forced_many(a, {"q": b}, items, (3,))["q"]
+    single = teacher_forced_many(a, {"q": b}, items, (3,), batching="single")["q"]
+    assert all(_same(x, y) for x, y in zip(rows, single)) and all(r["tf_kl_mean"] > 0 for r in rows)
+
+
+def test_the_harness_own_log_lines_are_never_folded():
+    """once_each folds third-party repeats only: the harness's own progress lines (one template, many cells) pass."""
+    import logging
+
+    from harness.core.noise import once_each
+
+    shown: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            shown.append(record.name)
+
+    h = Keep()
+    root, ours = logging.getLogger(), logging.getLogger("harness")
+    saved = ours.propagate, ours.level, root.handlers[:]  # the CLI's configure (other tests) may have set them
+    root.handlers[:] = [h]
+    ours.propagate, ours.level = True, logging.NOTSET
+    try:
+        with once_each() as seen:
+            for name in ("harness.run.cell", "harness.run.cell", "bitsandbytes.x", "bitsandbytes.x"):
+                logging.getLogger(name).warning("%s: loading", "cell")
+    finally:
+        ours.propagate, ours.level, root.handlers[:] = saved
+    assert shown == ["harness.run.cell", "harness.run.cell", "bitsandbytes.x"]
+    assert dict(seen) == {"bitsandbytes.x: %s: loading": 2}
