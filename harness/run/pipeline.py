@@ -150,7 +150,8 @@ def finalize(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedd
     finished = [(cell, rec) for cell in all_cells if (rec := read_cell_record(run_dir, cell)) is not None]
     records = [rec for _, rec in finished]
     log.info("merging %d cells' tables (and the drift between variants)", len(finished))
-    gens_df, pairs_df, drift_df, tf_read = _merge_tables(run_dir, cfg, finished, embedder)
+    gens_df, pairs_df, drift_df, tf_read, tf_seconds = _merge_tables(run_dir, cfg, finished, embedder)
+    manifest = manifest.evolve(phase_seconds={**(manifest.phase_seconds or {}), **tf_seconds})
     manifest = _merged_manifest(manifest, all_cells, records, pairs_df.empty, tf_read, t0)
     # "complete" only once every promised file exists: until the reports are written the manifest says
     # "running" (a crash that cannot even rewrite it, e.g. on a full disk, is then recognised by the next
@@ -227,14 +228,18 @@ def _merge_tables(run_dir: Path, cfg: RunConfig, finished: list[tuple[Cell, Cell
     from harness.run.tf_drift import teacher_forced_frame, with_tf_columns
 
     texts = list(dict.fromkeys(t for p in cfg.ladder.pairs for t in (p.prompt_a, p.prompt_b)))
+    # Timed on its own (wall and this process's CPU): its cost is read against the cells' decode (README).
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
     tf_df, tf_read = teacher_forced_frame(cfg.models, texts, cfg.lengths, gens_df,
                                           [r.to_json_dict() for _, r in finished], cfg.loader, cfg.cache_dir,
                                           progress=cfg.progress)
+    tf_seconds = {"teacher_forced_drift": round(time.perf_counter() - t_wall, 3),
+                  "teacher_forced_drift_cpu": round(time.process_time() - t_cpu, 3)}
     drift_df = with_tf_columns(drift_df, tf_df)
     for name, frame in ((rundir.AUDIT, audit_df), (rundir.GENERATIONS, gens_df), (rundir.PAIRS, pairs_df),
                         (rundir.DRIFT, drift_df)):
         rundir.atomic_write_parquet(run_dir / name, frame)
-    return gens_df, pairs_df, drift_df, tf_read
+    return gens_df, pairs_df, drift_df, tf_read, tf_seconds
 
 
 def _merged_manifest(manifest: Manifest, all_cells: Sequence[Cell], records: list[CellRecord], nothing_scored: bool,

@@ -79,7 +79,8 @@ class Manifest(Record):
         None, description="Version of the pair metrics the run scored with (harness.score.registry.scorer_version); "
                           "compare, merge and --resume refuse runs whose scoring inputs differ. None: not recorded.")
     phase_seconds: dict[str, StrictFloat | StrictInt] | None = Field(
-        None, description="Seconds of the run's phases (cells, merge).")
+        None, description="Seconds of the run's phases: cells, merge (wall), and within the merge "
+                          "teacher_forced_drift (wall) and teacher_forced_drift_cpu (the run process's CPU seconds).")
     teacher_forced_drift: dict[str, Any] | None = Field(
         None, description="What the teacher-forced drift read, per variant (harness.run.tf_drift).")
     cells_missing: list[StrictStr] | None = Field(None, description="Cells of the plan without a cell.json.")

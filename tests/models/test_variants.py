@@ -96,6 +96,9 @@ def test_real_quantized_variants(tmp_path, entry):
     assert set(tf) == {"tiny-chat--int8", "tiny-chat--int4"} and all(v.split(";")[0] == "ok" for v in tf.values())
     # both variants read beside one bf16 forward (issue 30: the reference's cost shared)
     assert "read beside bf16 with int4" in tf["tiny-chat--int8"] and "with int8" in tf["tiny-chat--int4"]
+    # its cost is on record, apart from the rest of the merge (the README reads it against the cells' decode)
+    phases = manifest["phase_seconds"]
+    assert 0 < phases["teacher_forced_drift"] <= phases["merge"] and phases["teacher_forced_drift_cpu"] > 0
     # the cell phase: a third-party warning that repeats is shown once and counted in the cell's record
     cells = {m["variant"]: m for m in manifest["models"]}
     noted = cells["int8"].get("third_party_warnings") or {}
