@@ -6,11 +6,11 @@ that a cached output lacks), the prompt-end rows of some, and the traces at the 
 (harness.run.workers.workers_for) and keeps to it for the cell:
 
 - one: everything in this process, exactly as before the workers existed;
-- N: decode and prompt ends split by :func:`~harness.run.workers.split_requests`, merged back into the
-  order one worker returns them (:func:`~harness.run.workers.one_worker_order`); the traces are filled by
-  the first worker over the whole merged list, because their arithmetic is batched over every wanted step
-  at once and a batched product may round by its row count (harness.decode.invariant): a split there
-  would not be guaranteed bitwise equal.
+- N: decode and prompt ends in batches dealt to the workers as they become free (harness.run.dispatch),
+  merged back into the order one worker returns them (:func:`~harness.run.workers.one_worker_order`);
+  each output's states stay in the worker that decoded it, which fills its traces at the steps the pairs
+  read (only the values come back). A state's traces do not depend on the states filled with it (fixed
+  chunks, harness.decode.traces), so the bits are those of one fill over the whole cell.
 """
 
 from __future__ import annotations
@@ -22,10 +22,18 @@ from typing import Any, Callable, Sequence
 from harness.decode.engines import decode_with_engine
 from harness.decode.greedy import DecodeRequest
 from harness.run.complete import one_token_prompt_ends
-from harness.run.workers import one_worker_order, split_requests, workers_for
+from harness.run.workers import one_worker_order, workers_for
 
 PARALLEL_ENGINES = ("hf",)
 """Engines whose decode splits over workers; others (vLLM, llama.cpp: their own thread pools) decode in this process."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldBy:
+    """In place of an output's states in this process: they stay in decode worker ``worker`` (0-based), which
+    fills the output's traces (:meth:`CellDecoder.fill`); harness.run.complete reads only that states exist."""
+
+    worker: int
 
 
 class CellDecoder:
@@ -43,22 +51,30 @@ class CellDecoder:
     # -- the four things the cell asks for ----------------------------------------------------------------
 
     def decode(self, reqs: Sequence[DecodeRequest], progress=None):
-        """(generations in one worker's order, with their states for the traces; how the engine ran)."""
+        """(generations in one worker's order; how the engine ran). Split: each output's states stay in the
+        worker that decoded it (``states`` is a :class:`HeldBy` naming it) until :meth:`fill`."""
         if not self._split(len(reqs)):
             return decode_with_engine(self.loaded, reqs, max(self.s.lengths), self.s.lengths, self.s.batch_size,
                                       progress, self.s.batching, self.engine, self.s.capture, traces="deferred")
         t = time.perf_counter()
-        args = (max(self.s.lengths), self.s.lengths, self.s.batch_size, self.s.batching, self.engine, self.s.capture)
-        parts = split_requests(reqs, self.n)
-        results = self._run([("decode", (p, *args)) if p else None for p in parts], progress)
+        args = (max(self.s.lengths), self.s.lengths, self.s.batch_size, self._batching(), self.engine, self.s.capture)
+        gens, runs = [], []
+
+        def take(w, value):
+            out, run, held = value
+            gens.extend(dataclasses.replace(g, states=HeldBy(w)) if (g.prompt_key, g.replicate) in held else g
+                        for g in out)
+            runs.append(run)
+            if progress:
+                progress(len(out))
+
+        self._deal("decode", reqs, args, take)
         self._sync()
-        gens = self._merged([g for r in results if r for g in r[0]], reqs)
-        runs = [r[1] for r in results if r]
         run = dataclasses.replace(runs[0], decode_seconds=round(time.perf_counter() - t, 3),
                                   generated_tokens=int(sum(r.generated_tokens for r in runs)),
                                   load_seconds=max(r.load_seconds for r in runs),
                                   batch_invariant=all(r.batch_invariant for r in runs))
-        return gens, run
+        return self._merged(gens, reqs), run
 
     def redecode(self, reqs: list[DecodeRequest]):
         return self.decode(reqs)[0]
@@ -68,20 +84,29 @@ class CellDecoder:
             return self.redecode(reqs)  # the probe's prompt-end row depends on the pass: the whole probe again
         if not self._split(len(reqs)):
             return one_token_prompt_ends(self.loaded, self.s.batch_size, self.s.batching)(reqs)
-        parts = split_requests(reqs, self.n)
-        results = self._run([("prompt_ends", (p, self.s.batch_size, self.s.batching)) if p else None
-                             for p in parts])
+        gens: list = []
+        self._deal("prompt_ends", reqs, (self.s.batch_size, self._batching()), lambda w, out: gens.extend(out))
         self._sync()
-        return self._merged([g for r in results if r for g in r], reqs)
+        return self._merged(gens, reqs)
 
     def fill(self, gens, want):
-        """Traces at the wanted steps; None when this process holds the model (harness.run.complete fills them)."""
-        if not self.n or self.n == 1 or not any(want.values()):
-            return None  # nothing to evaluate: harness.run.complete drops the states without touching the model
+        """Traces at the wanted steps, each worker filling the outputs whose states it holds (only the values
+        cross the pipe; harness.decode.traces fills in fixed-size chunks, so the bits are those of one fill over
+        the cell); every held state is dropped. None when this process holds the model (harness.run.complete
+        fills them)."""
+        if not self.n or self.n == 1:
+            return None
         head_ok = all((st.get("head_check") or {}).get("ok", True) for st in self.pool.states)
-        filled = self._run([("fill", (list(gens), want, head_ok))] + [None] * (self.n - 1))[0]
+        asks: list[dict] = [{} for _ in range(self.n)]
+        for g in gens:
+            if isinstance(g.states, HeldBy):
+                k = (g.prompt_key, g.replicate)
+                asks[g.states.worker][k] = sorted(want.get(k, ()))
+        answers = self._run([("fill_held", (a, head_ok)) for a in asks])
         self._sync()  # the head's status as the traces found it
-        return filled
+        fields = {k: v for a in answers for k, v in a.items()}
+        return [g if g.states is None else dataclasses.replace(g, states=None, **fields.get((g.prompt_key, g.replicate), {}))
+                for g in gens]
 
     # -- what the cell record reads ---------------------------------------------------------------------------
 
@@ -125,11 +150,31 @@ class CellDecoder:
                     raise
         return self.n > 1
 
+    def _batching(self) -> str:
+        return "bucket" if self.loaded.rows_unsupported else self.s.batching  # as decode_all does
+
+    def _deal(self, method: str, reqs, args: tuple, take: Callable) -> None:
+        """``method`` on batches of ``reqs`` dealt to the workers as they become free (harness.run.dispatch)."""
+        from harness.run.dispatch import Dealer
+
+        dealer = Dealer(reqs, self.n, self.s.batch_size, self._batching())
+
+        def next_call(w: int, force: bool):
+            batch = dealer.next_for(w, force)
+            return None if batch is None else (method, (batch, *args))
+
+        self._guarded(lambda: self.pool.serve(next_call, take))
+        if not dealer.done:
+            raise RuntimeError(f"decode workers: {len(dealer.copies)} requests were never dealt")
+
     def _run(self, calls, progress=None):
+        return self._guarded(lambda: self.pool.run(calls, progress))
+
+    def _guarded(self, work):
         from harness.run.workers import WorkerDied
 
         try:
-            return self.pool.run(calls, progress)
+            return work()
         except WorkerDied:
             drop_pool(self.pool)  # the others may be mid-call: the next cell starts a fresh pool
             raise

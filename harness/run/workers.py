@@ -38,25 +38,6 @@ class WorkerDied(RuntimeError):
     """A decode worker ended without answering (crash, OOM kill); the message names it and its exit code."""
 
 
-def split_requests(reqs: Sequence[DecodeRequest], n: int) -> list[list[DecodeRequest]]:
-    """The requests in ``n`` parts, fixed by the requests alone: originals (replicate 0) sorted by (length, key) and
-    dealt round-robin (so every part gets short and long prompts); a second copy (the identical rung's replicate 1)
-    goes to the worker after its original's, so the two decodes never share a process (nor a batch) when n > 1."""
-    parts: list[list[DecodeRequest]] = [[] for _ in range(n)]
-    where: dict[str, int] = {}
-    order = sorted(reqs, key=lambda r: (r.replicate, len(r.token_ids), r.prompt_key))
-    dealt = 0
-    for r in order:
-        if r.replicate != 0 and r.prompt_key in where:
-            i = (where[r.prompt_key] + r.replicate) % n
-        else:
-            i = dealt % n
-            dealt += 1
-        where.setdefault(r.prompt_key, i)
-        parts[i].append(r)
-    return parts
-
-
 def one_worker_order(reqs: Sequence[DecodeRequest], batch_size: int, batching: str) -> list[Key]:
     """The order one worker returns ``reqs`` in (its batch plan, flattened): merged outputs are put back in it, so
     every table and every later batched step (the traces) sees the same sequence as with one worker."""
@@ -111,24 +92,31 @@ def do_decode(loaded, reqs, max_new_tokens, lengths, batch_size, batching, engin
 
 
 def do_prompt_ends(loaded, reqs, batch_size, batching, progress=None):
+    from harness.decode.traces import drop_states
     from harness.run.complete import one_token_prompt_ends
 
-    return one_token_prompt_ends(loaded, batch_size, batching)(reqs)
+    return drop_states(one_token_prompt_ends(loaded, batch_size, batching)(reqs))  # only the prompt-end rows are read
 
 
-def do_fill(loaded, gens, want, head_ok):
-    from harness.decode.traces import drop_states, fill_traces
+def _warm_imports() -> None:
+    """What every cell's bind would import first (tokenizers, the auto classes, the Llama family of the demo and
+    SmolLM2 models): measured 2.8 of a demo model's 3.4 s bind; done here it overlaps whatever the run does while
+    the pool starts."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401 - lazy: importing is the point
 
-    if head_ok is False and loaded.head_check is not None:
-        loaded.head_check = {**loaded.head_check, "ok": False}  # another worker's check failed: no traces anywhere
-    return drop_states(fill_traces(loaded, gens, want))
-
-
-METHODS: dict[str, Callable] = {"decode": do_decode, "prompt_ends": do_prompt_ends, "fill": do_fill}
+    for name in ("transformers.models.llama.modeling_llama", "transformers.models.auto.tokenization_auto"):
+        try:
+            __import__(name)
+        except Exception:  # noqa: BLE001 - a warm-up only: the bind imports what it needs itself
+            pass
+    _ = transformers.__version__
 
 
 class WorkerHost:
-    """What one worker holds between calls: the (model, variant) of the cell it serves now (``bind``)."""
+    """What one worker holds between calls: the (model, variant) of the cell it serves now (``bind``) and the
+    states of the outputs it decoded (``held``), which never cross the pipe: the traces are filled here
+    (``fill_held``) at the steps the cell asks for, and only their values go back."""
 
     def __init__(self) -> None:
         os.environ["OMP_NUM_THREADS"] = "1"
@@ -137,14 +125,19 @@ class WorkerHost:
         import harness.decode.engines  # noqa: F401 - the imports are part of the startup, not of the first cell
 
         torch.set_num_threads(1)  # the only count measured batch-invariant (harness.core.threads)
+        _warm_imports()
         self.loaded = None
+        self.held: dict[Key, Any] = {}
 
     def call(self, method: str, args: tuple, progress: Callable | None = None):
-        """(result, state): ``bind`` (entry, variant, loader) loads a model and its weights; the others use it."""
+        """(result, state): ``bind`` (entry, variant, loader) loads a model and its weights; the others use it.
+
+        ``decode`` returns (outputs without their states, how the engine ran, the keys whose states are held here);
+        ``fill_held`` ({key: steps}, head_ok) returns {key: trace fields} and forgets every held state."""
         if method == "bind":
             import gc
 
-            self.loaded = None
+            self.loaded, self.held = None, {}
             gc.collect()  # the previous cell's weights go before the next ones come
             entry, variant, loader = args
             self.loaded = loader(entry, variant)
@@ -153,7 +146,29 @@ class WorkerHost:
         if self.loaded is None:
             raise RuntimeError(f"decode worker asked to {method} before any model was bound")
         kwargs = {"progress": progress} if progress is not None and method in ("decode", "prompt_ends") else {}
-        return METHODS[method](self.loaded, *args, **kwargs), worker_state(self.loaded)
+        if method == "decode":
+            import dataclasses
+
+            gens, run = do_decode(self.loaded, *args, **kwargs)
+            kept = {(g.prompt_key, g.replicate): g for g in gens if g.states is not None}
+            self.held.update(kept)
+            return ([dataclasses.replace(g, states=None) for g in gens], run, set(kept)), worker_state(self.loaded)
+        if method == "fill_held":
+            return self._fill_held(*args), worker_state(self.loaded)
+        if method == "prompt_ends":
+            return do_prompt_ends(self.loaded, *args, **kwargs), worker_state(self.loaded)
+        raise ValueError(f"decode worker: unknown call {method!r}")
+
+    def _fill_held(self, want: dict, head_ok: bool | None) -> dict:
+        from harness.decode.traces import fill_traces, trace_fields
+
+        if head_ok is False and self.loaded.head_check is not None:
+            self.loaded.head_check = {**self.loaded.head_check, "ok": False}  # another worker's check failed: no traces
+        asked = {k: steps for k, steps in want.items() if steps}
+        gens = [self.held[k] for k in asked]  # KeyError: the cell asked for states this worker never decoded
+        filled = fill_traces(self.loaded, gens, asked)
+        self.held = {}
+        return {(g.prompt_key, g.replicate): trace_fields(g) for g in filled}
 
 
 def _serve(conn) -> None:
@@ -218,12 +233,55 @@ def _script_not_rerun():
 
 
 class Pool:
-    """What every pool of decode workers shares; a pool runs one call per worker (:meth:`run`)."""
+    """What every pool of decode workers shares: one call per worker (:meth:`run`), or calls dealt to the workers
+    as they become free (:meth:`serve`); a pool answers :meth:`_send` and :meth:`_answer` for the latter."""
 
     n: int
 
     def run(self, calls: Sequence[tuple[str, tuple] | None], progress: Callable[[int], None] | None = None) -> list:
         raise NotImplementedError
+
+    def _send(self, i: int, call: tuple[str, tuple]) -> None:
+        raise NotImplementedError
+
+    def _answer(self, busy: set[int]) -> tuple[int, bool, Any]:
+        """(worker, ok, its result or the exception it raised) of the first busy worker to answer."""
+        raise NotImplementedError
+
+    def serve(self, next_call: Callable[[int, bool], tuple[str, tuple] | None],
+              on_result: Callable[[int, Any], None]) -> None:
+        """Calls dealt as workers become free: ``next_call(worker, force)`` gives a free worker its next call (None:
+        none for it now; ``force`` when every worker is free and none got one), ``on_result(worker, result)`` takes
+        each answer. An error is raised once every call already sent has answered (no answer is left in a pipe)."""
+        self.wait_ready()
+        idle, busy, error = list(range(self.n)), set(), None
+        while True:
+            if error is None:
+                for i in list(idle):
+                    call = next_call(i, False)
+                    if call is not None:
+                        self._send(i, call)
+                        idle.remove(i)
+                        busy.add(i)
+                if not busy:
+                    call = next_call(idle[0], True)
+                    if call is not None:
+                        self._send(idle[0], call)
+                        busy.add(idle.pop(0))
+            if not busy:
+                break
+            i, ok, value = self._answer(busy)
+            busy.discard(i)
+            idle.append(i)
+            if not ok:
+                error = error or value
+            elif error is None:
+                on_result(i, value)
+        if error is not None:
+            raise error
+
+    def wait_ready(self) -> None:
+        """Until every worker can take a call (a local pool started without waiting imports meanwhile)."""
 
     def bind(self, entry, variant: str, loader: Callable) -> float:
         """Every worker loads (entry, variant) and its weights, in parallel; returns the seconds it took."""
@@ -283,14 +341,29 @@ class LocalPool(Pool):
             self.conns[i].send(calls[i])
         return self._collect(busy, progress)
 
-    def _collect(self, busy: list[int], progress) -> list:
-        from multiprocessing.connection import wait
+    def _send(self, i: int, call: tuple[str, tuple]) -> None:
+        self.conns[i].send(call)
 
+    def _collect(self, busy: list[int], progress) -> list:
         results: list[Any] = [None] * self.n
         waiting, error = set(busy), None
         while waiting:
-            ready = wait([self.conns[i] for i in waiting] + [self.procs[i].sentinel for i in waiting])
-            for i in sorted(waiting):
+            i, ok, value = self._answer(waiting, progress)
+            waiting.discard(i)
+            if not ok:
+                error = error or value
+            else:
+                results[i] = value
+        if error is not None:
+            raise error
+        return results
+
+    def _answer(self, busy: set[int], progress=None) -> tuple[int, bool, Any]:
+        from multiprocessing.connection import wait
+
+        while True:
+            ready = wait([self.conns[i] for i in busy] + [self.procs[i].sentinel for i in busy])
+            for i in sorted(busy):
                 conn, proc = self.conns[i], self.procs[i]
                 if conn in ready or conn.poll():
                     try:
@@ -302,19 +375,12 @@ class LocalPool(Pool):
                         if progress:
                             progress(value)
                         continue
-                    waiting.discard(i)
                     if state:
                         self.states[i] = state
-                    if kind == "raise":
-                        error = error or value
-                    else:
-                        results[i] = value
-                elif proc.sentinel in ready:
+                    return i, kind != "raise", value
+                if proc.sentinel in ready:
                     proc.join(5)
                     raise WorkerDied(f"decode worker {i + 1} of {self.n} died ({_death(proc)})")
-        if error is not None:
-            raise error
-        return results
 
     def close(self) -> None:
         for conn in self.conns:

@@ -16,7 +16,8 @@ from harness.decode.records import DecodeRequest
 from harness.ladder.load import load_ladder
 from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models
 from harness.run.pipeline import RunConfig, run
-from harness.run.workers import split_requests
+from harness.decode.greedy import plan_batches
+from harness.run.dispatch import Dealer
 from tests.conftest import ROOT
 
 TABLES = ("generations.parquet", "pairs.parquet", "drift.parquet", "audit.parquet")
@@ -66,15 +67,33 @@ def _req(key, n, rep=0):
     return DecodeRequest(key, tuple(range(n)), rep, key)
 
 
-def test_split_is_fixed_and_keeps_copies_apart():
-    reqs = [_req(f"k{i}", 5 + i % 7) for i in range(20)] + [_req(f"k{i}", 5 + i % 7, 1) for i in range(0, 20, 3)]
-    parts = split_requests(reqs, 3)
-    assert parts == split_requests(list(reversed(reqs)), 3)  # fixed by the requests, not their order
-    assert sorted((r.prompt_key, r.replicate) for p in parts for r in p) == sorted((r.prompt_key, r.replicate) for r in reqs)
-    for p in parts:
-        keys = [r.prompt_key for r in p]
-        assert len(keys) == len(set(keys)), "an identical-rung copy shares a worker with its original"
-    assert max(map(len, parts)) - min(map(len, parts)) <= 2
+@pytest.mark.parametrize("batching", ["rows", "bucket"])
+@pytest.mark.parametrize("n", [2, 3])
+def test_dealing_keeps_copies_apart_and_deals_everything_once(n, batching):
+    import random
+
+    reqs = [_req(f"k{i}", 5 + i % 7) for i in range(60)] + [_req(f"k{i}", 5 + i % 7, 1) for i in range(0, 60, 3)]
+    rng = random.Random(n)
+    dealer, got, free = Dealer(reqs, n, 8, batching), {w: [] for w in range(n)}, list(range(n))
+    originals = plan_batches([r for r in reqs if r.replicate == 0], 8, batching)
+    while True:  # workers free up in a random order, as they would finishing batches of unknown cost
+        rng.shuffle(free)
+        w, batch = next(((w, b) for w in free for b in [dealer.next_for(w)] if b), (free[0], None))
+        if batch is None:  # no worker could take one: what serve() does when every worker is idle
+            batch = dealer.next_for(w, force=True)
+        if batch is None:
+            break
+        got[w].append(batch)
+    assert dealer.done
+    dealt = [(r.prompt_key, r.replicate) for bs in got.values() for b in bs for r in b]
+    assert sorted(dealt) == sorted((r.prompt_key, r.replicate) for r in reqs)  # each request once
+    for bs in got.values():
+        keys = [r.prompt_key for b in bs for r in b]
+        assert len(keys) == len(set(keys)), "an identical-rung copy decoded by the worker of its original"
+    # The originals' batches are the batches one worker plans for them (the same batch mates).
+    assert sorted(map(tuple, (b for bs in got.values() for b in bs if b[0].replicate == 0)), key=str) == \
+        sorted(map(tuple, originals), key=str)
+    assert min(len(bs) for bs in got.values()) > 0
 
 
 def test_too_many_workers_for_memory_is_refused(tmp_path):
