@@ -3,7 +3,7 @@
 The cell (harness.run.cell) asks for four things: decode some requests, decode some again (traces wanted
 that a cached output lacks), the prompt-end rows of some, and the traces at the steps the pairs read.
 :class:`CellDecoder` decides once, from the first batch of work, how many workers it is worth
-(harness.run.workers.workers_for) and keeps to it for the cell:
+(harness.run.worker_memory.workers_for: recorded in cell.json ``workers.chosen``) and keeps to it for the cell:
 
 - one: everything in this process, exactly as before the workers existed;
 - N: decode and prompt ends in batches dealt to the workers as they become free (harness.run.dispatch),
@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 from harness.decode.engines import decode_with_engine
 from harness.decode.greedy import DecodeRequest
 from harness.run.complete import one_token_prompt_ends
-from harness.run.workers import one_worker_order, workers_for
+from harness.run.worker_memory import weights_bytes, workers_for
+from harness.run.workers import one_worker_order
 
 PARALLEL_ENGINES = ("hf",)
 """Engines whose decode splits over workers; others (vLLM, llama.cpp: their own thread pools) decode in this process."""
@@ -46,6 +47,7 @@ class CellDecoder:
         self.n: int | None = None  # decided by the first call
         self._last_states: list[dict] = []
         self._kind, self._startup, self._bind = "local", 0.0, 0.0
+        self._why: str | None = None
         self._cpu0: list[float] = []
 
     # -- the four things the cell asks for ----------------------------------------------------------------
@@ -117,10 +119,11 @@ class CellDecoder:
     def record(self) -> dict[str, Any] | None:
         """cell.json's ``workers``: how many, their startup (spawn, imports, weights) and peak RSS; None: one, here."""
         if not self.n or self.n == 1:
-            return None
+            return None if self._why is None else {"count": 1, "chosen": self._why}
         cpu = [round(st.get("cpu_s", 0.0) - c0, 3) for st, c0 in zip(self._states(), self._cpu0)]
         return {"count": self.n, "pool": self._kind, "startup_seconds": self._startup, "bind_seconds": self._bind,
-                "rss_mib": [st.get("rss_mb", -1.0) for st in self._states()], "cpu_seconds": cpu}
+                "rss_mib": [st.get("rss_mb", -1.0) for st in self._states()], "cpu_seconds": cpu,
+                **({"chosen": self._why} if self._why else {})}
 
     def close(self) -> None:
         """Done with the workers for this cell (they stay up for the next cell; a broken pool is closed)."""
@@ -133,12 +136,16 @@ class CellDecoder:
     def _split(self, todo: int) -> bool:
         if self.n is None:
             parallel = self.engine in PARALLEL_ENGINES and self.loader is not None
-            self.n = workers_for(self.s.workers, todo, self.s.auto_workers) if parallel else 1
+            mib = weights_bytes(self.entry, self.variant) / 2**20 if self.entry is not None else 0.0
+            self.n, self._why = workers_for(self.s.workers, todo, self.s.auto_workers, mib) if parallel else (1, None)
+            if self.s.workers is None and self.s.auto_workers <= 1:
+                self._why = None  # one was the run's default: nothing was decided here
             if self.n > 1 and not _picklable(self.loader):
                 if self.s.workers is not None:
                     raise RuntimeError(f"--workers {self.s.workers}: the run's loader ({self.loader!r}) cannot be sent "
                                        "to a worker process (define it at module level), or use --workers 1")
                 self.n = 1  # the default: this process decodes, as it can
+                self._why = f"{self._why}; but the run's loader cannot be sent to a worker process: 1"
             if self.n > 1:
                 self.pool, self._startup = run_pool(self.s.worker_pool, self.n)
                 self._kind = self.pool.kind

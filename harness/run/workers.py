@@ -27,10 +27,6 @@ from typing import Any, Callable, Sequence
 
 from harness.decode.greedy import DecodeRequest, plan_batches
 
-MIN_REQUESTS_PER_WORKER = 16
-"""With the default worker count, a cell decodes with at most one worker per this many requests: starting a worker
-(torch import, weights) costs seconds, more than a handful of prompts take on one core."""
-
 Key = tuple[str, int]
 
 
@@ -51,14 +47,6 @@ def default_workers() -> int:
     return available_cpus()
 
 
-def workers_for(requested: int | None, todo: int, auto: int) -> int:
-    """Workers a cell uses for ``todo`` requests: ``requested`` when given (never more than the requests), else
-    ``auto`` (the run's default) capped at one per :data:`MIN_REQUESTS_PER_WORKER` requests."""
-    if requested is not None:
-        return max(1, min(requested, todo))
-    return max(1, min(auto, todo // MIN_REQUESTS_PER_WORKER))
-
-
 def rss_mb() -> float:
     """Peak resident memory of this process in MiB: VmHWM (ru_maxrss would count the parent's peak too, since
     Linux keeps it across the fork and exec that start a worker)."""
@@ -74,14 +62,16 @@ def rss_mb() -> float:
 # -- what a worker does (the same functions serve the local processes and the Ray actors) ----------------------
 
 
-def worker_state(loaded) -> dict[str, Any]:
-    """What the worker learnt about the model that the cell record reports (harness.run.cell copies it)."""
+def worker_state(loaded, inline: bool = False) -> dict[str, Any]:
+    """What the worker learnt about the model that the cell record reports (harness.run.cell copies it). ``inline``:
+    worker 0 on a thread of the run's process (harness.run.workers_inline): its CPU time is its thread's."""
+    cpu = time.thread_time() if inline else time.process_time()
     if loaded is None:
-        return {"rss_mb": rss_mb(), "pid": os.getpid(), "cpu_s": time.process_time()}
-    return {"cpu_s": time.process_time(),"batching_used": loaded.batching_used, "rows_unsupported": loaded.rows_unsupported,
+        return {"rss_mb": rss_mb(), "pid": os.getpid(), "cpu_s": cpu, "inline": inline}
+    return {"cpu_s": cpu, "batching_used": loaded.batching_used, "rows_unsupported": loaded.rows_unsupported,
             "linear_invariance": loaded.linear_invariance, "head_check": loaded.head_check,
             "stability_status": loaded.stability_status, "weights_seconds": loaded.weights_seconds,
-            "weights_loaded": loaded.weights_loaded, "rss_mb": rss_mb(), "pid": os.getpid()}
+            "weights_loaded": loaded.weights_loaded, "rss_mb": rss_mb(), "pid": os.getpid(), "inline": inline}
 
 
 def do_decode(loaded, reqs, max_new_tokens, lengths, batch_size, batching, engine, capture, progress=None):
@@ -118,15 +108,21 @@ class WorkerHost:
     states of the outputs it decoded (``held``), which never cross the pipe: the traces are filled here
     (``fill_held``) at the steps the cell asks for, and only their values go back."""
 
-    def __init__(self) -> None:
-        os.environ["OMP_NUM_THREADS"] = "1"
+    def __init__(self, inline: bool = False) -> None:
+        """``inline``: on a thread of the run's process (harness.run.workers_inline), which runs one torch thread
+        already; its environment and thread count are left as they are."""
+        if not inline:
+            os.environ["OMP_NUM_THREADS"] = "1"
         import torch
 
         import harness.decode.engines  # noqa: F401 - the imports are part of the startup, not of the first cell
 
-        torch.set_num_threads(1)  # the only count measured batch-invariant (harness.core.threads)
+        if not inline:
+            torch.set_num_threads(1)  # the only count measured batch-invariant (harness.core.threads)
+        elif torch.get_num_threads() != 1:
+            raise RuntimeError(f"an inline decode worker needs one torch thread, this process runs {torch.get_num_threads()}")
         _warm_imports()
-        self.loaded = None
+        self.loaded, self.inline = None, inline
         self.held: dict[Key, Any] = {}
 
     def call(self, method: str, args: tuple, progress: Callable | None = None):
@@ -142,7 +138,7 @@ class WorkerHost:
             entry, variant, loader = args
             self.loaded = loader(entry, variant)
             _ = self.loaded.model
-            return None, worker_state(self.loaded)
+            return None, worker_state(self.loaded, self.inline)
         if self.loaded is None:
             raise RuntimeError(f"decode worker asked to {method} before any model was bound")
         kwargs = {"progress": progress} if progress is not None and method in ("decode", "prompt_ends") else {}
@@ -152,12 +148,15 @@ class WorkerHost:
             gens, run = do_decode(self.loaded, *args, **kwargs)
             kept = {(g.prompt_key, g.replicate): g for g in gens if g.states is not None}
             self.held.update(kept)
-            return ([dataclasses.replace(g, states=None) for g in gens], run, set(kept)), worker_state(self.loaded)
+            return ([dataclasses.replace(g, states=None) for g in gens], run, set(kept)), self._state()
         if method == "fill_held":
-            return self._fill_held(*args), worker_state(self.loaded)
+            return self._fill_held(*args), self._state()
         if method == "prompt_ends":
-            return do_prompt_ends(self.loaded, *args, **kwargs), worker_state(self.loaded)
+            return do_prompt_ends(self.loaded, *args, **kwargs), self._state()
         raise ValueError(f"decode worker: unknown call {method!r}")
+
+    def _state(self) -> dict[str, Any]:
+        return worker_state(self.loaded, self.inline)
 
     def _fill_held(self, want: dict, head_ok: bool | None) -> dict:
         from harness.decode.traces import fill_traces, trace_fields
@@ -296,17 +295,27 @@ class LocalPool(Pool):
 
     kind = "local"
 
-    def __init__(self, n: int, wait: bool = True) -> None:
+    def __init__(self, n: int, wait: bool = True, inline: bool | None = None) -> None:
         """Spawn ``n`` workers; ``wait``: until each has imported torch and the decoder, else at the first call
-        (a pool started early imports while the run loads and audits its first cell)."""
+        (a pool started early imports while the run loads and audits its first cell). ``inline``: worker 0 on a
+        thread of this process (harness.run.workers_inline); None: when this process runs one torch thread."""
         import multiprocessing as mp
+
+        import torch
 
         ctx = mp.get_context("spawn")
         self.n, self.procs, self.conns, self.ready = n, [], [], False
+        self.inline = torch.get_num_threads() == 1 if inline is None else inline
         self.startup_seconds = 0.0
         self.states: list[dict] = [{} for _ in range(n)]
         try:
-            for _ in range(n):
+            if self.inline:
+                from harness.run.workers_inline import InlineWorker
+
+                worker = InlineWorker()
+                self.procs.append(worker)
+                self.conns.append(worker)
+            for _ in range(n - len(self.procs)):
                 parent, child = ctx.Pipe()
                 p = ctx.Process(target=_serve, args=(child,), daemon=True)
                 with _script_not_rerun():

@@ -172,3 +172,28 @@ def test_twin_divergence_is_the_same_with_two_workers(tmp_path):
     pairs = pd.read_parquet(two.run_dir / "pairs.parquet")
     assert pairs["twin_kl_ab"].notna().any()
     assert (pairs.loc[pairs["rung"] == "identical", "twin_kl_ab"] == 0).all()
+
+
+def test_default_count_rule_weighs_requests_by_the_weights():
+    from harness.run.worker_memory import workers_for
+
+    # The demo model (1.7 MiB of weights) on the default ladder: too little work to pay for a second worker.
+    n, why = workers_for(None, 351, 2, 1.72)
+    assert n == 1 and why.endswith(": 1") and "351 requests x 1.7 MiB" in why
+    assert workers_for(None, 4081, 2, 1.72)[0] == 2  # the task ladder
+    assert workers_for(None, 400, 2, 257.5)[0] == 2  # SmolLM2-135M on the small task ladder
+    assert workers_for(None, 20, 2, 257.5)[0] == 1  # at most one per 16 requests whatever the weights
+    assert workers_for(None, 4081, 2, 0.0)[0] == 2  # weights unknown: the request count alone
+    assert workers_for(2, 351, 2, 1.72) == (2, None)  # asked for: split, whatever the work
+
+
+def test_default_count_is_recorded_with_its_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("STABPROBE_WORKERS", "2")  # the run's default: 2 (as on a 2-core machine)
+    res = _run(tmp_path, None, lengths=(8,), variants=("bf16",))
+    assert res.exit_code == 0
+    m = json.loads((res.run_dir / "manifest.json").read_text())
+    assert m["config"]["workers"] == 2
+    w = m["models"][0]["workers"]
+    assert w["count"] == 1 and "MiB-requests" in w["chosen"] and w["chosen"].endswith(": 1"), w
+    cell = json.loads(next(res.run_dir.glob("cells/*/cell.json")).read_text())
+    assert cell["workers"] == w
