@@ -245,12 +245,13 @@ def run_pool(kind: str, n: int):
     return pool, pool.startup_seconds
 
 
-def prestart_pool(n: int) -> None:
-    """Spawn ``n`` local workers now without waiting: they import torch while the first cell loads and audits."""
+def prestart_pool(n: int, first: tuple | None = None) -> None:
+    """Spawn ``n`` local workers now without waiting: they import torch (and bind ``first``, the run's first cell's
+    (entry, variant, loader), when given) while the run loads its embedder and audits the first cell."""
     if n > 1 and ("local", n) not in _POOLS:
         from harness.run.workers import LocalPool
 
-        _POOLS[("local", n)] = LocalPool(n, wait=False)
+        _POOLS[("local", n)] = LocalPool(n, wait=False, first=first if first and _picklable(first[2]) else None)
 
 
 def drop_pool(pool) -> None:

@@ -115,15 +115,33 @@ def run(cfg: RunConfig) -> RunResult:
 
 
 def _run(cfg: RunConfig) -> RunResult:
+    from harness.run.parallel import close_pools
+
     validate_config(cfg)
-    embedder = Embedder(cfg.embedder, cache_dir=cfg.cache_dir)  # an unusable --embedder is an input error: before any directory exists
-    run_dir = rundir.new_run_dir(cfg.out)
-    with runlock.hold(run_dir):  # one writer per run directory; released however this process ends
-        enable_gpu_determinism()
-        manifest = run_manifest(cfg.command, list(cfg.argv), config_record(cfg, embedder.info))
-        rundir.atomic_write_json(run_dir / LADDER_FILE, ladder_record(cfg.ladder))
-        write_manifest(run_dir, manifest)
-        return run_in(run_dir, cfg, manifest, embedder)
+    _prestart_workers(cfg)
+    try:
+        embedder = Embedder(cfg.embedder, cache_dir=cfg.cache_dir)  # an unusable --embedder is an input error: before any directory exists
+        run_dir = rundir.new_run_dir(cfg.out)
+        with runlock.hold(run_dir):  # one writer per run directory; released however this process ends
+            enable_gpu_determinism()
+            manifest = run_manifest(cfg.command, list(cfg.argv), config_record(cfg, embedder.info))
+            rundir.atomic_write_json(run_dir / LADDER_FILE, ladder_record(cfg.ladder))
+            write_manifest(run_dir, manifest)
+            return run_in(run_dir, cfg, manifest, embedder)
+    finally:
+        close_pools()  # started here and not reached by _execute (a run that failed before its cells)
+
+
+def _prestart_workers(cfg: RunConfig) -> None:
+    """``--workers N``: spawn the decode workers now and bind the first cell's model in them, so their imports and
+    weights overlap the embedder's load, the manifest and the first cell's audit (harness.run.parallel)."""
+    from harness.models.variants import parse_variant
+    from harness.run.parallel import prestart_pool
+
+    if cfg.executor != "local" or not cfg.workers or cfg.workers < 2:
+        return
+    cells = [c for c in shard_cells(plan_cells(cfg), cfg.shard) if parse_variant(c.variant).engine in (None, "hf")]
+    prestart_pool(cfg.workers, (cells[0].entry, cells[0].variant, cfg.loader) if cells else None)
 
 
 def run_in(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedder) -> RunResult:

@@ -282,10 +282,17 @@ class Pool:
     def wait_ready(self) -> None:
         """Until every worker can take a call (a local pool started without waiting imports meanwhile)."""
 
+    bound: tuple[str, str] | None = None
+    """(model, variant) every worker holds now."""
+
     def bind(self, entry, variant: str, loader: Callable) -> float:
-        """Every worker loads (entry, variant) and its weights, in parallel; returns the seconds it took."""
+        """Every worker loads (entry, variant) and its weights, in parallel (unless bound to it already: a pool
+        started for the run's first cell); returns the seconds it took."""
         t = time.perf_counter()
-        self.run([("bind", (entry, variant, loader))] * self.n)
+        if self.bound != (entry.name, variant):
+            self.bound = None
+            self.run([("bind", (entry, variant, loader))] * self.n)
+            self.bound = (entry.name, variant)
         return round(time.perf_counter() - t, 3)
 
 
@@ -295,10 +302,12 @@ class LocalPool(Pool):
 
     kind = "local"
 
-    def __init__(self, n: int, wait: bool = True, inline: bool | None = None) -> None:
+    def __init__(self, n: int, wait: bool = True, inline: bool | None = None, first: tuple | None = None) -> None:
         """Spawn ``n`` workers; ``wait``: until each has imported torch and the decoder, else at the first call
         (a pool started early imports while the run loads and audits its first cell). ``inline``: worker 0 on a
-        thread of this process (harness.run.workers_inline); None: when this process runs one torch thread."""
+        thread of this process (harness.run.workers_inline); None: when this process runs one torch thread.
+        ``first``: (entry, variant, loader) of the run's first cell, bound as soon as each worker has started (the
+        weights load while the run audits; :meth:`bind` of the same model then waits only for what is left)."""
         import multiprocessing as mp
 
         import torch
@@ -307,7 +316,9 @@ class LocalPool(Pool):
         self.n, self.procs, self.conns, self.ready = n, [], [], False
         self.inline = torch.get_num_threads() == 1 if inline is None else inline
         self.startup_seconds = 0.0
+        self.bound: tuple[str, str] | None = None
         self.states: list[dict] = [{} for _ in range(n)]
+        self._first = first
         try:
             if self.inline:
                 from harness.run.workers_inline import InlineWorker
@@ -323,6 +334,9 @@ class LocalPool(Pool):
                 child.close()
                 self.procs.append(p)
                 self.conns.append(parent)
+            if first is not None:
+                for conn in self.conns:
+                    conn.send(("bind", first))  # answered after the startup's "ready" (wait_ready reads both)
         except BaseException:
             self.close()
             raise
@@ -339,6 +353,11 @@ class LocalPool(Pool):
         except BaseException:
             self.close()
             raise
+        if self._first is not None:
+            entry, variant, _ = self._first
+            self._first = None
+            self._collect(list(range(self.n)), None)  # a model that fails to load fails the cell that binds it
+            self.bound = (entry.name, variant)
         self.ready = True
         self.startup_seconds = round(time.perf_counter() - t, 3)
 
