@@ -110,26 +110,26 @@ def _execute(cfg: RunConfig, cells: Sequence[Cell], run_dir: Path, manifest: Man
 
 def run(cfg: RunConfig) -> RunResult:
     """The whole run, under the thread policy (harness.core.threads: the CLI and a Python caller get the same)."""
-    with thread_policy(cfg.threads):
-        return _run(cfg)
+    from harness.run.parallel import close_pools
+
+    try:
+        _prestart_workers(cfg)  # before this process imports torch (the thread policy does): the imports overlap
+        with thread_policy(cfg.threads):
+            return _run(cfg)
+    finally:
+        close_pools()  # the decode workers (harness.run.workers), also where the run failed before its cells
 
 
 def _run(cfg: RunConfig) -> RunResult:
-    from harness.run.parallel import close_pools
-
     validate_config(cfg)
-    _prestart_workers(cfg)
-    try:
-        embedder = Embedder(cfg.embedder, cache_dir=cfg.cache_dir)  # an unusable --embedder is an input error: before any directory exists
-        run_dir = rundir.new_run_dir(cfg.out)
-        with runlock.hold(run_dir):  # one writer per run directory; released however this process ends
-            enable_gpu_determinism()
-            manifest = run_manifest(cfg.command, list(cfg.argv), config_record(cfg, embedder.info))
-            rundir.atomic_write_json(run_dir / LADDER_FILE, ladder_record(cfg.ladder))
-            write_manifest(run_dir, manifest)
-            return run_in(run_dir, cfg, manifest, embedder)
-    finally:
-        close_pools()  # started here and not reached by _execute (a run that failed before its cells)
+    embedder = Embedder(cfg.embedder, cache_dir=cfg.cache_dir)  # an unusable --embedder is an input error: before any directory exists
+    run_dir = rundir.new_run_dir(cfg.out)
+    with runlock.hold(run_dir):  # one writer per run directory; released however this process ends
+        enable_gpu_determinism()
+        manifest = run_manifest(cfg.command, list(cfg.argv), config_record(cfg, embedder.info))
+        rundir.atomic_write_json(run_dir / LADDER_FILE, ladder_record(cfg.ladder))
+        write_manifest(run_dir, manifest)
+        return run_in(run_dir, cfg, manifest, embedder)
 
 
 def _prestart_workers(cfg: RunConfig) -> None:
@@ -138,8 +138,11 @@ def _prestart_workers(cfg: RunConfig) -> None:
     from harness.models.variants import parse_variant
     from harness.run.parallel import prestart_pool
 
-    if cfg.executor != "local" or not cfg.workers or cfg.workers < 2:
+    from harness.run.worker_memory import check_workers
+
+    if cfg.executor != "local" or not isinstance(cfg.workers, int) or cfg.workers < 2:
         return
+    check_workers(cfg)  # a count that does not fit is refused before anything starts (validate_config says it again)
     cells = [c for c in shard_cells(plan_cells(cfg), cfg.shard) if parse_variant(c.variant).engine in (None, "hf")]
     prestart_pool(cfg.workers, (cells[0].entry, cells[0].variant, cfg.loader) if cells else None)
 

@@ -304,60 +304,67 @@ class LocalPool(Pool):
 
     def __init__(self, n: int, wait: bool = True, inline: bool | None = None, first: tuple | None = None) -> None:
         """Spawn ``n`` workers; ``wait``: until each has imported torch and the decoder, else at the first call
-        (a pool started early imports while the run loads and audits its first cell). ``inline``: worker 0 on a
-        thread of this process (harness.run.workers_inline); None: when this process runs one torch thread.
-        ``first``: (entry, variant, loader) of the run's first cell, bound as soon as each worker has started (the
-        weights load while the run audits; :meth:`bind` of the same model then waits only for what is left)."""
-        import multiprocessing as mp
-
-        import torch
-
-        ctx = mp.get_context("spawn")
-        self.n, self.procs, self.conns, self.ready = n, [], [], False
-        self.inline = torch.get_num_threads() == 1 if inline is None else inline
+        (a pool started early imports while the run starts, loads and audits its first cell). ``inline``: worker 0
+        on a thread of this process (harness.run.workers_inline); None: decided when the pool is first waited for,
+        when this process runs one torch thread (a pool started before the run's thread policy is in force:
+        this process need not have imported torch yet). ``first``: (entry, variant, loader) of the run's first
+        cell, bound as soon as each worker has started (the weights load while the run audits; :meth:`bind` of the
+        same model then waits only for what is left)."""
+        self.n, self.procs, self.conns, self.ready = n, [None] * n, [None] * n, False
+        self.inline = inline
         self.startup_seconds = 0.0
         self.bound: tuple[str, str] | None = None
         self.states: list[dict] = [{} for _ in range(n)]
         self._first = first
         try:
-            if self.inline:
-                from harness.run.workers_inline import InlineWorker
-
-                worker = InlineWorker()
-                self.procs.append(worker)
-                self.conns.append(worker)
-            for _ in range(n - len(self.procs)):
-                parent, child = ctx.Pipe()
-                p = ctx.Process(target=_serve, args=(child,), daemon=True)
-                with _script_not_rerun():
-                    p.start()
-                child.close()
-                self.procs.append(p)
-                self.conns.append(parent)
-            if first is not None:
-                for conn in self.conns:
-                    conn.send(("bind", first))  # answered after the startup's "ready" (wait_ready reads both)
+            if inline is True:
+                self._start(0, inline=True)
+            for i in range(1, n) if inline is not False else range(n):
+                self._start(i, inline=False)
         except BaseException:
             self.close()
             raise
         if wait:
             self.wait_ready()
 
+    def _start(self, i: int, inline: bool) -> None:
+        if inline:
+            from harness.run.workers_inline import InlineWorker
+
+            self.procs[i] = self.conns[i] = InlineWorker()
+        else:
+            import multiprocessing as mp
+
+            parent, child = mp.get_context("spawn").Pipe()
+            p = mp.get_context("spawn").Process(target=_serve, args=(child,), daemon=True)
+            with _script_not_rerun():
+                p.start()
+            child.close()
+            self.procs[i], self.conns[i] = p, parent
+        if self._first is not None:
+            self.conns[i].send(("bind", self._first))  # answered after the startup's "ready" (wait_ready reads both)
+
     def wait_ready(self) -> None:
-        """Until every worker has imported torch and the decoder; ``startup_seconds``: the time waited here."""
+        """Until every worker has imported torch and the decoder (and bound the first cell's model when asked);
+        ``startup_seconds``: the time waited here."""
         if self.ready:
             return
         t = time.perf_counter()
         try:
+            if self.procs[0] is None:
+                import torch
+
+                self.inline = torch.get_num_threads() == 1  # the run's thread policy is in force by now
+                self._start(0, self.inline)
             self._collect(list(range(self.n)), None)
+            if self._first is not None:
+                entry, variant, _ = self._first
+                self._first = None
+                self._collect(list(range(self.n)), None)  # a model that fails to load fails the cell that binds it
+                self.bound = (entry.name, variant)
         except BaseException:
             self.close()
             raise
-        if self._first is not None:
-            entry, variant, _ = self._first
-            self._first = None
-            self._collect(list(range(self.n)), None)  # a model that fails to load fails the cell that binds it
-            self.bound = (entry.name, variant)
         self.ready = True
         self.startup_seconds = round(time.perf_counter() - t, 3)
 
@@ -411,16 +418,17 @@ class LocalPool(Pool):
                     raise WorkerDied(f"decode worker {i + 1} of {self.n} died ({_death(proc)})")
 
     def close(self) -> None:
-        for conn in self.conns:
+        conns, procs = [c for c in self.conns if c is not None], [p for p in self.procs if p is not None]
+        for conn in conns:
             try:
                 conn.send(None)
             except (OSError, BrokenPipeError):
                 pass
-        for p in self.procs:
+        for p in procs:
             p.join(10)
             if p.is_alive():
                 p.kill()
                 p.join(5)
-        for conn in self.conns:
+        for conn in conns:
             conn.close()
         self.procs, self.conns = [], []
