@@ -35,7 +35,8 @@ requests times its weights in MiB (a decode step's cost grows with the weights; 
 before decoding). Why: binding a model in a worker costs 1-3 s even for a tiny one (imports, building the model),
 which a split must win back. Measured on the demo model (1.7 MiB, 2-core machine, --no-cache): the default ladder,
 351 requests (600 MiB-requests), decodes in ~2 s on one worker and was slower on two (2.1 -> 3.9 s); the task
-ladder, 4,081 requests (7,000), gains from two. SmolLM2-135M (257 MiB) reaches it from 8 requests."""
+ladder, 4,081 requests (7,000), gains from two. SmolLM2-135M (257 MiB) reaches it from 8 requests (two workers
+from 32: the cap above)."""
 
 _BYTES = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "int8": 1.0, "int4": 0.5}
 _SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}

@@ -37,7 +37,7 @@ class InlineWorker:
         self._thread.start()
 
     def _loop(self) -> None:
-        from harness.run.workers import WorkerHost, worker_state
+        from harness.run.worker_host import WorkerHost, worker_state
 
         try:
             host = WorkerHost(inline=True)
