@@ -49,6 +49,8 @@ class CellDecoder:
         self._kind, self._startup, self._bind = "local", 0.0, 0.0
         self._why: str | None = None
         self._cpu0: list[float] = []
+        self._cpu_at_bind: list = []
+        self._short0 = self._short1 = 0.0
 
     # -- the four things the cell asks for ----------------------------------------------------------------
 
@@ -120,8 +122,12 @@ class CellDecoder:
         """cell.json's ``workers``: how many, their startup (spawn, imports, weights) and peak RSS; None: one, here."""
         if not self.n or self.n == 1:
             return None if self._why is None else {"count": 1, "chosen": self._why}
-        cpu = [round(st.get("cpu_s", 0.0) - c0, 3) for st, c0 in zip(self._states(), self._cpu0)]
-        return {"count": self.n, "pool": self._kind, "startup_seconds": self._startup, "bind_seconds": self._bind,
+        # A local pool binds without waiting: CPU seconds count from each worker's bind, the start from the waits
+        # and the time the decode ran short of a worker still starting or binding.
+        c0 = [b if b is not None else c for b, c in zip(self._cpu_at_bind, self._cpu0)] if self._cpu_at_bind else self._cpu0
+        cpu = [round(st.get("cpu_s", 0.0) - c, 3) for st, c in zip(self._states(), c0)]
+        startup = round(self._startup + max(0.0, self._short1 - self._short0), 3)
+        return {"count": self.n, "pool": self._kind, "startup_seconds": startup, "bind_seconds": self._bind,
                 "rss_mib": [st.get("rss_mb", -1.0) for st in self._states()], "cpu_seconds": cpu,
                 **({"chosen": self._why} if self._why else {})}
 
@@ -129,6 +135,8 @@ class CellDecoder:
         """Done with the workers for this cell (they stay up for the next cell; a broken pool is closed)."""
         if self.pool is not None:
             self._last_states = list(self.pool.states)
+            self._cpu_at_bind = list(getattr(self.pool, "cpu_at_bind", []))
+            self._short1 = self.pool.short_seconds + getattr(self.pool, "startup_seconds", 0.0)
             self.pool = None
 
     # -- internals ----------------------------------------------------------------------------------------
@@ -152,6 +160,7 @@ class CellDecoder:
                 try:
                     self._bind = self.pool.bind(self.entry, self.variant, self.loader)
                     self._cpu0 = [st.get("cpu_s", 0.0) for st in self.pool.states]
+                    self._short0 = self.pool.short_seconds + getattr(self.pool, "startup_seconds", 0.0)
                 except BaseException:
                     drop_pool(self.pool)
                     raise
@@ -170,7 +179,7 @@ class CellDecoder:
             batch = dealer.next_for(w, force)
             return None if batch is None else (method, (batch, *args))
 
-        self._guarded(lambda: self.pool.serve(next_call, take))
+        self._guarded(lambda: self.pool.serve(next_call, take, lambda: not dealer.done))
         if not dealer.done:
             raise RuntimeError(f"decode workers: {len(dealer.copies)} requests were never dealt")
 
@@ -184,6 +193,10 @@ class CellDecoder:
             return work()
         except WorkerDied:
             drop_pool(self.pool)  # the others may be mid-call: the next cell starts a fresh pool
+            raise
+        except BaseException:
+            if getattr(self.pool, "broken", False):  # a worker failed to start or bind: its answers are owed
+                drop_pool(self.pool)
             raise
 
     def _states(self) -> list[dict]:
@@ -226,13 +239,11 @@ interpreter and torch import once per run; each cell binds its own model), close
 
 
 def run_pool(kind: str, n: int):
-    """(the pool of ``n`` workers of ``kind``, the seconds waited for its start: 0.0 when it was already up)."""
+    """(the pool of ``n`` workers of ``kind``, the seconds waited for its start: 0.0 when it was already up, or is
+    a local pool, which deals to each worker once it has started: harness.run.workers.LocalPool)."""
     pool = _POOLS.get((kind, n))
     if pool is not None:
-        if getattr(pool, "ready", True):
-            return pool, 0.0
-        pool.wait_ready()  # started early (:func:`prestart_pool`): only the wait beyond the overlap counts
-        return pool, pool.startup_seconds
+        return pool, 0.0
     if kind == "ray":
         from harness.run.workers_ray import RayPool
 
@@ -240,7 +251,7 @@ def run_pool(kind: str, n: int):
     else:
         from harness.run.workers import LocalPool
 
-        pool = LocalPool(n)
+        pool = LocalPool(n, wait=False)
     _POOLS[(kind, n)] = pool
     return pool, pool.startup_seconds
 

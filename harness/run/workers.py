@@ -28,6 +28,10 @@ from harness.decode.greedy import DecodeRequest, plan_batches
 from harness.run.worker_host import Key, WorkerHost, rss_mb, worker_state  # noqa: F401 - the workers' API
 
 
+READY = "__stabprobe_worker_ready__"
+"""What :meth:`Pool._answer` gives for a worker that finished starting or binding (no call's result)."""
+
+
 class WorkerDied(RuntimeError):
     """A decode worker ended without answering (crash, OOM kill); the message names it and its exit code."""
 
@@ -123,12 +127,15 @@ class Pool:
         raise NotImplementedError
 
     def serve(self, next_call: Callable[[int, bool], tuple[str, tuple] | None],
-              on_result: Callable[[int, Any], None]) -> None:
+              on_result: Callable[[int, Any], None], more: Callable[[], bool] = lambda: True) -> None:
         """Calls dealt as workers become free: ``next_call(worker, force)`` gives a free worker its next call (None:
-        none for it now; ``force`` when every worker is free and none got one), ``on_result(worker, result)`` takes
-        each answer. An error is raised once every call already sent has answered (no answer is left in a pipe)."""
-        self.wait_ready()
-        idle, busy, error = list(range(self.n)), set(), None
+        none for it now; ``force`` when every worker is free, none got one and none is starting),
+        ``on_result(worker, result)`` takes each answer; ``more()``: whether anything is left to deal (a worker
+        still starting is waited for only then). An error is raised once every call already sent has answered
+        (no answer is left in a pipe)."""
+        starting = self._starting()
+        t0 = time.perf_counter()
+        idle, busy, error = [i for i in range(self.n) if i not in starting], set(starting), None
         while True:
             if error is None:
                 for i in list(idle):
@@ -137,22 +144,39 @@ class Pool:
                         self._send(i, call)
                         idle.remove(i)
                         busy.add(i)
-                if not busy:
+                if busy <= starting and not starting and idle:
                     call = next_call(idle[0], True)
                     if call is not None:
                         self._send(idle[0], call)
                         busy.add(idle.pop(0))
-            if not busy:
-                break
+            if busy <= starting and (not starting or error is not None or not more()):
+                break  # no call outstanding; a worker still starting answers before its next call
             i, ok, value = self._answer(busy)
             busy.discard(i)
+            if value is READY and ok:
+                starting.discard(i)
+                if not starting:  # the time the cell decoded short of a worker (imports, weights)
+                    self.short_seconds += time.perf_counter() - t0
+            else:
+                starting.discard(i)  # an error from a starting worker: it is owed no more here
             idle.append(i)
             if not ok:
                 error = error or value
-            elif error is None:
+            elif error is None and value is not READY:
                 on_result(i, value)
+        if starting:
+            self.short_seconds += time.perf_counter() - t0
         if error is not None:
             raise error
+
+    short_seconds: float = 0.0
+    """Seconds this pool's dealing ran while a worker was still starting or binding (it joined when ready)."""
+
+    def _starting(self) -> set[int]:
+        """Workers still starting or binding, which :meth:`serve` deals to once they answer :data:`READY`; a pool
+        that cannot deal around them waits for them here and answers none."""
+        self.wait_ready()
+        return set()
 
     def wait_ready(self) -> None:
         """Until every worker can take a call (a local pool started without waiting imports meanwhile)."""
@@ -176,6 +200,7 @@ class LocalPool(Pool):
     :meth:`run` sends one call per worker."""
 
     kind = "local"
+    broken = False
 
     def __init__(self, n: int, wait: bool = True, inline: bool | None = None, first: tuple | None = None) -> None:
         """Spawn ``n`` workers; ``wait``: until each has imported torch and the decoder, else at the first call
@@ -185,11 +210,13 @@ class LocalPool(Pool):
         this process need not have imported torch yet). ``first``: (entry, variant, loader) of the run's first
         cell, bound as soon as each worker has started (the weights load while the run audits; :meth:`bind` of the
         same model then waits only for what is left)."""
-        self.n, self.procs, self.conns, self.ready = n, [None] * n, [None] * n, False
+        self.n, self.procs, self.conns = n, [None] * n, [None] * n
         self.inline = inline
         self.startup_seconds = 0.0
         self.bound: tuple[str, str] | None = None
         self.states: list[dict] = [{} for _ in range(n)]
+        self.cpu_at_bind: list[float | None] = [None] * n
+        self._pending = [0] * n  # answers owed before any call's: the startup's, then each bind's
         self._first = first
         try:
             if inline is True:
@@ -199,6 +226,8 @@ class LocalPool(Pool):
         except BaseException:
             self.close()
             raise
+        if first is not None:
+            self.bound = (first[0].name, first[1])
         if wait:
             self.wait_ready()
 
@@ -216,32 +245,59 @@ class LocalPool(Pool):
                 p.start()
             child.close()
             self.procs[i], self.conns[i] = p, parent
+        self._pending[i] += 1
         if self._first is not None:
-            self.conns[i].send(("bind", self._first))  # answered after the startup's "ready" (wait_ready reads both)
+            self.conns[i].send(("bind", self._first))  # answered after the startup's "ready"
+            self._pending[i] += 1
+
+    def _ensure_started(self) -> None:
+        if self.procs and self.procs[0] is None:
+            import torch
+
+            self.inline = torch.get_num_threads() == 1  # the run's thread policy is in force by now
+            self._start(0, self.inline)
+
+    def _starting(self) -> set[int]:
+        self._ensure_started()
+        return {i for i in range(self.n) if self._pending[i]}
+
+    @property
+    def ready(self) -> bool:
+        return self.procs[0] is not None and not any(self._pending)
 
     def wait_ready(self) -> None:
-        """Until every worker has imported torch and the decoder (and bound the first cell's model when asked);
-        ``startup_seconds``: the time waited here."""
+        """Until every worker has imported torch and the decoder and bound its model; ``startup_seconds``: the time
+        waited here (dealing, :meth:`serve`, does not wait: a worker joins when ready)."""
         if self.ready:
             return
         t = time.perf_counter()
         try:
-            if self.procs[0] is None:
-                import torch
-
-                self.inline = torch.get_num_threads() == 1  # the run's thread policy is in force by now
-                self._start(0, self.inline)
-            self._collect(list(range(self.n)), None)
-            if self._first is not None:
-                entry, variant, _ = self._first
-                self._first = None
-                self._collect(list(range(self.n)), None)  # a model that fails to load fails the cell that binds it
-                self.bound = (entry.name, variant)
+            self._ensure_started()
+            waiting, error = {i for i in range(self.n) if self._pending[i]}, None
+            while waiting:
+                i, ok, value = self._answer(waiting)
+                if not ok:
+                    error = error or value
+                    waiting.discard(i)
+                elif value is READY:
+                    waiting.discard(i)
+            if error is not None:
+                raise error
         except BaseException:
             self.close()
             raise
-        self.ready = True
-        self.startup_seconds = round(time.perf_counter() - t, 3)
+        self.startup_seconds = round(self.startup_seconds + time.perf_counter() - t, 3)
+
+    def bind(self, entry, variant: str, loader: Callable) -> float:
+        """Every worker loads (entry, variant) and its weights, without waiting: each answers before its next call,
+        so :meth:`serve` deals to a worker once it has bound (the others decode meanwhile). Returns 0.0."""
+        if self.bound != (entry.name, variant):
+            self._ensure_started()
+            for i in range(self.n):
+                self.conns[i].send(("bind", (entry, variant, loader)))
+                self._pending[i] += 1
+            self.bound = (entry.name, variant)
+        return 0.0
 
     def run(self, calls: Sequence[tuple[str, tuple] | None], progress: Callable[[int], None] | None = None) -> list:
         """One call (method, args) per worker (None: that worker idles); the results in worker order."""
@@ -287,6 +343,15 @@ class LocalPool(Pool):
                         continue
                     if state:
                         self.states[i] = state
+                    if self._pending[i]:  # a startup's or a bind's answer
+                        self._pending[i] -= 1
+                        if kind == "raise":
+                            self.broken = True  # its pending answers are not to be trusted: the cell drops the pool
+                            return i, False, value
+                        self.cpu_at_bind[i] = (state or {}).get("cpu_s")
+                        if self._pending[i]:
+                            continue
+                        return i, True, READY
                     return i, kind != "raise", value
                 if proc.sentinel in ready:
                     proc.join(5)
