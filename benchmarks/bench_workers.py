@@ -7,6 +7,10 @@ wall time of the split decode), the whole decode phase (with 2 workers it also h
 each worker loading the weights: reported apart), and the tables of the two runs compared exactly
 (``assert_frame_equal(check_exact=True)``; a difference fails the row).
 
+Row ``workers_demo_tasks`` (left out with ``--quick``): the demo model on the whole task ladder at the default
+lengths 64,512, each run a CLI process of its own (as a user starts it: the pool's start overlaps the run's own
+imports), the decode phases with every cost of the split in them, and the four tables compared exactly.
+
 Then, on SmolLM2 and the same requests (the cell's: every distinct prompt, the identical rung's second copies
 included), at all the cores this process may use: plain batched ``model.generate`` (left padding, batches of
 16, bf16, torch threads = cores), llama.cpp on the F16 GGUF of the same weights (n_threads = cores) and vLLM
@@ -44,8 +48,6 @@ def _ladder(quick: bool):
 
 
 def _cell(model: str, workers: int, out: Path, ladder, lengths: tuple[int, ...] = (MAX_NEW,)) -> dict:
-    import pandas as pd
-
     from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models
     from harness.run.pipeline import RunConfig, run
 
@@ -54,11 +56,34 @@ def _cell(model: str, workers: int, out: Path, ladder, lengths: tuple[int, ...] 
                     variants=("bf16",), threads=1)
     t = time.perf_counter()
     res = run(cfg)
+    return _read_cell(res.run_dir, model, workers, time.perf_counter() - t)
+
+
+def _cli_cell(model: str, workers: int, out: Path, ladder: str, lengths: tuple[int, ...]) -> dict:
+    """One single-model run as a user starts it (``python -m harness.cli run``, its own process): the pool's
+    start then overlaps the run's own imports, as it does for a user, not a process that imported torch long ago."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "harness.cli", "-q", "run", "--models", model, "--ladder", ladder, "--lengths",
+           ",".join(map(str, lengths)), "--variants", "bf16", "--no-cache", "--no-progress", "--workers", str(workers),
+           "--out", str(out)]
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - t
-    cell = json.loads((res.run_dir / "manifest.json").read_text(encoding="utf-8"))["models"][0]
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {p.returncode}: {(p.stderr.strip().splitlines() or [''])[-1]}")
+    (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    return _read_cell(run_dir, model, workers, wall)
+
+
+def _read_cell(run_dir: Path, model: str, workers: int, wall: float) -> dict:
+    import pandas as pd
+
+    cell = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["models"][0]
     if cell["status"] != "ok":
         raise RuntimeError(f"{model} with {workers} workers: {cell.get('error')}")
-    tables = {n: pd.read_parquet(res.run_dir / n) for n in ("generations.parquet", "pairs.parquet", "drift.parquet",
+    tables = {n: pd.read_parquet(run_dir / n) for n in ("generations.parquet", "pairs.parquet", "drift.parquet",
                                                          "audit.parquet")}
     w = cell.get("workers") or {}
     timings = cell["timings_s"]
@@ -163,13 +188,14 @@ run to 512), 30-70 s per run on a 2-core machine (the row's cost: about 2 minute
 
 
 def _demo_tasks(figures: dict) -> Row:
-    """tiny-chat on the whole task ladder, 1 then 2 workers: the decode phase with everything the split costs."""
+    """tiny-chat on the whole task ladder, 1 then 2 workers, each a CLI run of its own: the decode phase with
+    everything the split costs."""
     from harness.ladder.load import load_ladder
 
-    ladder = load_ladder(REPO / DEMO_LADDER)
+    ladder = load_ladder(REPO / DEMO_LADDER)  # for its pair count
     with tempfile.TemporaryDirectory() as tmp:
-        one = _cell("tiny-chat", 1, Path(tmp) / "one", ladder, DEMO_LENGTHS)
-        two = _cell("tiny-chat", 2, Path(tmp) / "two", ladder, DEMO_LENGTHS)
+        one = _cli_cell("tiny-chat", 1, Path(tmp) / "one", DEMO_LADDER, DEMO_LENGTHS)
+        two = _cli_cell("tiny-chat", 2, Path(tmp) / "two", DEMO_LADDER, DEMO_LENGTHS)
     diff = _equal(one, two)
     ratio = one["decode_phase_s"] / two["decode_phase_s"]
     upto = one["to_decoded_s"] / two["to_decoded_s"]
@@ -182,10 +208,11 @@ def _demo_tasks(figures: dict) -> Row:
         ">= 1.7x faster, tables equal", ratio, f"{ratio:.2f}x", bool(ratio >= 1.7 and diff is None),
         info=[f"workers_demo_tasks: tiny-chat, {DEMO_LADDER} (all {len(ladder.pairs)} pairs), L = "
               f"{','.join(map(str, DEMO_LENGTHS))}, --no-cache, {one['tokens']} tokens decoded. The decode phase "
-              f"(cell.json timings_s.decode) holds what the split costs in it: the wait for the pool beyond its "
-              f"overlap ({two['pool_start_s']:.1f} s), binding the model ({two['bind_s']:.1f} s), dealing, the traces "
-              f"filled in the workers. The pool starts with the run and binds the first cell's model while this "
-              f"process loads and audits, so part of its cost lands there: load + audit + decode {one['to_decoded_s']:.1f}"
+              f"(cell.json timings_s.decode) holds what the split costs in it: the time it decoded short of the "
+              f"spawned worker still starting and binding ({two['pool_start_s']:.1f} s; worker 0 decodes meanwhile), "
+              f"waits for binding ({two['bind_s']:.1f} s), dealing, the traces filled in the workers. Each run is a "
+              f"CLI process of its own; the pool starts with it and binds the model while it loads and audits, so "
+              f"part of its cost lands there: load + audit + decode {one['to_decoded_s']:.1f}"
               f" s vs {two['to_decoded_s']:.1f} s ({upto:.2f}x); the whole run {one['run_s']:.1f} s vs "
               f"{two['run_s']:.1f} s. Engine decode {one['engine_decode_s']:.1f} s vs {two['engine_decode_s']:.1f} s; "
               f"worker CPU seconds {two['cpu_s']}; load average before {figures['load_before'][0]:.1f}, after "
