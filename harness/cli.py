@@ -121,7 +121,8 @@ def build_parser(prog: str = "stabprobe") -> argparse.ArgumentParser:
     r.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
     r.add_argument("--workers", type=int, default=None, metavar="N",
                    help="decode workers per cell, each one single-threaded process with its own copy of the model "
-                        "(default: the cores this process may use, at most one per 16 prompts of a cell; with "
+                        "(default: the cores this process may use, fewer for a cell whose work is too small to pay for a "
+                        "worker, the reason in cell.json; with "
                         "--executor ray: Ray actors, default one per cell task); tables are identical for every N")
 
     mg = sub.add_parser("merge", help="join shard run directories into one run")

@@ -34,8 +34,6 @@ def fill_traces(loaded, gens: Sequence[Generation], steps: StepsWanted | None = 
     logits, gives nan / -1 at the requested steps (they count as evaluated; the
     reason is ``loaded.stability_status``).
     """
-    import torch
-
     todo: list[tuple[int, int]] = []
     for i, g in enumerate(gens):
         if g.states is None:
@@ -53,11 +51,7 @@ def fill_traces(loaded, gens: Sequence[Generation], steps: StepsWanted | None = 
         values = {"delta_tcb": np.full(len(todo), np.nan, np.float32), "flip_radius": np.full(len(todo), np.nan, np.float32),
                   "rival_id": np.full(len(todo), -1, np.int64), "top1_id": np.full(len(todo), -1, np.int64)}
     else:
-        from harness.stability import step_stability
-
-        spec, norms = head
-        h = torch.from_numpy(np.stack([gens[i].states[t] for i, t in todo]).astype(np.float32))
-        values = step_stability(h.to(spec.device), spec, norms)
+        values = _fixed_chunks(head, np.stack([gens[i].states[t] for i, t in todo]).astype(np.float32))
     by_gen: dict[int, list[tuple[int, int]]] = {}
     for row, (i, t) in enumerate(todo):
         by_gen.setdefault(i, []).append((row, t))
@@ -73,6 +67,35 @@ def fill_traces(loaded, gens: Sequence[Generation], steps: StepsWanted | None = 
                                      trace_head_top1_id=top1,
                                      trace_steps=tuple(sorted(set(g.trace_steps) | {t for _, t in rows})))
     return out
+
+
+def _fixed_chunks(head, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`~harness.stability.step_stability` of ``rows`` [R, d], every row evaluated in a chunk of exactly
+    ``CHUNK_ROWS`` rows (the last chunk padded with copies of the last row, the padding dropped).
+
+    Why: a matrix product may round by its row count (harness.decode.invariant), so without the padding a state's
+    traces could depend on how many other states were filled with it; with it they depend on the state alone, and
+    decode workers can fill the states they hold (harness.run.parallel) with the bits of one fill over the whole
+    cell (tests/decode/test_traces_chunks.py checks all-at-once against two halves)."""
+    import torch
+
+    from harness.stability import step_stability
+    from harness.stability.traces import CHUNK_ROWS
+
+    spec, norms = head
+    n = len(rows)
+    pad = (-n) % CHUNK_ROWS
+    if pad:
+        rows = np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)])
+    values = step_stability(torch.from_numpy(rows).to(spec.device), spec, norms, chunk=CHUNK_ROWS)
+    return {k: v[:n] for k, v in values.items()}
+
+
+def trace_fields(g: Generation) -> dict:
+    """The fields :func:`fill_traces` writes (what a decode worker sends back for an output it filled)."""
+    return {"trace_delta_tcb": g.trace_delta_tcb, "trace_flip_radius": g.trace_flip_radius,
+            "trace_flip_rival": g.trace_flip_rival, "trace_head_top1_id": g.trace_head_top1_id,
+            "trace_steps": g.trace_steps}
 
 
 def drop_states(gens: Sequence[Generation]) -> list[Generation]:

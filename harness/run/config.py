@@ -85,8 +85,8 @@ class RunConfig:
     """torch CPU threads of the decode (None: one on CPU, torch's own count on CUDA: harness.core.threads, applied
     by run, resume and merge). Recorded as the manifest's ``device.torch_threads``, not in this record."""
     workers: int | None = None
-    """Decode workers per cell (``--workers``; None: as many as the cores this process may use, at most one per 16
-    requests of a cell; with the Ray executor, None keeps one worker per cell task). harness.run.workers."""
+    """Decode workers per cell (``--workers``; None: as many as the cores this process may use, fewer for a cell
+    whose work is small (harness.run.worker_memory.workers_for); with the Ray executor, None keeps one worker per cell task). harness.run.workers."""
     loader: Callable[[ModelEntry, str], Any] = None  # type: ignore[assignment]
     """How a (model, variant) is loaded (default: lazy_load_model); tests inject degraded weights through it."""
 

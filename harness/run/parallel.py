@@ -3,14 +3,14 @@
 The cell (harness.run.cell) asks for four things: decode some requests, decode some again (traces wanted
 that a cached output lacks), the prompt-end rows of some, and the traces at the steps the pairs read.
 :class:`CellDecoder` decides once, from the first batch of work, how many workers it is worth
-(harness.run.workers.workers_for) and keeps to it for the cell:
+(harness.run.worker_memory.workers_for: recorded in cell.json ``workers.chosen``) and keeps to it for the cell:
 
 - one: everything in this process, exactly as before the workers existed;
-- N: decode and prompt ends split by :func:`~harness.run.workers.split_requests`, merged back into the
-  order one worker returns them (:func:`~harness.run.workers.one_worker_order`); the traces are filled by
-  the first worker over the whole merged list, because their arithmetic is batched over every wanted step
-  at once and a batched product may round by its row count (harness.decode.invariant): a split there
-  would not be guaranteed bitwise equal.
+- N: decode and prompt ends in batches dealt to the workers as they become free (harness.run.dispatch),
+  merged back into the order one worker returns them (:func:`~harness.run.workers.one_worker_order`);
+  each output's states stay in the worker that decoded it, which fills its traces at the steps the pairs
+  read (only the values come back). A state's traces do not depend on the states filled with it (fixed
+  chunks, harness.decode.traces), so the bits are those of one fill over the whole cell.
 """
 
 from __future__ import annotations
@@ -22,10 +22,19 @@ from typing import Any, Callable, Sequence
 from harness.decode.engines import decode_with_engine
 from harness.decode.greedy import DecodeRequest
 from harness.run.complete import one_token_prompt_ends
-from harness.run.workers import one_worker_order, split_requests, workers_for
+from harness.run.worker_memory import weights_bytes, workers_for
+from harness.run.workers import one_worker_order
 
 PARALLEL_ENGINES = ("hf",)
 """Engines whose decode splits over workers; others (vLLM, llama.cpp: their own thread pools) decode in this process."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldBy:
+    """In place of an output's states in this process: they stay in decode worker ``worker`` (0-based), which
+    fills the output's traces (:meth:`CellDecoder.fill`); harness.run.complete reads only that states exist."""
+
+    worker: int
 
 
 class CellDecoder:
@@ -38,27 +47,38 @@ class CellDecoder:
         self.n: int | None = None  # decided by the first call
         self._last_states: list[dict] = []
         self._kind, self._startup, self._bind = "local", 0.0, 0.0
+        self._why: str | None = None
         self._cpu0: list[float] = []
+        self._cpu_at_bind: list = []
+        self._short0 = self._short1 = 0.0
 
     # -- the four things the cell asks for ----------------------------------------------------------------
 
     def decode(self, reqs: Sequence[DecodeRequest], progress=None):
-        """(generations in one worker's order, with their states for the traces; how the engine ran)."""
+        """(generations in one worker's order; how the engine ran). Split: each output's states stay in the
+        worker that decoded it (``states`` is a :class:`HeldBy` naming it) until :meth:`fill`."""
         if not self._split(len(reqs)):
             return decode_with_engine(self.loaded, reqs, max(self.s.lengths), self.s.lengths, self.s.batch_size,
                                       progress, self.s.batching, self.engine, self.s.capture, traces="deferred")
         t = time.perf_counter()
-        args = (max(self.s.lengths), self.s.lengths, self.s.batch_size, self.s.batching, self.engine, self.s.capture)
-        parts = split_requests(reqs, self.n)
-        results = self._run([("decode", (p, *args)) if p else None for p in parts], progress)
+        args = (max(self.s.lengths), self.s.lengths, self.s.batch_size, self._batching(), self.engine, self.s.capture)
+        gens, runs = [], []
+
+        def take(w, value):
+            out, run, held = value
+            gens.extend(dataclasses.replace(g, states=HeldBy(w)) if (g.prompt_key, g.replicate) in held else g
+                        for g in out)
+            runs.append(run)
+            if progress:
+                progress(len(out))
+
+        self._deal("decode", reqs, args, take)
         self._sync()
-        gens = self._merged([g for r in results if r for g in r[0]], reqs)
-        runs = [r[1] for r in results if r]
         run = dataclasses.replace(runs[0], decode_seconds=round(time.perf_counter() - t, 3),
                                   generated_tokens=int(sum(r.generated_tokens for r in runs)),
                                   load_seconds=max(r.load_seconds for r in runs),
                                   batch_invariant=all(r.batch_invariant for r in runs))
-        return gens, run
+        return self._merged(gens, reqs), run
 
     def redecode(self, reqs: list[DecodeRequest]):
         return self.decode(reqs)[0]
@@ -68,20 +88,29 @@ class CellDecoder:
             return self.redecode(reqs)  # the probe's prompt-end row depends on the pass: the whole probe again
         if not self._split(len(reqs)):
             return one_token_prompt_ends(self.loaded, self.s.batch_size, self.s.batching)(reqs)
-        parts = split_requests(reqs, self.n)
-        results = self._run([("prompt_ends", (p, self.s.batch_size, self.s.batching)) if p else None
-                             for p in parts])
+        gens: list = []
+        self._deal("prompt_ends", reqs, (self.s.batch_size, self._batching()), lambda w, out: gens.extend(out))
         self._sync()
-        return self._merged([g for r in results if r for g in r], reqs)
+        return self._merged(gens, reqs)
 
     def fill(self, gens, want):
-        """Traces at the wanted steps; None when this process holds the model (harness.run.complete fills them)."""
-        if not self.n or self.n == 1 or not any(want.values()):
-            return None  # nothing to evaluate: harness.run.complete drops the states without touching the model
+        """Traces at the wanted steps, each worker filling the outputs whose states it holds (only the values
+        cross the pipe; harness.decode.traces fills in fixed-size chunks, so the bits are those of one fill over
+        the cell); every held state is dropped. None when this process holds the model (harness.run.complete
+        fills them)."""
+        if not self.n or self.n == 1:
+            return None
         head_ok = all((st.get("head_check") or {}).get("ok", True) for st in self.pool.states)
-        filled = self._run([("fill", (list(gens), want, head_ok))] + [None] * (self.n - 1))[0]
+        asks: list[dict] = [{} for _ in range(self.n)]
+        for g in gens:
+            if isinstance(g.states, HeldBy):
+                k = (g.prompt_key, g.replicate)
+                asks[g.states.worker][k] = sorted(want.get(k, ()))
+        answers = self._run([("fill_held", (a, head_ok)) for a in asks])
         self._sync()  # the head's status as the traces found it
-        return filled
+        fields = {k: v for a in answers for k, v in a.items()}
+        return [g if g.states is None else dataclasses.replace(g, states=None, **fields.get((g.prompt_key, g.replicate), {}))
+                for g in gens]
 
     # -- what the cell record reads ---------------------------------------------------------------------------
 
@@ -92,15 +121,22 @@ class CellDecoder:
     def record(self) -> dict[str, Any] | None:
         """cell.json's ``workers``: how many, their startup (spawn, imports, weights) and peak RSS; None: one, here."""
         if not self.n or self.n == 1:
-            return None
-        cpu = [round(st.get("cpu_s", 0.0) - c0, 3) for st, c0 in zip(self._states(), self._cpu0)]
-        return {"count": self.n, "pool": self._kind, "startup_seconds": self._startup, "bind_seconds": self._bind,
-                "rss_mib": [st.get("rss_mb", -1.0) for st in self._states()], "cpu_seconds": cpu}
+            return None if self._why is None else {"count": 1, "chosen": self._why}
+        # A local pool binds without waiting: CPU seconds count from each worker's bind, the start from the waits
+        # and the time the decode ran short of a worker still starting or binding.
+        c0 = [b if b is not None else c for b, c in zip(self._cpu_at_bind, self._cpu0)] if self._cpu_at_bind else self._cpu0
+        cpu = [round(st.get("cpu_s", 0.0) - c, 3) for st, c in zip(self._states(), c0)]
+        startup = round(self._startup + max(0.0, self._short1 - self._short0), 3)
+        return {"count": self.n, "pool": self._kind, "startup_seconds": startup, "bind_seconds": self._bind,
+                "rss_mib": [st.get("rss_mb", -1.0) for st in self._states()], "cpu_seconds": cpu,
+                **({"chosen": self._why} if self._why else {})}
 
     def close(self) -> None:
         """Done with the workers for this cell (they stay up for the next cell; a broken pool is closed)."""
         if self.pool is not None:
             self._last_states = list(self.pool.states)
+            self._cpu_at_bind = list(getattr(self.pool, "cpu_at_bind", []))
+            self._short1 = self.pool.short_seconds + getattr(self.pool, "startup_seconds", 0.0)
             self.pool = None
 
     # -- internals ----------------------------------------------------------------------------------------
@@ -108,30 +144,59 @@ class CellDecoder:
     def _split(self, todo: int) -> bool:
         if self.n is None:
             parallel = self.engine in PARALLEL_ENGINES and self.loader is not None
-            self.n = workers_for(self.s.workers, todo, self.s.auto_workers) if parallel else 1
+            mib = weights_bytes(self.entry, self.variant) / 2**20 if self.entry is not None else 0.0
+            self.n, self._why = workers_for(self.s.workers, todo, self.s.auto_workers, mib) if parallel else (1, None)
+            if self.s.workers is None and self.s.auto_workers <= 1:
+                self._why = None  # one was the run's default: nothing was decided here
             if self.n > 1 and not _picklable(self.loader):
                 if self.s.workers is not None:
                     raise RuntimeError(f"--workers {self.s.workers}: the run's loader ({self.loader!r}) cannot be sent "
                                        "to a worker process (define it at module level), or use --workers 1")
                 self.n = 1  # the default: this process decodes, as it can
+                self._why = f"{self._why}; but the run's loader cannot be sent to a worker process: 1"
             if self.n > 1:
                 self.pool, self._startup = run_pool(self.s.worker_pool, self.n)
                 self._kind = self.pool.kind
                 try:
                     self._bind = self.pool.bind(self.entry, self.variant, self.loader)
                     self._cpu0 = [st.get("cpu_s", 0.0) for st in self.pool.states]
+                    self._short0 = self.pool.short_seconds + getattr(self.pool, "startup_seconds", 0.0)
                 except BaseException:
                     drop_pool(self.pool)
                     raise
         return self.n > 1
 
+    def _batching(self) -> str:
+        return "bucket" if self.loaded.rows_unsupported else self.s.batching  # as decode_all does
+
+    def _deal(self, method: str, reqs, args: tuple, take: Callable) -> None:
+        """``method`` on batches of ``reqs`` dealt to the workers as they become free (harness.run.dispatch)."""
+        from harness.run.dispatch import Dealer
+
+        dealer = Dealer(reqs, self.n, self.s.batch_size, self._batching())
+
+        def next_call(w: int, force: bool):
+            batch = dealer.next_for(w, force)
+            return None if batch is None else (method, (batch, *args))
+
+        self._guarded(lambda: self.pool.serve(next_call, take, lambda: not dealer.done))
+        if not dealer.done:
+            raise RuntimeError(f"decode workers: {len(dealer.copies)} requests were never dealt")
+
     def _run(self, calls, progress=None):
+        return self._guarded(lambda: self.pool.run(calls, progress))
+
+    def _guarded(self, work):
         from harness.run.workers import WorkerDied
 
         try:
-            return self.pool.run(calls, progress)
+            return work()
         except WorkerDied:
             drop_pool(self.pool)  # the others may be mid-call: the next cell starts a fresh pool
+            raise
+        except BaseException:
+            if getattr(self.pool, "broken", False):  # a worker failed to start or bind: its answers are owed
+                drop_pool(self.pool)
             raise
 
     def _states(self) -> list[dict]:
@@ -174,13 +239,11 @@ interpreter and torch import once per run; each cell binds its own model), close
 
 
 def run_pool(kind: str, n: int):
-    """(the pool of ``n`` workers of ``kind``, the seconds waited for its start: 0.0 when it was already up)."""
+    """(the pool of ``n`` workers of ``kind``, the seconds waited for its start: 0.0 when it was already up, or is
+    a local pool, which deals to each worker once it has started: harness.run.workers.LocalPool)."""
     pool = _POOLS.get((kind, n))
     if pool is not None:
-        if getattr(pool, "ready", True):
-            return pool, 0.0
-        pool.wait_ready()  # started early (:func:`prestart_pool`): only the wait beyond the overlap counts
-        return pool, pool.startup_seconds
+        return pool, 0.0
     if kind == "ray":
         from harness.run.workers_ray import RayPool
 
@@ -188,17 +251,18 @@ def run_pool(kind: str, n: int):
     else:
         from harness.run.workers import LocalPool
 
-        pool = LocalPool(n)
+        pool = LocalPool(n, wait=False)
     _POOLS[(kind, n)] = pool
     return pool, pool.startup_seconds
 
 
-def prestart_pool(n: int) -> None:
-    """Spawn ``n`` local workers now without waiting: they import torch while the first cell loads and audits."""
+def prestart_pool(n: int, first: tuple | None = None) -> None:
+    """Spawn ``n`` local workers now without waiting: they import torch (and bind ``first``, the run's first cell's
+    (entry, variant, loader), when given) while the run loads its embedder and audits the first cell."""
     if n > 1 and ("local", n) not in _POOLS:
         from harness.run.workers import LocalPool
 
-        _POOLS[("local", n)] = LocalPool(n, wait=False)
+        _POOLS[("local", n)] = LocalPool(n, wait=False, first=first if first and _picklable(first[2]) else None)
 
 
 def drop_pool(pool) -> None:

@@ -110,8 +110,14 @@ def _execute(cfg: RunConfig, cells: Sequence[Cell], run_dir: Path, manifest: Man
 
 def run(cfg: RunConfig) -> RunResult:
     """The whole run, under the thread policy (harness.core.threads: the CLI and a Python caller get the same)."""
-    with thread_policy(cfg.threads):
-        return _run(cfg)
+    from harness.run.parallel import close_pools
+
+    try:
+        _prestart_workers(cfg)  # before this process imports torch (the thread policy does): the imports overlap
+        with thread_policy(cfg.threads):
+            return _run(cfg)
+    finally:
+        close_pools()  # the decode workers (harness.run.workers), also where the run failed before its cells
 
 
 def _run(cfg: RunConfig) -> RunResult:
@@ -124,6 +130,21 @@ def _run(cfg: RunConfig) -> RunResult:
         rundir.atomic_write_json(run_dir / LADDER_FILE, ladder_record(cfg.ladder))
         write_manifest(run_dir, manifest)
         return run_in(run_dir, cfg, manifest, embedder)
+
+
+def _prestart_workers(cfg: RunConfig) -> None:
+    """``--workers N``: spawn the decode workers now and bind the first cell's model in them, so their imports and
+    weights overlap the embedder's load, the manifest and the first cell's audit (harness.run.parallel)."""
+    from harness.models.variants import parse_variant
+    from harness.run.parallel import prestart_pool
+
+    from harness.run.worker_memory import check_workers
+
+    if cfg.executor != "local" or not isinstance(cfg.workers, int) or cfg.workers < 2:
+        return
+    check_workers(cfg)  # a count that does not fit is refused before anything starts (validate_config says it again)
+    cells = [c for c in shard_cells(plan_cells(cfg), cfg.shard) if parse_variant(c.variant).engine in (None, "hf")]
+    prestart_pool(cfg.workers, (cells[0].entry, cells[0].variant, cfg.loader) if cells else None)
 
 
 def run_in(run_dir: Path, cfg: RunConfig, manifest: Manifest, embedder: Embedder) -> RunResult:

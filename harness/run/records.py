@@ -67,7 +67,7 @@ class CellSettings:
     twin: bool = False
     """Compute the teacher-forced twin divergence of the cell's pairs (``--twin``, harness.run.twin)."""
     workers: int | None = 1
-    """Decode workers of one cell (``--workers``; None: as many as the cores, at most one per 16 requests);
+    """Decode workers of one cell (``--workers``; None: as many as the cores, fewer for a small cell: harness.run.worker_memory.workers_for);
     harness.run.workers. The tables do not depend on it."""
     auto_workers: int = 1
     """The default count when ``workers`` is None: the cores this process may use, capped by memory."""

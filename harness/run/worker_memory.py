@@ -25,6 +25,19 @@ WORK_FACTOR = 2.0
 a SmolLM2-135M worker (bf16, 270 MB of weights, 49,152-row head) peaked at 1,769-1,835 MiB on the small task
 ladder, 32 tokens: the base and 2.0x the weights."""
 
+MIN_REQUESTS_PER_WORKER = 16
+"""With the default worker count, a cell decodes with at most one worker per this many requests: starting a worker
+(torch import, weights) costs seconds, more than a handful of prompts take on one core."""
+
+WORK_PER_WORKER = 2048.0
+"""With the default worker count, a cell decodes with at most one worker per this much work, counted as its
+requests times its weights in MiB (a decode step's cost grows with the weights; the output lengths are not known
+before decoding). Why: binding a model in a worker costs 1-3 s even for a tiny one (imports, building the model),
+which a split must win back. Measured on the demo model (1.7 MiB, 2-core machine, --no-cache): the default ladder,
+351 requests (600 MiB-requests), decodes in ~2 s on one worker and was slower on two (2.1 -> 3.9 s); the task
+ladder, 4,081 requests (7,000), gains from two. SmolLM2-135M (257 MiB) reaches it from 8 requests (two workers
+from 32: the cap above)."""
+
 _BYTES = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "int8": 1.0, "int4": 0.5}
 _SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 
@@ -112,6 +125,23 @@ def resolved_workers(cfg) -> int:
     if n > 1 and cfg.models:
         n = max(1, min(n, int(available_mib() // worker_mib(cfg))))
     return n
+
+
+def workers_for(requested: int | None, todo: int, auto: int, weights_mib: float = 0.0) -> tuple[int, str | None]:
+    """(workers a cell uses for ``todo`` requests, why: None when asked for a count). ``requested`` when given
+    (never more than the requests); else ``auto`` (the run's default) capped at one per
+    :data:`MIN_REQUESTS_PER_WORKER` requests and, where the weights' size is known, at one per
+    :data:`WORK_PER_WORKER` MiB-requests."""
+    if requested is not None:
+        return max(1, min(requested, todo)), None
+    n = max(1, min(auto, todo // MIN_REQUESTS_PER_WORKER))
+    why = f"default: {auto} (cores), at most one per {MIN_REQUESTS_PER_WORKER} of the cell's {todo} requests"
+    if weights_mib > 0:
+        work = todo * weights_mib
+        n = max(1, min(n, int(work // WORK_PER_WORKER)))
+        why += (f" and one per {WORK_PER_WORKER:,.0f} MiB-requests of work ({todo} requests x {weights_mib:,.1f} MiB "
+                f"of weights = {work:,.0f})")
+    return n, f"{why}: {n}"
 
 
 def check_workers(cfg) -> None:

@@ -2,7 +2,8 @@
 
 Why processes and one thread each: one torch thread is the only count measured batch-invariant
 (harness.core.threads), so a cell used one core however many the machine has. N workers decode
-N disjoint parts of the cell's requests; a row's result does not depend on its batch mates (rows
+the cell's batches, dealt as they become free (harness.run.dispatch; worker 0 on a thread of this process,
+harness.run.workers_inline; what a worker holds: harness.run.worker_host); a row's result does not depend on its batch mates (rows
 batching, harness.decode.rows, and the fixed linear chunking, harness.decode.invariant), so the
 merged outputs are the ones one worker gives (tests/run/test_workers.py compares the tables).
 
@@ -16,9 +17,7 @@ goes on (harness.run.cell); nothing waits forever.
 
 from __future__ import annotations
 
-import os
 import pickle
-import resource
 import signal
 import sys
 import time
@@ -26,35 +25,15 @@ from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 from harness.decode.greedy import DecodeRequest, plan_batches
+from harness.run.worker_host import Key, WorkerHost, rss_mb, worker_state  # noqa: F401 - the workers' API
 
-MIN_REQUESTS_PER_WORKER = 16
-"""With the default worker count, a cell decodes with at most one worker per this many requests: starting a worker
-(torch import, weights) costs seconds, more than a handful of prompts take on one core."""
 
-Key = tuple[str, int]
+READY = "__stabprobe_worker_ready__"
+"""What :meth:`Pool._answer` gives for a worker that finished starting or binding (no call's result)."""
 
 
 class WorkerDied(RuntimeError):
     """A decode worker ended without answering (crash, OOM kill); the message names it and its exit code."""
-
-
-def split_requests(reqs: Sequence[DecodeRequest], n: int) -> list[list[DecodeRequest]]:
-    """The requests in ``n`` parts, fixed by the requests alone: originals (replicate 0) sorted by (length, key) and
-    dealt round-robin (so every part gets short and long prompts); a second copy (the identical rung's replicate 1)
-    goes to the worker after its original's, so the two decodes never share a process (nor a batch) when n > 1."""
-    parts: list[list[DecodeRequest]] = [[] for _ in range(n)]
-    where: dict[str, int] = {}
-    order = sorted(reqs, key=lambda r: (r.replicate, len(r.token_ids), r.prompt_key))
-    dealt = 0
-    for r in order:
-        if r.replicate != 0 and r.prompt_key in where:
-            i = (where[r.prompt_key] + r.replicate) % n
-        else:
-            i = dealt % n
-            dealt += 1
-        where.setdefault(r.prompt_key, i)
-        parts[i].append(r)
-    return parts
 
 
 def one_worker_order(reqs: Sequence[DecodeRequest], batch_size: int, batching: str) -> list[Key]:
@@ -68,92 +47,6 @@ def default_workers() -> int:
     from harness.core.threads import available_cpus
 
     return available_cpus()
-
-
-def workers_for(requested: int | None, todo: int, auto: int) -> int:
-    """Workers a cell uses for ``todo`` requests: ``requested`` when given (never more than the requests), else
-    ``auto`` (the run's default) capped at one per :data:`MIN_REQUESTS_PER_WORKER` requests."""
-    if requested is not None:
-        return max(1, min(requested, todo))
-    return max(1, min(auto, todo // MIN_REQUESTS_PER_WORKER))
-
-
-def rss_mb() -> float:
-    """Peak resident memory of this process in MiB: VmHWM (ru_maxrss would count the parent's peak too, since
-    Linux keeps it across the fork and exec that start a worker)."""
-    try:
-        for line in open("/proc/self/status", encoding="ascii"):
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024.0, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
-
-
-# -- what a worker does (the same functions serve the local processes and the Ray actors) ----------------------
-
-
-def worker_state(loaded) -> dict[str, Any]:
-    """What the worker learnt about the model that the cell record reports (harness.run.cell copies it)."""
-    if loaded is None:
-        return {"rss_mb": rss_mb(), "pid": os.getpid(), "cpu_s": time.process_time()}
-    return {"cpu_s": time.process_time(),"batching_used": loaded.batching_used, "rows_unsupported": loaded.rows_unsupported,
-            "linear_invariance": loaded.linear_invariance, "head_check": loaded.head_check,
-            "stability_status": loaded.stability_status, "weights_seconds": loaded.weights_seconds,
-            "weights_loaded": loaded.weights_loaded, "rss_mb": rss_mb(), "pid": os.getpid()}
-
-
-def do_decode(loaded, reqs, max_new_tokens, lengths, batch_size, batching, engine, capture, progress=None):
-    from harness.decode.engines import decode_with_engine
-
-    return decode_with_engine(loaded, reqs, max_new_tokens, lengths, batch_size, progress, batching, engine, capture,
-                              traces="deferred")
-
-
-def do_prompt_ends(loaded, reqs, batch_size, batching, progress=None):
-    from harness.run.complete import one_token_prompt_ends
-
-    return one_token_prompt_ends(loaded, batch_size, batching)(reqs)
-
-
-def do_fill(loaded, gens, want, head_ok):
-    from harness.decode.traces import drop_states, fill_traces
-
-    if head_ok is False and loaded.head_check is not None:
-        loaded.head_check = {**loaded.head_check, "ok": False}  # another worker's check failed: no traces anywhere
-    return drop_states(fill_traces(loaded, gens, want))
-
-
-METHODS: dict[str, Callable] = {"decode": do_decode, "prompt_ends": do_prompt_ends, "fill": do_fill}
-
-
-class WorkerHost:
-    """What one worker holds between calls: the (model, variant) of the cell it serves now (``bind``)."""
-
-    def __init__(self) -> None:
-        os.environ["OMP_NUM_THREADS"] = "1"
-        import torch
-
-        import harness.decode.engines  # noqa: F401 - the imports are part of the startup, not of the first cell
-
-        torch.set_num_threads(1)  # the only count measured batch-invariant (harness.core.threads)
-        self.loaded = None
-
-    def call(self, method: str, args: tuple, progress: Callable | None = None):
-        """(result, state): ``bind`` (entry, variant, loader) loads a model and its weights; the others use it."""
-        if method == "bind":
-            import gc
-
-            self.loaded = None
-            gc.collect()  # the previous cell's weights go before the next ones come
-            entry, variant, loader = args
-            self.loaded = loader(entry, variant)
-            _ = self.loaded.model
-            return None, worker_state(self.loaded)
-        if self.loaded is None:
-            raise RuntimeError(f"decode worker asked to {method} before any model was bound")
-        kwargs = {"progress": progress} if progress is not None and method in ("decode", "prompt_ends") else {}
-        return METHODS[method](self.loaded, *args, **kwargs), worker_state(self.loaded)
 
 
 def _serve(conn) -> None:
@@ -218,17 +111,87 @@ def _script_not_rerun():
 
 
 class Pool:
-    """What every pool of decode workers shares; a pool runs one call per worker (:meth:`run`)."""
+    """What every pool of decode workers shares: one call per worker (:meth:`run`), or calls dealt to the workers
+    as they become free (:meth:`serve`); a pool answers :meth:`_send` and :meth:`_answer` for the latter."""
 
     n: int
 
     def run(self, calls: Sequence[tuple[str, tuple] | None], progress: Callable[[int], None] | None = None) -> list:
         raise NotImplementedError
 
+    def _send(self, i: int, call: tuple[str, tuple]) -> None:
+        raise NotImplementedError
+
+    def _answer(self, busy: set[int]) -> tuple[int, bool, Any]:
+        """(worker, ok, its result or the exception it raised) of the first busy worker to answer."""
+        raise NotImplementedError
+
+    def serve(self, next_call: Callable[[int, bool], tuple[str, tuple] | None],
+              on_result: Callable[[int, Any], None], more: Callable[[], bool] = lambda: True) -> None:
+        """Calls dealt as workers become free: ``next_call(worker, force)`` gives a free worker its next call (None:
+        none for it now; ``force`` when every worker is free, none got one and none is starting),
+        ``on_result(worker, result)`` takes each answer; ``more()``: whether anything is left to deal (a worker
+        still starting is waited for only then). An error is raised once every call already sent has answered
+        (no answer is left in a pipe)."""
+        starting = self._starting()
+        t0 = time.perf_counter()
+        idle, busy, error = [i for i in range(self.n) if i not in starting], set(starting), None
+        while True:
+            if error is None:
+                for i in list(idle):
+                    call = next_call(i, False)
+                    if call is not None:
+                        self._send(i, call)
+                        idle.remove(i)
+                        busy.add(i)
+                if busy <= starting and not starting and idle:
+                    call = next_call(idle[0], True)
+                    if call is not None:
+                        self._send(idle[0], call)
+                        busy.add(idle.pop(0))
+            if busy <= starting and (not starting or error is not None or not more()):
+                break  # no call outstanding; a worker still starting answers before its next call
+            i, ok, value = self._answer(busy)
+            busy.discard(i)
+            if value is READY and ok:
+                starting.discard(i)
+                if not starting:  # the time the cell decoded short of a worker (imports, weights)
+                    self.short_seconds += time.perf_counter() - t0
+            else:
+                starting.discard(i)  # an error from a starting worker: it is owed no more here
+            idle.append(i)
+            if not ok:
+                error = error or value
+            elif error is None and value is not READY:
+                on_result(i, value)
+        if starting:
+            self.short_seconds += time.perf_counter() - t0
+        if error is not None:
+            raise error
+
+    short_seconds: float = 0.0
+    """Seconds this pool's dealing ran while a worker was still starting or binding (it joined when ready)."""
+
+    def _starting(self) -> set[int]:
+        """Workers still starting or binding, which :meth:`serve` deals to once they answer :data:`READY`; a pool
+        that cannot deal around them waits for them here and answers none."""
+        self.wait_ready()
+        return set()
+
+    def wait_ready(self) -> None:
+        """Until every worker can take a call (a local pool started without waiting imports meanwhile)."""
+
+    bound: tuple[str, str] | None = None
+    """(model, variant) every worker holds now."""
+
     def bind(self, entry, variant: str, loader: Callable) -> float:
-        """Every worker loads (entry, variant) and its weights, in parallel; returns the seconds it took."""
+        """Every worker loads (entry, variant) and its weights, in parallel (unless bound to it already: a pool
+        started for the run's first cell); returns the seconds it took."""
         t = time.perf_counter()
-        self.run([("bind", (entry, variant, loader))] * self.n)
+        if self.bound != (entry.name, variant):
+            self.bound = None
+            self.run([("bind", (entry, variant, loader))] * self.n)
+            self.bound = (entry.name, variant)
         return round(time.perf_counter() - t, 3)
 
 
@@ -237,43 +200,104 @@ class LocalPool(Pool):
     :meth:`run` sends one call per worker."""
 
     kind = "local"
+    broken = False
 
-    def __init__(self, n: int, wait: bool = True) -> None:
+    def __init__(self, n: int, wait: bool = True, inline: bool | None = None, first: tuple | None = None) -> None:
         """Spawn ``n`` workers; ``wait``: until each has imported torch and the decoder, else at the first call
-        (a pool started early imports while the run loads and audits its first cell)."""
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        self.n, self.procs, self.conns, self.ready = n, [], [], False
+        (a pool started early imports while the run starts, loads and audits its first cell). ``inline``: worker 0
+        on a thread of this process (harness.run.workers_inline); None: decided when the pool is first waited for,
+        when this process runs one torch thread (a pool started before the run's thread policy is in force:
+        this process need not have imported torch yet). ``first``: (entry, variant, loader) of the run's first
+        cell, bound as soon as each worker has started (the weights load while the run audits; :meth:`bind` of the
+        same model then waits only for what is left)."""
+        self.n, self.procs, self.conns = n, [None] * n, [None] * n
+        self.inline = inline
         self.startup_seconds = 0.0
+        self.bound: tuple[str, str] | None = None
         self.states: list[dict] = [{} for _ in range(n)]
+        self.cpu_at_bind: list[float | None] = [None] * n
+        self._pending = [0] * n  # answers owed before any call's: the startup's, then each bind's
+        self._first = first
         try:
-            for _ in range(n):
-                parent, child = ctx.Pipe()
-                p = ctx.Process(target=_serve, args=(child,), daemon=True)
-                with _script_not_rerun():
-                    p.start()
-                child.close()
-                self.procs.append(p)
-                self.conns.append(parent)
+            if inline is True:
+                self._start(0, inline=True)
+            for i in range(1, n) if inline is not False else range(n):
+                self._start(i, inline=False)
         except BaseException:
             self.close()
             raise
+        if first is not None:
+            self.bound = (first[0].name, first[1])
         if wait:
             self.wait_ready()
 
+    def _start(self, i: int, inline: bool) -> None:
+        if inline:
+            from harness.run.workers_inline import InlineWorker
+
+            self.procs[i] = self.conns[i] = InlineWorker()
+        else:
+            import multiprocessing as mp
+
+            parent, child = mp.get_context("spawn").Pipe()
+            p = mp.get_context("spawn").Process(target=_serve, args=(child,), daemon=True)
+            with _script_not_rerun():
+                p.start()
+            child.close()
+            self.procs[i], self.conns[i] = p, parent
+        self._pending[i] += 1
+        if self._first is not None:
+            self.conns[i].send(("bind", self._first))  # answered after the startup's "ready"
+            self._pending[i] += 1
+
+    def _ensure_started(self) -> None:
+        if self.procs and self.procs[0] is None:
+            import torch
+
+            self.inline = torch.get_num_threads() == 1  # the run's thread policy is in force by now
+            self._start(0, self.inline)
+
+    def _starting(self) -> set[int]:
+        self._ensure_started()
+        return {i for i in range(self.n) if self._pending[i]}
+
+    @property
+    def ready(self) -> bool:
+        return self.procs[0] is not None and not any(self._pending)
+
     def wait_ready(self) -> None:
-        """Until every worker has imported torch and the decoder; ``startup_seconds``: the time waited here."""
+        """Until every worker has imported torch and the decoder and bound its model; ``startup_seconds``: the time
+        waited here (dealing, :meth:`serve`, does not wait: a worker joins when ready)."""
         if self.ready:
             return
         t = time.perf_counter()
         try:
-            self._collect(list(range(self.n)), None)
+            self._ensure_started()
+            waiting, error = {i for i in range(self.n) if self._pending[i]}, None
+            while waiting:
+                i, ok, value = self._answer(waiting)
+                if not ok:
+                    error = error or value
+                    waiting.discard(i)
+                elif value is READY:
+                    waiting.discard(i)
+            if error is not None:
+                raise error
         except BaseException:
             self.close()
             raise
-        self.ready = True
-        self.startup_seconds = round(time.perf_counter() - t, 3)
+        self.startup_seconds = round(self.startup_seconds + time.perf_counter() - t, 3)
+
+    def bind(self, entry, variant: str, loader: Callable) -> float:
+        """Every worker loads (entry, variant) and its weights, without waiting: each answers before its next call,
+        so :meth:`serve` deals to a worker once it has bound (the others decode meanwhile). Returns 0.0."""
+        if self.bound != (entry.name, variant):
+            self._ensure_started()
+            for i in range(self.n):
+                self.conns[i].send(("bind", (entry, variant, loader)))
+                self._pending[i] += 1
+            self.bound = (entry.name, variant)
+        return 0.0
 
     def run(self, calls: Sequence[tuple[str, tuple] | None], progress: Callable[[int], None] | None = None) -> list:
         """One call (method, args) per worker (None: that worker idles); the results in worker order."""
@@ -283,14 +307,29 @@ class LocalPool(Pool):
             self.conns[i].send(calls[i])
         return self._collect(busy, progress)
 
-    def _collect(self, busy: list[int], progress) -> list:
-        from multiprocessing.connection import wait
+    def _send(self, i: int, call: tuple[str, tuple]) -> None:
+        self.conns[i].send(call)
 
+    def _collect(self, busy: list[int], progress) -> list:
         results: list[Any] = [None] * self.n
         waiting, error = set(busy), None
         while waiting:
-            ready = wait([self.conns[i] for i in waiting] + [self.procs[i].sentinel for i in waiting])
-            for i in sorted(waiting):
+            i, ok, value = self._answer(waiting, progress)
+            waiting.discard(i)
+            if not ok:
+                error = error or value
+            else:
+                results[i] = value
+        if error is not None:
+            raise error
+        return results
+
+    def _answer(self, busy: set[int], progress=None) -> tuple[int, bool, Any]:
+        from multiprocessing.connection import wait
+
+        while True:
+            ready = wait([self.conns[i] for i in busy] + [self.procs[i].sentinel for i in busy])
+            for i in sorted(busy):
                 conn, proc = self.conns[i], self.procs[i]
                 if conn in ready or conn.poll():
                     try:
@@ -302,31 +341,34 @@ class LocalPool(Pool):
                         if progress:
                             progress(value)
                         continue
-                    waiting.discard(i)
                     if state:
                         self.states[i] = state
-                    if kind == "raise":
-                        error = error or value
-                    else:
-                        results[i] = value
-                elif proc.sentinel in ready:
+                    if self._pending[i]:  # a startup's or a bind's answer
+                        self._pending[i] -= 1
+                        if kind == "raise":
+                            self.broken = True  # its pending answers are not to be trusted: the cell drops the pool
+                            return i, False, value
+                        self.cpu_at_bind[i] = (state or {}).get("cpu_s")
+                        if self._pending[i]:
+                            continue
+                        return i, True, READY
+                    return i, kind != "raise", value
+                if proc.sentinel in ready:
                     proc.join(5)
                     raise WorkerDied(f"decode worker {i + 1} of {self.n} died ({_death(proc)})")
-        if error is not None:
-            raise error
-        return results
 
     def close(self) -> None:
-        for conn in self.conns:
+        conns, procs = [c for c in self.conns if c is not None], [p for p in self.procs if p is not None]
+        for conn in conns:
             try:
                 conn.send(None)
             except (OSError, BrokenPipeError):
                 pass
-        for p in self.procs:
+        for p in procs:
             p.join(10)
             if p.is_alive():
                 p.kill()
                 p.join(5)
-        for conn in self.conns:
+        for conn in conns:
             conn.close()
         self.procs, self.conns = [], []

@@ -33,6 +33,7 @@ class RayPool(Pool):
             self.close()
             raise
         self.startup_seconds = round(time.perf_counter() - t, 3)
+        self._refs: dict = {}
 
     def run(self, calls: Sequence[tuple[str, tuple] | None], progress: Callable[[int], None] | None = None) -> list:
         import ray
@@ -56,6 +57,26 @@ class RayPool(Pool):
         if error is not None:
             raise error
         return results
+
+    def _send(self, i: int, call: tuple[str, tuple]) -> None:
+        self._refs[i] = self.actors[i].call.remote(*call)
+
+    def _answer(self, busy: set[int]) -> tuple[int, bool, object]:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        by_ref = {self._refs[i]: i for i in busy}
+        (ref,), _ = ray.wait(list(by_ref), num_returns=1)
+        i = by_ref[ref]
+        del self._refs[i]
+        try:
+            value, state = ray.get(ref)
+        except RayActorError as exc:
+            raise WorkerDied(f"decode worker {i + 1} of {self.n} (Ray actor) died: {str(exc).splitlines()[0]}") from None
+        except RayTaskError as exc:
+            return i, False, exc.cause if isinstance(exc.cause, BaseException) else RuntimeError(str(exc))
+        self.states[i] = state
+        return i, True, value
 
     def close(self) -> None:
         import ray

@@ -103,11 +103,16 @@ class CellRecord(Record):
     cache_key: StrictStr | None = Field(None, description="Decode cache key (harness.run.keys.cell_key).")
     workers: dict[str, Any] | None = Field(
         None, description="Decode workers of this cell (harness.run.parallel): count, pool (local or ray), "
-                          "startup_seconds (starting the run's pool: spawn and imports; 0 when an earlier cell started it), "
-                          "bind_seconds (each worker loading this cell's model and weights, in parallel), rss_mib "
-                          "(each worker's peak RSS, VmHWM), cpu_seconds (each worker's CPU time on this cell after the weights: "
-                          "how evenly the split shared the work, whatever the machine's load); "
-                          "None: one, in the cell's process.")
+                          "startup_seconds (the pool's start as this cell saw it: time waited for it, and for a local pool "
+                          "the time its decode ran short of a worker still starting or binding; 0 when ready), "
+                          "bind_seconds (time waited for every worker to load this cell's model: 0 for a local pool, "
+                          "whose workers bind while the others decode), rss_mib "
+                          "(each worker's peak RSS, VmHWM), cpu_seconds (each worker's CPU time on this cell after its bind: "
+                          "how evenly the split shared the work, whatever the machine's load; worker 0 runs on a "
+                          "thread of the cell's process when it runs one torch thread: its thread's CPU time), chosen "
+                          "(with the default count: how many the cell's work was worth and why, "
+                          "harness.run.worker_memory.workers_for; a cell it gave one has only count and chosen); "
+                          "None: one, in the cell's process, as asked (or the run's default was one).")
     results_from_cache: StrictBool | None = Field(None, description="The scored tables came from the cache.")
     decoded_prompts: StrictInt | None = Field(None, description="Prompts decoded in this cell.")
     cached_prompts: StrictInt | None = Field(None, description="Prompts whose decode came from the cache.")

@@ -60,8 +60,9 @@ class RunConfigRecord(Record):
     executor: StrictStr = Field(description="local or ray.")
     workers: StrictInt | None = Field(
         None, description="Decode workers per cell (--workers; harness.run.workers): the count asked for, or the "
-                          "default resolved (the cores this process may use); a cell uses at most one per 16 of its "
-                          "requests unless asked for a count. None: a run made before workers existed (one).")
+                          "default resolved (the cores this process may use); unless asked for a count, a cell uses at most "
+                          "one per 16 of its requests and one per 2,048 MiB-requests of work (requests x weights; "
+                          "cell.json workers.chosen says why). None: a run made before workers existed (one).")
     batch_size: StrictInt = Field(description="Prompts per decode batch.")
     batching: StrictStr = Field(description="rows, bucket or padded (harness.decode.greedy).")
     decoder_version: StrictStr = Field(description="Version of the decoder's outputs (part of the decode key).")

@@ -16,7 +16,8 @@ from harness.decode.records import DecodeRequest
 from harness.ladder.load import load_ladder
 from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models
 from harness.run.pipeline import RunConfig, run
-from harness.run.workers import split_requests
+from harness.decode.greedy import plan_batches
+from harness.run.dispatch import Dealer
 from tests.conftest import ROOT
 
 TABLES = ("generations.parquet", "pairs.parquet", "drift.parquet", "audit.parquet")
@@ -66,15 +67,33 @@ def _req(key, n, rep=0):
     return DecodeRequest(key, tuple(range(n)), rep, key)
 
 
-def test_split_is_fixed_and_keeps_copies_apart():
-    reqs = [_req(f"k{i}", 5 + i % 7) for i in range(20)] + [_req(f"k{i}", 5 + i % 7, 1) for i in range(0, 20, 3)]
-    parts = split_requests(reqs, 3)
-    assert parts == split_requests(list(reversed(reqs)), 3)  # fixed by the requests, not their order
-    assert sorted((r.prompt_key, r.replicate) for p in parts for r in p) == sorted((r.prompt_key, r.replicate) for r in reqs)
-    for p in parts:
-        keys = [r.prompt_key for r in p]
-        assert len(keys) == len(set(keys)), "an identical-rung copy shares a worker with its original"
-    assert max(map(len, parts)) - min(map(len, parts)) <= 2
+@pytest.mark.parametrize("batching", ["rows", "bucket"])
+@pytest.mark.parametrize("n", [2, 3])
+def test_dealing_keeps_copies_apart_and_deals_everything_once(n, batching):
+    import random
+
+    reqs = [_req(f"k{i}", 5 + i % 7) for i in range(60)] + [_req(f"k{i}", 5 + i % 7, 1) for i in range(0, 60, 3)]
+    rng = random.Random(n)
+    dealer, got, free = Dealer(reqs, n, 8, batching), {w: [] for w in range(n)}, list(range(n))
+    originals = plan_batches([r for r in reqs if r.replicate == 0], 8, batching)
+    while True:  # workers free up in a random order, as they would finishing batches of unknown cost
+        rng.shuffle(free)
+        w, batch = next(((w, b) for w in free for b in [dealer.next_for(w)] if b), (free[0], None))
+        if batch is None:  # no worker could take one: what serve() does when every worker is idle
+            batch = dealer.next_for(w, force=True)
+        if batch is None:
+            break
+        got[w].append(batch)
+    assert dealer.done
+    dealt = [(r.prompt_key, r.replicate) for bs in got.values() for b in bs for r in b]
+    assert sorted(dealt) == sorted((r.prompt_key, r.replicate) for r in reqs)  # each request once
+    for bs in got.values():
+        keys = [r.prompt_key for b in bs for r in b]
+        assert len(keys) == len(set(keys)), "an identical-rung copy decoded by the worker of its original"
+    # The originals' batches are the batches one worker plans for them (the same batch mates).
+    assert sorted(map(tuple, (b for bs in got.values() for b in bs if b[0].replicate == 0)), key=str) == \
+        sorted(map(tuple, originals), key=str)
+    assert min(len(bs) for bs in got.values()) > 0
 
 
 def test_too_many_workers_for_memory_is_refused(tmp_path):
@@ -153,3 +172,28 @@ def test_twin_divergence_is_the_same_with_two_workers(tmp_path):
     pairs = pd.read_parquet(two.run_dir / "pairs.parquet")
     assert pairs["twin_kl_ab"].notna().any()
     assert (pairs.loc[pairs["rung"] == "identical", "twin_kl_ab"] == 0).all()
+
+
+def test_default_count_rule_weighs_requests_by_the_weights():
+    from harness.run.worker_memory import workers_for
+
+    # The demo model (1.7 MiB of weights) on the default ladder: too little work to pay for a second worker.
+    n, why = workers_for(None, 351, 2, 1.72)
+    assert n == 1 and why.endswith(": 1") and "351 requests x 1.7 MiB" in why
+    assert workers_for(None, 4081, 2, 1.72)[0] == 2  # the task ladder
+    assert workers_for(None, 400, 2, 257.5)[0] == 2  # SmolLM2-135M on the small task ladder
+    assert workers_for(None, 20, 2, 257.5)[0] == 1  # at most one per 16 requests whatever the weights
+    assert workers_for(None, 4081, 2, 0.0)[0] == 2  # weights unknown: the request count alone
+    assert workers_for(2, 351, 2, 1.72) == (2, None)  # asked for: split, whatever the work
+
+
+def test_default_count_is_recorded_with_its_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("STABPROBE_WORKERS", "2")  # the run's default: 2 (as on a 2-core machine)
+    res = _run(tmp_path, None, lengths=(8,), variants=("bf16",))
+    assert res.exit_code == 0
+    m = json.loads((res.run_dir / "manifest.json").read_text())
+    assert m["config"]["workers"] == 2
+    w = m["models"][0]["workers"]
+    assert w["count"] == 1 and "MiB-requests" in w["chosen"] and w["chosen"].endswith(": 1"), w
+    cell = json.loads(next(res.run_dir.glob("cells/*/cell.json")).read_text())
+    assert cell["workers"] == w
