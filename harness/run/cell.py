@@ -131,6 +131,8 @@ class CellContext:
     """Decode cache key (stage 3)."""
     rkey: str = ""
     """Scored-tables cache key (stage 3)."""
+    worker_warnings: dict[str, int] = field(default_factory=dict)
+    """Third-party warnings the decode's worker processes showed once and counted (stage 4; added to the cell's)."""
 
     def note(self, **fields: Any) -> None:
         self.record = self.record.evolve(**fields)
@@ -180,6 +182,7 @@ def run_cell(cell: Cell, settings: CellSettings, run_dir: Path, loader: Callable
         ctx.note(status="failed", error=error, traceback=traceback.format_exc(limit=5))
     finally:
         quiet.__exit__(None, None, None)
+        seen.update(ctx.worker_warnings)  # each worker process showed its own once: one count per cell
         if seen:
             ctx.note(third_party_warnings={k[:200]: n for k, n in seen.items()})
         if ctx.loaded.weights_loaded:
@@ -262,6 +265,7 @@ def _decode(ctx: CellContext) -> list:
                                        decoder.redecode, decoder.prompt_ends, decoder.fill)
     finally:
         decoder.close()
+        ctx.worker_warnings = decoder.third_party_warnings()
     ctx.note(workers=decoder.record())
     ctx.note(decode_completion=counts)
     _store_generations(s, ctx.key, gens, ctx.reqs, fresh_keys | again)

@@ -131,6 +131,15 @@ class CellDecoder:
                 "rss_mib": [st.get("rss_mb", -1.0) for st in self._states()], "cpu_seconds": cpu,
                 **({"chosen": self._why} if self._why else {})}
 
+    def third_party_warnings(self) -> dict[str, int]:
+        """The warnings each worker process showed once and counted while it served this cell, summed (worker 0 on
+        the run's own thread is counted by the cell itself, harness.core.noise)."""
+        total: dict[str, int] = {}
+        for st in self._states():
+            for k, n in (st.get("third_party_warnings") or {}).items():
+                total[k] = total.get(k, 0) + int(n)
+        return total
+
     def close(self) -> None:
         """Done with the workers for this cell (they stay up for the next cell; a broken pool is closed)."""
         if self.pool is not None:

@@ -15,9 +15,10 @@ def rss_mb() -> float:
     """Peak resident memory of this process in MiB: VmHWM (ru_maxrss would count the parent's peak too, since
     Linux keeps it across the fork and exec that start a worker)."""
     try:
-        for line in open("/proc/self/status", encoding="ascii"):
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024.0, 1)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
     except OSError:
         pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
@@ -88,8 +89,28 @@ class WorkerHost:
         _warm_imports()
         self.loaded, self.inline = None, inline
         self.held: dict[Key, Any] = {}
+        self.warned: dict[str, int] = {}
+        """Third-party warnings of the cell bound now, shown once in this process and counted (a process of its
+        own only: worker 0 inline is inside the cell's own count)."""
 
     def call(self, method: str, args: tuple, progress: Callable | None = None):
+        """:meth:`_call`, with a library that warns per call (bitsandbytes int8: 40 lines a worker) shown once."""
+        if self.inline:
+            return self._call(method, args, progress)
+        from harness.core.noise import once_each
+
+        if method == "bind":
+            self.warned = {}  # counts per cell
+        seen: dict[str, int] = {}
+        try:
+            with once_each() as seen:
+                result, _ = self._call(method, args, progress)
+        finally:
+            for k, n in seen.items():
+                self.warned[k[:200]] = self.warned.get(k[:200], 0) + n
+        return result, self._state()  # the state after the call's own warnings are counted
+
+    def _call(self, method: str, args: tuple, progress: Callable | None = None):
         """(result, state): ``bind`` (entry, variant, loader) loads a model and its weights; the others use it.
 
         ``decode`` returns (outputs without their states, how the engine ran, the keys whose states are held here);
@@ -102,7 +123,7 @@ class WorkerHost:
             entry, variant, loader = args
             self.loaded = loader(entry, variant)
             _ = self.loaded.model
-            return None, worker_state(self.loaded, self.inline)
+            return None, self._state()
         if self.loaded is None:
             raise RuntimeError(f"decode worker asked to {method} before any model was bound")
         kwargs = {"progress": progress} if progress is not None and method in ("decode", "prompt_ends") else {}
@@ -120,7 +141,7 @@ class WorkerHost:
         raise ValueError(f"decode worker: unknown call {method!r}")
 
     def _state(self) -> dict[str, Any]:
-        return worker_state(self.loaded, self.inline)
+        return {**worker_state(self.loaded, self.inline), "third_party_warnings": dict(self.warned)}
 
     def _fill_held(self, want: dict, head_ok: bool | None) -> dict:
         from harness.decode.traces import fill_traces, trace_fields

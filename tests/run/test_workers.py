@@ -197,3 +197,19 @@ def test_default_count_is_recorded_with_its_reason(tmp_path, monkeypatch):
     assert w["count"] == 1 and "MiB-requests" in w["chosen"] and w["chosen"].endswith(": 1"), w
     cell = json.loads(next(res.run_dir.glob("cells/*/cell.json")).read_text())
     assert cell["workers"] == w
+
+
+def test_a_worker_process_counts_its_third_party_warnings_into_the_cell(tmp_path):
+    # bitsandbytes int8 warns per call (40 times in a worker's own invariance probe); each worker process shows it
+    # once, and its count must reach cell.json (issue 30: shown once, counted). The decode's batches are the same
+    # either way and each worker probes once, so two workers count more than one; had the spawned worker's count
+    # been left behind, the cell would hold only the run's own thread's (worker 0): no more than one worker's.
+    def counted(run_dir):
+        rec = json.loads((run_dir / "cells" / "tiny-chat--int8" / "cell.json").read_text())
+        return sum(n for k, n in (rec.get("third_party_warnings") or {}).items() if "bitsandbytes" in k)
+
+    one = _run(tmp_path / "one", 1, lengths=(8,), variants=("int8",))
+    two = _run(tmp_path / "two", 2, lengths=(8,), variants=("int8",))
+    assert one.exit_code == 0 and two.exit_code == 0
+    n1, n2 = counted(one.run_dir), counted(two.run_dir)
+    assert n1 > 1 and n2 > n1, (n1, n2)
