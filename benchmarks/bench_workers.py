@@ -54,7 +54,7 @@ def _cell(model: str, workers: int, out: Path, ladder, lengths: tuple[int, ...] 
     cell after a run's first sees it, and as the raw engines are timed: their start-up is not counted)."""
     from harness.core.threads import torch_threads
     from harness.models.registry import DEFAULT_REGISTRY, load_registry, resolve_models
-    from harness.run.parallel import _POOLS, prestart_pool
+    from harness.run.parallel import prestart_pool
     from harness.run.pipeline import RunConfig, run
 
     cfg = RunConfig(models=tuple(resolve_models(model, load_registry(DEFAULT_REGISTRY))),
@@ -62,8 +62,7 @@ def _cell(model: str, workers: int, out: Path, ladder, lengths: tuple[int, ...] 
                     variants=("bf16",), threads=1)
     if warm and workers > 1:
         with torch_threads(1):  # the run's thread policy: worker 0 then runs on a thread of this process
-            prestart_pool(workers, (cfg.models[0], "bf16", cfg.loader))
-            _POOLS[("local", workers)].wait_ready()  # run() finds it up and bound, and closes it at its end
+            prestart_pool(workers, (cfg.models[0], "bf16", cfg.loader), wait=True)  # run() finds it up and bound
     t = time.perf_counter()
     res = run(cfg)
     return _read_cell(res.run_dir, model, workers, time.perf_counter() - t)

@@ -265,13 +265,16 @@ def run_pool(kind: str, n: int):
     return pool, pool.startup_seconds
 
 
-def prestart_pool(n: int, first: tuple | None = None) -> None:
-    """Spawn ``n`` local workers now without waiting: they import torch (and bind ``first``, the run's first cell's
-    (entry, variant, loader), when given) while the run loads its embedder and audits the first cell."""
+def prestart_pool(n: int, first: tuple | None = None, wait: bool = False) -> None:
+    """Spawn ``n`` local workers now: they import torch (and bind ``first``, the run's first cell's (entry, variant,
+    loader), when given) while the run loads its embedder and audits the first cell. ``wait``: return only once
+    every worker is up and bound (a caller timing the decode in steady state, e.g. benchmarks/bench_workers.py)."""
     if n > 1 and ("local", n) not in _POOLS:
         from harness.run.workers import LocalPool
 
         _POOLS[("local", n)] = LocalPool(n, wait=False, first=first if first and _picklable(first[2]) else None)
+    if wait and ("local", n) in _POOLS:
+        _POOLS[("local", n)].wait_ready()
 
 
 def drop_pool(pool) -> None:
